@@ -1,0 +1,43 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+# A Python >= 3.12: python3.13, python3.12, then versions installed by pyenv.
+PYTHON ?= $(shell for c in python3.13 python3.12 \
+	$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV); do \
+	command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
+	&& { command -v $$c; break; }; done)
+
+.PHONY: run test venv bench-ingest lint clean
+
+$(PY):
+	@if [ -z "$(PYTHON)" ]; then echo "Opus needs Python 3.12 or newer: install python3.12 (apt install python3.12, or pyenv install 3.12) and run make again." >&2; exit 1; fi
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@ $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/opus serve
+
+test: $(TEST_STAMP)
+	$(VENV)/bin/ruff check opus tests bench
+	$(VENV)/bin/mypy opus
+	$(VENV)/bin/python -m pytest -q
+
+bench-ingest: $(TEST_STAMP)
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

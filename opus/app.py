@@ -1,0 +1,152 @@
+"""create_app(settings): the shared objects, their start and stop order, and the routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from opus import __version__, auth
+from opus.config import Settings
+from opus.db import Database
+from opus.events import uuid7
+from opus.hub import Hub
+from opus.ingest import Ingest
+from opus.keys import (
+    ADMIN_TOKEN,
+    CATALOG,
+    DB,
+    HUB,
+    INGEST,
+    LEDGER,
+    METRICS,
+    NODE_ID,
+    QUEUE,
+    ROOMS,
+    SETTINGS,
+    SIGNER,
+)
+from opus.ledger import Ledger
+from opus.metrics import Metrics
+from opus.outbox import Relay
+from opus.queue import VoteQueue
+from opus.rooms import Catalog, Rooms
+from opus.views import api, middleware
+from opus.worker import Workers
+
+log = logging.getLogger(__name__)
+
+_CHECKPOINT_S = 30.0
+_PRUNE_S = 600.0
+
+
+def load_node_id(data_dir: Path) -> str:
+    """This appliance's stable id: the `source` of every event it creates."""
+    path = data_dir / "node_id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        node_id = uuid7()
+        path.write_text(node_id + "\n")
+        return node_id
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    db = Database(app[SETTINGS].db_path)
+    await db.open()
+    app[DB] = db
+    yield
+    await db.close()
+
+
+async def _queue(app: web.Application) -> AsyncIterator[None]:
+    queue = await asyncio.to_thread(VoteQueue, app[SETTINGS].queue_path)
+    app[QUEUE] = queue
+    yield
+    await asyncio.to_thread(queue.close)
+
+
+async def _pipeline(app: web.Application) -> AsyncIterator[None]:
+    """Recover, then run: the relay, the workers and the group committer, stopped in the
+    reverse order so that every vote handed in is committed and every claim finished."""
+    settings, db, queue, metrics = app[SETTINGS], app[DB], app[QUEUE], app[METRICS]
+    catalog, ledger, hub = Catalog(), Ledger(), Hub()
+    await catalog.load(db)
+    app[CATALOG], app[LEDGER], app[HUB] = catalog, ledger, hub
+    relay = Relay(db, hub, metrics)
+    app[ROOMS] = Rooms(db, catalog, app[NODE_ID], relay.wake)
+    work_available = asyncio.Event()
+    workers = Workers(
+        settings, db, queue, ledger, metrics, app[NODE_ID], work_available, relay.wake
+    )
+    # No worker is alive yet, so every claim is a dead worker's: give them back, then apply
+    # the backlog before the first request, so the ledger rebuilt from SQLite is complete.
+    returned = await asyncio.to_thread(queue.return_expired, 0)
+    drained = await workers.drain()
+    if returned or drained:
+        log.info("recovered %d claimed votes, applied %d queued votes", returned, drained)
+    await ledger.load(db)
+    metrics.watch_depth(lambda: len(ledger.pending))
+
+    app[INGEST] = ingest = Ingest(settings, queue, catalog, ledger, metrics, work_available)
+    relay_task = asyncio.create_task(relay.run(), name="opus-outbox-relay")
+    chores = asyncio.create_task(_housekeeping(app, relay), name="opus-housekeeping")
+    async with workers.running(), ingest.running():
+        yield
+    await relay.stop()
+    await relay_task
+    chores.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await chores
+
+
+async def _housekeeping(app: web.Application, relay: Relay) -> None:
+    db, queue, metrics = app[DB], app[QUEUE], app[METRICS]
+    since_prune = 0.0
+    while True:
+        await asyncio.sleep(_CHECKPOINT_S)
+        since_prune += _CHECKPOINT_S
+        try:
+            await db.checkpoint()
+            metrics.queue_failed.set((await asyncio.to_thread(queue.stats))["failed"])
+            if since_prune >= _PRUNE_S:
+                since_prune = 0.0
+                await relay.prune()
+                await asyncio.to_thread(queue.prune)
+        except Exception:
+            log.exception("housekeeping failed; will try again")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"status": "ok", "version": __version__, "node_id": request.app[NODE_ID]}
+    )
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[middleware.timing, middleware.errors],
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[NODE_ID] = load_node_id(settings.data_dir)
+    app[SIGNER] = auth.Signer(auth.load_secret(settings.data_dir))
+    app[ADMIN_TOKEN], _ = auth.load_admin_token(settings.data_dir, settings.admin_token)
+    app.cleanup_ctx.extend([_database, _queue, _pipeline])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_view)
+    api.setup(app)
+    return app

@@ -1,0 +1,89 @@
+"""Admin token and signed voter tokens (checking one needs no database read)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+VOTER_PREFIX = "v1."
+
+
+def _read_or_create(path: Path, make: bytes) -> bytes:
+    """Read a secret file, or create it (0600) with `make` when it does not exist yet."""
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(make + b"\n")
+        return make
+
+
+def load_secret(data_dir: Path) -> bytes:
+    return _read_or_create(data_dir / "secret", secrets.token_hex(32).encode())
+
+
+def load_admin_token(data_dir: Path, configured: str | None) -> tuple[str, Path | None]:
+    """The configured token, or the one kept in the data dir (created on first start).
+
+    Returns the token and the file it lives in (None when it came from settings).
+    """
+    if configured:
+        return configured, None
+    path = data_dir / "admin_token"
+    return _read_or_create(path, secrets.token_urlsafe(24).encode()).decode(), path
+
+
+def rotate_admin_token(data_dir: Path) -> str:
+    path = data_dir / "admin_token"
+    token = secrets.token_urlsafe(24)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    tmp.replace(path)
+    return token
+
+
+@dataclass(frozen=True, slots=True)
+class Voter:
+    voter_id: str
+    room_id: str
+
+
+class Signer:
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _mac(self, body: bytes) -> str:
+        digest = hmac.new(self._secret, body, hashlib.sha256).digest()[:18]
+        return base64.urlsafe_b64encode(digest).decode()
+
+    def voter_token(self, voter: Voter) -> str:
+        body = f"{voter.voter_id}:{voter.room_id}".encode()
+        encoded = base64.urlsafe_b64encode(body).decode().rstrip("=")
+        return f"{VOTER_PREFIX}{encoded}.{self._mac(body)}"
+
+    def voter(self, token: str) -> Voter | None:
+        """The voter a token names, or None when it is not one of ours."""
+        if not token.startswith(VOTER_PREFIX):
+            return None
+        try:
+            encoded, mac = token[len(VOTER_PREFIX) :].split(".", 1)
+            body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except ValueError:
+            return None
+        if not hmac.compare_digest(mac, self._mac(body)):
+            return None
+        voter_id, _, room_id = body.decode(errors="replace").partition(":")
+        return Voter(voter_id, room_id)
+
+
+def same_token(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())

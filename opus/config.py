@@ -1,0 +1,106 @@
+"""Settings: declared once as (name, default, help); the CLI, the environment and the README
+table are all derived from the list below."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = _setting("0.0.0.0", "Address to listen on (0.0.0.0 means every network).")
+    port: int = _setting(8080, "TCP port to listen on.")
+    data_dir: Path = _setting(
+        Path("opus-data"), "Folder for the database, the queue, the secret and the admin token."
+    )
+    admin_token: str | None = _setting(
+        None, "Host's API token. Unset: generated on first start and kept in the data dir."
+    )
+    public_url: str | None = _setting(
+        None, "URL attendees should open (for example http://10.0.0.5:8080). Unset: guessed."
+    )
+    workers: int = _setting(5, "Number of workers applying queued votes to the database.")
+    worker_batch: int = _setting(200, "Most votes one worker claims and applies at once.")
+    commit_interval_ms: float = _setting(
+        1.0, "How long the vote writer gathers votes into one durable commit (milliseconds)."
+    )
+    max_attempts: int = _setting(
+        5, "Tries before a vote that keeps failing goes to the failed (dead-letter) state."
+    )
+    claim_timeout_s: float = _setting(
+        30.0, "Seconds after which a vote claimed by a stalled worker goes back to the queue."
+    )
+    max_backlog: int = _setting(
+        200_000, "Votes waiting in the queue beyond which new votes get 503 and Retry-After."
+    )
+    max_body_bytes: int = _setting(65_536, "Largest request body accepted (bytes).")
+    shutdown_timeout_s: float = _setting(
+        20.0, "Seconds SIGTERM waits for requests in flight before closing."
+    )
+    log_format: str = _setting("text", "Log lines as 'text' or 'json'.")
+    log_level: str = _setting("info", "debug, info, warning or error.")
+    access_log: bool = _setting(False, "Log every HTTP request (halves the request rate).")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "opus.db"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.data_dir / "queue.db"
+
+
+def settings_fields() -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(Settings))
+
+
+def env_name(name: str) -> str:
+    return "OPUS_" + name.upper()
+
+
+def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    if kind.startswith("bool"):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if kind.startswith("Path"):
+        return Path(raw)
+    return raw
+
+
+def from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from OPUS_* variables, then explicit overrides (the tests' way in)."""
+    environ = dict(os.environ) if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in settings_fields():
+        raw = environ.get(env_name(f.name))
+        if raw not in (None, ""):
+            values[f.name] = _coerce(f, raw)
+    values.update(overrides)
+    return Settings(**values)
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    rows = ["| option | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for f in settings_fields():
+        default = "(generated)" if f.name == "admin_token" else f.default
+        if f.name == "public_url":
+            default = "(guessed)"
+        flag = "--" + f.name.replace("_", "-")
+        rows.append(f"| `{flag}` | `{env_name(f.name)}` | `{default}` | {f.metadata['help']} |")
+    return "\n".join(rows)

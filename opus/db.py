@@ -1,0 +1,197 @@
+"""The only module that opens SQLite: one writer connection guarded by a lock (every write in
+BEGIN IMMEDIATE), one reader connection, WAL, and migrations tracked by PRAGMA user_version."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+Row = sqlite3.Row
+Params = dict[str, Any] | Sequence[Any]
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE rooms (
+        id TEXT PRIMARY KEY,
+        code TEXT NOT NULL UNIQUE,
+        title TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE polls (
+        id TEXT PRIMARY KEY,
+        room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        question TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'draft',
+        allow_change INTEGER NOT NULL DEFAULT 0,
+        hide_results INTEGER NOT NULL DEFAULT 0,
+        total_votes INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        opened_at TEXT,
+        closed_at TEXT
+    );
+    CREATE INDEX polls_room ON polls(room_id, position);
+    CREATE TABLE options (
+        id TEXT PRIMARY KEY,
+        poll_id TEXT NOT NULL REFERENCES polls(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        label TEXT NOT NULL
+    );
+    CREATE INDEX options_poll ON options(poll_id, position);
+    CREATE TABLE tallies (
+        option_id TEXT PRIMARY KEY REFERENCES options(id) ON DELETE CASCADE,
+        poll_id TEXT NOT NULL,
+        votes INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE voters (
+        id TEXT PRIMARY KEY,
+        room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL
+    );
+    -- One row per voter and poll: the unique key is the second layer against double votes.
+    CREATE TABLE votes (
+        poll_id TEXT NOT NULL REFERENCES polls(id) ON DELETE CASCADE,
+        voter_id TEXT NOT NULL,
+        event_id TEXT NOT NULL UNIQUE,
+        choice TEXT NOT NULL,
+        accepted_ns INTEGER NOT NULL,
+        counted_at TEXT NOT NULL,
+        PRIMARY KEY (poll_id, voter_id)
+    );
+    -- Every event a worker has applied, with its outcome: the idempotency record and the receipt.
+    CREATE TABLE processed_events (
+        event_id TEXT PRIMARY KEY,
+        poll_id TEXT NOT NULL,
+        voter_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        choice TEXT NOT NULL,
+        processed_at TEXT NOT NULL
+    );
+    -- Delivery attempts of queue messages that failed at least once.
+    CREATE TABLE delivery_failures (
+        message_id TEXT PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        poll_id TEXT NOT NULL,
+        voter_id TEXT NOT NULL,
+        choice TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        dead INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        event_type TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        sent_at TEXT
+    );
+    CREATE INDEX outbox_unsent ON outbox(seq) WHERE sent_at IS NULL;
+    """,
+}
+
+
+class Database:
+    """Writes go through one connection, one transaction at a time; reads use another."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect()
+        await self._migrate(self._writer)
+        self._reader = await self._connect()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        await conn.executescript(
+            """
+            PRAGMA journal_mode = WAL;
+            PRAGMA synchronous = NORMAL;
+            PRAGMA foreign_keys = ON;
+            PRAGMA busy_timeout = 10000;
+            PRAGMA temp_store = MEMORY;
+            """
+        )
+        return conn
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        (version,) = await (await conn.execute("PRAGMA user_version")).fetchone() or (0,)
+        latest = max(MIGRATIONS)
+        if version > latest:
+            raise RuntimeError(
+                f"{self.path} has schema version {version}, newer than this Opus ({latest})"
+            )
+        for number in sorted(n for n in MIGRATIONS if n > version):
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version = {number}")
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            log.info("database migrated to version %d", number)
+
+    async def close(self) -> None:
+        # aiosqlite's thread is not a daemon: a connection left open keeps the process alive.
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction; the lock keeps coroutines from interleaving statements."""
+        assert self._writer is not None, "database is not open"
+        async with self._write_lock:
+            conn = self._writer
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        assert self._reader is not None, "database is not open"
+        return list(await self._reader.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def checkpoint(self) -> None:
+        """Long-lived readers starve automatic checkpoints; the server calls this on a timer."""
+        assert self._writer is not None
+        async with self._write_lock:
+            await self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+async def fetchall(conn: aiosqlite.Connection, sql: str, params: Params = ()) -> list[Row]:
+    """A read inside a write transaction (sees the transaction's own changes)."""
+    return list(await conn.execute_fetchall(sql, params))
+
+
+def placeholders(values: Iterable[Any]) -> str:
+    return ",".join("?" for _ in values)

@@ -1,0 +1,187 @@
+"""The vote path: check a vote against the in-memory view of polls and the ledger, write it
+durably to the queue in a group commit, and only then let the handler answer 202."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from opus import events
+from opus.auth import Voter
+from opus.config import Settings
+from opus.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable, Unprocessable
+from opus.ledger import Entry, Ledger
+from opus.metrics import Metrics
+from opus.queue import DuplicateKey, VoteQueue
+from opus.rooms import Catalog, PollView
+
+log = logging.getLogger(__name__)
+
+
+def _choice(poll: PollView, body: dict[str, Any]) -> str:
+    """The canonical JSON of the chosen options, after the poll kind's rules."""
+    option_ids = body.get("option_ids")
+    if not isinstance(option_ids, list) or not all(isinstance(o, str) for o in option_ids):
+        raise BadRequest("'option_ids' must be a list of option ids.", code="invalid_field")
+    chosen = sorted(set(option_ids))
+    if not chosen:
+        raise Unprocessable("Choose at least one option.", code="no_option")
+    if poll.kind == "single" and len(chosen) != 1:
+        raise Unprocessable("This poll takes exactly one option.", code="too_many_options")
+    if not poll.option_ids.issuperset(chosen):
+        raise Unprocessable("An option is not one of this poll's.", code="invalid_option")
+    return json.dumps(chosen, separators=(",", ":"))
+
+
+def _event_id(body: dict[str, Any]) -> str:
+    raw = body.get("event_id")
+    if raw is None:
+        return events.uuid7()
+    if not isinstance(raw, str):
+        raise BadRequest("'event_id' must be a UUID string.", code="invalid_field")
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise BadRequest("'event_id' must be a UUID.", code="invalid_field") from None
+
+
+class Ingest:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: VoteQueue,
+        catalog: Catalog,
+        ledger: Ledger,
+        metrics: Metrics,
+        work_available: asyncio.Event,
+    ) -> None:
+        self._settings = settings
+        self._queue = queue
+        self._catalog = catalog
+        self._ledger = ledger
+        self._metrics = metrics
+        self._work_available = work_available
+        self._batch: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._wake = asyncio.Event()
+        self._closing = False
+        # One thread for the group commits: they are serial by nature.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="opus-ingest")
+
+    def _reject(self, reason: str) -> None:
+        self._metrics.votes_rejected.labels(reason).inc()
+
+    async def cast(self, voter: Voter, poll_id: str, body: dict[str, Any]) -> str:
+        """Accept one vote; returns its event id once it is durable. Raises OpusError."""
+        try:
+            return await self._cast(voter, poll_id, body)
+        except (BadRequest, Conflict, Forbidden, NotFound, Unprocessable, Unavailable) as exc:
+            self._reject(exc.code)
+            raise
+
+    async def _cast(self, voter: Voter, poll_id: str, body: dict[str, Any]) -> str:
+        if self._closing:
+            raise Unavailable("The server is shutting down; try again.", retry_after=2)
+        poll = self._catalog.polls.get(poll_id)
+        if poll is None:
+            raise NotFound("No poll has this id.", code="poll_not_found")
+        if poll.room_id != voter.room_id:
+            raise Forbidden("This poll belongs to another room.", code="wrong_room")
+        if poll.status != "open":
+            raise Conflict("This poll is not open for votes.", code="poll_not_open")
+        entry = Entry(poll_id, voter.voter_id, _choice(poll, body))
+        event_id = _event_id(body)
+
+        known = self._ledger.by_event.get(event_id)
+        if known is not None:
+            if known != entry:
+                raise Conflict(
+                    "This event_id was already used for a different vote.",
+                    code="event_id_conflict",
+                )
+            # A retry of a vote we already have: answer as the first time, once it is durable.
+            inflight = self._inflight.get(event_id)
+            if inflight is not None:
+                await asyncio.shield(inflight)
+            return event_id
+        if (poll_id, voter.voter_id) in self._ledger.by_key and not poll.allow_change:
+            raise Conflict("You have already voted in this poll.", code="already_voted")
+        if len(self._ledger.pending) >= self._settings.max_backlog:
+            raise Unavailable("Too many votes are waiting; try again.", code="queue_full",
+                              retry_after=1)
+
+        previous = self._ledger.accept(event_id, entry)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[event_id] = future
+        self._batch.append((event_id, entry.payload(), future))
+        self._wake.set()
+        try:
+            await asyncio.shield(future)
+        except BaseException:
+            self._ledger.forget(event_id, previous)
+            raise
+        finally:
+            del self._inflight[event_id]
+        self._metrics.votes_accepted.inc()
+        return event_id
+
+    async def run(self) -> None:
+        """The group committer: everything that arrived while the last commit ran goes into
+        the next one, so a busy server makes few, large, synced commits."""
+        linger = self._settings.commit_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        while not (self._closing and not self._batch):
+            if not self._batch:
+                self._wake.clear()
+                await self._wake.wait()
+                if linger:
+                    await asyncio.sleep(linger)
+            batch, self._batch = self._batch, []
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                outcome = await loop.run_in_executor(
+                    self._executor, self._queue.put_many, [(e, d) for e, d, _ in batch]
+                )
+            except Exception as exc:  # disk full, I/O error: nothing was acknowledged
+                log.error("vote commit failed for %d votes: %s", len(batch), exc)
+                error = Unavailable("Votes cannot be saved right now; try again.",
+                                    code="storage_error", retry_after=2)
+                for _, _, future in batch:
+                    future.set_exception(error)
+                continue
+            self._metrics.group_commit_seconds.observe(time.perf_counter() - started)
+            self._metrics.group_commit_size.observe(len(batch))
+            for (event_id, _, future), problem in zip(batch, outcome, strict=True):
+                if isinstance(problem, DuplicateKey):
+                    future.set_exception(Conflict(
+                        "This event_id was already used for a different vote.",
+                        code="event_id_conflict"))
+                else:
+                    future.set_result(None)
+            self._work_available.set()
+
+    async def close(self) -> None:
+        """Refuse new votes, commit the ones already handed in, stop the committer."""
+        self._closing = True
+        self._wake.set()
+
+    def shutdown_executor(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> Any:
+        task = asyncio.create_task(self.run(), name="opus-group-commit")
+        try:
+            yield
+        finally:
+            await self.close()
+            await task
+            self.shutdown_executor()

@@ -1,0 +1,28 @@
+"""Every object the app shares, reached through one typed key declared here."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from opus.auth import Signer
+from opus.config import Settings
+from opus.db import Database
+from opus.hub import Hub
+from opus.ingest import Ingest
+from opus.ledger import Ledger
+from opus.metrics import Metrics
+from opus.queue import VoteQueue
+from opus.rooms import Catalog, Rooms
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+NODE_ID = web.AppKey("node_id", str)
+ADMIN_TOKEN = web.AppKey("admin_token", str)
+SIGNER = web.AppKey("signer", Signer)
+DB = web.AppKey("db", Database)
+QUEUE = web.AppKey("queue", VoteQueue)
+HUB = web.AppKey("hub", Hub)
+CATALOG = web.AppKey("catalog", Catalog)
+LEDGER = web.AppKey("ledger", Ledger)
+ROOMS = web.AppKey("rooms", Rooms)
+INGEST = web.AppKey("ingest", Ingest)

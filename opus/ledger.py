@@ -1,0 +1,73 @@
+"""Layer 1 against double votes: the in-memory record of every accepted vote.
+
+Ingest writes to it when a vote is accepted; workers tell it when a vote is settled. It is
+rebuilt from SQLite at start (after the queue has been drained), so it never needs a read on
+the vote path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opus.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    poll_id: str
+    voter_id: str
+    choice: str  # canonical JSON of the chosen option ids
+
+    def payload(self) -> str:
+        """The queue message: the same vote always gives the same bytes (idempotent puts)."""
+        return f'{{"p":"{self.poll_id}","v":"{self.voter_id}","c":{self.choice}}}'
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.by_event: dict[str, Entry] = {}
+        # (poll_id, voter_id) -> the event id of the voter's latest accepted vote
+        self.by_key: dict[tuple[str, str], str] = {}
+        # accepted, not yet settled by a worker: their receipts say "queued"
+        self.pending: set[str] = set()
+
+    def accept(self, event_id: str, entry: Entry) -> str | None:
+        """Record an accepted vote; returns the event it displaced (to undo with `forget`)."""
+        key = (entry.poll_id, entry.voter_id)
+        previous = self.by_key.get(key)
+        self.by_event[event_id] = entry
+        self.by_key[key] = event_id
+        self.pending.add(event_id)
+        return previous
+
+    def forget(self, event_id: str, previous: str | None) -> None:
+        """Undo `accept` for a vote whose durable write failed."""
+        entry = self.by_event.pop(event_id, None)
+        self.pending.discard(event_id)
+        if entry is None:
+            return
+        key = (entry.poll_id, entry.voter_id)
+        if self.by_key.get(key) == event_id:
+            if previous is None:
+                del self.by_key[key]
+            else:
+                self.by_key[key] = previous
+
+    def settled(self, event_ids: list[str]) -> None:
+        self.pending.difference_update(event_ids)
+
+    async def load(self, db: Database) -> None:
+        for row in await db.fetchall(
+            "SELECT event_id, poll_id, voter_id, choice FROM processed_events"
+        ):
+            self.by_event[row["event_id"]] = Entry(row["poll_id"], row["voter_id"], row["choice"])
+        for row in await db.fetchall("SELECT poll_id, voter_id, event_id FROM votes"):
+            self.by_key[(row["poll_id"], row["voter_id"])] = row["event_id"]
+        # Dead-lettered votes were acknowledged: they still hold the voter's place.
+        for row in await db.fetchall(
+            "SELECT event_id, poll_id, voter_id, choice FROM delivery_failures WHERE dead = 1"
+        ):
+            entry = Entry(row["poll_id"], row["voter_id"], row["choice"])
+            self.by_event[row["event_id"]] = entry
+            self.by_key.setdefault((entry.poll_id, entry.voter_id), row["event_id"])
+            self.pending.add(row["event_id"])

@@ -1,0 +1,101 @@
+"""The transactional outbox: events are written with the state change they describe, then a
+relay publishes them to the hub and marks them sent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterable
+
+import aiosqlite
+
+from opus.db import Database, placeholders
+from opus.events import POLL_VOTE_CAST, Envelope, now_iso
+from opus.hub import Hub
+from opus.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_BATCH = 1000
+_KEEP_SENT_S = 3600
+
+
+def _row(event: Envelope) -> tuple[str, str, str, str]:
+    return (event["event_id"], event["event_type"], json.dumps(event), now_iso())
+
+
+async def add(conn: aiosqlite.Connection, events: Iterable[Envelope]) -> None:
+    """Write events in the caller's transaction (so they commit with the state change)."""
+    await conn.executemany(
+        "INSERT OR IGNORE INTO outbox (event_id, event_type, envelope, created_at)"
+        " VALUES (?, ?, ?, ?)",
+        [_row(e) for e in events],
+    )
+
+
+class Relay:
+    def __init__(self, db: Database, hub: Hub, metrics: Metrics) -> None:
+        self._db = db
+        self._hub = hub
+        self._metrics = metrics
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            self._wake.clear()
+            try:
+                while await self.relay_once():
+                    pass
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+                await asyncio.sleep(0.5)
+            if self._stopping:
+                return
+
+    async def stop(self) -> None:
+        """Relay what is left, then end run()."""
+        self._stopping = True
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        rows = await self._db.fetchall(
+            "SELECT seq, envelope FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
+            (_BATCH,),
+        )
+        if not rows:
+            return 0
+        for row in rows:
+            event: Envelope = json.loads(row["envelope"])
+            if await self._hub.publish(event) and event["event_type"] != POLL_VOTE_CAST:
+                log.info(
+                    "event %s %s actor=%s data=%s",
+                    event["event_type"],
+                    event["event_id"],
+                    event["actor"],
+                    json.dumps(event["data"]),
+                )
+        seqs = [row["seq"] for row in rows]
+        async with self._db.write() as conn:
+            await conn.execute(
+                f"UPDATE outbox SET sent_at = ? WHERE seq IN ({placeholders(seqs)})",
+                [now_iso(), *seqs],
+            )
+        self._metrics.outbox_published.inc(len(rows))
+        return len(rows)
+
+    async def prune(self) -> None:
+        """Forget events sent more than an hour ago (the database keeps the state itself)."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                "DELETE FROM outbox WHERE sent_at IS NOT NULL"
+                " AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
+                (f"-{_KEEP_SENT_S} seconds",),
+            )

@@ -1,0 +1,252 @@
+"""JSON API handlers: thin (parse, call, answer). Errors are raised, never answered here."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+
+from opus.auth import Voter, same_token
+from opus.errors import BadRequest, Forbidden, NotFound, TooLarge, TooManyRequests, Unauthorized
+from opus.keys import ADMIN_TOKEN, INGEST, LEDGER, ROOMS, SETTINGS, SIGNER
+
+VOTER_COOKIE = "opus_voter"
+routes = web.RouteTableDef()
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    limit = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"The request body is larger than {limit} bytes.")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise TooLarge(f"The request body is larger than {limit} bytes.") from None
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return None
+
+
+def require_admin(request: web.Request) -> None:
+    token = _bearer(request)
+    if not token:
+        raise Unauthorized("This call needs the admin token (Authorization: Bearer ...).")
+    if same_token(token, request.app[ADMIN_TOKEN]):
+        return
+    if request.app[SIGNER].voter(token) is not None:
+        raise Forbidden("This call is for the host; an attendee token cannot make it.")
+    raise Unauthorized("The admin token is wrong.", code="bad_token")
+
+
+def is_admin(request: web.Request) -> bool:
+    token = _bearer(request)
+    return bool(token) and same_token(token or "", request.app[ADMIN_TOKEN])
+
+
+def require_voter(request: web.Request) -> Voter:
+    token = _bearer(request) or request.cookies.get(VOTER_COOKIE)
+    if not token:
+        raise Unauthorized("Join the room first: this call needs a voter token.")
+    voter = request.app[SIGNER].voter(token)
+    if voter is not None:
+        return voter
+    if same_token(token, request.app[ADMIN_TOKEN]):
+        raise Forbidden("This call is for attendees; join the room to get a voter token.")
+    raise Unauthorized("The voter token is not valid; join the room again.", code="bad_token")
+
+
+class JoinThrottle:
+    """Slows down guessing of room codes: a few wrong codes a minute per address."""
+
+    def __init__(self, allowed: int = 30, window_s: float = 60.0) -> None:
+        self._allowed = allowed
+        self._window = window_s
+        self._misses: dict[str, deque[float]] = {}
+
+    def check(self, address: str) -> None:
+        misses = self._misses.get(address)
+        if not misses:
+            return
+        now = time.monotonic()
+        while misses and misses[0] < now - self._window:
+            misses.popleft()
+        if len(misses) >= self._allowed:
+            retry = int(misses[0] + self._window - now) + 1
+            raise TooManyRequests("Too many wrong codes; wait a moment.", retry_after=retry)
+
+    def miss(self, address: str) -> None:
+        if len(self._misses) > 10_000:
+            self._misses.clear()
+        self._misses.setdefault(address, deque()).append(time.monotonic())
+
+
+_throttle_key = web.AppKey("join_throttle", JoinThrottle)
+
+
+# -- host ---------------------------------------------------------------------------------
+
+
+@routes.post("/api/v1/rooms")
+async def create_room(request: web.Request) -> web.Response:
+    require_admin(request)
+    room = await request.app[ROOMS].create_room(await read_json(request))
+    return web.json_response(room, status=201)
+
+
+@routes.get("/api/v1/rooms/{room_id}")
+async def get_room(request: web.Request) -> web.Response:
+    room_id = request.match_info["room_id"]
+    if is_admin(request):
+        return web.json_response(await request.app[ROOMS].room(room_id, include_drafts=True))
+    voter = require_voter(request)
+    if voter.room_id != room_id:
+        raise Forbidden("You joined another room.", code="wrong_room")
+    return web.json_response(await request.app[ROOMS].room(room_id, include_drafts=False))
+
+
+@routes.post("/api/v1/rooms/{room_id}/polls")
+async def create_poll(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_json(request)
+    poll = await request.app[ROOMS].create_poll(request.match_info["room_id"], body)
+    return web.json_response(poll, status=201)
+
+
+@routes.get("/api/v1/polls/{poll_id}")
+async def get_poll(request: web.Request) -> web.Response:
+    require_admin(request)
+    return web.json_response(await request.app[ROOMS].poll(request.match_info["poll_id"]))
+
+
+@routes.post("/api/v1/polls/{poll_id}/open")
+async def open_poll(request: web.Request) -> web.Response:
+    require_admin(request)
+    poll = await request.app[ROOMS].set_status(request.match_info["poll_id"], "open")
+    return web.json_response(poll)
+
+
+@routes.post("/api/v1/polls/{poll_id}/close")
+async def close_poll(request: web.Request) -> web.Response:
+    require_admin(request)
+    poll = await request.app[ROOMS].set_status(request.match_info["poll_id"], "closed")
+    return web.json_response(poll)
+
+
+@routes.get("/api/v1/polls/{poll_id}/export")
+async def export_poll(request: web.Request) -> web.StreamResponse:
+    require_admin(request)
+    rooms = request.app[ROOMS]
+    poll_id = request.match_info["poll_id"]
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise BadRequest("'format' is csv or json.", code="invalid_format")
+    poll = await rooms.poll(poll_id)
+    results = await rooms.results(poll_id)
+    votes = await rooms.counted_votes(poll_id)
+    filename = f"poll-{poll_id}.{fmt}"
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if fmt == "json":
+        return web.json_response(
+            {"poll": poll, "results": results, "votes": votes}, headers=headers
+        )
+    labels = {o["id"]: o["label"] for o in poll["options"]}
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["record", "option_id", "option_label", "votes", "event_id", "voter_id",
+                     "counted_at"])
+    for option in results["options"]:
+        writer.writerow(["result", option["id"], option["label"], option["votes"], "", "", ""])
+    for vote in votes:
+        for option_id in vote["option_ids"]:
+            writer.writerow(["vote", option_id, labels.get(option_id, ""), "", vote["event_id"],
+                             vote["voter_id"], vote["counted_at"]])
+    return web.Response(text=out.getvalue(), content_type="text/csv", headers=headers)
+
+
+# -- attendees ----------------------------------------------------------------------------
+
+
+@routes.post("/api/v1/join")
+async def join(request: web.Request) -> web.Response:
+    throttle = request.app[_throttle_key]
+    address = request.remote or "?"
+    throttle.check(address)
+    body = await read_json(request)
+    code = body.get("code")
+    if not isinstance(code, str) or not code.strip():
+        raise BadRequest("'code' must be the room's code, as shown on the screen.",
+                         code="invalid_field")
+    try:
+        voter = await request.app[ROOMS].join(code[:64])
+    except NotFound:
+        throttle.miss(address)
+        raise
+    token = request.app[SIGNER].voter_token(voter)
+    response = web.json_response(
+        {"voter_id": voter.voter_id, "voter_token": token, "room_id": voter.room_id},
+        status=201,
+    )
+    response.set_cookie(VOTER_COOKIE, token, max_age=7 * 24 * 3600, httponly=True,
+                        samesite="Lax")
+    return response
+
+
+@routes.post("/api/v1/polls/{poll_id}/votes")
+async def cast_vote(request: web.Request) -> web.Response:
+    voter = require_voter(request)
+    body = await read_json(request)
+    event_id = await request.app[INGEST].cast(voter, request.match_info["poll_id"], body)
+    return web.json_response({"event_id": event_id, "status": "accepted"}, status=202)
+
+
+@routes.get("/api/v1/votes/{event_id}")
+async def vote_receipt(request: web.Request) -> web.Response:
+    voter = require_voter(request)
+    event_id = request.match_info["event_id"].lower()
+    ledger = request.app[LEDGER]
+    entry = ledger.by_event.get(event_id)
+    if entry is None or entry.voter_id != voter.voter_id:
+        raise NotFound("No vote of yours has this event_id.", code="vote_not_found")
+    # Pending is checked first: a worker commits the receipt before it leaves `pending`.
+    if event_id in ledger.pending:
+        return web.json_response({"event_id": event_id, "status": "queued"})
+    rows = await request.app[ROOMS].receipts([event_id])
+    if not rows:
+        return web.json_response({"event_id": event_id, "status": "queued"})
+    body = {"event_id": event_id, "status": rows[0]["status"]}
+    if rows[0]["reason"]:
+        body["reason"] = rows[0]["reason"]
+    return web.json_response(body)
+
+
+@routes.get("/api/v1/polls/{poll_id}/results")
+async def results(request: web.Request) -> web.Response:
+    rooms = request.app[ROOMS]
+    poll_id = request.match_info["poll_id"]
+    if await rooms.hides_results(poll_id) and not is_admin(request):
+        raise Forbidden("The host shows these results when the poll closes.",
+                        code="results_hidden")
+    return web.json_response(await rooms.results(poll_id))
+
+
+def setup(app: web.Application) -> None:
+    app[_throttle_key] = JoinThrottle()
+    app.router.add_routes(routes)
