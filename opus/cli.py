@@ -108,7 +108,10 @@ def _settings_options(fn: Any) -> Any:
 
 
 def _settings(options: dict[str, Any]) -> Settings:
-    return from_env({}, **{k: v for k, v in options.items() if v is not None})
+    try:
+        return from_env({}, **{k: v for k, v in options.items() if v is not None})
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @click.group()
@@ -135,7 +138,9 @@ def serve(**options: Any) -> None:
     async def announce(_: web.Application) -> None:
         lines = [f"Opus {__version__} is ready on http://{settings.host}:{settings.port}"]
         if token_path is not None:
-            lines.append(f"Admin token: in {token_path.resolve()}  (cat it, or set OPUS_ADMIN_TOKEN)")
+            lines.append(
+                f"Admin token: in {token_path.resolve()}  (cat it, or set OPUS_ADMIN_TOKEN)"
+            )
         else:
             lines.append("Admin token: the one set in OPUS_ADMIN_TOKEN / --admin-token")
         lines.append("Attendees join at: " + "  ".join(attendee_urls(settings)))

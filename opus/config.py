@@ -18,7 +18,7 @@ def _setting(default: Any, help: str) -> Any:
 class Settings:
     host: str = _setting("0.0.0.0", "Address to listen on (0.0.0.0 means every network).")
     port: int = _setting(8080, "TCP port to listen on.")
-    data_dir: Path = _setting(
+    data_dir: Path = _setting(  # noqa: RUF009 - _setting returns a dataclasses.field
         Path("opus-data"), "Folder for the database, the queue, the secret and the admin token."
     )
     admin_token: str | None = _setting(
@@ -48,6 +48,19 @@ class Settings:
     log_format: str = _setting("text", "Log lines as 'text' or 'json'.")
     log_level: str = _setting("info", "debug, info, warning or error.")
     access_log: bool = _setting(False, "Log every HTTP request (halves the request rate).")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.log_format not in ("text", "json"):
+            problems.append("log_format is 'text' or 'json'")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            problems.append("log_level is debug, info, warning or error")
+        if not 0 < self.port < 65536:
+            problems.append("port is between 1 and 65535")
+        if self.workers < 1 or self.worker_batch < 1 or self.max_attempts < 1:
+            problems.append("workers, worker_batch and max_attempts are at least 1")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -104,3 +117,7 @@ def markdown_table() -> str:
         flag = "--" + f.name.replace("_", "-")
         rows.append(f"| `{flag}` | `{env_name(f.name)}` | `{default}` | {f.metadata['help']} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

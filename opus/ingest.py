@@ -159,7 +159,7 @@ class Ingest:
                 continue
             self._metrics.group_commit_seconds.observe(time.perf_counter() - started)
             self._metrics.group_commit_size.observe(len(batch))
-            for (event_id, _, future), problem in zip(batch, outcome, strict=True):
+            for (_, _, future), problem in zip(batch, outcome, strict=True):
                 if isinstance(problem, DuplicateKey):
                     future.set_exception(Conflict(
                         "This event_id was already used for a different vote.",

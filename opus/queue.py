@@ -95,7 +95,8 @@ class VoteQueue:
                 {"now": time.time_ns(), "limit": limit},
             ).fetchall()
         claims = [
-            Claim(r["message_id"], r["claim_id"], r["idempotency_key"] or "", r["data"], r["in_time"])
+            Claim(r["message_id"], r["claim_id"], r["idempotency_key"] or "", r["data"],
+                  r["in_time"])
             for r in rows
         ]
         claims.sort(key=lambda c: c.message_id)
@@ -107,14 +108,14 @@ class VoteQueue:
                 self._work.done(c.message_id, claim_id=c.claim_id)
 
     def retry(self, claim: Claim) -> bool:
-        return self._work.retry(claim.message_id, claim_id=claim.claim_id)
+        return bool(self._work.retry(claim.message_id, claim_id=claim.claim_id))
 
     def fail(self, claim: Claim) -> bool:
-        return self._work.mark_failed(claim.message_id, claim_id=claim.claim_id)
+        return bool(self._work.mark_failed(claim.message_id, claim_id=claim.claim_id))
 
     def return_expired(self, seconds: float) -> int:
         """Give claims older than `seconds` back to the queue (0 at start: no worker lives)."""
-        return self._work.retry_expired(seconds)
+        return int(self._work.retry_expired(seconds))
 
     def failed(self) -> list[Message]:
         return list(self._work.list_failed())
@@ -133,7 +134,7 @@ class VoteQueue:
         return self._work.get(message_id)
 
     def ready_count(self) -> int:
-        return self._work.ready_count()
+        return int(self._work.ready_count())
 
     def stats(self) -> dict[str, int]:
         return {

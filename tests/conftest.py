@@ -1,0 +1,188 @@
+"""Fixtures: a real server (in-process through aiohttp_client, or a subprocess) on real files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from opus.app import create_app
+from opus.config import Settings
+
+ADMIN = "test-admin-token"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", admin_token=ADMIN, host="127.0.0.1")
+
+
+class Api:
+    """What a host and attendees do, through HTTP, with a few helpers for waiting."""
+
+    def __init__(self, client: TestClient | aiohttp.ClientSession, base: str = "") -> None:
+        self.client = client
+        self.base = base
+        self.admin = {"Authorization": f"Bearer {ADMIN}"}
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    async def call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        async with self.client.request(method, self.url(path), **kw) as r:
+            body = await r.json() if r.content_type == "application/json" else await r.text()
+            return r.status, body
+
+    async def room(self, title: str = "Room") -> dict[str, Any]:
+        status, body = await self.call("POST", "/api/v1/rooms", json={"title": title},
+                                       headers=self.admin)
+        assert status == 201, body
+        return body  # type: ignore[no-any-return]
+
+    async def poll(self, room_id: str, options: list[str] | None = None, *, open: bool = True,
+                   **extra: Any) -> dict[str, Any]:
+        payload = {"question": "Which one?", "kind": "single",
+                   "options": options or ["Red", "Green", "Blue"], **extra}
+        status, body = await self.call("POST", f"/api/v1/rooms/{room_id}/polls", json=payload,
+                                       headers=self.admin)
+        assert status == 201, body
+        if open:
+            status, body = await self.call("POST", f"/api/v1/polls/{body['id']}/open",
+                                           headers=self.admin)
+            assert status == 200, body
+        return body  # type: ignore[no-any-return]
+
+    async def join(self, code: str) -> dict[str, str]:
+        status, body = await self.call("POST", "/api/v1/join", json={"code": code})
+        assert status == 201, body
+        body["headers"] = {"Authorization": f"Bearer {body['voter_token']}"}
+        return body  # type: ignore[no-any-return]
+
+    async def vote(self, voter: dict[str, Any], poll_id: str, option_ids: list[str],
+                   **extra: Any) -> tuple[int, Any]:
+        return await self.call("POST", f"/api/v1/polls/{poll_id}/votes",
+                               json={"option_ids": option_ids, **extra},
+                               headers=voter["headers"])
+
+    async def results(self, poll_id: str) -> dict[str, Any]:
+        status, body = await self.call("GET", f"/api/v1/polls/{poll_id}/results",
+                                       headers=self.admin)
+        assert status == 200, body
+        return body  # type: ignore[no-any-return]
+
+    async def receipt(self, voter: dict[str, Any], event_id: str) -> dict[str, Any]:
+        status, body = await self.call("GET", f"/api/v1/votes/{event_id}",
+                                       headers=voter["headers"])
+        assert status == 200, body
+        return body  # type: ignore[no-any-return]
+
+    async def settled(self, voter: dict[str, Any], event_id: str,
+                      timeout: float = 10.0) -> dict[str, Any]:
+        """The receipt once a worker has settled the vote."""
+        deadline = time.monotonic() + timeout
+        while True:
+            receipt = await self.receipt(voter, event_id)
+            if receipt["status"] != "queued" or time.monotonic() > deadline:
+                return receipt
+            await asyncio.sleep(0.02)
+
+    async def total_when(self, poll_id: str, expected: int,
+                         timeout: float = 15.0) -> dict[str, Any]:
+        """Results once total_votes reaches `expected` (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            results = await self.results(poll_id)
+            if results["total_votes"] >= expected or time.monotonic() > deadline:
+                return results
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+    return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def api(client: TestClient) -> Api:
+    return Api(client)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """`opus serve` as a real process: started, killed, restarted on the same data dir."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.env = {**os.environ, "OPUS_ADMIN_TOKEN": ADMIN, "OPUS_HOST": "127.0.0.1",
+                    "OPUS_PORT": str(self.port), "OPUS_DATA_DIR": str(data_dir), **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / "server.log"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "opus", "serve"], env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                    if b" 200 " in s.recv(100):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server did not become ready")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "data")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=100)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session

@@ -1,0 +1,118 @@
+"""A real server process killed with kill -9 (or stopped with SIGTERM) in the middle of a vote
+burst: after a restart every vote that got 202 is counted, and none twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aiohttp
+
+from conftest import Api, ServerProcess
+
+VOTERS = 400
+
+
+async def _setup(api: Api) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    room = await api.room("Crash")
+    polls = [await api.poll(room["id"], ["A", "B", "C"]) for _ in range(2)]
+    voters = list(await asyncio.gather(*(api.join(room["code"]) for _ in range(VOTERS))))
+    return polls, voters
+
+
+async def _burst(api: Api, polls: list[dict[str, Any]], voters: list[dict[str, Any]],
+                 acked: dict[str, tuple[str, str, str]], stop_after: int,
+                 interrupt: Any) -> None:
+    """Every voter votes in every poll; after `stop_after` acknowledgements, `interrupt()`."""
+    done = asyncio.Event()
+
+    async def one(voter: dict[str, Any], poll: dict[str, Any], n: int) -> None:
+        option = poll["options"][n % 3]["id"]
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            status, body = await api.vote(voter, poll["id"], [option])
+            if status == 202:
+                acked[body["event_id"]] = (voter["voter_id"], poll["id"], option)
+                if len(acked) >= stop_after and not done.is_set():
+                    done.set()
+                    interrupt()
+
+    tasks = [one(v, p, i) for i, v in enumerate(voters) for p in polls]
+    await asyncio.gather(*tasks)
+
+
+async def _check(api: Api, polls: list[dict[str, Any]], voters: list[dict[str, Any]],
+                 acked: dict[str, tuple[str, str, str]]) -> None:
+    by_voter = {v["voter_id"]: v for v in voters}
+    for event_id, (voter_id, _, _) in acked.items():
+        receipt = await api.settled(by_voter[voter_id], event_id, timeout=30)
+        assert receipt["status"] == "counted", receipt
+    for poll in polls:
+        status, export = await api.call(
+            "GET", f"/api/v1/polls/{poll['id']}/export?format=json", headers=api.admin
+        )
+        assert status == 200
+        counted = export["votes"]
+        voter_ids = [v["voter_id"] for v in counted]
+        assert len(voter_ids) == len(set(voter_ids)), "a voter counted twice"
+        assert export["results"]["total_votes"] == len(counted)
+        assert sum(o["votes"] for o in export["results"]["options"]) == len(counted)
+        acked_here = {e for e, (_, p, _) in acked.items() if p == poll["id"]}
+        assert acked_here <= {v["event_id"] for v in counted}
+        for vote in counted:  # what was counted is what was sent
+            if vote["event_id"] in acked:
+                assert vote["option_ids"] == [acked[vote["event_id"]][2]]
+
+
+async def test_kill_9_mid_burst_loses_no_acknowledged_vote(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    server.start()
+    api = Api(http, server.base)
+    polls, voters = await _setup(api)
+    acked: dict[str, tuple[str, str, str]] = {}
+    await _burst(api, polls, voters, acked, stop_after=VOTERS // 2, interrupt=server.kill)
+    assert VOTERS // 2 <= len(acked) < 2 * VOTERS, "the kill landed outside the burst"
+    server.start()
+    await _check(api, polls, voters, acked)
+    # After the restart the ledger knows who voted: a second vote is still refused.
+    event_id, (voter_id, poll_id, option) = next(iter(acked.items()))
+    voter = next(v for v in voters if v["voter_id"] == voter_id)
+    status, body = await api.vote(voter, poll_id, [option])
+    assert status == 409 and body["error"]["code"] == "already_voted"
+    status, body = await api.vote(voter, poll_id, [option], event_id=event_id)
+    assert status == 202
+
+
+async def test_repeated_kill_9_cycles(server: ServerProcess, http: aiohttp.ClientSession) -> None:
+    server.start()
+    api = Api(http, server.base)
+    polls, voters = await _setup(api)
+    acked: dict[str, tuple[str, str, str]] = {}
+    for cycle in range(3):
+        group = voters[cycle::3]
+        await _burst(api, polls, group, acked, stop_after=len(acked) + len(group) // 2,
+                     interrupt=server.kill)
+        server.start()
+    await _check(api, polls, voters, acked)
+
+
+async def test_sigterm_mid_burst_drains_and_exits_0(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    server.start()
+    api = Api(http, server.base)
+    polls, voters = await _setup(api)
+    acked: dict[str, tuple[str, str, str]] = {}
+    codes: list[int] = []
+
+    def terminate() -> None:
+        assert server.proc is not None
+        server.proc.terminate()
+
+    await _burst(api, polls, voters, acked, stop_after=VOTERS // 2, interrupt=terminate)
+    assert server.proc is not None
+    codes.append(await asyncio.to_thread(server.proc.wait, 30))
+    assert codes == [0], server.log.read_text()[-3000:]
+    server.start()
+    await _check(api, polls, voters, acked)
