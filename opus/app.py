@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
-from opus import __version__, auth
+from opus import __version__, auth, ws
 from opus.config import Settings
 from opus.db import Database
 from opus.events import uuid7
@@ -18,6 +17,7 @@ from opus.hub import Hub
 from opus.ingest import Ingest
 from opus.keys import (
     ADMIN_TOKEN,
+    BROADCASTER,
     CATALOG,
     DB,
     HUB,
@@ -25,17 +25,20 @@ from opus.keys import (
     LEDGER,
     METRICS,
     NODE_ID,
+    NOTIFIER,
     QUEUE,
     ROOMS,
     SETTINGS,
     SIGNER,
 )
 from opus.ledger import Ledger
+from opus.live import Broadcaster
 from opus.metrics import Metrics
+from opus.notifications import Notifier
 from opus.outbox import Relay
 from opus.queue import VoteQueue
 from opus.rooms import Catalog, Rooms
-from opus.views import api, middleware
+from opus.views import api, middleware, openapi
 from opus.worker import Workers
 
 log = logging.getLogger(__name__)
@@ -94,15 +97,33 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     metrics.watch_depth(lambda: len(ledger.pending))
 
     app[INGEST] = ingest = Ingest(settings, queue, catalog, ledger, metrics, work_available)
+    app[BROADCASTER] = broadcaster = Broadcaster(
+        settings, app[ROOMS], catalog, lambda: len(ledger.pending), metrics.recent_latency
+    )
+    app[NOTIFIER] = notifier = Notifier(
+        db, broadcaster.push_notification, broadcaster.online_voters
+    )
+    hub.subscribe(broadcaster.on_event)
+    hub.subscribe(notifier.on_event)
     relay_task = asyncio.create_task(relay.run(), name="opus-outbox-relay")
-    chores = asyncio.create_task(_housekeeping(app, relay), name="opus-housekeeping")
+    helpers = [
+        asyncio.create_task(_housekeeping(app, relay), name="opus-housekeeping"),
+        asyncio.create_task(broadcaster.run_results(), name="opus-live-results"),
+        asyncio.create_task(broadcaster.run_activity(), name="opus-activity-feed"),
+        asyncio.create_task(notifier.run(), name="opus-notifier"),
+    ]
     async with workers.running(), ingest.running():
         yield
     await relay.stop()
     await relay_task
-    chores.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await chores
+    for task in helpers:
+        task.cancel()
+    await asyncio.gather(*helpers, return_exceptions=True)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """Sockets first: their handlers must end before the server can finish shutting down."""
+    await app[BROADCASTER].close_all()
 
 
 async def _housekeeping(app: web.Application, relay: Relay) -> None:
@@ -148,5 +169,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_database, _queue, _pipeline])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/ws", ws.websocket)
+    app.on_shutdown.append(_close_sockets)
     api.setup(app)
+    openapi.setup(app)
     return app

@@ -42,6 +42,20 @@ class Settings:
         200_000, "Votes waiting in the queue beyond which new votes get 503 and Retry-After."
     )
     max_body_bytes: int = _setting(65_536, "Largest request body accepted (bytes).")
+    coalesce_ms: float = _setting(
+        50.0, "Live results: at most one update per poll in this many milliseconds."
+    )
+    max_sockets: int = _setting(
+        20_000, "Most WebSocket connections at once; more are refused with a close reason."
+    )
+    ws_heartbeat_s: float = _setting(20.0, "Seconds between pings that find dead sockets.")
+    ws_send_timeout_s: float = _setting(
+        10.0, "A socket that cannot take one message in this many seconds is dropped."
+    )
+    ws_max_queue: int = _setting(
+        256, "Messages waiting for one socket beyond which it is dropped as too slow."
+    )
+    activity_interval_s: float = _setting(1.0, "Seconds between host activity-feed updates.")
     shutdown_timeout_s: float = _setting(
         20.0, "Seconds SIGTERM waits for requests in flight before closing."
     )
@@ -119,5 +133,14 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":
-    print(markdown_table())
+def update_readme(path: Path) -> None:
+    """Rewrite the table between the README's settings markers."""
+    text = path.read_text()
+    start, end = "<!-- settings -->\n", "<!-- /settings -->"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    path.write_text(f"{head}{start}{markdown_table()}\n{end}{tail}")
+
+
+if __name__ == "__main__":  # python -m opus.config: refresh the README's configuration table
+    update_readme(Path(__file__).resolve().parent.parent / "README.md")

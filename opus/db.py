@@ -100,6 +100,24 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX outbox_unsent ON outbox(seq) WHERE sent_at IS NULL;
     """,
+    2: """
+    -- Durable notifications per voter: one per voter and event, whatever the re-deliveries.
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        voter_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        title TEXT NOT NULL,
+        message TEXT NOT NULL,
+        source_id TEXT NOT NULL,
+        data TEXT,
+        is_read INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        UNIQUE (event_id, voter_id)
+    );
+    CREATE INDEX notifications_voter ON notifications(voter_id, id);
+    CREATE INDEX voters_room ON voters(room_id);
+    """,
 }
 
 

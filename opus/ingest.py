@@ -93,12 +93,12 @@ class Ingest:
             raise NotFound("No poll has this id.", code="poll_not_found")
         if poll.room_id != voter.room_id:
             raise Forbidden("This poll belongs to another room.", code="wrong_room")
-        if poll.status != "open":
-            raise Conflict("This poll is not open for votes.", code="poll_not_open")
-        entry = Entry(poll_id, voter.voter_id, _choice(poll, body))
         event_id = _event_id(body)
-
+        entry = Entry(poll_id, voter.voter_id, _choice(poll, body))
+        # A retry is answered as the first try was, even if the poll has closed since.
         known = self._ledger.by_event.get(event_id)
+        if known is None and poll.status != "open":
+            raise Conflict("This poll is not open for votes.", code="poll_not_open")
         if known is not None:
             if known != entry:
                 raise Conflict(

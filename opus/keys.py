@@ -10,7 +10,9 @@ from opus.db import Database
 from opus.hub import Hub
 from opus.ingest import Ingest
 from opus.ledger import Ledger
+from opus.live import Broadcaster
 from opus.metrics import Metrics
+from opus.notifications import Notifier
 from opus.queue import VoteQueue
 from opus.rooms import Catalog, Rooms
 
@@ -26,3 +28,5 @@ CATALOG = web.AppKey("catalog", Catalog)
 LEDGER = web.AppKey("ledger", Ledger)
 ROOMS = web.AppKey("rooms", Rooms)
 INGEST = web.AppKey("ingest", Ingest)
+BROADCASTER = web.AppKey("broadcaster", Broadcaster)
+NOTIFIER = web.AppKey("notifier", Notifier)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -74,6 +76,7 @@ class Metrics:
             buckets=_FAST,
             registry=r,
         )
+        self.recent_latency = LatencyWindow()
         self.outbox_published = Counter(
             "opus_outbox_published", "Events relayed from the outbox to the hub.", registry=r
         )
@@ -83,3 +86,22 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class LatencyWindow:
+    """Recent accept-to-counted latencies, for the host's live p99 (Prometheus keeps the
+    all-time histogram)."""
+
+    def __init__(self, span_s: float = 60.0, keep: int = 5000) -> None:
+        self._span = span_s
+        self._samples: deque[tuple[float, float]] = deque(maxlen=keep)
+
+    def add(self, seconds: float) -> None:
+        self._samples.append((time.monotonic(), seconds))
+
+    def p99(self) -> float:
+        cutoff = time.monotonic() - self._span
+        recent = sorted(s for t, s in self._samples if t >= cutoff)
+        if not recent:
+            return 0.0
+        return recent[min(len(recent) - 1, int(len(recent) * 0.99))]

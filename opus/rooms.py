@@ -17,7 +17,7 @@ import aiosqlite
 from opus import events, outbox
 from opus.auth import Voter
 from opus.db import Database, Row, fetchall, placeholders
-from opus.errors import Conflict, NotFound, Unprocessable
+from opus.errors import BadRequest, Conflict, NotFound, Unprocessable
 
 # Letters and digits that cannot be confused when read aloud or off a projector
 # (no 0/O, 1/I/L, 5/S, 2/Z, 8/B, U/V): 8 characters give about 10^11 codes.
@@ -54,6 +54,12 @@ class PollView:
     status: str
     option_ids: frozenset[str]
     allow_change: bool
+    hide_results: bool
+
+    @property
+    def results_hidden(self) -> bool:
+        """Results are shown to attendees and screens only when this is False."""
+        return self.hide_results and self.status != "closed"
 
 
 class Catalog:
@@ -67,7 +73,7 @@ class Catalog:
         for row in await db.fetchall("SELECT id, poll_id FROM options"):
             options.setdefault(row["poll_id"], set()).add(row["id"])
         for row in await db.fetchall(
-            "SELECT id, room_id, kind, status, allow_change FROM polls"
+            "SELECT id, room_id, kind, status, allow_change, hide_results FROM polls"
         ):
             self.put(row, options.get(row["id"], set()))
 
@@ -79,6 +85,7 @@ class Catalog:
             status=row["status"],
             option_ids=frozenset(option_ids),
             allow_change=bool(row["allow_change"]),
+            hide_results=bool(row["hide_results"]),
         )
 
     def set_status(self, poll_id: str, status: str) -> None:
@@ -90,7 +97,7 @@ def _text(body: dict[str, Any], name: str, limit: int, *, required: bool = True)
     if value is None and not required:
         return ""
     if not isinstance(value, str):
-        raise Unprocessable(f"'{name}' must be a string.", code="invalid_field")
+        raise BadRequest(f"'{name}' must be a string.", code="invalid_field")
     value = value.strip()
     if not value:
         raise Unprocessable(f"'{name}' must not be empty.", code="invalid_field")
@@ -102,7 +109,7 @@ def _text(body: dict[str, Any], name: str, limit: int, *, required: bool = True)
 def _flag(body: dict[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):
-        raise Unprocessable(f"'{name}' must be true or false.", code="invalid_field")
+        raise BadRequest(f"'{name}' must be true or false.", code="invalid_field")
     return value
 
 
@@ -144,13 +151,15 @@ class Rooms:
     ) -> dict[str, Any]:
         question = _text(body, "question", MAX_QUESTION)
         kind = body.get("kind", "single")
+        if not isinstance(kind, str):
+            raise BadRequest("'kind' must be a string.", code="invalid_field")
         if kind not in KINDS:
             raise Unprocessable(
                 f"'kind' must be one of: {', '.join(KINDS)}.", code="invalid_kind"
             )
         labels = body.get("options")
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise Unprocessable("'options' must be a list of labels.", code="invalid_field")
+            raise BadRequest("'options' must be a list of labels.", code="invalid_field")
         labels = [label.strip() for label in labels]
         if not MIN_OPTIONS <= len(labels) <= MAX_OPTIONS:
             raise Unprocessable(
@@ -319,14 +328,6 @@ class Rooms:
         )
         return _results_body(row, options)
 
-    async def hides_results(self, poll_id: str) -> bool:
-        row = await self.db.fetchone(
-            "SELECT hide_results, status FROM polls WHERE id = ?", (poll_id,)
-        )
-        if row is None:
-            raise NotFound("No poll has this id.", code="poll_not_found")
-        return bool(row["hide_results"]) and row["status"] != "closed"
-
     async def counted_votes(self, poll_id: str) -> list[dict[str, Any]]:
         rows = await self.db.fetchall(
             "SELECT event_id, voter_id, choice, counted_at FROM votes WHERE poll_id = ?"
@@ -345,8 +346,12 @@ class Rooms:
 
     # -- attendees -----------------------------------------------------------------------
 
-    async def join(self, code: str) -> Voter:
+    async def join(self, code: str, known: Voter | None = None) -> Voter:
+        """A voter for the room; someone who already joined it (their token or cookie) stays
+        the same voter, so joining again never gives a second vote."""
         room = await self.room_by_code(code)
+        if known is not None and known.room_id == room["id"]:
+            return known
         voter = Voter(events.uuid7(), room["id"])
         async with self.db.write() as conn:
             await conn.execute(

@@ -172,9 +172,9 @@ class Workers:
         self._on_commit()
         now_ns = time.time_ns()
         for vote in plan.counted:
-            self._metrics.accept_to_counted.observe(
-                max(0.0, (now_ns - vote.claim.in_time_ns) / 1e9)
-            )
+            latency = max(0.0, (now_ns - vote.claim.in_time_ns) / 1e9)
+            self._metrics.accept_to_counted.observe(latency)
+            self._metrics.recent_latency.add(latency)
         self._metrics.votes_counted.inc(len(plan.counted))
         for reason, n in plan.rejected.items():
             self._metrics.votes_worker_rejected.labels(reason).inc(n)

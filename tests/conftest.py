@@ -63,8 +63,15 @@ class Api:
             assert status == 200, body
         return body  # type: ignore[no-any-return]
 
+    def forget_cookies(self) -> None:
+        """Each join below is a different phone: no cookie carries over between them."""
+        session = self.client.session if isinstance(self.client, TestClient) else self.client
+        session.cookie_jar.clear()
+
     async def join(self, code: str) -> dict[str, str]:
+        self.forget_cookies()
         status, body = await self.call("POST", "/api/v1/join", json={"code": code})
+        self.forget_cookies()
         assert status == 201, body
         body["headers"] = {"Authorization": f"Bearer {body['voter_token']}"}
         return body  # type: ignore[no-any-return]

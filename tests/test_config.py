@@ -47,7 +47,7 @@ def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_readme_table_matches_the_settings() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert markdown_table() in readme, "regenerate the README table: python -m opus.config"
+    assert markdown_table() in readme, "run python -m opus.config to refresh README.md"
 
 
 def test_a_bad_setting_is_a_clear_usage_error() -> None:

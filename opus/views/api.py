@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import time
+import uuid
 from collections import deque
 from typing import Any
 
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from opus.auth import Voter, same_token
 from opus.errors import BadRequest, Forbidden, NotFound, TooLarge, TooManyRequests, Unauthorized
-from opus.keys import ADMIN_TOKEN, INGEST, LEDGER, ROOMS, SETTINGS, SIGNER
+from opus.keys import ADMIN_TOKEN, CATALOG, INGEST, LEDGER, NOTIFIER, ROOMS, SETTINGS, SIGNER
 
 VOTER_COOKIE = "opus_voter"
 routes = web.RouteTableDef()
@@ -76,7 +77,9 @@ def require_voter(request: web.Request) -> Voter:
 class JoinThrottle:
     """Slows down guessing of room codes: a few wrong codes a minute per address."""
 
-    def __init__(self, allowed: int = 30, window_s: float = 60.0) -> None:
+    # Generous, since a whole hall may share one address behind the venue's NAT; with 10^11
+    # codes this still makes guessing hopeless.
+    def __init__(self, allowed: int = 300, window_s: float = 60.0) -> None:
         self._allowed = allowed
         self._window = window_s
         self._misses: dict[str, deque[float]] = {}
@@ -194,8 +197,10 @@ async def join(request: web.Request) -> web.Response:
     if not isinstance(code, str) or not code.strip():
         raise BadRequest("'code' must be the room's code, as shown on the screen.",
                          code="invalid_field")
+    token = _bearer(request) or request.cookies.get(VOTER_COOKIE)
+    known = request.app[SIGNER].voter(token) if token else None
     try:
-        voter = await request.app[ROOMS].join(code[:64])
+        voter = await request.app[ROOMS].join(code[:64], known)
     except NotFound:
         throttle.miss(address)
         raise
@@ -220,7 +225,10 @@ async def cast_vote(request: web.Request) -> web.Response:
 @routes.get("/api/v1/votes/{event_id}")
 async def vote_receipt(request: web.Request) -> web.Response:
     voter = require_voter(request)
-    event_id = request.match_info["event_id"].lower()
+    try:
+        event_id = str(uuid.UUID(request.match_info["event_id"]))
+    except ValueError:
+        raise NotFound("No vote of yours has this event_id.", code="vote_not_found") from None
     ledger = request.app[LEDGER]
     entry = ledger.by_event.get(event_id)
     if entry is None or entry.voter_id != voter.voter_id:
@@ -239,12 +247,38 @@ async def vote_receipt(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/polls/{poll_id}/results")
 async def results(request: web.Request) -> web.Response:
-    rooms = request.app[ROOMS]
     poll_id = request.match_info["poll_id"]
-    if await rooms.hides_results(poll_id) and not is_admin(request):
-        raise Forbidden("The host shows these results when the poll closes.",
-                        code="results_hidden")
-    return web.json_response(await rooms.results(poll_id))
+    poll = request.app[CATALOG].polls.get(poll_id)
+    if not is_admin(request):
+        if poll is None or poll.status == "draft":
+            raise NotFound("No poll has this id.", code="poll_not_found")
+        if poll.results_hidden:
+            raise Forbidden("The host shows these results when the poll closes.",
+                            code="results_hidden")
+    return web.json_response(await request.app[ROOMS].results(poll_id))
+
+
+@routes.get("/api/v1/notifications")
+async def notifications(request: web.Request) -> web.Response:
+    voter = require_voter(request)
+    return web.json_response(await request.app[NOTIFIER].inbox(voter.voter_id))
+
+
+@routes.post("/api/v1/notifications/read-all")
+async def read_all_notifications(request: web.Request) -> web.Response:
+    voter = require_voter(request)
+    changed = await request.app[NOTIFIER].mark_read(voter.voter_id, None)
+    return web.json_response({"marked_read": changed})
+
+
+@routes.post("/api/v1/notifications/{notification_id}/read")
+async def read_notification(request: web.Request) -> web.Response:
+    voter = require_voter(request)
+    raw = request.match_info["notification_id"]
+    if not raw.isdigit():
+        raise NotFound("You have no notification with this id.", code="notification_not_found")
+    await request.app[NOTIFIER].mark_read(voter.voter_id, int(raw))
+    return web.json_response({"id": int(raw), "is_read": True})
 
 
 def setup(app: web.Application) -> None:

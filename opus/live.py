@@ -1,0 +1,222 @@
+"""Live fan-out to sockets: coalesced results, poll life-cycle, notifications, the host feed.
+
+Results are coalesced: a vote only marks its poll dirty; every `coalesce_ms` each dirty poll's
+results are read once, serialized once, and the same string is queued for every watcher. Each
+client has its own writer task and a bounded outbox in which a newer results frame replaces an
+older one for the same poll, so a slow phone skips stale results instead of stalling the hall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+from opus import events
+from opus.config import Settings
+from opus.metrics import LatencyWindow
+from opus.rooms import Catalog, Rooms
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOO_SLOW = 4008  # application range: the client could not keep up
+CLOSE_FULL = WSCloseCode.TRY_AGAIN_LATER
+
+
+class Client:
+    """One socket: what is waiting to be sent to it, and the task that sends it."""
+
+    def __init__(self, ws: web.WebSocketResponse, room_id: str, voter_id: str | None,
+                 is_host: bool, settings: Settings) -> None:
+        self.ws = ws
+        self.room_id = room_id
+        self.voter_id = voter_id
+        self.is_host = is_host
+        self._settings = settings
+        self._results: dict[str, str] = {}  # poll id -> newest results frame
+        self._frames: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._hopeless = False
+
+    def results(self, poll_id: str, frame: str) -> None:
+        self._results[poll_id] = frame  # an unsent older frame for this poll is stale: dropped
+        self._wake.set()
+
+    def send_first(self, frame: str) -> None:
+        """The snapshot goes ahead of anything queued while it was being read."""
+        self._frames.appendleft(frame)
+        self._wake.set()
+
+    def send(self, frame: str) -> None:
+        if len(self._frames) >= self._settings.ws_max_queue:
+            self._hopeless = True
+        else:
+            self._frames.append(frame)
+        self._wake.set()
+
+    async def writer(self) -> None:
+        timeout = self._settings.ws_send_timeout_s
+        try:
+            while not self.ws.closed:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._hopeless:
+                    await self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; reconnect")
+                    return
+                while self._frames or self._results:
+                    if self._frames:
+                        frame = self._frames.popleft()
+                    else:
+                        frame = self._results.pop(next(iter(self._results)))
+                    await asyncio.wait_for(self.ws.send_str(frame), timeout)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            # A peer that cannot take one frame in `timeout` seconds is gone or hopeless.
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; reconnect")
+
+
+class Broadcaster:
+    def __init__(self, settings: Settings, rooms: Rooms, catalog: Catalog,
+                 depth: Callable[[], int], latency: LatencyWindow) -> None:
+        self._settings = settings
+        self._rooms = rooms
+        self._catalog = catalog
+        self._depth = depth
+        self._latency = latency
+        self.clients: dict[str, set[Client]] = {}  # room id -> its sockets
+        self.voters: dict[str, set[Client]] = {}  # voter id -> their sockets
+        self.count = 0
+        self.seq = 0
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._votes: dict[str, deque[float]] = {}  # room id -> times of recent votes
+
+    # -- sockets -------------------------------------------------------------------------
+
+    def add(self, client: Client) -> None:
+        self.clients.setdefault(client.room_id, set()).add(client)
+        if client.voter_id:
+            self.voters.setdefault(client.voter_id, set()).add(client)
+        self.count += 1
+
+    def remove(self, client: Client) -> None:
+        room = self.clients.get(client.room_id)
+        if room is not None:
+            room.discard(client)
+            if not room:
+                del self.clients[client.room_id]
+        if client.voter_id and client.voter_id in self.voters:
+            self.voters[client.voter_id].discard(client)
+            if not self.voters[client.voter_id]:
+                del self.voters[client.voter_id]
+        self.count -= 1
+
+    def online_voters(self, room_id: str) -> list[str]:
+        return sorted({c.voter_id for c in self.clients.get(room_id, ()) if c.voter_id})
+
+    def push_notification(self, voter_id: str, notification: dict[str, Any]) -> None:
+        frame = json.dumps({"type": "notification", "notification": notification})
+        for client in self.voters.get(voter_id, ()):
+            client.send(frame)
+
+    async def close_all(self) -> None:
+        sockets = [c.ws for room in self.clients.values() for c in room]
+        await asyncio.gather(
+            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+              for ws in sockets),
+            return_exceptions=True,
+        )
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    async def snapshot(self, room_id: str, is_host: bool) -> str:
+        """The room, its polls and their results. Its seq is taken before the reads, so every
+        frame numbered after it carries results at least as new."""
+        seq = self.seq
+        room = await self._rooms.room(room_id, include_drafts=is_host)
+        results = []
+        for poll in room["polls"]:
+            view = self._catalog.polls.get(poll["id"])
+            if is_host or (view is not None and not view.results_hidden):
+                results.append(await self._rooms.results(poll["id"]))
+        return json.dumps({"type": "snapshot", "room": room, "results": results, "seq": seq})
+
+    # -- events from the hub -------------------------------------------------------------
+
+    async def on_event(self, event: events.Envelope) -> None:
+        kind, data = event["event_type"], event["data"]
+        if kind == events.POLL_VOTE_CAST:
+            self._votes.setdefault(data["room_id"], deque()).append(time.monotonic())
+            self._dirty.add(data["poll_id"])
+            self._wake.set()
+        elif kind in (events.POLL_CREATED, events.POLL_OPENED, events.POLL_CLOSED):
+            poll_id = data.get("poll_id") or data["id"]
+            room_id = data["room_id"]
+            poll = await self._rooms.poll(poll_id)
+            frame = json.dumps({"type": "poll", "poll_id": poll_id, "status": poll["status"],
+                                "poll": poll, "seq": self.next_seq()})
+            for client in self.clients.get(room_id, ()):
+                if client.is_host or poll["status"] != "draft":
+                    client.send(frame)
+            if kind != events.POLL_CREATED:
+                self._dirty.add(poll_id)  # the final (or first visible) results
+                self._wake.set()
+
+    async def run_results(self) -> None:
+        """Every coalesce interval, one results frame per dirty poll for all its watchers."""
+        interval = self._settings.coalesce_ms / 1000
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            for poll_id in dirty:
+                view = self._catalog.polls.get(poll_id)
+                watchers = self.clients.get(view.room_id, ()) if view else ()
+                if view is None or not watchers:
+                    continue
+                try:
+                    results = await self._rooms.results(poll_id)
+                except Exception:
+                    log.exception("could not read results of %s", poll_id)
+                    continue
+                frame = json.dumps({"type": "results", **results, "seq": self.next_seq()})
+                hidden = view.results_hidden
+                for client in list(watchers):
+                    if client.is_host or not hidden:
+                        client.results(poll_id, frame)
+            await asyncio.sleep(interval)
+
+    async def run_activity(self) -> None:
+        """Once a second, each room's counters to the host sockets watching it."""
+        while True:
+            await asyncio.sleep(self._settings.activity_interval_s)
+            now = time.monotonic()
+            for room_id, clients in list(self.clients.items()):
+                hosts = [c for c in clients if c.is_host]
+                votes = self._votes.get(room_id, deque())
+                while votes and votes[0] < now - 60:
+                    votes.popleft()
+                if not votes:
+                    self._votes.pop(room_id, None)
+                if not hosts:
+                    continue
+                frame = json.dumps({
+                    "type": "activity",
+                    "room_id": room_id,
+                    "participants_online": len({c.voter_id for c in clients if c.voter_id}),
+                    "watchers": len(clients),
+                    "votes_per_minute": len(votes),
+                    "queue_depth": self._depth(),
+                    "p99_ms": round(self._latency.p99() * 1000, 1),
+                })
+                for client in hosts:
+                    client.send(frame)

@@ -1,0 +1,146 @@
+"""Durable notifications per voter: POLL.CREATED tells everyone who joined the room, POLL.CLOSED
+tells everyone who voted, with the final result. The fan-out runs in its own task, in batches of
+SQL, never in a request handler; a notification exists once per voter and event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from opus import events
+from opus.db import Database, Row, placeholders
+from opus.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+_BATCH = 1000
+_LIST_LIMIT = 100
+
+Push = Callable[[str, dict[str, Any]], None]  # (voter_id, notification)
+Online = Callable[[str], list[str]]  # room_id -> voter ids with a socket open
+
+
+def as_json(row: Row) -> dict[str, Any]:
+    body = {
+        "id": row["id"],
+        "title": row["title"],
+        "message": row["message"],
+        "type": row["type"],
+        "source_id": row["source_id"],
+        "is_read": bool(row["is_read"]),
+        "created_at": row["created_at"],
+    }
+    if row["data"]:
+        body["data"] = json.loads(row["data"])
+    return body
+
+
+def _closed_message(results: dict[str, Any]) -> str:
+    total = results["total_votes"]
+    if not total:
+        return "The poll closed with no votes."
+    parts = [f"{o['label']} {o['votes']} ({o['percent']:g}%)" for o in results["options"]]
+    return "Final result: " + ", ".join(parts)
+
+
+class Notifier:
+    def __init__(self, db: Database, push: Push, online: Online) -> None:
+        self._db = db
+        self._push = push
+        self._online = online
+        self._events: asyncio.Queue[events.Envelope] = asyncio.Queue()
+
+    async def on_event(self, event: events.Envelope) -> None:
+        if event["event_type"] in (events.POLL_CREATED, events.POLL_CLOSED):
+            self._events.put_nowait(event)
+
+    async def run(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                await self.fan_out(event)
+            except Exception:
+                # The event stays in the outbox history; log and go on with the next one.
+                log.exception("notification fan-out failed for %s", event["event_id"])
+
+    async def fan_out(self, event: events.Envelope) -> int:
+        """Write the event's notification for every recipient; returns how many were new."""
+        data = event["data"]
+        if event["event_type"] == events.POLL_CREATED:
+            poll_id, room_id = data["id"], data["room_id"]
+            kind, title, message, extra = "poll_created", "New poll", data["question"], None
+            recipients = "SELECT rowid, id FROM voters WHERE room_id = ? AND rowid > ?"
+            scope = room_id
+        else:
+            poll_id, room_id = data["poll_id"], data["room_id"]
+            row = await self._db.fetchone("SELECT question FROM polls WHERE id = ?", (poll_id,))
+            question = row["question"] if row else "A poll"
+            kind, title = "poll_closed", f"Closed: {question}"
+            message, extra = _closed_message(data["results"]), json.dumps(data["results"])
+            recipients = "SELECT rowid, voter_id FROM votes WHERE poll_id = ? AND rowid > ?"
+            scope = poll_id
+        created = 0
+        after = -1
+        now = events.now_iso()
+        while True:
+            batch = await self._db.fetchall(f"{recipients} ORDER BY rowid LIMIT {_BATCH}",
+                                            (scope, after))
+            if not batch:
+                break
+            after = batch[-1][0]
+            async with self._db.write() as conn:
+                cursor = await conn.executemany(
+                    "INSERT OR IGNORE INTO notifications (voter_id, event_id, type, title,"
+                    " message, source_id, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(r[1], event["event_id"], kind, title, message, poll_id, extra, now)
+                     for r in batch],
+                )
+                created += max(cursor.rowcount, 0)
+        if created:
+            await self._push_online(event["event_id"], room_id)
+        return created
+
+    async def _push_online(self, event_id: str, room_id: str) -> None:
+        online = self._online(room_id)
+        for start in range(0, len(online), _BATCH):
+            chunk = online[start : start + _BATCH]
+            rows = await self._db.fetchall(
+                "SELECT * FROM notifications WHERE event_id = ?"
+                f" AND voter_id IN ({placeholders(chunk)})",
+                [event_id, *chunk],
+            )
+            for row in rows:
+                self._push(row["voter_id"], as_json(row))
+
+    # -- the voter's inbox ----------------------------------------------------------------
+
+    async def inbox(self, voter_id: str) -> dict[str, Any]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM notifications WHERE voter_id = ? ORDER BY id DESC LIMIT ?",
+            (voter_id, _LIST_LIMIT),
+        )
+        unread = await self._db.fetchone(
+            "SELECT COUNT(*) FROM notifications WHERE voter_id = ? AND is_read = 0", (voter_id,)
+        )
+        return {"notifications": [as_json(r) for r in rows], "unread": unread[0] if unread else 0}
+
+    async def mark_read(self, voter_id: str, notification_id: int | None) -> int:
+        """Mark one notification (or all, with None) as read; returns how many changed."""
+        async with self._db.write() as conn:
+            if notification_id is None:
+                cursor = await conn.execute(
+                    "UPDATE notifications SET is_read = 1 WHERE voter_id = ? AND is_read = 0",
+                    (voter_id,),
+                )
+                return max(cursor.rowcount, 0)
+            cursor = await conn.execute(
+                "UPDATE notifications SET is_read = 1 WHERE id = ? AND voter_id = ?",
+                (notification_id, voter_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound("You have no notification with this id.",
+                               code="notification_not_found")
+            return 1

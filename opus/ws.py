@@ -1,0 +1,85 @@
+"""GET /ws?room=<room id or code>: live results for screens, notifications for voters, the
+activity feed for hosts. Who is calling comes from ?token= (admin or voter token), the
+Authorization header, or the voter cookie."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from aiohttp import WSMsgType, web
+
+from opus.auth import same_token
+from opus.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from opus.keys import ADMIN_TOKEN, BROADCASTER, DB, SETTINGS, SIGNER
+from opus.live import CLOSE_FULL, Client
+from opus.rooms import normalize_code
+
+log = logging.getLogger(__name__)
+
+_MAX_INCOMING = 4096  # clients only send small control messages
+
+
+async def _room_id(request: web.Request, ref: str) -> str:
+    db = request.app[DB]
+    row = await db.fetchone("SELECT id FROM rooms WHERE id = ?", (ref,))
+    if row is None:
+        row = await db.fetchone("SELECT id FROM rooms WHERE code = ?", (normalize_code(ref),))
+    if row is None:
+        raise NotFound("No room has this id or code.", code="room_not_found")
+    return str(row["id"])
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    app = request.app
+    settings, broadcaster = app[SETTINGS], app[BROADCASTER]
+    ref = request.query.get("room", "").strip()
+    if not ref:
+        raise BadRequest("Say which room: /ws?room=<room id or code>.", code="room_required")
+    room_id = await _room_id(request, ref[:64])
+
+    header = request.headers.get("Authorization", "")
+    token = (request.query.get("token") or (header[7:] if header[:7].lower() == "bearer " else "")
+             or request.cookies.get("opus_voter", ""))
+    is_host = bool(token) and same_token(token, app[ADMIN_TOKEN])
+    voter = None if is_host or not token else app[SIGNER].voter(token)
+    if token and not is_host and voter is None:
+        raise Unauthorized("The token is not valid; join the room again.", code="bad_token")
+    if voter is not None and voter.room_id != room_id:
+        raise Forbidden("You joined another room.", code="wrong_room")
+
+    ws = web.WebSocketResponse(
+        heartbeat=settings.ws_heartbeat_s,
+        compress=False,  # a compressed frame cannot be shared between sockets, and costs RSS
+        max_msg_size=_MAX_INCOMING,
+    )
+    await ws.prepare(request)
+    if broadcaster.count >= settings.max_sockets:
+        await ws.close(code=CLOSE_FULL, message=b"server is full; try again in a moment")
+        return ws
+
+    client = Client(ws, room_id, voter.voter_id if voter else None, is_host, settings)
+    broadcaster.add(client)
+    writer = asyncio.create_task(client.writer())
+    try:
+        client.send_first(await broadcaster.snapshot(room_id, is_host))
+        # The receive loop is what answers pings and notices a close.
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                continue
+            try:
+                kind = json.loads(message.data).get("type")
+            except (ValueError, AttributeError):
+                kind = None
+            if kind == "ping":
+                client.send('{"type": "pong"}')
+            elif kind == "resume":
+                client.send_first(await broadcaster.snapshot(room_id, is_host))
+    finally:
+        broadcaster.remove(client)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    return ws
