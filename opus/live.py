@@ -155,6 +155,7 @@ class Broadcaster:
     async def on_event(self, event: events.Envelope) -> None:
         kind, data = event["event_type"], event["data"]
         if kind == events.POLL_VOTE_CAST:
+            self.seq += 1  # the room changed, watched or not: a later snapshot says so
             self._votes.setdefault(data["room_id"], deque()).append(time.monotonic())
             self._dirty.add(data["poll_id"])
             self._wake.set()
