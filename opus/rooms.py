@@ -94,8 +94,10 @@ class Catalog:
 
 def _text(body: dict[str, Any], name: str, limit: int, *, required: bool = True) -> str:
     value = body.get(name)
-    if value is None and not required:
-        return ""
+    if value is None:
+        if not required:
+            return ""
+        raise Unprocessable(f"'{name}' is required.", code="invalid_field")
     if not isinstance(value, str):
         raise BadRequest(f"'{name}' must be a string.", code="invalid_field")
     value = value.strip()
