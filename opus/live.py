@@ -28,58 +28,110 @@ log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4008  # application range: the client could not keep up
 CLOSE_FULL = WSCloseCode.TRY_AGAIN_LATER
+_HIGH_WATER = 64 * 1024  # bytes buffered for one socket before it counts as slow
+
+
+def text_frame(text: str) -> bytes:
+    """A server-to-client WebSocket text frame (RFC 6455: final, unmasked, uncompressed).
+
+    Server frames are not masked, so one frame's bytes serve every socket: a broadcast is one
+    serialization and one transport.write per watcher, with no per-socket coroutine.
+    """
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 1 << 16:
+        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return header + payload
 
 
 class Client:
-    """One socket: what is waiting to be sent to it, and the task that sends it."""
+    """One socket. Frames go straight to its transport while it keeps up; once its buffer is
+    past the high-water mark they wait in a bounded outbox (a newer results frame replaces an
+    older one for the same poll) that a writer task drains, closing the socket when it cannot
+    keep up."""
 
-    def __init__(self, ws: web.WebSocketResponse, room_id: str, voter_id: str | None,
-                 is_host: bool, settings: Settings) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, room_id: str,
+                 voter_id: str | None, is_host: bool, settings: Settings) -> None:
         self.ws = ws
         self.room_id = room_id
         self.voter_id = voter_id
         self.is_host = is_host
+        self._transport = transport
         self._settings = settings
-        self._results: dict[str, str] = {}  # poll id -> newest results frame
-        self._frames: deque[str] = deque()
-        self._wake = asyncio.Event()
-        self._hopeless = False
+        self._results: dict[str, bytes] = {}  # poll id -> newest results frame not yet sent
+        self._frames: deque[bytes] = deque()
+        self._ready = False  # nothing goes out before the snapshot
+        self._gone = False  # dropped as too slow
+        self._writer: asyncio.Task[None] | None = None
 
-    def results(self, poll_id: str, frame: str) -> None:
-        self._results[poll_id] = frame  # an unsent older frame for this poll is stale: dropped
-        self._wake.set()
-
-    def send_first(self, frame: str) -> None:
+    def send_first(self, frame: bytes) -> None:
         """The snapshot goes ahead of anything queued while it was being read."""
         self._frames.appendleft(frame)
-        self._wake.set()
+        self._ready = True
+        self._flush()
 
-    def send(self, frame: str) -> None:
-        if len(self._frames) >= self._settings.ws_max_queue:
-            self._hopeless = True
-        else:
+    def send(self, frame: bytes, poll_id: str | None = None) -> None:
+        if self._gone:
+            return
+        if (self._ready and not self._frames and not self._results
+                and self._transport.get_write_buffer_size() < _HIGH_WATER):
+            if not self._transport.is_closing():
+                self._transport.write(frame)
+            return
+        if poll_id is not None:
+            self._results[poll_id] = frame  # an unsent older frame for this poll is stale
+        elif len(self._frames) < self._settings.ws_max_queue:
             self._frames.append(frame)
-        self._wake.set()
+        else:
+            self._frames.clear()
+            self._results.clear()
+            self._close_soon()
+            return
+        if self._ready:
+            self._flush()
 
-    async def writer(self) -> None:
-        timeout = self._settings.ws_send_timeout_s
-        try:
-            while not self.ws.closed:
-                await self._wake.wait()
-                self._wake.clear()
-                if self._hopeless:
-                    await self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; reconnect")
+    def _flush(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+
+    def _close_soon(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+        self._writer = asyncio.get_running_loop().create_task(self._close_too_slow())
+
+    async def _close_too_slow(self) -> None:
+        self._gone = True
+        await self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; reconnect")
+
+    async def _drain(self) -> None:
+        blocked_since: float | None = None
+        while self._frames or self._results:
+            if self._transport.is_closing():
+                return
+            if self._transport.get_write_buffer_size() >= _HIGH_WATER:
+                now = time.monotonic()
+                blocked_since = blocked_since or now
+                if now - blocked_since > self._settings.ws_send_timeout_s:
+                    # A peer that takes nothing for this long is gone or hopeless.
+                    await self._close_too_slow()
                     return
-                while self._frames or self._results:
-                    if self._frames:
-                        frame = self._frames.popleft()
-                    else:
-                        frame = self._results.pop(next(iter(self._results)))
-                    await asyncio.wait_for(self.ws.send_str(frame), timeout)
-        except (TimeoutError, ConnectionError, RuntimeError):
-            # A peer that cannot take one frame in `timeout` seconds is gone or hopeless.
-            with contextlib.suppress(Exception):
-                await self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; reconnect")
+                await asyncio.sleep(0.02)
+                continue
+            blocked_since = None
+            if self._frames:
+                self._transport.write(self._frames.popleft())
+            else:
+                self._transport.write(self._results.pop(next(iter(self._results))))
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
 
 
 class Broadcaster:
@@ -122,7 +174,7 @@ class Broadcaster:
         return sorted({c.voter_id for c in self.clients.get(room_id, ()) if c.voter_id})
 
     def push_notification(self, voter_id: str, notification: dict[str, Any]) -> None:
-        frame = json.dumps({"type": "notification", "notification": notification})
+        frame = text_frame(json.dumps({"type": "notification", "notification": notification}))
         for client in self.voters.get(voter_id, ()):
             client.send(frame)
 
@@ -138,7 +190,7 @@ class Broadcaster:
         self.seq += 1
         return self.seq
 
-    async def snapshot(self, room_id: str, is_host: bool) -> str:
+    async def snapshot(self, room_id: str, is_host: bool) -> bytes:
         """The room, its polls and their results. Its seq is taken before the reads, so every
         frame numbered after it carries results at least as new."""
         seq = self.seq
@@ -148,7 +200,9 @@ class Broadcaster:
             view = self._catalog.polls.get(poll["id"])
             if is_host or (view is not None and not view.results_hidden):
                 results.append(await self._rooms.results(poll["id"]))
-        return json.dumps({"type": "snapshot", "room": room, "results": results, "seq": seq})
+        return text_frame(
+            json.dumps({"type": "snapshot", "room": room, "results": results, "seq": seq})
+        )
 
     # -- events from the hub -------------------------------------------------------------
 
@@ -163,8 +217,9 @@ class Broadcaster:
             poll_id = data.get("poll_id") or data["id"]
             room_id = data["room_id"]
             poll = await self._rooms.poll(poll_id)
-            frame = json.dumps({"type": "poll", "poll_id": poll_id, "status": poll["status"],
-                                "poll": poll, "seq": self.next_seq()})
+            frame = text_frame(json.dumps({"type": "poll", "poll_id": poll_id,
+                                           "status": poll["status"], "poll": poll,
+                                           "seq": self.next_seq()}))
             for client in self.clients.get(room_id, ()):
                 if client.is_host or poll["status"] != "draft":
                     client.send(frame)
@@ -189,11 +244,13 @@ class Broadcaster:
                 except Exception:
                     log.exception("could not read results of %s", poll_id)
                     continue
-                frame = json.dumps({"type": "results", **results, "seq": self.next_seq()})
+                frame = text_frame(
+                    json.dumps({"type": "results", **results, "seq": self.next_seq()})
+                )
                 hidden = view.results_hidden
                 for client in list(watchers):
                     if client.is_host or not hidden:
-                        client.results(poll_id, frame)
+                        client.send(frame, poll_id)
             await asyncio.sleep(interval)
 
     async def run_activity(self) -> None:
@@ -210,7 +267,7 @@ class Broadcaster:
                     self._votes.pop(room_id, None)
                 if not hosts:
                     continue
-                frame = json.dumps({
+                frame = text_frame(json.dumps({
                     "type": "activity",
                     "room_id": room_id,
                     "participants_online": len({c.voter_id for c in clients if c.voter_id}),
@@ -218,6 +275,6 @@ class Broadcaster:
                     "votes_per_minute": len(votes),
                     "queue_depth": self._depth(),
                     "p99_ms": round(self._latency.p99() * 1000, 1),
-                })
+                }))
                 for client in hosts:
                     client.send(frame)

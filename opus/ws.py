@@ -5,7 +5,6 @@ Authorization header, or the voter cookie."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 
@@ -14,12 +13,13 @@ from aiohttp import WSMsgType, web
 from opus.auth import same_token
 from opus.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from opus.keys import ADMIN_TOKEN, BROADCASTER, DB, SETTINGS, SIGNER
-from opus.live import CLOSE_FULL, Client
+from opus.live import CLOSE_FULL, Client, text_frame
 from opus.rooms import normalize_code
 
 log = logging.getLogger(__name__)
 
 _MAX_INCOMING = 4096  # clients only send small control messages
+_PONG = text_frame('{"type": "pong"}')
 
 
 async def _room_id(request: web.Request, ref: str) -> str:
@@ -55,14 +55,17 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         compress=False,  # a compressed frame cannot be shared between sockets, and costs RSS
         max_msg_size=_MAX_INCOMING,
     )
+    transport = request.transport
     await ws.prepare(request)
     if broadcaster.count >= settings.max_sockets:
         await ws.close(code=CLOSE_FULL, message=b"server is full; try again in a moment")
         return ws
 
-    client = Client(ws, room_id, voter.voter_id if voter else None, is_host, settings)
+    if transport is None:  # the peer left during the handshake
+        return ws
+    assert isinstance(transport, asyncio.Transport)
+    client = Client(ws, transport, room_id, voter.voter_id if voter else None, is_host, settings)
     broadcaster.add(client)
-    writer = asyncio.create_task(client.writer())
     try:
         client.send_first(await broadcaster.snapshot(room_id, is_host))
         # The receive loop is what answers pings and notices a close.
@@ -74,12 +77,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             except (ValueError, AttributeError):
                 kind = None
             if kind == "ping":
-                client.send('{"type": "pong"}')
+                client.send(_PONG)
             elif kind == "resume":
                 client.send_first(await broadcaster.snapshot(room_id, is_host))
     finally:
         broadcaster.remove(client)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        await client.stop()
     return ws
