@@ -148,6 +148,9 @@ def serve(**options: Any) -> None:
         click.echo("\n".join(lines), err=True)
 
     app.on_startup.append(announce)
+    # The queue and database threads hand results back through the GIL; with the default
+    # 5 ms switch interval each hand-back can wait that long behind a busy event loop.
+    sys.setswitchinterval(0.001)
     loop = _new_loop()
     web.run_app(
         app,

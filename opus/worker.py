@@ -76,6 +76,7 @@ class Workers:
         self._work_available = work_available
         self._on_commit = on_commit
         self._stopping = False
+        self._claiming = asyncio.Lock()
         self._executor = ThreadPoolExecutor(
             max(2, settings.workers), thread_name_prefix="opus-queue"
         )
@@ -86,21 +87,25 @@ class Workers:
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self, index: int) -> None:
-        idle = 0.001
+        """Claim a batch, apply it, again. One worker at a time waits for work (the others
+        queue on the lock), so a new vote wakes one claim, not the whole pool."""
         while not self._stopping:
-            try:
-                claims = await self._q(self._queue.claim, self._settings.worker_batch)
-            except Exception:
-                log.exception("worker %d could not claim votes", index)
-                claims = []
-            if not claims:
-                self._work_available.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._work_available.wait(), idle)
-                idle = min(idle * 2, _IDLE_MAX_S)
-                continue
-            idle = 0.001
-            await self.process(claims)
+            claims: list[Claim] = []
+            async with self._claiming:
+                idle = 0.001
+                while not self._stopping:
+                    self._work_available.clear()
+                    try:
+                        claims = await self._q(self._queue.claim, self._settings.worker_batch)
+                    except Exception:
+                        log.exception("worker %d could not claim votes", index)
+                    if claims:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._work_available.wait(), idle)
+                    idle = min(idle * 2, _IDLE_MAX_S)
+            if claims:
+                await self.process(claims)
 
     async def drain(self) -> int:
         """Apply everything that is ready (used at start, before the server answers)."""
