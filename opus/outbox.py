@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import aiosqlite
 
-from opus.db import Database, placeholders
+from opus.db import Database
 from opus.events import POLL_VOTE_CAST, Envelope, now_iso
 from opus.hub import Hub
 from opus.metrics import Metrics
@@ -82,11 +82,11 @@ class Relay:
                     event["actor"],
                     json.dumps(event["data"]),
                 )
-        seqs = [row["seq"] for row in rows]
+        # The single writer commits rows in seq order, so these are all unsent rows up to it.
         async with self._db.write() as conn:
             await conn.execute(
-                f"UPDATE outbox SET sent_at = ? WHERE seq IN ({placeholders(seqs)})",
-                [now_iso(), *seqs],
+                "UPDATE outbox SET sent_at = ? WHERE seq <= ? AND sent_at IS NULL",
+                (now_iso(), rows[-1]["seq"]),
             )
         self._metrics.outbox_published.inc(len(rows))
         return len(rows)
