@@ -11,7 +11,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 \
 	command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { command -v $$c; break; }; done)
 
-.PHONY: run test venv bench-ingest lint clean
+.PHONY: run test venv bench-ingest bench-live clean
 
 $(PY):
 	@if [ -z "$(PYTHON)" ]; then echo "Opus needs Python 3.12 or newer: install python3.12 (apt install python3.12, or pyenv install 3.12) and run make again." >&2; exit 1; fi
@@ -41,3 +41,6 @@ bench-ingest: $(TEST_STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+bench-live: $(TEST_STAMP)
+	$(PY) bench/live.py

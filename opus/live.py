@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, web
 
@@ -48,13 +48,21 @@ def text_frame(text: str) -> bytes:
     return header + payload
 
 
+class Transport(Protocol):
+    """What a client needs of its connection (asyncio's and uvloop's transports both fit)."""
+
+    def write(self, data: bytes) -> None: ...
+    def is_closing(self) -> bool: ...
+    def get_write_buffer_size(self) -> int: ...
+
+
 class Client:
     """One socket. Frames go straight to its transport while it keeps up; once its buffer is
     past the high-water mark they wait in a bounded outbox (a newer results frame replaces an
     older one for the same poll) that a writer task drains, closing the socket when it cannot
     keep up."""
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, room_id: str,
+    def __init__(self, ws: web.WebSocketResponse, transport: Transport, room_id: str,
                  voter_id: str | None, is_host: bool, settings: Settings) -> None:
         self.ws = ws
         self.room_id = room_id

@@ -4,16 +4,16 @@ Authorization header, or the voter cookie."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+from typing import cast
 
 from aiohttp import WSMsgType, web
 
 from opus.auth import same_token
 from opus.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from opus.keys import ADMIN_TOKEN, BROADCASTER, DB, SETTINGS, SIGNER
-from opus.live import CLOSE_FULL, Client, text_frame
+from opus.live import CLOSE_FULL, Client, Transport, text_frame
 from opus.rooms import normalize_code
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
     if transport is None:  # the peer left during the handshake
         return ws
-    assert isinstance(transport, asyncio.Transport)
-    client = Client(ws, transport, room_id, voter.voter_id if voter else None, is_host, settings)
+    voter_id = voter.voter_id if voter else None
+    client = Client(ws, cast(Transport, transport), room_id, voter_id, is_host, settings)
     broadcaster.add(client)
     try:
         client.send_first(await broadcaster.snapshot(room_id, is_host))

@@ -116,3 +116,31 @@ async def test_sigterm_mid_burst_drains_and_exits_0(
     assert codes == [0], server.log.read_text()[-3000:]
     server.start()
     await _check(api, polls, voters, acked)
+
+
+async def test_live_results_from_the_real_server_process(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """`opus serve` runs on uvloop: the socket path must work there too, and SIGTERM closes
+    open sockets with 1001 and still exits 0."""
+    server.start()
+    api = Api(http, server.base)
+    room = await api.room()
+    poll = await api.poll(room["id"])
+    voters = list(await asyncio.gather(*(api.join(room["code"]) for _ in range(20))))
+    async with http.ws_connect(f"{server.base}/ws?room={room['code']}") as ws:
+        snapshot = await ws.receive_json(timeout=10)
+        assert snapshot["type"] == "snapshot"
+        for v in voters:
+            await api.vote(v, poll["id"], [poll["options"][0]["id"]])
+        total = 0
+        while total < 20:
+            message = await ws.receive_json(timeout=10)
+            if message["type"] == "results":
+                total = message["total_votes"]
+        assert total == 20
+        assert server.proc is not None
+        server.proc.terminate()
+        closing = await ws.receive(timeout=10)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1001
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
