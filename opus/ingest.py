@@ -89,7 +89,7 @@ class Ingest:
         if self._closing:
             raise Unavailable("The server is shutting down; try again.", retry_after=2)
         poll = self._catalog.polls.get(poll_id)
-        if poll is None:
+        if poll is None or poll.status == "draft":  # drafts are the host's secret
             raise NotFound("No poll has this id.", code="poll_not_found")
         if poll.room_id != voter.room_id:
             raise Forbidden("This poll belongs to another room.", code="wrong_room")

@@ -153,7 +153,8 @@ class Broadcaster:
         self.clients: dict[str, set[Client]] = {}  # room id -> its sockets
         self.voters: dict[str, set[Client]] = {}  # voter id -> their sockets
         self.count = 0
-        self.seq = 0
+        # Microseconds since the epoch at start: a restarted server's seq still only grows.
+        self.seq = time.time_ns() // 1000
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._votes: dict[str, deque[float]] = {}  # room id -> times of recent votes

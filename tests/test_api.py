@@ -152,7 +152,7 @@ async def test_attendees_do_not_see_draft_polls(api: Api) -> None:
     status, view = await api.call("GET", f"/api/v1/rooms/{room['id']}", headers=voter["headers"])
     assert status == 200 and view["polls"] == []
     status, body = await api.vote(voter, draft["id"], [draft["options"][0]["id"]])
-    assert status == 409 and body["error"]["code"] == "poll_not_open"
+    assert status == 404 and body["error"]["code"] == "poll_not_found"
 
 
 async def test_every_api_error_is_the_contract_json(api: Api) -> None:
@@ -226,6 +226,10 @@ async def test_every_api_error_is_the_contract_json(api: Api) -> None:
         (("GET", f"/api/v1/polls/{poll['id']}/export?format=xml"), {"headers": api.admin}, 400,
          "invalid_format"),
         (("POST", "/api/v1/join"), {"json": {"code": 12}}, 400, "invalid_field"),
+        (("POST", "/api/v1/notifications/99999999999999999999999/read"),
+         {"headers": voter["headers"]}, 404, "notification_not_found"),
+        (("POST", "/api/v1/notifications/%C2%B2/read"), {"headers": voter["headers"]}, 404,
+         "notification_not_found"),
     ]
     for (method, path), kwargs, status, code in cases:
         got, body = await api.call(method, path, **kwargs)

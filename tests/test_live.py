@@ -188,9 +188,10 @@ async def test_notifications_live_offline_once_and_after_restart(
     online, offline = await api.join(room["code"]), await api.join(room["code"])
     async with client.ws_connect(f"/ws?room={room['code']}&token={online['voter_token']}") as ws:
         await _next(ws, "snapshot")
+        draft = await api.poll(room["id"], ["A", "B"], question="Quiz answer?", open=False)
         poll = await api.poll(room["id"], ["A", "B"], question="Lunch?")
-        pushed = await _next(ws, "notification")
-        assert pushed["notification"]["type"] == "poll_created"
+        pushed = await _next(ws, "notification")  # for the opened poll, not the draft
+        assert pushed["notification"]["type"] == "poll_opened"
         assert pushed["notification"]["message"] == "Lunch?"
         await api.vote(online, poll["id"], [poll["options"][1]["id"]])
         await api.total_when(poll["id"], 1)
@@ -201,7 +202,8 @@ async def test_notifications_live_offline_once_and_after_restart(
 
     # The offline voter finds the new-poll notice later, and not the closed one (no vote).
     status, inbox = await api.call("GET", "/api/v1/notifications", headers=offline["headers"])
-    assert status == 200 and [n["type"] for n in inbox["notifications"]] == ["poll_created"]
+    assert status == 200 and [n["type"] for n in inbox["notifications"]] == ["poll_opened"]
+    assert all(n["source_id"] != draft["id"] for n in inbox["notifications"])
     assert inbox["unread"] == 1
 
     # The same event delivered twice makes no second notification.
@@ -209,7 +211,7 @@ async def test_notifications_live_offline_once_and_after_restart(
         "SELECT envelope FROM outbox WHERE event_type = 'POLL.CLOSED'")
     assert await client.app[NOTIFIER].fan_out(json.loads(rows[0]["envelope"])) == 0
     status, inbox = await api.call("GET", "/api/v1/notifications", headers=online["headers"])
-    assert [n["type"] for n in inbox["notifications"]] == ["poll_closed", "poll_created"]
+    assert [n["type"] for n in inbox["notifications"]] == ["poll_closed", "poll_opened"]
 
     first = inbox["notifications"][0]["id"]
     status, _ = await api.call("POST", f"/api/v1/notifications/{first}/read",

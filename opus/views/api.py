@@ -275,7 +275,7 @@ async def read_all_notifications(request: web.Request) -> web.Response:
 async def read_notification(request: web.Request) -> web.Response:
     voter = require_voter(request)
     raw = request.match_info["notification_id"]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit() and len(raw) < 19):  # SQLite's integer range
         raise NotFound("You have no notification with this id.", code="notification_not_found")
     await request.app[NOTIFIER].mark_read(voter.voter_id, int(raw))
     return web.json_response({"id": int(raw), "is_read": True})

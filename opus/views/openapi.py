@@ -6,6 +6,7 @@ The document is built in code from the same limits the handlers enforce (importe
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -22,7 +23,7 @@ from opus.rooms import (
     MAX_TITLE,
     MIN_OPTIONS,
 )
-from opus.views.api import VOTER_COOKIE
+from opus.views.api import VOTER_COOKIE, JoinThrottle
 
 JSON = dict[str, Any]
 
@@ -31,6 +32,9 @@ PATH = "/api/openapi.json"
 POLL_STATUSES = ("draft", "open", "closed")
 RECEIPT_STATUSES = ("queued", "counted", "rejected")
 RECEIPT_REASONS = ("already_voted", "invalid_option", "poll_not_found", "replaced", "superseded")
+NOTIFICATION_TYPES = ("poll_created", "poll_closed")
+# Wrong join codes one address may send in a minute (the throttle's default).
+JOIN_MISSES: int = inspect.signature(JoinThrottle).parameters["allowed"].default
 
 # Security requirements, by who may call.
 ADMIN: list[JSON] = [{"adminToken": []}]
@@ -38,6 +42,10 @@ VOTER: list[JSON] = [{"voterToken": []}, {"voterCookie": []}]
 ADMIN_OR_VOTER: list[JSON] = [*ADMIN, *VOTER]
 ANYONE: list[JSON] = []
 ANYONE_OR_ADMIN: list[JSON] = [{}, *ADMIN]
+ANYONE_OR_VOTER: list[JSON] = [{}, *VOTER]
+SOCKET: list[JSON] = [{}, *ADMIN, *VOTER, {"socketToken": []}]
+
+DOCS = "docs/api.md"
 
 # Text the server trims before checking it: it must hold at least one non-space character.
 NOT_BLANK = r"\S"
@@ -176,6 +184,30 @@ EXAMPLE_RESULTS: JSON = {
         {**EXAMPLE_OPTIONS[1], "votes": 1, "percent": 100.0},
         {**EXAMPLE_OPTIONS[2], "votes": 0, "percent": 0.0},
     ],
+}
+EXAMPLE_NOTIFICATIONS: JSON = {
+    "notifications": [
+        {
+            "id": 2,
+            "title": "Closed: Which planet is largest?",
+            "message": "Final result: Mars 0 (0%), Jupiter 1 (100%), Venus 0 (0%)",
+            "type": "poll_closed",
+            "source_id": EXAMPLE_POLL_ID,
+            "is_read": False,
+            "created_at": "2026-11-23T13:07:05.203Z",
+            "data": {**EXAMPLE_RESULTS, "status": "closed"},
+        },
+        {
+            "id": 1,
+            "title": "New poll",
+            "message": "Which planet is largest?",
+            "type": "poll_created",
+            "source_id": EXAMPLE_POLL_ID,
+            "is_read": True,
+            "created_at": "2026-11-23T13:07:04.207Z",
+        },
+    ],
+    "unread": 1,
 }
 
 
@@ -405,6 +437,53 @@ def schemas() -> JSON:
                 "votes": {"type": "array", "items": ref("CountedVote")},
             },
         },
+        "Notification": {
+            "type": "object",
+            "description": "A message for one attendee. `poll_created`: a poll was created in "
+            "the room; `poll_closed`: a poll the attendee voted in closed (`data` holds its "
+            "final results).",
+            "required": [
+                "id", "title", "message", "type", "source_id", "is_read", "created_at",
+            ],
+            "properties": {
+                "id": {"type": "integer", "minimum": 1},
+                "title": {"type": "string", "description": "A heading for a person."},
+                "message": {"type": "string", "description": "A sentence for a person."},
+                "type": {"type": "string", "enum": list(NOTIFICATION_TYPES)},
+                "source_id": {**UUID, "description": "The poll's id."},
+                "is_read": {"type": "boolean"},
+                "created_at": TIMESTAMP,
+                "data": {
+                    **ref("Results"),
+                    "description": "Only on `poll_closed`: the final results.",
+                },
+            },
+        },
+        "Inbox": {
+            "type": "object",
+            "required": ["notifications", "unread"],
+            "properties": {
+                "notifications": {
+                    "type": "array",
+                    "maxItems": 100,
+                    "items": ref("Notification"),
+                    "description": "The newest 100, newest first.",
+                },
+                "unread": {**COUNT, "description": "Unread notifications, of all of them."},
+            },
+        },
+        "NotificationRead": {
+            "type": "object",
+            "required": ["id", "is_read"],
+            "properties": {"id": {"type": "integer"}, "is_read": {"const": True}},
+        },
+        "MarkedRead": {
+            "type": "object",
+            "required": ["marked_read"],
+            "properties": {
+                "marked_read": {**COUNT, "description": "How many were unread until now."},
+            },
+        },
         "Health": {
             "type": "object",
             "required": ["status", "version", "node_id"],
@@ -437,6 +516,13 @@ def components() -> JSON:
                 "in": "cookie",
                 "name": VOTER_COOKIE,
                 "description": "The cookie POST /api/v1/join sets; same value as the token.",
+            },
+            "socketToken": {
+                "type": "apiKey",
+                "in": "query",
+                "name": "token",
+                "description": "GET /ws only: the admin token or a voter token, for clients "
+                "that cannot set headers. It wins over the header and the cookie.",
             },
         },
         "headers": {
@@ -473,12 +559,12 @@ def paths() -> JSON:
                              {**EXAMPLE_ROOM, "polls": []}),
                         "links": links("id", "room_id", "getRoom", "createPoll"),
                     },
-                    "400": error(BAD_JSON),
+                    "400": error(BAD_JSON + " `invalid_field`: `title` is not a string."),
                     **host_errors(
                         {
                             "413": TOO_LARGE,
-                            "422": error("`invalid_field`: `title` missing, not a string or "
-                                         f"blank; `too_long`: over {MAX_TITLE} characters."),
+                            "422": error("`invalid_field`: `title` missing or blank; "
+                                         f"`too_long`: over {MAX_TITLE} characters."),
                         }
                     ),
                 },
@@ -529,14 +615,20 @@ def paths() -> JSON:
                             "getResults", "castVote",
                         ),
                     },
-                    "400": error(BAD_JSON),
+                    "400": error(
+                        BAD_JSON + " `invalid_field`: a field of the wrong type: `question` "
+                        "or `kind` not a string, `options` absent or not a list of strings, "
+                        "`allow_change` or `hide_results` not a boolean."
+                    ),
                     **host_errors(
                         {
-                            "404": error("`room_not_found`: no room has this id."),
+                            "404": error("`room_not_found`: no room has this id (the body is "
+                                         "checked first)."),
                             "413": TOO_LARGE,
                             "422": error(
-                                "`invalid_field`: a field is missing, of the wrong type or "
-                                f"blank; `too_long`: `question` over {MAX_QUESTION} "
+                                "`invalid_field`: `question` missing or blank, or an option "
+                                f"label blank or over {MAX_LABEL} characters; "
+                                f"`too_long`: `question` over {MAX_QUESTION} "
                                 "characters; `invalid_kind`: `kind` is not one of "
                                 f"{', '.join(KINDS)}; `option_count`: not {MIN_OPTIONS} to "
                                 f"{MAX_OPTIONS} options; `duplicate_option`: two labels "
@@ -633,9 +725,11 @@ def paths() -> JSON:
                 "operationId": "join",
                 "tags": ["attendee"],
                 "summary": "Join a room by its code",
-                "description": "Every call makes a new voter. Sets the "
-                f"`{VOTER_COOKIE}` cookie too.",
-                "security": ANYONE,
+                "description": "Sets the "
+                f"`{VOTER_COOKIE}` cookie too. A request that carries a valid voter token "
+                "of this room (header or cookie) gets that same voter back, so joining "
+                "again never gives a second vote; otherwise a new voter is made.",
+                "security": ANYONE_OR_VOTER,
                 "requestBody": {
                     "required": True,
                     "content": json_body(ref("Join"), {"code": "XHYR-GCQG"}),
@@ -656,7 +750,8 @@ def paths() -> JSON:
                     "413": TOO_LARGE,
                     "429": error(
                         "`too_many_requests`: too many wrong codes from this address "
-                        "(30 a minute); every join from it waits `Retry-After` seconds.",
+                        f"({JOIN_MISSES} a minute); every join from it waits `Retry-After` "
+                        "seconds.",
                         retry_after=True,
                     ),
                     "default": OTHER,
@@ -671,7 +766,8 @@ def paths() -> JSON:
                 "summary": "Vote",
                 "description": "202 is sent only once the vote is durable on disk. The same "
                 "`event_id` sent again (same voter, poll and options) answers 202 again and "
-                "is counted once. Counting happens just after: follow it with "
+                "is counted once, even after the poll has closed (the open check applies to "
+                "new votes only). Counting happens just after: follow it with "
                 "GET /api/v1/votes/{event_id}.",
                 "security": VOTER,
                 "requestBody": {
@@ -687,14 +783,15 @@ def paths() -> JSON:
                              {"event_id": EXAMPLE_EVENT_ID, "status": "accepted"}),
                         "links": links("event_id", "event_id", "getReceipt"),
                     },
-                    "400": error(BAD_JSON + " `invalid_field`: `option_ids` is not a list of "
-                                 "strings, or `event_id` is not a UUID."),
+                    "400": error(BAD_JSON + " `invalid_field`: `option_ids` is missing or not "
+                                 "a list of strings, or `event_id` is not a UUID."),
                     "401": NEEDS_VOTER_401,
                     "403": error("`wrong_room`: the poll is in another room than the voter's; "
                                  "`forbidden`: the admin token was sent."),
                     "404": POLL_404,
                     "409": error(
-                        "`poll_not_open`: the poll is a draft or closed; `already_voted`: "
+                        "`poll_not_open`: the poll is a draft or closed (and the `event_id` "
+                        "is new); `already_voted`: "
                         "this voter has another vote in this poll (and it does not allow "
                         "changes); `event_id_conflict`: this `event_id` belongs to a "
                         "different vote."
@@ -714,7 +811,13 @@ def paths() -> JSON:
             },
         },
         "/api/v1/votes/{event_id}": {
-            "parameters": [id_param("event_id", "vote")],
+            "parameters": [
+                {
+                    **id_param("event_id", "vote"),
+                    "description": "The vote's event id, in any UUID spelling (any case, "
+                    "with or without dashes, `urn:uuid:` prefix).",
+                }
+            ],
             "get": {
                 "operationId": "getReceipt",
                 "tags": ["attendee"],
@@ -725,7 +828,8 @@ def paths() -> JSON:
                               {"event_id": EXAMPLE_EVENT_ID, "status": "counted"}),
                     "401": NEEDS_VOTER_401,
                     "403": NEEDS_VOTER_403,
-                    "404": error("`vote_not_found`: this voter has no vote with this id."),
+                    "404": error("`vote_not_found`: not a UUID, or this voter has no vote with "
+                                 "this id."),
                     "default": OTHER,
                 },
             },
@@ -736,16 +840,133 @@ def paths() -> JSON:
                 "operationId": "getResults",
                 "tags": ["attendee", "host"],
                 "summary": "The poll's counts",
-                "description": "Anyone may read them, unless the poll has `hide_results` and "
-                "is not closed yet: then only the host.",
+                "description": "Anyone may read them once the poll is open, unless it has "
+                "`hide_results` and is not closed yet: then only the host. A draft's results "
+                "are the host's only; anyone else gets 404.",
                 "security": ANYONE_OR_ADMIN,
                 "responses": {
                     "200": ok("The counts.", ref("Results"), EXAMPLE_RESULTS),
                     "403": error("`results_hidden`: shown when the poll closes."),
-                    "404": POLL_404,
+                    "404": error("`poll_not_found`: no poll has this id, or it is a draft and "
+                                 "the admin token was not sent."),
                     "default": OTHER,
                 },
             },
+        },
+        "/api/v1/notifications": {
+            "get": {
+                "operationId": "listNotifications",
+                "tags": ["attendee"],
+                "summary": "The attendee's notifications",
+                "description": "A poll created in the room notifies everyone who had joined "
+                "it; a closed poll notifies everyone who voted in it, with the final result. "
+                "Once per voter and event; pushed live on an open WebSocket too.",
+                "security": VOTER,
+                "responses": {
+                    "200": ok("The newest 100, newest first, and the unread count.",
+                              ref("Inbox"), EXAMPLE_NOTIFICATIONS),
+                    "401": NEEDS_VOTER_401,
+                    "403": NEEDS_VOTER_403,
+                    "default": OTHER,
+                },
+            }
+        },
+        "/api/v1/notifications/{notification_id}/read": {
+            "parameters": [
+                {
+                    "name": "notification_id",
+                    "in": "path",
+                    "required": True,
+                    "description": "The notification's `id`.",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            ],
+            "post": {
+                "operationId": "readNotification",
+                "tags": ["attendee"],
+                "summary": "Mark one notification read",
+                "description": "No body. Marking one that is already read answers the same.",
+                "security": VOTER,
+                "responses": {
+                    "200": ok("Marked.", ref("NotificationRead"), {"id": 1, "is_read": True}),
+                    "401": NEEDS_VOTER_401,
+                    "403": NEEDS_VOTER_403,
+                    "404": error("`notification_not_found`: this voter has no notification "
+                                 "with this id."),
+                    "default": OTHER,
+                },
+            },
+        },
+        "/api/v1/notifications/read-all": {
+            "post": {
+                "operationId": "readAllNotifications",
+                "tags": ["attendee"],
+                "summary": "Mark every notification read",
+                "description": "No body.",
+                "security": VOTER,
+                "responses": {
+                    "200": ok("How many were unread.", ref("MarkedRead"), {"marked_read": 1}),
+                    "401": NEEDS_VOTER_401,
+                    "403": NEEDS_VOTER_403,
+                    "default": OTHER,
+                },
+            }
+        },
+        "/ws": {
+            "get": {
+                "operationId": "liveSocket",
+                "tags": ["live"],
+                "summary": "Live results, poll changes, notifications, the host's feed",
+                "description": "Upgrades to a WebSocket (send the usual `Upgrade: websocket` "
+                "headers). The server sends JSON text messages with a `type`: `snapshot` "
+                "(first, and in answer to `resume`), `results`, `poll`, `notification` "
+                "(voter sockets), `activity` (host sockets) and `pong`; the client may send "
+                '`{"type": "ping"}` and `{"type": "resume"}`. The admin token makes a host '
+                "socket, a voter token a voter socket, no token a screen socket. Close "
+                "codes: 1013 server full, 4008 too slow, 1001 shutting down, 1009 a client "
+                "message over 4096 bytes. OpenAPI cannot describe the messages: see "
+                f"{DOCS}, section 'Live: the WebSocket'.",
+                "security": SOCKET,
+                "parameters": [
+                    {
+                        "name": "room",
+                        "in": "query",
+                        "required": True,
+                        "description": "The room's id, or its code (any case, dash optional).",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                        "example": "XHYR-GCQG",
+                    },
+                    {
+                        "name": "token",
+                        "in": "query",
+                        "required": False,
+                        "description": "The admin token or a voter token, for clients that "
+                        "cannot send `Authorization` (it wins over the header and the "
+                        f"`{VOTER_COOKIE}` cookie).",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "seq",
+                        "in": "query",
+                        "required": False,
+                        "description": "The last `seq` seen, when reconnecting. Accepted; "
+                        "every new socket starts with a fresh snapshot anyway.",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
+                "responses": {
+                    "101": {
+                        "description": "Switching Protocols: the WebSocket is open. Its "
+                        f"messages are described in {DOCS}.",
+                    },
+                    "400": error("`room_required`: no `room`. (A request without the "
+                                 "WebSocket upgrade headers gets a plain-text 400.)"),
+                    "401": error("`bad_token`: a token that is neither the admin token nor "
+                                 "a valid voter token."),
+                    "403": error("`wrong_room`: a voter token of another room."),
+                    "404": error("`room_not_found`: no room has this id or code."),
+                },
+            }
         },
         "/healthz": {
             "get": {
@@ -804,12 +1025,13 @@ def document() -> JSON:
             '`{"error": {"code": "<slug>", "message": "<sentence>"}}`. '
             "Request bodies are JSON objects (no Content-Type needed); unknown fields are "
             "ignored; text limits count characters after trimming spaces. "
-            "The WebSocket `/ws` and notifications come in a later release. "
-            "Prose reference: docs/api.md.",
+            "Live updates come over the WebSocket `GET /ws`, whose messages OpenAPI cannot "
+            f"describe: see {DOCS}, the prose reference.",
         },
         "tags": [
             {"name": "host", "description": "Needs the admin token."},
             {"name": "attendee", "description": "Needs a voter token (or its cookie)."},
+            {"name": "live", "description": f"The WebSocket; its messages are in {DOCS}."},
             {"name": "operations", "description": "For scripts and monitoring."},
         ],
         "paths": paths(),
