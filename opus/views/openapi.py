@@ -32,7 +32,7 @@ PATH = "/api/openapi.json"
 POLL_STATUSES = ("draft", "open", "closed")
 RECEIPT_STATUSES = ("queued", "counted", "rejected")
 RECEIPT_REASONS = ("already_voted", "invalid_option", "poll_not_found", "replaced", "superseded")
-NOTIFICATION_TYPES = ("poll_created", "poll_closed")
+NOTIFICATION_TYPES = ("poll_opened", "poll_closed")
 # Wrong join codes one address may send in a minute (the throttle's default).
 JOIN_MISSES: int = inspect.signature(JoinThrottle).parameters["allowed"].default
 
@@ -201,7 +201,7 @@ EXAMPLE_NOTIFICATIONS: JSON = {
             "id": 1,
             "title": "New poll",
             "message": "Which planet is largest?",
-            "type": "poll_created",
+            "type": "poll_opened",
             "source_id": EXAMPLE_POLL_ID,
             "is_read": True,
             "created_at": "2026-11-23T13:07:04.207Z",
@@ -439,8 +439,8 @@ def schemas() -> JSON:
         },
         "Notification": {
             "type": "object",
-            "description": "A message for one attendee. `poll_created`: a poll was created in "
-            "the room; `poll_closed`: a poll the attendee voted in closed (`data` holds its "
+            "description": "A message for one attendee. `poll_opened`: a poll opened in the "
+            "room; `poll_closed`: a poll the attendee voted in closed (`data` holds its "
             "final results).",
             "required": [
                 "id", "title", "message", "type", "source_id", "is_read", "created_at",
