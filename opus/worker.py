@@ -77,9 +77,9 @@ class Workers:
         self._on_commit = on_commit
         self._stopping = False
         self._claiming = asyncio.Lock()
-        self._executor = ThreadPoolExecutor(
-            max(2, settings.workers), thread_name_prefix="opus-queue"
-        )
+        # One thread: claims and acknowledgements queue on litequeue's lock anyway, and every
+        # extra thread is one more contender for the GIL against the event loop.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="opus-queue")
 
     async def _q(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -283,6 +283,7 @@ class Workers:
                     source=self._node_id,
                     actor=vote.voter_id,
                     event_id=event_id,
+                    timestamp=now,
                 )
             )
         return plan

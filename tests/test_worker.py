@@ -29,6 +29,17 @@ async def _wait(predicate: Any, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _sql(settings: Settings, statement: str, *params: Any) -> list[Any]:
+    """A statement from outside the server, as an operator's sqlite3 shell would run it. In a
+    thread: blocking the event loop would stall the server's own transaction mid-way."""
+
+    def run() -> list[Any]:
+        with closing(sqlite3.connect(settings.db_path, timeout=30)) as db:
+            return db.execute(statement, params).fetchall()
+
+    return await asyncio.to_thread(run)
+
+
 async def _queue_idle(client: TestClient) -> bool:
     stats = await asyncio.to_thread(client.app[QUEUE].stats)
     return stats["ready"] == 0 and stats["claimed"] == 0
@@ -67,11 +78,9 @@ async def test_the_database_refuses_a_second_vote_that_slipped_past(
     await _wait(lambda: _queue_idle(client))
     results = await api.results(poll["id"])
     assert results["total_votes"] == 1 and [o["votes"] for o in results["options"]] == [1, 0]
-    with closing(sqlite3.connect(settings.db_path)) as db:
-        row = db.execute(
-            "SELECT status, reason FROM processed_events WHERE event_id = ?", (sneaky,)
-        ).fetchone()
-    assert row == ("rejected", "already_voted")
+    rows = await _sql(settings, "SELECT status, reason FROM processed_events WHERE event_id = ?",
+                      sneaky)
+    assert rows == [("rejected", "already_voted")]
 
 
 async def test_a_vote_that_keeps_failing_is_parked_then_retried(
@@ -84,11 +93,8 @@ async def test_a_vote_that_keeps_failing_is_parked_then_retried(
     poll = await api.poll(room["id"])
     poisoned, healthy = await api.join(room["code"]), await api.join(room["code"])
     # A real SQLite failure for one voter's vote, as a full or broken disk would give.
-    with closing(sqlite3.connect(settings.db_path)) as db:
-        db.execute(
-            "CREATE TRIGGER poison BEFORE INSERT ON votes WHEN NEW.voter_id = '"
-            + poisoned["voter_id"] + "' BEGIN SELECT RAISE(ABORT, 'disk trouble'); END"
-        )
+    await _sql(settings, "CREATE TRIGGER poison BEFORE INSERT ON votes WHEN NEW.voter_id = '"
+               + poisoned["voter_id"] + "' BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
     option = poll["options"][0]["id"]
     _, bad = await api.vote(poisoned, poll["id"], [option])
     _, good = await api.vote(healthy, poll["id"], [option])
@@ -106,8 +112,7 @@ async def test_a_vote_that_keeps_failing_is_parked_then_retried(
     assert bad["event_id"] in listed.output and "attempts=3" in listed.output
     assert "disk trouble" in listed.output
 
-    with closing(sqlite3.connect(settings.db_path)) as db:
-        db.execute("DROP TRIGGER poison")
+    await _sql(settings, "DROP TRIGGER poison")
     retried = await asyncio.to_thread(runner.invoke, main, ["queue", "retry", "--all", *data_dir])
     assert retried.exit_code == 0 and "Returned 1 message" in retried.output
     assert (await api.settled(poisoned, bad["event_id"]))["status"] == "counted"

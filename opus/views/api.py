@@ -219,7 +219,8 @@ async def cast_vote(request: web.Request) -> web.Response:
     voter = require_voter(request)
     body = await read_json(request)
     event_id = await request.app[INGEST].cast(voter, request.match_info["poll_id"], body)
-    return web.json_response({"event_id": event_id, "status": "accepted"}, status=202)
+    return web.Response(text=f'{{"event_id": "{event_id}", "status": "accepted"}}',
+                        status=202, content_type="application/json")
 
 
 @routes.get("/api/v1/votes/{event_id}")
