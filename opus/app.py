@@ -89,7 +89,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     )
     # No worker is alive yet, so every claim is a dead worker's: give them back, then apply
     # the backlog before the first request, so the ledger rebuilt from SQLite is complete.
-    returned = await asyncio.to_thread(queue.return_expired, 0)
+    returned = queue.return_expired(0)
     drained = await workers.drain()
     if returned or drained:
         log.info("recovered %d claimed votes, applied %d queued votes", returned, drained)
@@ -133,12 +133,12 @@ async def _housekeeping(app: web.Application, relay: Relay) -> None:
         await asyncio.sleep(_CHECKPOINT_S)
         since_prune += _CHECKPOINT_S
         try:
-            await db.checkpoint()
-            metrics.queue_failed.set((await asyncio.to_thread(queue.stats))["failed"])
+            db.checkpoint()
+            metrics.queue_failed.set(queue.stats()["failed"])
             if since_prune >= _PRUNE_S:
                 since_prune = 0.0
                 await relay.prune()
-                await asyncio.to_thread(queue.prune)
+                queue.prune()  # on the loop, like every queue write (see queue.py)
         except Exception:
             log.exception("housekeeping failed; will try again")
 

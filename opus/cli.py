@@ -259,8 +259,8 @@ def queue_retry(message_id: str | None, retry_all: bool, data_dir: Path) -> None
         db = Database(data_dir / "opus.db")
         await db.open()
         try:
-            async with db.write() as conn:
-                await conn.executemany(
+            with db.write() as conn:
+                conn.executemany(
                     "UPDATE delivery_failures SET dead = 0, attempts = 0 WHERE message_id = ?",
                     [(m,) for m in moved],
                 )

@@ -1,13 +1,12 @@
-"""The only module that opens SQLite: one writer connection guarded by a lock (every write in
-BEGIN IMMEDIATE), one reader connection, WAL, and migrations tracked by PRAGMA user_version."""
+"""The only module that opens SQLite: one writer connection (every write in BEGIN IMMEDIATE),
+one reader connection, WAL, and migrations tracked by PRAGMA user_version."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,74 +121,76 @@ MIGRATIONS: dict[int, str] = {
 
 
 class Database:
-    """Writes go through one connection, one transaction at a time; reads use another."""
+    """Writes: one plain sqlite3 connection, used on the event loop's thread, one short
+    transaction at a time (BEGIN IMMEDIATE). Reads: an aiosqlite connection.
+
+    Writes are synchronous on purpose. Each is a few statements on a local file (WAL,
+    synchronous=NORMAL, so no fsync), measured in tens to hundreds of microseconds; through
+    aiosqlite every statement was a thread hop whose result waits for the GIL and then for
+    its turn behind every HTTP callback, so under load a worker's batch took 20-30 ms and the
+    workers fell behind. A write transaction never spans an await, so two of them can never
+    interleave and no lock is needed.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect()
-        await self._migrate(self._writer)
-        self._reader = await self._connect()
+        self._writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._writer.row_factory = sqlite3.Row
+            self._writer.executescript(_PRAGMAS)
+            self._migrate(self._writer)
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            self._reader.row_factory = sqlite3.Row
+            await self._reader.executescript(_PRAGMAS)
+        except BaseException:
+            await self.close()  # an aiosqlite thread left open would keep the process alive
+            raise
 
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        await conn.executescript(
-            """
-            PRAGMA journal_mode = WAL;
-            PRAGMA synchronous = NORMAL;
-            PRAGMA foreign_keys = ON;
-            PRAGMA busy_timeout = 10000;
-            PRAGMA temp_store = MEMORY;
-            """
-        )
-        return conn
-
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        (version,) = await (await conn.execute("PRAGMA user_version")).fetchone() or (0,)
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
         latest = max(MIGRATIONS)
         if version > latest:
             raise RuntimeError(
                 f"{self.path} has schema version {version}, newer than this Opus ({latest})"
             )
         for number in sorted(n for n in MIGRATIONS if n > version):
-            await conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             try:
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
-                        await conn.execute(statement)
-                await conn.execute(f"PRAGMA user_version = {number}")
-                await conn.execute("COMMIT")
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+                conn.execute("COMMIT")
             except BaseException:
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
             log.info("database migrated to version %d", number)
 
     async def close(self) -> None:
         # aiosqlite's thread is not a daemon: a connection left open keeps the process alive.
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
+        if self._reader is not None:
+            await self._reader.close()
+        if self._writer is not None:
+            self._writer.close()
         self._reader = self._writer = None
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction; the lock keeps coroutines from interleaving statements."""
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. Never await inside it (see the class docstring)."""
         assert self._writer is not None, "database is not open"
-        async with self._write_lock:
-            conn = self._writer
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
-            await conn.execute("COMMIT")
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         assert self._reader is not None, "database is not open"
@@ -199,16 +200,24 @@ class Database:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def checkpoint(self) -> None:
+    def checkpoint(self) -> None:
         """Long-lived readers starve automatic checkpoints; the server calls this on a timer."""
         assert self._writer is not None
-        async with self._write_lock:
-            await self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-async def fetchall(conn: aiosqlite.Connection, sql: str, params: Params = ()) -> list[Row]:
+_PRAGMAS = """
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = ON;
+PRAGMA busy_timeout = 5000;
+PRAGMA temp_store = MEMORY;
+"""
+
+
+def fetchall(conn: sqlite3.Connection, sql: str, params: Params = ()) -> list[Row]:
     """A read inside a write transaction (sees the transaction's own changes)."""
-    return list(await conn.execute_fetchall(sql, params))
+    return list(conn.execute(sql, params).fetchall())
 
 
 def placeholders(values: Iterable[Any]) -> str:

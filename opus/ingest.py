@@ -8,7 +8,6 @@ import contextlib
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from opus import events
@@ -71,8 +70,6 @@ class Ingest:
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._wake = asyncio.Event()
         self._closing = False
-        # One thread for the group commits: they are serial by nature.
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="opus-ingest")
 
     def _reject(self, reason: str) -> None:
         self._metrics.votes_rejected.labels(reason).inc()
@@ -135,7 +132,6 @@ class Ingest:
         """The group committer: everything that arrived while the last commit ran goes into
         the next one, so a busy server makes few, large, synced commits."""
         linger = self._settings.commit_interval_ms / 1000
-        loop = asyncio.get_running_loop()
         while not (self._closing and not self._batch):
             if not self._batch:
                 self._wake.clear()
@@ -147,9 +143,7 @@ class Ingest:
                 continue
             started = time.perf_counter()
             try:
-                outcome = await loop.run_in_executor(
-                    self._executor, self._queue.put_many, [(e, d) for e, d, _ in batch]
-                )
+                outcome = self._queue.put_many([(e, d) for e, d, _ in batch])
             except Exception as exc:  # disk full, I/O error: nothing was acknowledged
                 log.error("vote commit failed for %d votes: %s", len(batch), exc)
                 error = Unavailable("Votes cannot be saved right now; try again.",
@@ -173,9 +167,6 @@ class Ingest:
         self._closing = True
         self._wake.set()
 
-    def shutdown_executor(self) -> None:
-        self._executor.shutdown(wait=True)
-
     @contextlib.asynccontextmanager
     async def running(self) -> Any:
         task = asyncio.create_task(self.run(), name="opus-group-commit")
@@ -184,4 +175,3 @@ class Ingest:
         finally:
             await self.close()
             await task
-            self.shutdown_executor()

@@ -92,8 +92,8 @@ class Notifier:
             if not batch:
                 break
             after = batch[-1][0]
-            async with self._db.write() as conn:
-                cursor = await conn.executemany(
+            with self._db.write() as conn:
+                cursor = conn.executemany(
                     "INSERT OR IGNORE INTO notifications (voter_id, event_id, type, title,"
                     " message, source_id, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [(r[1], event["event_id"], kind, title, message, poll_id, extra, now)
@@ -130,14 +130,14 @@ class Notifier:
 
     async def mark_read(self, voter_id: str, notification_id: int | None) -> int:
         """Mark one notification (or all, with None) as read; returns how many changed."""
-        async with self._db.write() as conn:
+        with self._db.write() as conn:
             if notification_id is None:
-                cursor = await conn.execute(
+                cursor = conn.execute(
                     "UPDATE notifications SET is_read = 1 WHERE voter_id = ? AND is_read = 0",
                     (voter_id,),
                 )
                 return max(cursor.rowcount, 0)
-            cursor = await conn.execute(
+            cursor = conn.execute(
                 "UPDATE notifications SET is_read = 1 WHERE id = ? AND voter_id = ?",
                 (notification_id, voter_id),
             )

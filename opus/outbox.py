@@ -7,9 +7,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import Iterable
-
-import aiosqlite
 
 from opus.db import Database
 from opus.events import POLL_VOTE_CAST, Envelope, now_iso
@@ -26,9 +25,9 @@ def _row(event: Envelope) -> tuple[str, str, str, str]:
     return (event["event_id"], event["event_type"], json.dumps(event), now_iso())
 
 
-async def add(conn: aiosqlite.Connection, events: Iterable[Envelope]) -> None:
+def add(conn: sqlite3.Connection, events: Iterable[Envelope]) -> None:
     """Write events in the caller's transaction (so they commit with the state change)."""
-    await conn.executemany(
+    conn.executemany(
         "INSERT OR IGNORE INTO outbox (event_id, event_type, envelope, created_at)"
         " VALUES (?, ?, ?, ?)",
         [_row(e) for e in events],
@@ -83,8 +82,8 @@ class Relay:
                     json.dumps(event["data"]),
                 )
         # The single writer commits rows in seq order, so these are all unsent rows up to it.
-        async with self._db.write() as conn:
-            await conn.execute(
+        with self._db.write() as conn:
+            conn.execute(
                 "UPDATE outbox SET sent_at = ? WHERE seq <= ? AND sent_at IS NULL",
                 (now_iso(), rows[-1]["seq"]),
             )
@@ -93,8 +92,8 @@ class Relay:
 
     async def prune(self) -> None:
         """Forget events sent more than an hour ago (the database keeps the state itself)."""
-        async with self._db.write() as conn:
-            await conn.execute(
+        with self._db.write() as conn:
+            conn.execute(
                 "DELETE FROM outbox WHERE sent_at IS NOT NULL"
                 " AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
                 (f"-{_KEEP_SENT_S} seconds",),

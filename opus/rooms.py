@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
-
-import aiosqlite
 
 from opus import events, outbox
 from opus.auth import Voter
@@ -132,19 +131,19 @@ class Rooms:
     async def create_room(self, body: dict[str, Any], actor: str = "host") -> dict[str, Any]:
         title = _text(body, "title", MAX_TITLE)
         room = {"id": events.uuid7(), "title": title, "created_at": events.now_iso()}
-        async with self.db.write() as conn:
+        with self.db.write() as conn:
             for _ in range(10):
                 code = new_code()
-                taken = await fetchall(conn, "SELECT 1 FROM rooms WHERE code = ?", (code,))
+                taken = fetchall(conn, "SELECT 1 FROM rooms WHERE code = ?", (code,))
                 if not taken:
                     break
             room["code"] = code
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO rooms (id, code, title, created_at)"
                 " VALUES (:id, :code, :title, :created_at)",
                 room,
             )
-            await outbox.add(conn, [self._event(events.ROOM_CREATED, dict(room), actor)])
+            outbox.add(conn, [self._event(events.ROOM_CREATED, dict(room), actor)])
         self._on_commit()
         return await self.room(room["id"], include_drafts=True)
 
@@ -177,12 +176,12 @@ class Rooms:
         hide_results = _flag(body, "hide_results")
         poll_id = events.uuid7()
         options = [{"id": events.uuid7(), "label": label} for label in labels]
-        async with self.db.write() as conn:
-            room = await fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,))
+        with self.db.write() as conn:
+            room = fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,))
             if not room:
                 raise NotFound("No room has this id.", code="room_not_found")
             (position,) = (
-                await fetchall(
+                fetchall(
                     conn, "SELECT COUNT(*) FROM polls WHERE room_id = ?", (room_id,)
                 )
             )[0]
@@ -197,22 +196,22 @@ class Rooms:
                 "hide_results": int(hide_results),
                 "created_at": events.now_iso(),
             }
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO polls (id, room_id, position, question, kind, status, allow_change,"
                 " hide_results, created_at) VALUES (:id, :room_id, :position, :question, :kind,"
                 " :status, :allow_change, :hide_results, :created_at)",
                 poll,
             )
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO options (id, poll_id, position, label) VALUES (?, ?, ?, ?)",
                 [(o["id"], poll_id, i, o["label"]) for i, o in enumerate(options)],
             )
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO tallies (option_id, poll_id, votes) VALUES (?, ?, 0)",
                 [(o["id"], poll_id) for o in options],
             )
             data = {**poll, "options": options}
-            await outbox.add(conn, [self._event(events.POLL_CREATED, data, actor)])
+            outbox.add(conn, [self._event(events.POLL_CREATED, data, actor)])
         self.catalog.put(poll, {o["id"] for o in options})
         self._on_commit()
         return await self.poll(poll_id)
@@ -222,8 +221,8 @@ class Rooms:
         allowed_from = {"open": ("draft",), "closed": ("open",)}[status]
         stamp = {"open": "opened_at", "closed": "closed_at"}[status]
         kind = {"open": events.POLL_OPENED, "closed": events.POLL_CLOSED}[status]
-        async with self.db.write() as conn:
-            rows = await fetchall(conn, "SELECT * FROM polls WHERE id = ?", (poll_id,))
+        with self.db.write() as conn:
+            rows = fetchall(conn, "SELECT * FROM polls WHERE id = ?", (poll_id,))
             if not rows:
                 raise NotFound("No poll has this id.", code="poll_not_found")
             current = rows[0]["status"]
@@ -234,7 +233,7 @@ class Rooms:
                         code="invalid_transition",
                     )
                 now = events.now_iso()
-                await conn.execute(
+                conn.execute(
                     f"UPDATE polls SET status = ?, {stamp} = ? WHERE id = ?",
                     (status, now, poll_id),
                 )
@@ -244,8 +243,8 @@ class Rooms:
                     "status": status,
                 }
                 if status == "closed":
-                    data["results"] = await self._results(conn, poll_id)
-                await outbox.add(conn, [self._event(kind, data, actor)])
+                    data["results"] = self._results(conn, poll_id)
+                outbox.add(conn, [self._event(kind, data, actor)])
         self.catalog.set_status(poll_id, status)
         self._on_commit()
         return await self.poll(poll_id)
@@ -315,14 +314,14 @@ class Rooms:
         )
         return _results_body(row, options)
 
-    async def _results(self, conn: aiosqlite.Connection, poll_id: str) -> dict[str, Any]:
+    def _results(self, conn: sqlite3.Connection, poll_id: str) -> dict[str, Any]:
         row = (
-            await fetchall(
+            fetchall(
                 conn, "SELECT id, status, total_votes, hide_results FROM polls WHERE id = ?",
                 (poll_id,),
             )
         )[0]
-        options = await fetchall(
+        options = fetchall(
             conn,
             "SELECT o.id, o.label, t.votes FROM options o JOIN tallies t ON t.option_id = o.id"
             " WHERE o.poll_id = ? ORDER BY o.position",
@@ -355,8 +354,8 @@ class Rooms:
         if known is not None and known.room_id == room["id"]:
             return known
         voter = Voter(events.uuid7(), room["id"])
-        async with self.db.write() as conn:
-            await conn.execute(
+        with self.db.write() as conn:
+            conn.execute(
                 "INSERT INTO voters (id, room_id, created_at) VALUES (?, ?, ?)",
                 (voter.voter_id, voter.room_id, events.now_iso()),
             )

@@ -7,13 +7,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-
-import aiosqlite
 
 from opus import events, outbox
 from opus.config import Settings
@@ -77,12 +75,6 @@ class Workers:
         self._on_commit = on_commit
         self._stopping = False
         self._claiming = asyncio.Lock()
-        # One thread: claims and acknowledgements queue on litequeue's lock anyway, and every
-        # extra thread is one more contender for the GIL against the event loop.
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="opus-queue")
-
-    async def _q(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -96,7 +88,7 @@ class Workers:
                 while not self._stopping:
                     self._work_available.clear()
                     try:
-                        claims = await self._q(self._queue.claim, self._settings.worker_batch)
+                        claims = self._queue.claim(self._settings.worker_batch)
                     except Exception:
                         log.exception("worker %d could not claim votes", index)
                     if claims:
@@ -110,7 +102,7 @@ class Workers:
     async def drain(self) -> int:
         """Apply everything that is ready (used at start, before the server answers)."""
         total = 0
-        while claims := await self._q(self._queue.claim, self._settings.worker_batch):
+        while claims := self._queue.claim(self._settings.worker_batch):
             await self.process(claims)
             total += len(claims)
         return total
@@ -148,15 +140,12 @@ class Workers:
             self._work_available.set()
             reaper.cancel()
             await asyncio.gather(*tasks, reaper, return_exceptions=True)
-            self._executor.shutdown(wait=True)
 
     async def _reap_expired(self) -> None:
         while True:
             await asyncio.sleep(max(1.0, self._settings.claim_timeout_s / 3))
             try:
-                returned = await self._q(
-                    self._queue.return_expired, self._settings.claim_timeout_s
-                )
+                returned = self._queue.return_expired(self._settings.claim_timeout_s)
             except Exception:
                 log.exception("could not return expired claims")
                 continue
@@ -169,10 +158,10 @@ class Workers:
     async def _apply(self, claims: list[Claim]) -> None:
         started = time.perf_counter()
         votes = [_parse(c) for c in claims]
-        async with self._db.write() as conn:
-            plan = await self._plan(conn, votes)
-            await self._write(conn, plan)
-        await self._q(self._queue.done, claims)
+        with self._db.write() as conn:
+            plan = self._plan(conn, votes)
+            self._write(conn, plan)
+        self._queue.done(claims)
         self._ledger.settled([c.event_id for c in claims])
         self._on_commit()
         now_ns = time.time_ns()
@@ -186,12 +175,12 @@ class Workers:
         self._metrics.worker_batch_size.observe(len(claims))
         self._metrics.worker_apply_seconds.observe(time.perf_counter() - started)
 
-    async def _plan(self, conn: aiosqlite.Connection, votes: list[_Vote]) -> _Plan:
+    def _plan(self, conn: sqlite3.Connection, votes: list[_Vote]) -> _Plan:
         plan = _Plan()
         event_ids = [v.claim.event_id for v in votes]
         done = {
             r[0]
-            for r in await fetchall(
+            for r in fetchall(
                 conn,
                 f"SELECT event_id FROM processed_events WHERE event_id IN"
                 f" ({placeholders(event_ids)})",
@@ -201,7 +190,7 @@ class Workers:
         poll_ids = sorted({v.poll_id for v in votes})
         polls = {
             r["id"]: r
-            for r in await fetchall(
+            for r in fetchall(
                 conn,
                 f"SELECT id, room_id, allow_change FROM polls WHERE id IN"
                 f" ({placeholders(poll_ids)})",
@@ -209,7 +198,7 @@ class Workers:
             )
         }
         options: dict[str, set[str]] = {}
-        for r in await fetchall(
+        for r in fetchall(
             conn,
             f"SELECT id, poll_id FROM options WHERE poll_id IN ({placeholders(poll_ids)})",
             poll_ids,
@@ -217,7 +206,7 @@ class Workers:
             options.setdefault(r["poll_id"], set()).add(r["id"])
         keys = sorted({(v.poll_id, v.voter_id) for v in votes})
         existing: dict[tuple[str, str], tuple[str, list[str], int]] = {}
-        for r in await fetchall(
+        for r in fetchall(
             conn,
             "SELECT poll_id, voter_id, event_id, choice, accepted_ns FROM votes"
             f" WHERE (poll_id, voter_id) IN (VALUES {','.join('(?, ?)' for _ in keys)})",
@@ -288,32 +277,32 @@ class Workers:
             )
         return plan
 
-    async def _write(self, conn: aiosqlite.Connection, plan: _Plan) -> None:
+    def _write(self, conn: sqlite3.Connection, plan: _Plan) -> None:
         if plan.inserts:
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO votes (poll_id, voter_id, event_id, choice, accepted_ns,"
                 " counted_at) VALUES (?, ?, ?, ?, ?, ?)",
                 plan.inserts,
             )
         if plan.replaces:
-            await conn.executemany(
+            conn.executemany(
                 "UPDATE votes SET event_id = ?, choice = ?, accepted_ns = ?, counted_at = ?"
                 " WHERE poll_id = ? AND voter_id = ?",
                 plan.replaces,
             )
         if plan.tally:
-            await conn.executemany(
+            conn.executemany(
                 "UPDATE tallies SET votes = votes + ? WHERE option_id = ?",
                 [(delta, option_id) for option_id, delta in plan.tally.items() if delta],
             )
         if plan.totals:
-            await conn.executemany(
+            conn.executemany(
                 "UPDATE polls SET total_votes = total_votes + ? WHERE id = ?",
                 [(delta, poll_id) for poll_id, delta in plan.totals.items()],
             )
         if plan.processed:
             # A replaced vote was counted once; its receipt now says it was replaced.
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO processed_events (event_id, poll_id, voter_id, status, reason,"
                 " choice, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (event_id) DO UPDATE SET status = excluded.status,"
@@ -321,10 +310,10 @@ class Workers:
                 plan.processed,
             )
         if plan.events:
-            await outbox.add(conn, plan.events)
+            outbox.add(conn, plan.events)
         if plan.processed:
             ids = [p[0] for p in plan.processed]
-            await conn.execute(
+            conn.execute(
                 f"DELETE FROM delivery_failures WHERE event_id IN ({placeholders(ids)})", ids
             )
 
@@ -339,8 +328,8 @@ class Workers:
             who = ("", "", claim.data[:500])
         error = f"{type(exc).__name__}: {exc}"[:500]
         try:
-            async with self._db.write() as conn:
-                await conn.execute(
+            with self._db.write() as conn:
+                conn.execute(
                     "INSERT INTO delivery_failures (message_id, event_id, poll_id, voter_id,"
                     " choice, attempts, last_error, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)"
                     " ON CONFLICT (message_id) DO UPDATE SET attempts = attempts + 1,"
@@ -348,7 +337,7 @@ class Workers:
                     (claim.message_id, claim.event_id, *who, error, events.now_iso()),
                 )
                 (attempts,) = (
-                    await fetchall(
+                    fetchall(
                         conn,
                         "SELECT attempts FROM delivery_failures WHERE message_id = ?",
                         (claim.message_id,),
@@ -356,7 +345,7 @@ class Workers:
                 )[0]
                 dead = attempts >= self._settings.max_attempts
                 if dead:
-                    await conn.execute(
+                    conn.execute(
                         "UPDATE delivery_failures SET dead = 1 WHERE message_id = ?",
                         (claim.message_id,),
                     )
@@ -364,7 +353,7 @@ class Workers:
             log.exception("could not record the failure of %s", claim.event_id)
             return  # the claim expires and the message comes back
         if dead:
-            await self._q(self._queue.fail, claim)
+            self._queue.fail(claim)
             log.error(
                 "vote %s failed %d times, moved to failed: %s", claim.event_id, attempts, error
             )
@@ -378,7 +367,7 @@ class Workers:
     def _retry_later(self, claim: Claim) -> None:
         async def retry() -> None:
             with contextlib.suppress(Exception):
-                await self._q(self._queue.retry, claim)
+                self._queue.retry(claim)
             self._work_available.set()
 
         if not self._stopping:
