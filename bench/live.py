@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import base64
 import multiprocessing as mp
+import os
+import re
 import resource
 import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from ingest import (
@@ -53,70 +55,120 @@ def _raise_nofile() -> None:
 
 # -- watchers (child processes) -------------------------------------------------------------
 
+_TOTAL = re.compile(rb'"total_votes": (\d+)')
 
-async def _watch(base: str, room: str, count: int, pipe: Connection) -> None:
+
+class _Watcher(asyncio.Protocol):
+    """A minimal WebSocket reader: thousands of aiohttp client sockets in one process spend
+    more CPU parsing than the server spends sending, and would measure themselves. This one
+    only splits frames, answers pings, and notes when each results message arrived."""
+
+    def __init__(self, request: bytes, ready: asyncio.Future[None],
+                 seen: list[tuple[float, int]]) -> None:
+        self._request = request
+        self._ready = ready
+        self._seen = seen
+        self._buf = bytearray()
+        self._upgraded = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        self._buf += data
+        if not self._upgraded:
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 101 " not in self._buf[:end]:
+                self._ready.set_exception(RuntimeError(bytes(self._buf[:200]).decode()))
+                return
+            del self._buf[: end + 4]
+            self._upgraded = True
+        buf = self._buf
+        while len(buf) >= 2:
+            opcode, size, offset = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if size == 126:
+                size, offset = int.from_bytes(buf[2:4]), 4
+            elif size == 127:
+                size, offset = int.from_bytes(buf[2:10]), 10
+            if len(buf) < offset + size:
+                return
+            payload = bytes(buf[offset : offset + size])
+            del buf[: offset + size]
+            if opcode == 0x9 and self.transport is not None:  # ping: a masked pong (zero mask)
+                self.transport.write(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+            elif opcode == 0x1:
+                if not self._ready.done():
+                    self._ready.set_result(None)  # the snapshot
+                elif payload.startswith(b'{"type": "results"'):
+                    found = _TOTAL.search(payload)
+                    if found:
+                        self._seen.append((now, int(found.group(1))))
+
+
+async def _watch(port: int, room: str, count: int, pipe: Connection) -> None:
+    loop = asyncio.get_running_loop()
     frames: list[list[tuple[float, int]]] = [[] for _ in range(count)]
-    sockets: list[aiohttp.ClientWebSocketResponse] = []
+    transports: list[asyncio.BaseTransport] = []
     gate = asyncio.Semaphore(100)
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET /ws?room={room} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
 
-        async def open_one(i: int) -> None:
-            async with gate:
-                ws = await session.ws_connect(f"{base}/ws?room={room}", autoping=True,
-                                              max_msg_size=0)
-                first = await ws.receive_json(timeout=60)
-                assert first["type"] == "snapshot"
-                sockets.append(ws)
-                asyncio.get_running_loop().create_task(read(i, ws))
+    async def open_one(i: int) -> None:
+        async with gate:
+            ready: asyncio.Future[None] = loop.create_future()
+            transport, _ = await loop.create_connection(
+                lambda: _Watcher(request, ready, frames[i]), "127.0.0.1", port)
+            await asyncio.wait_for(ready, 60)
+            transports.append(transport)
 
-        async def read(i: int, ws: aiohttp.ClientWebSocketResponse) -> None:
-            async for message in ws:
-                if message.type == aiohttp.WSMsgType.TEXT and '"results"' in message.data[:20]:
-                    frames[i].append((time.monotonic(), json.loads(message.data)["total_votes"]))
-
-        await asyncio.gather(*(open_one(i) for i in range(count)))
-        pipe.send("ready")
-        loop = asyncio.get_running_loop()
-        accepted: list[float] = await loop.run_in_executor(None, pipe.recv)
-        histogram = [0] * _BUCKETS
-        missing = 0
-        for seen in frames:
-            r = 0
-            for t, total in seen:
-                while r < min(total, len(accepted)):
-                    ms = max(0.0, (t - accepted[r]) * 1000)
-                    histogram[min(_BUCKETS - 1, int(ms / _BUCKET_MS))] += 1
-                    r += 1
-            missing += len(accepted) - r
-        pipe.send({"histogram": histogram, "missing": missing,
-                   "messages": sum(len(s) for s in frames)})
-        await loop.run_in_executor(None, pipe.recv)  # hold the sockets until told
-        for ws in sockets:
-            await ws.close()
+    await asyncio.gather(*(open_one(i) for i in range(count)))
+    pipe.send("ready")
+    accepted: list[float] = await loop.run_in_executor(None, pipe.recv)
+    histogram = [0] * _BUCKETS
+    missing = 0
+    for seen in frames:
+        r = 0
+        for t, total in seen:
+            while r < min(total, len(accepted)):
+                ms = max(0.0, (t - accepted[r]) * 1000)
+                histogram[min(_BUCKETS - 1, int(ms / _BUCKET_MS))] += 1
+                r += 1
+        missing += len(accepted) - r
+    pipe.send({"histogram": histogram, "missing": missing,
+               "messages": sum(len(s) for s in frames)})
+    await loop.run_in_executor(None, pipe.recv)  # hold the sockets until told
+    for transport in transports:
+        transport.close()
 
 
-def _child(base: str, room: str, count: int, pipe: Connection) -> None:
+def _child(port: int, room: str, count: int, pipe: Connection) -> None:
     _raise_nofile()
     try:
         import uvloop
 
-        uvloop.run(_watch(base, room, count, pipe))
+        uvloop.run(_watch(port, room, count, pipe))
     except ImportError:
-        asyncio.run(_watch(base, room, count, pipe))
+        asyncio.run(_watch(port, room, count, pipe))
 
 
 class Watchers:
     """`count` sockets on `room`, held by `procs` processes."""
 
-    def __init__(self, base: str, room: str, count: int, procs: int = 2) -> None:
+    def __init__(self, port: int, room: str, count: int, procs: int = 2) -> None:
         ctx = mp.get_context("spawn")
         self.pipes: list[Connection] = []
         self.procs = []
         for i in range(procs):
             mine, theirs = ctx.Pipe()
             share = count // procs + (1 if i < count % procs else 0)
-            proc = ctx.Process(target=_child, args=(base, room, share, theirs), daemon=True)
+            proc = ctx.Process(target=_child, args=(port, room, share, theirs), daemon=True)
             proc.start()
             self.pipes.append(mine)
             self.procs.append(proc)
@@ -196,12 +248,12 @@ async def _steady_votes(session: aiohttp.ClientSession, base: str, poll: dict[st
     return sorted(accepted), failed
 
 
-async def latency_run(session: aiohttp.ClientSession, base: str, watchers: int, rate: float,
-                      seconds: float) -> dict[str, Any]:
+async def latency_run(session: aiohttp.ClientSession, base: str, port: int, watchers: int,
+                      rate: float, seconds: float) -> dict[str, Any]:
     room, poll = await _room(session, base)
     tokens = await join(session, base, room["code"], int(rate * seconds))
     progress(f"{watchers} watchers: connecting")
-    held = Watchers(base, room["code"], watchers)
+    held = Watchers(port, room["code"], watchers)
     try:
         await held.ready()
         progress(f"{watchers} watchers: {len(tokens)} votes at {rate:g}/s")
@@ -224,12 +276,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def idle_run(session: aiohttp.ClientSession, base: str, pid: int,
+async def idle_run(session: aiohttp.ClientSession, base: str, port: int, pid: int,
                    count: int) -> dict[str, float]:
     room, _ = await _room(session, base)
     before = rss_mb(pid)
     progress(f"{count} idle sockets: connecting")
-    held = Watchers(base, room["code"], count)
+    held = Watchers(port, room["code"], count)
     try:
         await held.ready()
         await asyncio.sleep(2)
@@ -244,9 +296,9 @@ async def bench(args: argparse.Namespace, work: Path) -> str:
     server = Server(work / "data", free_port(), [])
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
         await server.wait_ready(session)
-        runs = [await latency_run(session, server.base, n, args.rate, args.seconds)
+        runs = [await latency_run(session, server.base, server.port, n, args.rate, args.seconds)
                 for n in args.watchers]
-        idle = await idle_run(session, server.base, server.proc.pid, args.idle)
+        idle = await idle_run(session, server.base, server.port, server.proc.pid, args.idle)
     code, _ = server.stop()
     goals = {1000: 150.0, 5000: 300.0}
     lines = [
