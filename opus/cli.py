@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import fcntl
 import json
 import logging
@@ -151,6 +152,9 @@ def serve(**options: Any) -> None:
     # The queue and database threads hand results back through the GIL; with the default
     # 5 ms switch interval each hand-back can wait that long behind a busy event loop.
     sys.setswitchinterval(0.001)
+    # Every request allocates; with the default thresholds the collector runs every few
+    # hundred requests and its full passes over a large ledger stall the loop.
+    gc.set_threshold(50_000, 20, 100)
     loop = _new_loop()
     web.run_app(
         app,
