@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import fcntl
+import gc
 import json
 import logging
 import socket
