@@ -53,9 +53,9 @@ async def test_a_redelivered_vote_changes_nothing(api: Api, client: TestClient) 
     assert (await api.settled(voter, body["event_id"]))["status"] == "counted"
     # The message comes again (as after a crash between the SQLite commit and the queue ack):
     queue = client.app[QUEUE]
-    await asyncio.to_thread(queue.prune)
+    queue.prune()
     payload = Entry(poll["id"], voter["voter_id"], json.dumps([poll["options"][0]["id"]])).payload()
-    await asyncio.to_thread(queue.put_many, [(body["event_id"], payload)])
+    queue.put_many([(body["event_id"], payload)])
     await _wait(lambda: _queue_idle(client))
     assert (await asyncio.to_thread(queue.stats))["done"] == 1
     assert (await api.results(poll["id"]))["total_votes"] == 1
@@ -74,7 +74,7 @@ async def test_the_database_refuses_a_second_vote_that_slipped_past(
     # A second vote that never met the in-memory check (put straight into the queue):
     sneaky = "0190aaaa-0000-7000-8000-000000000001"
     payload = Entry(poll["id"], voter["voter_id"], json.dumps([b])).payload()
-    await asyncio.to_thread(client.app[QUEUE].put_many, [(sneaky, payload)])
+    client.app[QUEUE].put_many([(sneaky, payload)])
     await _wait(lambda: _queue_idle(client))
     results = await api.results(poll["id"])
     assert results["total_votes"] == 1 and [o["votes"] for o in results["options"]] == [1, 0]
@@ -139,7 +139,7 @@ async def test_claims_of_a_stalled_worker_go_back_to_the_queue(
         queue.put_many([(event_id, payload.payload())])
         return len(queue.claim(10))
 
-    assert await asyncio.to_thread(put_and_claim) == 1
+    assert put_and_claim() == 1
     assert (await asyncio.to_thread(queue.stats))["claimed"] == 1
     assert (await api.results(poll["id"]))["total_votes"] == 0
     # ...is given back after the claim timeout, and counted.
