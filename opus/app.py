@@ -11,7 +11,7 @@ from aiohttp import web
 
 from opus import __version__, auth, ws
 from opus.config import Settings
-from opus.db import Database
+from opus.db import Database, checkpoint
 from opus.events import uuid7
 from opus.hub import Hub
 from opus.ingest import Ingest
@@ -43,8 +43,9 @@ from opus.worker import Workers
 
 log = logging.getLogger(__name__)
 
-_CHECKPOINT_S = 30.0
-_PRUNE_S = 600.0
+_CHECKPOINT_S = 2.0  # often, so each checkpoint has little to copy
+_PRUNE_EVERY = 5  # housekeeping ticks between prunes
+_MAX_CHUNKS = 100  # per prune; what is left waits for the next one
 
 
 def load_node_id(data_dir: Path) -> str:
@@ -127,18 +128,23 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 async def _housekeeping(app: web.Application, relay: Relay) -> None:
-    db, queue, metrics = app[DB], app[QUEUE], app[METRICS]
-    since_prune = 0.0
+    """WAL checkpoints in a thread, and pruning in small chunks: nothing here may hold the
+    event loop for long."""
+    queue, metrics, settings = app[QUEUE], app[METRICS], app[SETTINGS]
+    ticks = 0
     while True:
         await asyncio.sleep(_CHECKPOINT_S)
-        since_prune += _CHECKPOINT_S
+        ticks += 1
         try:
-            db.checkpoint()
-            metrics.queue_failed.set(queue.stats()["failed"])
-            if since_prune >= _PRUNE_S:
-                since_prune = 0.0
-                await relay.prune()
-                queue.prune()  # on the loop, like every queue write (see queue.py)
+            for path in (settings.db_path, settings.queue_path):
+                await asyncio.to_thread(checkpoint, path)
+            metrics.queue_failed.set(queue.failed_count())
+            if ticks % _PRUNE_EVERY == 0:
+                for prune in (queue.prune, relay.prune):
+                    for _ in range(_MAX_CHUNKS):
+                        if not prune():
+                            break
+                        await asyncio.sleep(0)  # let requests in between chunks
         except Exception:
             log.exception("housekeeping failed; will try again")
 

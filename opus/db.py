@@ -143,6 +143,7 @@ class Database:
         try:
             self._writer.row_factory = sqlite3.Row
             self._writer.executescript(_PRAGMAS)
+            no_autocheckpoint(self._writer)
             self._migrate(self._writer)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             self._reader.row_factory = sqlite3.Row
@@ -200,10 +201,6 @@ class Database:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    def checkpoint(self) -> None:
-        """Long-lived readers starve automatic checkpoints; the server calls this on a timer."""
-        assert self._writer is not None
-        self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 _PRAGMAS = """
@@ -213,6 +210,21 @@ PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;
 PRAGMA temp_store = MEMORY;
 """
+
+
+def checkpoint(path: Path) -> None:
+    """Copy a WAL file's pages into its database, from a connection of its own (call it in a
+    thread). The server's connections never checkpoint themselves (wal_autocheckpoint is
+    off): a checkpoint at commit time would stall the event loop on an fsync."""
+    conn = sqlite3.connect(path, timeout=1)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        conn.close()
+
+
+def no_autocheckpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
 
 
 def fetchall(conn: sqlite3.Connection, sql: str, params: Params = ()) -> list[Row]:

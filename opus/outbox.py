@@ -90,11 +90,14 @@ class Relay:
         self._metrics.outbox_published.inc(len(rows))
         return len(rows)
 
-    async def prune(self) -> None:
-        """Forget events sent more than an hour ago (the database keeps the state itself)."""
+    def prune(self, limit: int = 5000) -> int:
+        """Forget up to `limit` events sent more than an hour ago (the database keeps the
+        state itself); returns how many."""
         with self._db.write() as conn:
-            conn.execute(
-                "DELETE FROM outbox WHERE sent_at IS NOT NULL"
-                " AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
-                (f"-{_KEEP_SENT_S} seconds",),
+            cursor = conn.execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox"
+                " WHERE sent_at IS NOT NULL AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ',"
+                " 'now', ?) LIMIT ?)",
+                (f"-{_KEEP_SENT_S} seconds", limit),
             )
+        return int(cursor.rowcount)

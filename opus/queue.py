@@ -39,6 +39,8 @@ class VoteQueue:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._q = LiteQueue(path, timeout=_BUSY_TIMEOUT_S)
+        # Checkpoints run in the background (db.checkpoint), not at commit on the loop.
+        self._q.conn.execute("PRAGMA wal_autocheckpoint = 0")
 
     def close(self) -> None:
         self._q.close()
@@ -167,6 +169,16 @@ class VoteQueue:
             "failed": self._q.failed_count(),
         }
 
-    def prune(self) -> None:
-        """Delete done messages (failed ones stay until an operator retries them)."""
-        self._q.prune(include_failed=False)
+    def prune(self, limit: int = 5000) -> int:
+        """Delete up to `limit` done messages (failed ones stay until an operator retries
+        them); returns how many. In chunks, so that no single delete stalls the loop."""
+        with self._q.transaction(mode="IMMEDIATE"):
+            cursor = self._q.conn.execute(
+                f"""DELETE FROM "Queue" WHERE rowid IN (SELECT rowid FROM "Queue"
+                WHERE status = {MessageStatus.DONE.value} LIMIT :limit)""",
+                {"limit": limit},
+            )
+        return int(cursor.rowcount)
+
+    def failed_count(self) -> int:
+        return int(self._q.failed_count())
