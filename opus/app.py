@@ -43,7 +43,7 @@ from opus.worker import Workers
 
 log = logging.getLogger(__name__)
 
-_CHECKPOINT_S = 2.0  # often, so each checkpoint has little to copy
+_CHECKPOINT_S = 30.0
 _PRUNE_EVERY = 5  # housekeeping ticks between prunes
 _MAX_CHUNKS = 100  # per prune; what is left waits for the next one
 

@@ -143,7 +143,6 @@ class Database:
         try:
             self._writer.row_factory = sqlite3.Row
             self._writer.executescript(_PRAGMAS)
-            no_autocheckpoint(self._writer)
             self._migrate(self._writer)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             self._reader.row_factory = sqlite3.Row
@@ -214,17 +213,16 @@ PRAGMA temp_store = MEMORY;
 
 def checkpoint(path: Path) -> None:
     """Copy a WAL file's pages into its database, from a connection of its own (call it in a
-    thread). The server's connections never checkpoint themselves (wal_autocheckpoint is
-    off): a checkpoint at commit time would stall the event loop on an fsync."""
+    thread). SQLite's automatic checkpoints are passive and give up while a reader holds an
+    old snapshot, so a busy server's WAL can grow; this one, on a timer, catches up.
+
+    (Measured: turning the automatic ones off, with this every 2 s or 30 s instead, made POST
+    p99 two to ten times worse: a large WAL slows every read and commit.)"""
     conn = sqlite3.connect(path, timeout=1)
     try:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
     finally:
         conn.close()
-
-
-def no_autocheckpoint(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
 
 
 def fetchall(conn: sqlite3.Connection, sql: str, params: Params = ()) -> list[Row]:

@@ -39,8 +39,6 @@ class VoteQueue:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._q = LiteQueue(path, timeout=_BUSY_TIMEOUT_S)
-        # Checkpoints run in the background (db.checkpoint), not at commit on the loop.
-        self._q.conn.execute("PRAGMA wal_autocheckpoint = 0")
 
     def close(self) -> None:
         self._q.close()
