@@ -144,7 +144,9 @@ def serve(**options: Any) -> None:
             )
         else:
             lines.append("Admin token: the one set in OPUS_ADMIN_TOKEN / --admin-token")
-        lines.append("Attendees join at: " + "  ".join(attendee_urls(settings)))
+        lines.append("Attendees reach this box at: " + "  ".join(attendee_urls(settings)))
+        lines.append("  (they join with POST /api/v1/join; the attendee pages come in a later"
+                     " release)")
         lines.append(f"Data: {settings.data_dir.resolve()}")
         click.echo("\n".join(lines), err=True)
 
