@@ -1,8 +1,8 @@
-"""Durable notifications per voter: a new poll tells everyone who joined the room, POLL.CLOSED
-tells everyone who voted, with the final result. "New poll" is sent when the poll opens, not
-when the host drafts it: a draft (a quiz prepared before class) must not reach attendees.
-The fan-out runs in its own task, in batches of SQL, never in a request handler; a
-notification exists once per voter and event."""
+"""Durable notifications per voter. POLL.CREATED and POLL.OPENED tell everyone who joined the
+room, POLL.CLOSED tells everyone who voted, with the final result. The one for a created poll
+does not carry its question: a draft (a quiz prepared before class) must not reach attendees
+before the host opens it. The fan-out runs in its own task, in batches of SQL, never in a
+request handler; a notification exists once per voter and event."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from opus.errors import NotFound
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
+_KINDS = (events.POLL_CREATED, events.POLL_OPENED, events.POLL_CLOSED)
 _LIST_LIMIT = 100
 
 Push = Callable[[str, dict[str, Any]], None]  # (voter_id, notification)
@@ -56,7 +57,7 @@ class Notifier:
         self._events: asyncio.Queue[events.Envelope] = asyncio.Queue()
 
     async def on_event(self, event: events.Envelope) -> None:
-        if event["event_type"] in (events.POLL_OPENED, events.POLL_CLOSED):
+        if event["event_type"] in _KINDS:
             self._events.put_nowait(event)
 
     async def run(self) -> None:
@@ -71,13 +72,15 @@ class Notifier:
     async def fan_out(self, event: events.Envelope) -> int:
         """Write the event's notification for every recipient; returns how many were new."""
         data = event["data"]
-        poll_id, room_id = data["poll_id"], data["room_id"]
+        poll_id, room_id = data.get("poll_id") or data["id"], data["room_id"]
         row = await self._db.fetchone("SELECT question FROM polls WHERE id = ?", (poll_id,))
         question = row["question"] if row else "A poll"
-        if event["event_type"] == events.POLL_OPENED:
-            kind, title, message, extra = "poll_opened", "New poll", question, None
-            recipients = "SELECT rowid, id FROM voters WHERE room_id = ? AND rowid > ?"
-            scope = room_id
+        recipients = "SELECT rowid, id FROM voters WHERE room_id = ? AND rowid > ?"
+        scope, extra = room_id, None
+        if event["event_type"] == events.POLL_CREATED:
+            kind, title, message = "poll_created", "New poll", "The host has prepared a poll."
+        elif event["event_type"] == events.POLL_OPENED:
+            kind, title, message = "poll_opened", "Poll open", question
         else:
             kind, title = "poll_closed", f"Closed: {question}"
             message, extra = _closed_message(data["results"]), json.dumps(data["results"])

@@ -189,8 +189,12 @@ async def test_notifications_live_offline_once_and_after_restart(
     async with client.ws_connect(f"/ws?room={room['code']}&token={online['voter_token']}") as ws:
         await _next(ws, "snapshot")
         draft = await api.poll(room["id"], ["A", "B"], question="Quiz answer?", open=False)
+        created = (await _next(ws, "notification"))["notification"]
+        assert (created["type"], created["source_id"]) == ("poll_created", draft["id"])
+        assert "Quiz answer?" not in json.dumps(created)  # a draft's question stays secret
         poll = await api.poll(room["id"], ["A", "B"], question="Lunch?")
-        pushed = await _next(ws, "notification")  # for the opened poll, not the draft
+        assert (await _next(ws, "notification"))["notification"]["type"] == "poll_created"
+        pushed = await _next(ws, "notification")
         assert pushed["notification"]["type"] == "poll_opened"
         assert pushed["notification"]["message"] == "Lunch?"
         await api.vote(online, poll["id"], [poll["options"][1]["id"]])
@@ -200,18 +204,20 @@ async def test_notifications_live_offline_once_and_after_restart(
         assert closed["type"] == "poll_closed" and "B 1 (100%)" in closed["message"]
         assert closed["data"]["total_votes"] == 1
 
-    # The offline voter finds the new-poll notice later, and not the closed one (no vote).
+    # The offline voter finds the poll notices later, and not the closed one (no vote).
     status, inbox = await api.call("GET", "/api/v1/notifications", headers=offline["headers"])
-    assert status == 200 and [n["type"] for n in inbox["notifications"]] == ["poll_opened"]
-    assert all(n["source_id"] != draft["id"] for n in inbox["notifications"])
-    assert inbox["unread"] == 1
+    assert status == 200
+    assert [n["type"] for n in inbox["notifications"]] == [
+        "poll_opened", "poll_created", "poll_created"]
+    assert inbox["unread"] == 3
 
     # The same event delivered twice makes no second notification.
     rows = await client.app[DB].fetchall(
         "SELECT envelope FROM outbox WHERE event_type = 'POLL.CLOSED'")
     assert await client.app[NOTIFIER].fan_out(json.loads(rows[0]["envelope"])) == 0
     status, inbox = await api.call("GET", "/api/v1/notifications", headers=online["headers"])
-    assert [n["type"] for n in inbox["notifications"]] == ["poll_closed", "poll_opened"]
+    assert [n["type"] for n in inbox["notifications"]] == [
+        "poll_closed", "poll_opened", "poll_created", "poll_created"]
 
     first = inbox["notifications"][0]["id"]
     status, _ = await api.call("POST", f"/api/v1/notifications/{first}/read",
@@ -226,10 +232,10 @@ async def test_notifications_live_offline_once_and_after_restart(
     client = await aiohttp_client(create_app(settings))
     api = Api(client)
     status, inbox = await api.call("GET", "/api/v1/notifications", headers=online["headers"])
-    assert [n["is_read"] for n in inbox["notifications"]] == [True, False]
+    assert [n["is_read"] for n in inbox["notifications"]] == [True, False, False, False]
     status, body = await api.call("POST", "/api/v1/notifications/read-all",
                                   headers=online["headers"])
-    assert body == {"marked_read": 1}
+    assert body == {"marked_read": 3}
 
 
 async def test_host_feed_shows_the_hall_at_a_glance(

@@ -32,7 +32,7 @@ PATH = "/api/openapi.json"
 POLL_STATUSES = ("draft", "open", "closed")
 RECEIPT_STATUSES = ("queued", "counted", "rejected")
 RECEIPT_REASONS = ("already_voted", "invalid_option", "poll_not_found", "replaced", "superseded")
-NOTIFICATION_TYPES = ("poll_opened", "poll_closed")
+NOTIFICATION_TYPES = ("poll_created", "poll_opened", "poll_closed")
 # Wrong join codes one address may send in a minute (the throttle's default).
 JOIN_MISSES: int = inspect.signature(JoinThrottle).parameters["allowed"].default
 
@@ -199,7 +199,7 @@ EXAMPLE_NOTIFICATIONS: JSON = {
         },
         {
             "id": 1,
-            "title": "New poll",
+            "title": "Poll open",
             "message": "Which planet is largest?",
             "type": "poll_opened",
             "source_id": EXAMPLE_POLL_ID,
@@ -439,8 +439,9 @@ def schemas() -> JSON:
         },
         "Notification": {
             "type": "object",
-            "description": "A message for one attendee. `poll_opened`: a poll opened in the "
-            "room; `poll_closed`: a poll the attendee voted in closed (`data` holds its "
+            "description": "A message for one attendee. `poll_created`: the host prepared a poll "
+            "(its question is not shown); `poll_opened`: a poll opened in the room; "
+            "`poll_closed`: a poll the attendee voted in closed (`data` holds its "
             "final results).",
             "required": [
                 "id", "title", "message", "type", "source_id", "is_read", "created_at",
