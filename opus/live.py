@@ -219,7 +219,11 @@ class Broadcaster:
         kind, data = event["event_type"], event["data"]
         if kind == events.POLL_VOTE_CAST:
             self.seq += 1  # the room changed, watched or not: a later snapshot says so
-            self._votes.setdefault(data["room_id"], deque()).append(time.monotonic())
+            now = time.monotonic()
+            recent = self._votes.setdefault(data["room_id"], deque())
+            recent.append(now)
+            while recent[0] < now - 60:  # watched or not, a room keeps only its last minute
+                recent.popleft()
             self._dirty.add(data["poll_id"])
             self._wake.set()
         elif kind in (events.POLL_CREATED, events.POLL_OPENED, events.POLL_CLOSED):
@@ -272,8 +276,6 @@ class Broadcaster:
                 votes = self._votes.get(room_id, deque())
                 while votes and votes[0] < now - 60:
                     votes.popleft()
-                if not votes:
-                    self._votes.pop(room_id, None)
                 if not hosts:
                     continue
                 frame = text_frame(json.dumps({
