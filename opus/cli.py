@@ -148,7 +148,11 @@ def serve(**options: Any) -> None:
         lines.append("  (they join with POST /api/v1/join; the attendee pages come in a later"
                      " release)")
         lines.append(f"Data: {settings.data_dir.resolve()}")
-        click.echo("\n".join(lines), err=True)
+        if settings.log_format == "json":
+            for line in lines:  # a JSON log stays one JSON object per line
+                log.info("%s", line.strip())
+        else:
+            click.echo("\n".join(lines), err=True)
 
     app.on_startup.append(announce)
     # The queue and database threads hand results back through the GIL; with the default

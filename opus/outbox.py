@@ -71,10 +71,14 @@ class Relay:
         )
         if not rows:
             return 0
+        votes_at_debug = log.isEnabledFor(logging.DEBUG)
         for row in rows:
             event: Envelope = json.loads(row["envelope"])
-            if await self._hub.publish(event) and event["event_type"] != POLL_VOTE_CAST:
-                log.info(
+            published = await self._hub.publish(event)
+            # One line per event; votes (thousands a second) only at debug level.
+            if published and (votes_at_debug or event["event_type"] != POLL_VOTE_CAST):
+                log.log(
+                    logging.DEBUG if event["event_type"] == POLL_VOTE_CAST else logging.INFO,
                     "event %s %s actor=%s data=%s",
                     event["event_type"],
                     event["event_id"],

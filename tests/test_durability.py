@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -144,3 +146,19 @@ async def test_live_results_from_the_real_server_process(
         closing = await ws.receive(timeout=10)
         assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1001
     assert await asyncio.to_thread(server.proc.wait, 30) == 0
+
+
+async def test_json_logs_are_one_object_per_line(tmp_path: Path,
+                                                 http: aiohttp.ClientSession) -> None:
+    server = ServerProcess(tmp_path / "data", OPUS_LOG_FORMAT="json")
+    try:
+        server.start()
+        await Api(http, server.base).room("Logged")
+        await asyncio.sleep(0.3)  # the relay logs the event
+        assert server.terminate() == 0
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line]
+    assert any("ROOM.CREATED" in entry["message"] for entry in lines)
+    assert any("admin" in entry["message"].lower() for entry in lines)
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
