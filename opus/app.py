@@ -165,7 +165,7 @@ async def metrics_view(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[middleware.timing, middleware.errors],
+        middlewares=[middleware.handle],
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
