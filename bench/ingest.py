@@ -224,6 +224,18 @@ def commit_figures(before: dict[str, float], after: dict[str, float], seconds: f
             f"committer busy {100 * delta('opus_group_commit_seconds_sum') / seconds:.0f}%")
 
 
+def stall_figures(before: dict[str, float], after: dict[str, float]) -> str:
+    """How often the event loop was held over 20 ms, and by worker batches in particular."""
+    def over_20ms(name: str) -> int:
+        total = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
+        fast = (after.get(f'{name}_bucket{{le="0.02"}}', 0.0)
+                - before.get(f'{name}_bucket{{le="0.02"}}', 0.0))
+        return int(total - fast)
+
+    return (f"loop late > 20 ms: {over_20ms('opus_event_loop_lag_seconds')} times; "
+            f"worker batches > 20 ms: {over_20ms('opus_worker_apply_seconds')}")
+
+
 async def wait_drained(session: aiohttp.ClientSession, base: str, limit_s: float = 120) -> float:
     """Seconds until opus_queue_depth is 0 (polled every 50 ms)."""
     started = time.monotonic()
@@ -483,6 +495,7 @@ async def phase_latency(run: Run, max_rate: float) -> None:
     res.add("open loop: vote latency p99 / p99.9", f"{ms[0.99]:.1f} / {ms[0.999]:.1f} ms",
             "p99 < 20 ms", ms[0.99] < 20)
     res.add("group commits at half rate", commit_figures(before, after, elapsed), "")
+    res.add("event loop stalls at half rate", stall_figures(before, after), "")
     not_202 = {status: n for status, n in statuses.items() if status != 202}
     res.add("open loop: answers other than 202", str(not_202 or 0), "0", not not_202)
     if achieved < 0.95 * target:

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 _CHECKPOINT_S = 30.0
 _PRUNE_EVERY = 5  # housekeeping ticks between prunes
 _MAX_CHUNKS = 100  # per prune; what is left waits for the next one
+_LAG_TICK_S = 0.05
 
 
 def load_node_id(data_dir: Path) -> str:
@@ -112,6 +113,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(broadcaster.run_results(), name="opus-live-results"),
         asyncio.create_task(broadcaster.run_activity(), name="opus-activity-feed"),
         asyncio.create_task(notifier.run(), name="opus-notifier"),
+        asyncio.create_task(_watch_loop(metrics), name="opus-loop-lag"),
     ]
     async with workers.running(), ingest.running():
         yield
@@ -147,6 +149,15 @@ async def _housekeeping(app: web.Application, relay: Relay) -> None:
                         await asyncio.sleep(0)  # let requests in between chunks
         except Exception:
             log.exception("housekeeping failed; will try again")
+
+
+async def _watch_loop(metrics: Metrics) -> None:
+    """Everything here shares one event loop: a stall shows as a late timer."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(_LAG_TICK_S)
+        metrics.loop_lag.observe(max(0.0, loop.time() - started - _LAG_TICK_S))
 
 
 async def healthz(request: web.Request) -> web.Response:

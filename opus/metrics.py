@@ -76,6 +76,12 @@ class Metrics:
             buckets=_FAST,
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "opus_event_loop_lag_seconds",
+            "How late a 50 ms timer fires: how long the event loop was held by one piece of work.",
+            buckets=_FAST,
+            registry=r,
+        )
         self.recent_latency = LatencyWindow()
         self.outbox_published = Counter(
             "opus_outbox_published", "Events relayed from the outbox to the hub.", registry=r
