@@ -39,17 +39,6 @@ def load_admin_token(data_dir: Path, configured: str | None) -> tuple[str, Path 
     return _read_or_create(path, secrets.token_urlsafe(24).encode()).decode(), path
 
 
-def rotate_admin_token(data_dir: Path) -> str:
-    path = data_dir / "admin_token"
-    token = secrets.token_urlsafe(24)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    tmp.replace(path)
-    return token
-
-
 @dataclass(frozen=True, slots=True)
 class Voter:
     voter_id: str

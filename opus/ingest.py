@@ -13,7 +13,15 @@ from typing import Any
 from opus import events
 from opus.auth import Voter
 from opus.config import Settings
-from opus.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable, Unprocessable
+from opus.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    OpusError,
+    Unavailable,
+    Unprocessable,
+)
 from opus.ledger import Entry, Ledger
 from opus.metrics import Metrics
 from opus.queue import DuplicateKey, VoteQueue
@@ -78,7 +86,7 @@ class Ingest:
         """Accept one vote; returns its event id once it is durable. Raises OpusError."""
         try:
             return await self._cast(voter, poll_id, body)
-        except (BadRequest, Conflict, Forbidden, NotFound, Unprocessable, Unavailable) as exc:
+        except OpusError as exc:
             self._reject(exc.code)
             raise
 

@@ -83,8 +83,8 @@ class VoteQueue:
                        NULL, NULL
                 FROM json_each(:rows) AS j
                 """,
-                {"rows": rows if not conflicts else json.dumps(
-                    [r for r in json.loads(rows) if r[1] not in conflicts]), "now": now},
+                # A conflicting key is already in the table: OR IGNORE leaves it out too.
+                {"rows": rows, "now": now},
             )
         return [DuplicateKey(key) if key in conflicts else None for key, _ in items]
 
@@ -152,12 +152,6 @@ class VoteQueue:
             ):
                 moved.append(m.message_id)
         return moved
-
-    def get(self, message_id: str) -> Message | None:
-        return self._q.get(message_id)
-
-    def ready_count(self) -> int:
-        return int(self._q.ready_count())
 
     def stats(self) -> dict[str, int]:
         return {

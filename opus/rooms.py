@@ -302,32 +302,15 @@ class Rooms:
         }
 
     async def results(self, poll_id: str) -> dict[str, Any]:
-        row = await self.db.fetchone(
-            "SELECT id, status, total_votes, hide_results FROM polls WHERE id = ?", (poll_id,)
-        )
+        row = await self.db.fetchone(_POLL_TOTALS, (poll_id,))
         if row is None:
             raise NotFound("No poll has this id.", code="poll_not_found")
-        options = await self.db.fetchall(
-            "SELECT o.id, o.label, t.votes FROM options o JOIN tallies t ON t.option_id = o.id"
-            " WHERE o.poll_id = ? ORDER BY o.position",
-            (poll_id,),
-        )
-        return _results_body(row, options)
+        return _results_body(row, await self.db.fetchall(_OPTION_TALLIES, (poll_id,)))
 
     def _results(self, conn: sqlite3.Connection, poll_id: str) -> dict[str, Any]:
-        row = (
-            fetchall(
-                conn, "SELECT id, status, total_votes, hide_results FROM polls WHERE id = ?",
-                (poll_id,),
-            )
-        )[0]
-        options = fetchall(
-            conn,
-            "SELECT o.id, o.label, t.votes FROM options o JOIN tallies t ON t.option_id = o.id"
-            " WHERE o.poll_id = ? ORDER BY o.position",
-            (poll_id,),
-        )
-        return _results_body(row, options)
+        """The same, inside a write transaction (the final results of a closing poll)."""
+        row = fetchall(conn, _POLL_TOTALS, (poll_id,))[0]
+        return _results_body(row, fetchall(conn, _OPTION_TALLIES, (poll_id,)))
 
     async def counted_votes(self, poll_id: str) -> list[dict[str, Any]]:
         rows = await self.db.fetchall(
@@ -367,6 +350,13 @@ class Rooms:
             f" WHERE event_id IN ({placeholders(event_ids)})",
             event_ids,
         )
+
+
+_POLL_TOTALS = "SELECT id, status, total_votes FROM polls WHERE id = ?"
+_OPTION_TALLIES = (
+    "SELECT o.id, o.label, t.votes FROM options o JOIN tallies t ON t.option_id = o.id"
+    " WHERE o.poll_id = ? ORDER BY o.position"
+)
 
 
 def _results_body(poll: Row, options: list[Row]) -> dict[str, Any]:

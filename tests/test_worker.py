@@ -151,3 +151,17 @@ def test_queue_commands_need_a_data_dir(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "No queue" in result.output
     result = CliRunner().invoke(main, ["queue", "retry", "--data-dir", str(tmp_path)])
     assert result.exit_code != 0
+
+
+def test_the_group_commit_keeps_the_first_data_for_a_key(tmp_path: Path) -> None:
+    from opus.queue import DuplicateKey, VoteQueue
+
+    queue = VoteQueue(tmp_path / "queue.db")
+    try:
+        assert queue.put_many([("e1", "first"), ("e2", "other")]) == [None, None]
+        outcome = queue.put_many([("e1", "first"), ("e1x", "new"), ("e2", "changed")])
+        assert outcome[:2] == [None, None] and isinstance(outcome[2], DuplicateKey)
+        claims = {c.event_id: c.data for c in queue.claim(10)}
+        assert claims == {"e1": "first", "e2": "other", "e1x": "new"}
+    finally:
+        queue.close()
