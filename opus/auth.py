@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import os
 import secrets
@@ -89,3 +90,24 @@ class Signer:
 
 def same_token(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+_ADJECTIVES = (
+    "Amber Brave Bright Calm Clever Cosmic Curious Daring Eager Gentle Golden Happy Jolly Keen"
+    " Kind Lively Lucky Merry Mighty Nimble Noble Plucky Quick Quiet Rapid Royal Shiny Silver"
+    " Sunny Swift Witty Zesty"
+).split()
+_ANIMALS = (
+    "Badger Bear Beaver Bison Crane Dolphin Eagle Falcon Fox Gecko Hare Hawk Heron Ibis Koala"
+    " Lemur Lion Lynx Marten Moose Otter Owl Panda Puffin Raven Robin Seal Swan Tiger Turtle"
+    " Walrus Wolf"
+).split()
+
+
+def pseudonym(voter_id: str) -> str:
+    """A friendly, stable name for a voter on a leaderboard ("Brave Otter 42"): derived from
+    the id, so nothing is stored and no real name is ever asked for."""
+    digest = hashlib.sha256(voter_id.encode()).digest()
+    adjective = _ADJECTIVES[digest[0] % len(_ADJECTIVES)]
+    animal = _ANIMALS[digest[1] % len(_ANIMALS)]
+    return f"{adjective} {animal} {digest[2] % 90 + 10}"

@@ -117,6 +117,44 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX notifications_voter ON notifications(voter_id, id);
     CREATE INDEX voters_room ON voters(room_id);
     """,
+    3: """
+    -- Poll kinds (see kinds.py): a rating's scale, a word cloud's blocked words (JSON list),
+    -- a Q&A's moderation, a quiz's time limit and right answers, each quiz answer's points.
+    ALTER TABLE polls ADD COLUMN scale INTEGER;
+    ALTER TABLE polls ADD COLUMN blocked_words TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE polls ADD COLUMN moderated INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE polls ADD COLUMN time_limit_s INTEGER;
+    ALTER TABLE options ADD COLUMN correct INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE votes ADD COLUMN points INTEGER NOT NULL DEFAULT 0;
+    -- Word-cloud counts: each answer's words, kept up to date as answers are counted.
+    CREATE TABLE words (
+        poll_id TEXT NOT NULL REFERENCES polls(id) ON DELETE CASCADE,
+        word TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (poll_id, word)
+    ) WITHOUT ROWID;
+    -- Q&A: a question's id is the event id of the vote that asked it.
+    CREATE TABLE questions (
+        id TEXT PRIMARY KEY,
+        poll_id TEXT NOT NULL REFERENCES polls(id) ON DELETE CASCADE,
+        voter_id TEXT NOT NULL,
+        text TEXT NOT NULL,
+        status TEXT NOT NULL,
+        pinned INTEGER NOT NULL DEFAULT 0,
+        answered INTEGER NOT NULL DEFAULT 0,
+        upvotes INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX questions_poll ON questions(poll_id);
+    -- One upvote per voter and question: the unique key is the second layer, as for votes.
+    CREATE TABLE upvotes (
+        question_id TEXT NOT NULL REFERENCES questions(id) ON DELETE CASCADE,
+        voter_id TEXT NOT NULL,
+        event_id TEXT NOT NULL UNIQUE,
+        PRIMARY KEY (question_id, voter_id)
+    );
+    CREATE INDEX votes_voter ON votes(voter_id);
+    """,
 }
 
 
@@ -187,10 +225,25 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A failed COMMIT (a full disk) may leave the transaction open, or SQLite may
+            # already have rolled it back: either way the connection must be usable again.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read of a few small indexed queries, on the writer's connection: cheaper
+        than a hop to the reader's thread. Never await inside it either."""
+        assert self._writer is not None, "database is not open"
+        conn = self._writer
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         assert self._reader is not None, "database is not open"
@@ -232,3 +285,40 @@ def fetchall(conn: sqlite3.Connection, sql: str, params: Params = ()) -> list[Ro
 
 def placeholders(values: Iterable[Any]) -> str:
     return ",".join("?" for _ in values)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's "database or disk is full" (SQLITE_FULL): wait for space, do not give up."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+@contextmanager
+def open_read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to a database file, for the operator's tools: it never
+    creates, migrates or changes the file (a live server's WAL is read as it stands)."""
+    conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def backup(source: Path, target: Path) -> None:
+    """A consistent copy of a database that may be in use (SQLite's online backup API). One
+    step: the copy is one snapshot, and in WAL mode the server goes on writing meanwhile. The
+    copy is a self-contained file (no -wal beside it)."""
+    src = sqlite3.connect(source.absolute().as_uri() + "?mode=ro", uri=True, timeout=30)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def latest_version() -> int:
+    return max(MIGRATIONS)

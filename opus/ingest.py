@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any
 
-from opus import events
+from opus import events, kinds
 from opus.auth import Voter
 from opus.config import Settings
 from opus.errors import (
@@ -20,7 +20,6 @@ from opus.errors import (
     NotFound,
     OpusError,
     Unavailable,
-    Unprocessable,
 )
 from opus.ledger import Entry, Ledger
 from opus.metrics import Metrics
@@ -31,19 +30,12 @@ log = logging.getLogger(__name__)
 
 
 def _choice(poll: PollView, body: dict[str, Any]) -> str:
-    """The canonical JSON of the chosen options, after the poll kind's rules."""
-    option_ids = body.get("option_ids")
-    if not isinstance(option_ids, list) or not all(isinstance(o, str) for o in option_ids):
-        raise BadRequest("'option_ids' must be a list of option ids.", code="invalid_field")
-    chosen = sorted(set(option_ids))
-    if not chosen:
-        raise Unprocessable("Choose at least one option.", code="no_option")
-    if poll.kind == "single" and len(chosen) != 1:
-        raise Unprocessable("This poll takes exactly one option.", code="too_many_options")
-    if not poll.option_ids.issuperset(chosen):
-        raise Unprocessable("An option is not one of this poll's.", code="invalid_option")
-    # The same text json.dumps(chosen, separators=(",", ":")) gives: ids are our UUIDs.
-    return '["' + '","'.join(chosen) + '"]'
+    """The canonical JSON of the vote, after the poll kind's rules (kinds.py)."""
+    if poll.kind in kinds.OPTION_KINDS:
+        return kinds.option_choice(poll.kind, poll.options, body)
+    if poll.kind == "text":
+        return kinds.text_choice(body)
+    return kinds.qa_choice(body)
 
 
 def _event_id(body: dict[str, Any]) -> str:
@@ -115,8 +107,19 @@ class Ingest:
             if inflight is not None:
                 await asyncio.shield(inflight)
             return event_id
-        if (poll_id, voter.voter_id) in self._ledger.by_key and not poll.allow_change:
-            raise Conflict("You have already voted in this poll.", code="already_voted")
+        if poll.kind == "quiz" and poll.past_deadline(time.time()):
+            raise Conflict("Time is up for this question.", code="time_up")
+        key = entry.key
+        if key is not None and key in self._ledger.by_key:
+            if key[1] != voter.voter_id:  # an upvote: once per question, whatever the poll
+                raise Conflict("You have already upvoted this question.", code="already_voted")
+            if not poll.allow_change:
+                raise Conflict("You have already voted in this poll.", code="already_voted")
+        if entry.choice.startswith('{"u":'):
+            asked = self._ledger.by_event.get(entry.choice[6:-2])
+            if asked is None or asked.poll_id != poll_id or not asked.choice.startswith('{"q":'):
+                raise NotFound("No question in this poll has this id.",
+                               code="question_not_found")
         if len(self._ledger.pending) >= self._settings.max_backlog:
             raise Unavailable("Too many votes are waiting; try again.", code="queue_full",
                               retry_after=1)

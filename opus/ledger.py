@@ -16,7 +16,17 @@ from opus.db import Database
 class Entry:
     poll_id: str
     voter_id: str
-    choice: str  # canonical JSON of the chosen option ids
+    choice: str  # canonical JSON of the vote's choice (kinds.py)
+
+    @property
+    def key(self) -> tuple[str, str] | None:
+        """What one voter may hold only once: their vote on a poll, or their upvote of a
+        question; a Q&A question has no such key (ask as many as you like)."""
+        if self.choice.startswith('{"q":'):
+            return None
+        if self.choice.startswith('{"u":'):
+            return (self.poll_id, f"{self.voter_id}/{self.choice[6:-2]}")
+        return (self.poll_id, self.voter_id)
 
     def payload(self) -> str:
         """The queue message: the same vote always gives the same bytes (idempotent puts)."""
@@ -33,11 +43,13 @@ class Ledger:
 
     def accept(self, event_id: str, entry: Entry) -> str | None:
         """Record an accepted vote; returns the event it displaced (to undo with `forget`)."""
-        key = (entry.poll_id, entry.voter_id)
-        previous = self.by_key.get(key)
+        key = entry.key
         self.by_event[event_id] = entry
-        self.by_key[key] = event_id
         self.pending.add(event_id)
+        if key is None:
+            return None
+        previous = self.by_key.get(key)
+        self.by_key[key] = event_id
         return previous
 
     def forget(self, event_id: str, previous: str | None) -> None:
@@ -46,8 +58,8 @@ class Ledger:
         self.pending.discard(event_id)
         if entry is None:
             return
-        key = (entry.poll_id, entry.voter_id)
-        if self.by_key.get(key) == event_id:
+        key = entry.key
+        if key is not None and self.by_key.get(key) == event_id:
             if previous is None:
                 del self.by_key[key]
             else:
@@ -63,11 +75,19 @@ class Ledger:
             self.by_event[row["event_id"]] = Entry(row["poll_id"], row["voter_id"], row["choice"])
         for row in await db.fetchall("SELECT poll_id, voter_id, event_id FROM votes"):
             self.by_key[(row["poll_id"], row["voter_id"])] = row["event_id"]
+        for row in await db.fetchall(
+            "SELECT q.poll_id, u.voter_id, u.question_id, u.event_id"
+            " FROM upvotes u JOIN questions q ON q.id = u.question_id"
+        ):
+            self.by_key[(row["poll_id"], f"{row['voter_id']}/{row['question_id']}")] = (
+                row["event_id"]
+            )
         # Dead-lettered votes were acknowledged: they still hold the voter's place.
         for row in await db.fetchall(
             "SELECT event_id, poll_id, voter_id, choice FROM delivery_failures WHERE dead = 1"
         ):
             entry = Entry(row["poll_id"], row["voter_id"], row["choice"])
             self.by_event[row["event_id"]] = entry
-            self.by_key.setdefault((entry.poll_id, entry.voter_id), row["event_id"])
+            if entry.key is not None:
+                self.by_key.setdefault(entry.key, row["event_id"])
             self.pending.add(row["event_id"])

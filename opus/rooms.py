@@ -11,23 +11,22 @@ import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
-from opus import events, outbox
+from opus import events, kinds, outbox, results
 from opus.auth import Voter
 from opus.db import Database, Row, fetchall, placeholders
 from opus.errors import BadRequest, Conflict, NotFound, Unprocessable
+from opus.kinds import KINDS
 
 # Letters and digits that cannot be confused when read aloud or off a projector
 # (no 0/O, 1/I/L, 5/S, 2/Z, 8/B, U/V): 8 characters give about 10^11 codes.
 CODE_ALPHABET = "34679ACDEFGHJKMNPQRTWXY"
 CODE_LENGTH = 8
 
-KINDS = ("single", "multiple")
 MAX_TITLE = 200
 MAX_QUESTION = 500
-MAX_LABEL = 200
-MIN_OPTIONS, MAX_OPTIONS = 2, 30
 
 
 def new_code() -> str:
@@ -51,14 +50,30 @@ class PollView:
     room_id: str
     kind: str
     status: str
-    option_ids: frozenset[str]
+    options: tuple[str, ...]  # option ids in the poll's order (a rating's 1..N)
     allow_change: bool
     hide_results: bool
+    time_limit_s: int | None = None
+    opened_at: float | None = None  # seconds since the epoch
+
+    @property
+    def option_ids(self) -> frozenset[str]:
+        return frozenset(self.options)
+
+    def past_deadline(self, now: float) -> bool:
+        """A quiz with a time limit stops taking answers (after a short grace)."""
+        if self.time_limit_s is None or self.opened_at is None:
+            return False
+        return now > self.opened_at + self.time_limit_s + kinds.QUIZ_GRACE_S
 
     @property
     def results_hidden(self) -> bool:
         """Results are shown to attendees and screens only when this is False."""
         return self.hide_results and self.status != "closed"
+
+
+def _epoch(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
 
 
 class Catalog:
@@ -68,27 +83,30 @@ class Catalog:
         self.polls: dict[str, PollView] = {}
 
     async def load(self, db: Database) -> None:
-        options: dict[str, set[str]] = {}
-        for row in await db.fetchall("SELECT id, poll_id FROM options"):
-            options.setdefault(row["poll_id"], set()).add(row["id"])
+        options: dict[str, list[str]] = {}
+        for row in await db.fetchall("SELECT id, poll_id FROM options ORDER BY poll_id, position"):
+            options.setdefault(row["poll_id"], []).append(row["id"])
         for row in await db.fetchall(
-            "SELECT id, room_id, kind, status, allow_change, hide_results FROM polls"
+            "SELECT id, room_id, kind, status, allow_change, hide_results, time_limit_s,"
+            " opened_at FROM polls"
         ):
-            self.put(row, options.get(row["id"], set()))
+            self.put(row, options.get(row["id"], []))
 
-    def put(self, row: Row | dict[str, Any], option_ids: set[str] | frozenset[str]) -> None:
+    def put(self, row: Row | dict[str, Any], options: list[str]) -> None:
         self.polls[row["id"]] = PollView(
             id=row["id"],
             room_id=row["room_id"],
             kind=row["kind"],
             status=row["status"],
-            option_ids=frozenset(option_ids),
+            options=tuple(options),
             allow_change=bool(row["allow_change"]),
             hide_results=bool(row["hide_results"]),
+            time_limit_s=row["time_limit_s"],
+            opened_at=_epoch(row["opened_at"]),
         )
 
-    def set_status(self, poll_id: str, status: str) -> None:
-        self.polls[poll_id] = replace(self.polls[poll_id], status=status)
+    def update(self, poll_id: str, **changes: Any) -> None:
+        self.polls[poll_id] = replace(self.polls[poll_id], **changes)
 
 
 def _text(body: dict[str, Any], name: str, limit: int, *, required: bool = True) -> str:
@@ -107,11 +125,59 @@ def _text(body: dict[str, Any], name: str, limit: int, *, required: bool = True)
     return value
 
 
-def _flag(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name, False)
+def _flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = body.get(name, default)
     if not isinstance(value, bool):
         raise BadRequest(f"'{name}' must be true or false.", code="invalid_field")
     return value
+
+
+def _kind(body: dict[str, Any], default: str) -> str:
+    kind = body.get("kind", default)
+    if not isinstance(kind, str):
+        raise BadRequest("'kind' must be a string.", code="invalid_field")
+    if kind not in KINDS:
+        raise Unprocessable(f"'kind' must be one of: {', '.join(KINDS)}.", code="invalid_kind")
+    return kind
+
+
+# Fields that shape a poll: editable only while it is a draft.
+_DRAFT_FIELDS = ("question", "kind", "options", "correct", "scale", "time_limit_s")
+# Fields the host may change at any time.
+_LIVE_FIELDS = ("hide_results", "allow_change", "blocked_words", "moderated")
+
+
+def _poll_body(row: Row, options: list[Row], *, for_host: bool) -> dict[str, Any]:
+    reveal = for_host or row["status"] == "closed"
+    body: dict[str, Any] = {
+        "id": row["id"],
+        "room_id": row["room_id"],
+        "position": row["position"],
+        "question": row["question"],
+        "kind": row["kind"],
+        "status": row["status"],
+        "allow_change": bool(row["allow_change"]),
+        "hide_results": bool(row["hide_results"]),
+        "options": [
+            {"id": o["id"], "label": o["label"],
+             **({"correct": bool(o["correct"])} if row["kind"] == "quiz" and reveal else {})}
+            for o in options
+        ],
+        "total_votes": row["total_votes"],
+        "scale": row["scale"],
+        "blocked_words": json.loads(row["blocked_words"]),
+        "moderated": bool(row["moderated"]),
+        "time_limit_s": row["time_limit_s"],
+        "deadline": None,
+        "created_at": row["created_at"],
+        "opened_at": row["opened_at"],
+        "closed_at": row["closed_at"],
+    }
+    opened = _epoch(row["opened_at"])
+    if row["kind"] == "quiz" and row["time_limit_s"] and opened and row["status"] == "open":
+        deadline = datetime.fromtimestamp(opened + row["time_limit_s"]).astimezone()
+        body["deadline"] = deadline.isoformat(timespec="milliseconds")
+    return body
 
 
 class Rooms:
@@ -126,128 +192,318 @@ class Rooms:
     def _event(self, kind: str, data: dict[str, Any], actor: str) -> events.Envelope:
         return events.envelope(kind, data, source=self.node_id, actor=actor)
 
-    # -- host ----------------------------------------------------------------------------
+    # -- rooms ---------------------------------------------------------------------------
 
     async def create_room(self, body: dict[str, Any], actor: str = "host") -> dict[str, Any]:
         title = _text(body, "title", MAX_TITLE)
-        room = {"id": events.uuid7(), "title": title, "created_at": events.now_iso()}
         with self.db.write() as conn:
-            for _ in range(10):
-                code = new_code()
-                taken = fetchall(conn, "SELECT 1 FROM rooms WHERE code = ?", (code,))
-                if not taken:
-                    break
-            room["code"] = code
-            conn.execute(
-                "INSERT INTO rooms (id, code, title, created_at)"
-                " VALUES (:id, :code, :title, :created_at)",
-                room,
-            )
-            outbox.add(conn, [self._event(events.ROOM_CREATED, dict(room), actor)])
+            room = self._insert_room(conn, title, actor)
         self._on_commit()
         return await self.room(room["id"], include_drafts=True)
+
+    def _insert_room(self, conn: sqlite3.Connection, title: str, actor: str) -> dict[str, Any]:
+        room = {"id": events.uuid7(), "title": title, "created_at": events.now_iso()}
+        for _ in range(10):
+            code = new_code()
+            if not fetchall(conn, "SELECT 1 FROM rooms WHERE code = ?", (code,)):
+                break
+        room["code"] = code
+        conn.execute(
+            "INSERT INTO rooms (id, code, title, created_at)"
+            " VALUES (:id, :code, :title, :created_at)",
+            room,
+        )
+        outbox.add(conn, [self._event(events.ROOM_CREATED, dict(room), actor)])
+        return room
+
+    async def list_rooms(self) -> list[dict[str, Any]]:
+        rows = await self.db.fetchall(
+            "SELECT r.*, (SELECT COUNT(*) FROM polls p WHERE p.room_id = r.id) AS poll_count"
+            " FROM rooms r ORDER BY r.created_at DESC, r.id DESC"
+        )
+        return [
+            {"id": r["id"], "code": r["code"], "code_display": display_code(r["code"]),
+             "title": r["title"], "created_at": r["created_at"], "poll_count": r["poll_count"]}
+            for r in rows
+        ]
+
+    async def rename_room(self, room_id: str, body: dict[str, Any],
+                          actor: str = "host") -> dict[str, Any]:
+        title = _text(body, "title", MAX_TITLE)
+        with self.db.write() as conn:
+            cursor = conn.execute("UPDATE rooms SET title = ? WHERE id = ?", (title, room_id))
+            if cursor.rowcount == 0:
+                raise NotFound("No room has this id.", code="room_not_found")
+            outbox.add(conn, [self._event(events.ROOM_UPDATED,
+                                          {"room_id": room_id, "title": title}, actor)])
+        self._on_commit()
+        return await self.room(room_id, include_drafts=True)
+
+    async def duplicate_room(self, room_id: str, body: dict[str, Any],
+                             actor: str = "host") -> dict[str, Any]:
+        """A new room with a new code and a draft copy of every poll: a template for the next
+        session. Votes are not copied."""
+        source = await self.room(room_id, include_drafts=True)
+        title = (_text(body, "title", MAX_TITLE, required=False)
+                 or f"{source['title']} (copy)"[:MAX_TITLE])
+        created: list[tuple[dict[str, Any], list[str]]] = []
+        with self.db.write() as conn:
+            room = self._insert_room(conn, title, actor)
+            for position, poll in enumerate(source["polls"]):
+                spec = kinds.Spec(
+                    labels=[o["label"] for o in poll["options"]],
+                    correct=[i for i, o in enumerate(poll["options"]) if o.get("correct")],
+                    scale=poll["scale"],
+                    blocked_words=poll["blocked_words"],
+                    moderated=poll["moderated"],
+                    time_limit_s=poll["time_limit_s"],
+                )
+                created.append(self._insert_poll(
+                    conn, room["id"], position, poll["question"], poll["kind"], spec,
+                    allow_change=poll["allow_change"], hide_results=poll["hide_results"],
+                    actor=actor))
+        for row, option_ids in created:
+            self.catalog.put(row, option_ids)
+        self._on_commit()
+        return await self.room(room["id"], include_drafts=True)
+
+    async def delete_room(self, room_id: str, actor: str = "host") -> None:
+        """The room, its polls, votes and questions; receipts and notifications stay."""
+        with self.db.write() as conn:
+            polls = [r[0] for r in fetchall(conn, "SELECT id FROM polls WHERE room_id = ?",
+                                            (room_id,))]
+            cursor = conn.execute("DELETE FROM rooms WHERE id = ?", (room_id,))
+            if cursor.rowcount == 0:
+                raise NotFound("No room has this id.", code="room_not_found")
+            outbox.add(conn, [self._event(events.ROOM_DELETED, {"room_id": room_id}, actor)])
+        for poll_id in polls:
+            self.catalog.polls.pop(poll_id, None)
+        self._on_commit()
+
+    # -- polls ---------------------------------------------------------------------------
+
+    def _insert_poll(
+        self, conn: sqlite3.Connection, room_id: str, position: int, question: str, kind: str,
+        spec: kinds.Spec, *, allow_change: bool, hide_results: bool, actor: str,
+        poll_id: str | None = None,
+    ) -> tuple[dict[str, Any], list[str]]:
+        poll: dict[str, Any] = {
+            "id": poll_id or events.uuid7(),
+            "room_id": room_id,
+            "position": position,
+            "question": question,
+            "kind": kind,
+            "status": "draft",
+            "allow_change": int(allow_change),
+            "hide_results": int(hide_results),
+            "scale": spec.scale,
+            "blocked_words": json.dumps(spec.blocked_words),
+            "moderated": int(spec.moderated),
+            "time_limit_s": spec.time_limit_s,
+            "opened_at": None,
+            "created_at": events.now_iso(),
+        }
+        conn.execute(
+            "INSERT INTO polls (id, room_id, position, question, kind, status, allow_change,"
+            " hide_results, scale, blocked_words, moderated, time_limit_s, created_at)"
+            " VALUES (:id, :room_id, :position, :question, :kind, :status, :allow_change,"
+            " :hide_results, :scale, :blocked_words, :moderated, :time_limit_s, :created_at)",
+            poll,
+        )
+        options = self._insert_options(conn, poll["id"], spec)
+        data = {**poll, "options": options}
+        outbox.add(conn, [self._event(events.POLL_CREATED, data, actor)])
+        return poll, [o["id"] for o in options]
+
+    @staticmethod
+    def _insert_options(conn: sqlite3.Connection, poll_id: str,
+                        spec: kinds.Spec) -> list[dict[str, Any]]:
+        options = [{"id": events.uuid7(), "label": label} for label in spec.labels]
+        conn.executemany(
+            "INSERT INTO options (id, poll_id, position, label, correct) VALUES (?, ?, ?, ?, ?)",
+            [(o["id"], poll_id, i, o["label"], int(i in spec.correct))
+             for i, o in enumerate(options)],
+        )
+        conn.executemany(
+            "INSERT INTO tallies (option_id, poll_id, votes) VALUES (?, ?, 0)",
+            [(o["id"], poll_id) for o in options],
+        )
+        return options
 
     async def create_poll(
         self, room_id: str, body: dict[str, Any], actor: str = "host"
     ) -> dict[str, Any]:
         question = _text(body, "question", MAX_QUESTION)
-        kind = body.get("kind", "single")
-        if not isinstance(kind, str):
-            raise BadRequest("'kind' must be a string.", code="invalid_field")
-        if kind not in KINDS:
-            raise Unprocessable(
-                f"'kind' must be one of: {', '.join(KINDS)}.", code="invalid_kind"
-            )
-        labels = body.get("options")
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise BadRequest("'options' must be a list of labels.", code="invalid_field")
-        labels = [label.strip() for label in labels]
-        if not MIN_OPTIONS <= len(labels) <= MAX_OPTIONS:
-            raise Unprocessable(
-                f"A poll has {MIN_OPTIONS} to {MAX_OPTIONS} options.", code="option_count"
-            )
-        if any(not label or len(label) > MAX_LABEL for label in labels):
-            raise Unprocessable(
-                f"Every option needs a label of 1 to {MAX_LABEL} characters.", code="invalid_field"
-            )
-        if len(set(labels)) != len(labels):
-            raise Unprocessable("Two options have the same label.", code="duplicate_option")
+        kind = _kind(body, "single")
+        spec = kinds.spec(kind, body)
         allow_change = _flag(body, "allow_change")
         hide_results = _flag(body, "hide_results")
-        poll_id = events.uuid7()
-        options = [{"id": events.uuid7(), "label": label} for label in labels]
         with self.db.write() as conn:
-            room = fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,))
-            if not room:
+            if not fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,)):
                 raise NotFound("No room has this id.", code="room_not_found")
-            (position,) = (
-                fetchall(
-                    conn, "SELECT COUNT(*) FROM polls WHERE room_id = ?", (room_id,)
-                )
+            (position,) = fetchall(
+                conn, "SELECT COALESCE(MAX(position) + 1, 0) FROM polls WHERE room_id = ?",
+                (room_id,),
             )[0]
-            poll = {
-                "id": poll_id,
-                "room_id": room_id,
-                "position": position,
-                "question": question,
-                "kind": kind,
-                "status": "draft",
-                "allow_change": int(allow_change),
-                "hide_results": int(hide_results),
-                "created_at": events.now_iso(),
-            }
-            conn.execute(
-                "INSERT INTO polls (id, room_id, position, question, kind, status, allow_change,"
-                " hide_results, created_at) VALUES (:id, :room_id, :position, :question, :kind,"
-                " :status, :allow_change, :hide_results, :created_at)",
-                poll,
-            )
-            conn.executemany(
-                "INSERT INTO options (id, poll_id, position, label) VALUES (?, ?, ?, ?)",
-                [(o["id"], poll_id, i, o["label"]) for i, o in enumerate(options)],
-            )
-            conn.executemany(
-                "INSERT INTO tallies (option_id, poll_id, votes) VALUES (?, ?, 0)",
-                [(o["id"], poll_id) for o in options],
-            )
-            data = {**poll, "options": options}
-            outbox.add(conn, [self._event(events.POLL_CREATED, data, actor)])
-        self.catalog.put(poll, {o["id"] for o in options})
+            poll, option_ids = self._insert_poll(
+                conn, room_id, position, question, kind, spec, allow_change=allow_change,
+                hide_results=hide_results, actor=actor)
+        self.catalog.put(poll, option_ids)
         self._on_commit()
-        return await self.poll(poll_id)
+        return await self.poll(poll["id"], for_host=True)
+
+    async def update_poll(self, poll_id: str, body: dict[str, Any],
+                          actor: str = "host") -> dict[str, Any]:
+        """Change a poll: its shape while it is a draft, its display rules at any time."""
+        unknown = set(body) - set(_DRAFT_FIELDS) - set(_LIVE_FIELDS)
+        if unknown:
+            raise Unprocessable(f"These fields cannot be changed: {', '.join(sorted(unknown))}.",
+                                code="invalid_field")
+        current = await self.poll(poll_id, for_host=True)
+        reshape = any(name in body for name in _DRAFT_FIELDS)
+        if reshape and current["status"] != "draft":
+            raise Conflict("Only a draft poll can change its question, kind or options.",
+                           code="poll_not_draft")
+        merged = {
+            "question": current["question"],
+            "kind": current["kind"],
+            "options": [o["label"] for o in current["options"]],
+            "correct": [i for i, o in enumerate(current["options"]) if o.get("correct")],
+            "scale": current["scale"] or 5,
+            "time_limit_s": current["time_limit_s"],
+            "allow_change": current["allow_change"],
+            "hide_results": current["hide_results"],
+            "blocked_words": current["blocked_words"],
+            "moderated": current["moderated"],
+            **body,
+        }
+        question = _text(merged, "question", MAX_QUESTION)
+        kind = _kind(merged, current["kind"])
+        if kind != "quiz" and "correct" not in body:
+            merged["correct"] = []
+        spec = kinds.spec(kind, merged)
+        allow_change = _flag(merged, "allow_change")
+        hide_results = _flag(merged, "hide_results")
+        options: list[str] | None = None
+        with self.db.write() as conn:
+            conn.execute(
+                "UPDATE polls SET question = ?, kind = ?, allow_change = ?, hide_results = ?,"
+                " scale = ?, blocked_words = ?, moderated = ?, time_limit_s = ? WHERE id = ?",
+                (question, kind, int(allow_change), int(hide_results), spec.scale,
+                 json.dumps(spec.blocked_words), int(spec.moderated), spec.time_limit_s,
+                 poll_id),
+            )
+            if reshape:
+                conn.execute("DELETE FROM options WHERE poll_id = ?", (poll_id,))
+                options = [o["id"] for o in self._insert_options(conn, poll_id, spec)]
+            outbox.add(conn, [self._event(events.POLL_UPDATED, {
+                "poll_id": poll_id, "room_id": current["room_id"],
+                "changed": sorted(body)}, actor)])
+        changes: dict[str, Any] = {"kind": kind, "allow_change": allow_change,
+                                   "hide_results": hide_results,
+                                   "time_limit_s": spec.time_limit_s}
+        if options is not None:
+            changes["options"] = tuple(options)
+        self.catalog.update(poll_id, **changes)
+        self._on_commit()
+        return await self.poll(poll_id, for_host=True)
+
+    async def delete_poll(self, poll_id: str, actor: str = "host") -> None:
+        with self.db.write() as conn:
+            rows = fetchall(conn, "SELECT room_id FROM polls WHERE id = ?", (poll_id,))
+            if not rows:
+                raise NotFound("No poll has this id.", code="poll_not_found")
+            conn.execute("DELETE FROM polls WHERE id = ?", (poll_id,))
+            outbox.add(conn, [self._event(events.POLL_DELETED, {
+                "poll_id": poll_id, "room_id": rows[0]["room_id"]}, actor)])
+        self.catalog.polls.pop(poll_id, None)
+        self._on_commit()
+
+    async def reorder_polls(self, room_id: str, poll_ids: Any,
+                            actor: str = "host") -> dict[str, Any]:
+        if not isinstance(poll_ids, list) or not all(isinstance(p, str) for p in poll_ids):
+            raise BadRequest("'poll_ids' must be a list of poll ids.", code="invalid_field")
+        with self.db.write() as conn:
+            if not fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,)):
+                raise NotFound("No room has this id.", code="room_not_found")
+            current = {r[0] for r in fetchall(conn, "SELECT id FROM polls WHERE room_id = ?",
+                                              (room_id,))}
+            if set(poll_ids) != current or len(poll_ids) != len(current):
+                raise Unprocessable("List every poll of the room exactly once.",
+                                    code="invalid_order")
+            conn.executemany("UPDATE polls SET position = ? WHERE id = ?",
+                             list(enumerate(poll_ids)))
+            outbox.add(conn, [self._event(events.ROOM_UPDATED,
+                                          {"room_id": room_id, "order": poll_ids}, actor)])
+        self._on_commit()
+        return await self.room(room_id, include_drafts=True)
 
     async def set_status(self, poll_id: str, status: str, actor: str = "host") -> dict[str, Any]:
         """Open or close a poll. Opening an open poll (or closing a closed one) changes nothing."""
         allowed_from = {"open": ("draft",), "closed": ("open",)}[status]
         stamp = {"open": "opened_at", "closed": "closed_at"}[status]
         kind = {"open": events.POLL_OPENED, "closed": events.POLL_CLOSED}[status]
+        now = events.now_iso()
         with self.db.write() as conn:
             rows = fetchall(conn, "SELECT * FROM polls WHERE id = ?", (poll_id,))
             if not rows:
                 raise NotFound("No poll has this id.", code="poll_not_found")
             current = rows[0]["status"]
-            if current != status:
-                if current not in allowed_from:
-                    raise Conflict(
-                        f"A {current} poll cannot be {'opened' if status == 'open' else 'closed'}.",
-                        code="invalid_transition",
-                    )
-                now = events.now_iso()
-                conn.execute(
-                    f"UPDATE polls SET status = ?, {stamp} = ? WHERE id = ?",
-                    (status, now, poll_id),
+            if current != status and current not in allowed_from:
+                raise Conflict(
+                    f"A {current} poll cannot be {'opened' if status == 'open' else 'closed'}.",
+                    code="invalid_transition",
                 )
+            if current != status:
+                conn.execute(f"UPDATE polls SET status = ?, {stamp} = ? WHERE id = ?",
+                             (status, now, poll_id))
                 data: dict[str, Any] = {
                     "poll_id": poll_id,
                     "room_id": rows[0]["room_id"],
                     "status": status,
                 }
                 if status == "closed":
-                    data["results"] = self._results(conn, poll_id)
+                    data["results"] = results.poll_results(conn, poll_id)
                 outbox.add(conn, [self._event(kind, data, actor)])
-        self.catalog.set_status(poll_id, status)
+        if current != status:
+            opened = {"opened_at": _epoch(now)} if status == "open" else {}
+            self.catalog.update(poll_id, status=status, **opened)
+            self._on_commit()
+        return await self.poll(poll_id, for_host=True)
+
+    async def moderate(self, question_id: str, body: dict[str, Any],
+                       actor: str = "host") -> dict[str, Any]:
+        """Approve or hide a Q&A question, pin it, mark it answered."""
+        changes: dict[str, Any] = {}
+        if "status" in body:
+            if body["status"] not in ("visible", "hidden"):
+                raise Unprocessable("'status' is 'visible' or 'hidden'.", code="invalid_field")
+            changes["status"] = body["status"]
+        for name in ("pinned", "answered"):
+            if name in body:
+                changes[name] = int(_flag(body, name))
+        if not changes:
+            raise Unprocessable("Nothing to change: send status, pinned or answered.",
+                                code="invalid_field")
+        with self.db.write() as conn:
+            rows = fetchall(
+                conn,
+                "SELECT q.poll_id, p.room_id FROM questions q JOIN polls p ON p.id = q.poll_id"
+                " WHERE q.id = ?",
+                (question_id,),
+            )
+            if not rows:
+                raise NotFound("No question has this id.", code="question_not_found")
+            assignments = ", ".join(f"{name} = :{name}" for name in changes)
+            conn.execute(f"UPDATE questions SET {assignments} WHERE id = :id",
+                         {**changes, "id": question_id})
+            outbox.add(conn, [self._event(events.QUESTION_UPDATED, {
+                "question_id": question_id, "poll_id": rows[0]["poll_id"],
+                "room_id": rows[0]["room_id"], **changes}, actor)])
+            (question,) = [q for q in results.questions(conn, rows[0]["poll_id"], for_host=True)
+                           if q["id"] == question_id]
         self._on_commit()
-        return await self.poll(poll_id)
+        return question
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -256,11 +512,20 @@ class Rooms:
         if row is None:
             raise NotFound("No room has this id.", code="room_not_found")
         polls = await self.db.fetchall(
-            "SELECT id FROM polls WHERE room_id = ? ORDER BY position", (room_id,)
+            "SELECT * FROM polls WHERE room_id = ? ORDER BY position", (room_id,)
         )
-        shown = [await self.poll(p["id"]) for p in polls]
-        if not include_drafts:
-            shown = [p for p in shown if p["status"] != "draft"]
+        options: dict[str, list[Row]] = {}
+        for o in await self.db.fetchall(
+            "SELECT o.* FROM options o JOIN polls p ON p.id = o.poll_id WHERE p.room_id = ?"
+            " ORDER BY o.poll_id, o.position",
+            (room_id,),
+        ):
+            options.setdefault(o["poll_id"], []).append(o)
+        shown = [
+            _poll_body(p, options.get(p["id"], []), for_host=include_drafts)
+            for p in polls
+            if include_drafts or p["status"] != "draft"
+        ]
         return {
             "id": row["id"],
             "code": row["code"],
@@ -279,54 +544,59 @@ class Rooms:
                            code="room_not_found")
         return row
 
-    async def poll(self, poll_id: str) -> dict[str, Any]:
+    async def poll(self, poll_id: str, *, for_host: bool = True) -> dict[str, Any]:
         row = await self.db.fetchone("SELECT * FROM polls WHERE id = ?", (poll_id,))
         if row is None:
             raise NotFound("No poll has this id.", code="poll_not_found")
         options = await self.db.fetchall(
-            "SELECT id, label FROM options WHERE poll_id = ? ORDER BY position", (poll_id,)
+            "SELECT * FROM options WHERE poll_id = ? ORDER BY position", (poll_id,)
         )
-        return {
-            "id": row["id"],
-            "room_id": row["room_id"],
-            "question": row["question"],
-            "kind": row["kind"],
-            "status": row["status"],
-            "allow_change": bool(row["allow_change"]),
-            "hide_results": bool(row["hide_results"]),
-            "options": [{"id": o["id"], "label": o["label"]} for o in options],
-            "total_votes": row["total_votes"],
-            "created_at": row["created_at"],
-            "opened_at": row["opened_at"],
-            "closed_at": row["closed_at"],
-        }
+        return _poll_body(row, options, for_host=for_host)
 
-    async def results(self, poll_id: str) -> dict[str, Any]:
-        row = await self.db.fetchone(_POLL_TOTALS, (poll_id,))
-        if row is None:
-            raise NotFound("No poll has this id.", code="poll_not_found")
-        return _results_body(row, await self.db.fetchall(_OPTION_TALLIES, (poll_id,)))
+    async def results(self, poll_id: str, *, for_host: bool = False) -> dict[str, Any]:
+        with self.db.read() as conn:
+            return results.poll_results(conn, poll_id, for_host=for_host)
 
-    def _results(self, conn: sqlite3.Connection, poll_id: str) -> dict[str, Any]:
-        """The same, inside a write transaction (the final results of a closing poll)."""
-        row = fetchall(conn, _POLL_TOTALS, (poll_id,))[0]
-        return _results_body(row, fetchall(conn, _OPTION_TALLIES, (poll_id,)))
+    async def questions(self, poll_id: str) -> list[dict[str, Any]]:
+        """Every question of a Q&A, for the host (pending and hidden ones too)."""
+        with self.db.read() as conn:
+            return results.questions(conn, poll_id, for_host=True)
+
+    async def leaderboard(self, room_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            if not fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,)):
+                raise NotFound("No room has this id.", code="room_not_found")
+            return results.leaderboard(conn, room_id)
 
     async def counted_votes(self, poll_id: str) -> list[dict[str, Any]]:
+        """Every counted vote of a poll (a Q&A's questions, with their upvotes)."""
+        poll = self.catalog.polls.get(poll_id)
+        if poll is not None and poll.kind == "qa":
+            return [
+                {"event_id": r["id"], "voter_id": r["voter_id"], "text": r["text"],
+                 "upvotes": r["upvotes"], "status": r["status"], "counted_at": r["created_at"]}
+                for r in await self.db.fetchall(
+                    "SELECT * FROM questions WHERE poll_id = ? ORDER BY created_at, id",
+                    (poll_id,))
+            ]
         rows = await self.db.fetchall(
-            "SELECT event_id, voter_id, choice, counted_at FROM votes WHERE poll_id = ?"
+            "SELECT event_id, voter_id, choice, points, counted_at FROM votes WHERE poll_id = ?"
             " ORDER BY accepted_ns",
             (poll_id,),
         )
-        return [
-            {
-                "event_id": r["event_id"],
-                "voter_id": r["voter_id"],
-                "option_ids": json.loads(r["choice"]),
-                "counted_at": r["counted_at"],
-            }
-            for r in rows
-        ]
+        votes = []
+        for r in rows:
+            choice = kinds.decode(r["choice"])
+            vote: dict[str, Any] = {"event_id": r["event_id"], "voter_id": r["voter_id"]}
+            if isinstance(choice, list):
+                vote["option_ids"] = choice
+            else:
+                vote["text"] = choice.get("t", "")
+            if poll is not None and poll.kind == "quiz":
+                vote["points"] = r["points"]
+            vote["counted_at"] = r["counted_at"]
+            votes.append(vote)
+        return votes
 
     # -- attendees -----------------------------------------------------------------------
 
@@ -350,28 +620,3 @@ class Rooms:
             f" WHERE event_id IN ({placeholders(event_ids)})",
             event_ids,
         )
-
-
-_POLL_TOTALS = "SELECT id, status, total_votes FROM polls WHERE id = ?"
-_OPTION_TALLIES = (
-    "SELECT o.id, o.label, t.votes FROM options o JOIN tallies t ON t.option_id = o.id"
-    " WHERE o.poll_id = ? ORDER BY o.position"
-)
-
-
-def _results_body(poll: Row, options: list[Row]) -> dict[str, Any]:
-    total = poll["total_votes"]
-    return {
-        "poll_id": poll["id"],
-        "status": poll["status"],
-        "total_votes": total,
-        "options": [
-            {
-                "id": o["id"],
-                "label": o["label"],
-                "votes": o["votes"],
-                "percent": round(100 * o["votes"] / total, 1) if total else 0.0,
-            }
-            for o in options
-        ],
-    }

@@ -13,16 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from opus import __version__
-from opus.rooms import (
-    CODE_ALPHABET,
-    CODE_LENGTH,
-    KINDS,
-    MAX_LABEL,
-    MAX_OPTIONS,
-    MAX_QUESTION,
-    MAX_TITLE,
-    MIN_OPTIONS,
-)
+from opus.kinds import KINDS, MAX_LABEL, MAX_OPTIONS, MIN_OPTIONS
+from opus.rooms import CODE_ALPHABET, CODE_LENGTH, MAX_QUESTION, MAX_TITLE
 from opus.views.api import VOTER_COOKIE, JoinThrottle
 
 JSON = dict[str, Any]

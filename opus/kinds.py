@@ -1,0 +1,217 @@
+"""Poll kinds: what each kind's poll needs when it is created, and what a vote on it looks like.
+
+Every vote travels through the queue as its *choice*, one canonical JSON value, so the same vote
+always gives the same bytes (idempotent puts) and a retry can be compared with the first try:
+
+- `single`, `multiple`, `rating`, `quiz`: the sorted list of chosen option ids. A rating's
+  options are the scale's values "1".."N", so its tallies and charts are the same as a choice's.
+- `text` (word cloud): `{"t": answer}`.
+- `qa`: `{"q": question}` asks a question (its id is the vote's event id);
+  `{"u": question_id}` upvotes one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from opus.errors import BadRequest, Unprocessable
+
+KINDS = ("single", "multiple", "rating", "text", "qa", "quiz")
+OPTION_KINDS = frozenset({"single", "multiple", "rating", "quiz"})
+MIN_OPTIONS, MAX_OPTIONS = 2, 30
+MAX_LABEL = 200
+MAX_ANSWER = 80  # a word-cloud answer: a few words
+MAX_ASK = 280  # a Q&A question
+MAX_BLOCKED = 200
+SCALES = (5, 10)
+DEFAULT_TIME_LIMIT_S = 20
+TIME_LIMIT_RANGE = (5, 600)
+# A quiz answer sent in the last moment still counts: phones, Wi-Fi and the queue take time.
+QUIZ_GRACE_S = 1.0
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """The kind-specific settings of a poll, checked."""
+
+    labels: list[str]
+    correct: list[int]
+    scale: int | None
+    blocked_words: list[str]
+    moderated: bool
+    time_limit_s: int | None
+
+
+def _flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"'{name}' must be true or false.", code="invalid_field")
+    return value
+
+
+def _labels(body: dict[str, Any]) -> list[str]:
+    raw = body.get("options")
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise BadRequest("'options' must be a list of labels.", code="invalid_field")
+    labels = [label.strip() for label in raw]
+    if not MIN_OPTIONS <= len(labels) <= MAX_OPTIONS:
+        raise Unprocessable(
+            f"A poll has {MIN_OPTIONS} to {MAX_OPTIONS} options.", code="option_count"
+        )
+    if any(not label or len(label) > MAX_LABEL for label in labels):
+        raise Unprocessable(
+            f"Every option needs a label of 1 to {MAX_LABEL} characters.", code="invalid_field"
+        )
+    if len(set(labels)) != len(labels):
+        raise Unprocessable("Two options have the same label.", code="duplicate_option")
+    return labels
+
+
+def blocked_words(body: dict[str, Any]) -> list[str]:
+    raw = body.get("blocked_words", [])
+    if isinstance(raw, str):  # a host types them as one line: "foo, bar baz"
+        raw = [w for w in re.split(r"[,\s]+", raw) if w]
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise BadRequest("'blocked_words' must be a list of words.", code="invalid_field")
+    words = sorted({w.strip().lower() for w in raw if w.strip()})
+    if len(words) > MAX_BLOCKED:
+        raise Unprocessable(f"At most {MAX_BLOCKED} blocked words.", code="too_long")
+    return words
+
+
+def moderated(body: dict[str, Any]) -> bool:
+    return _flag(body, "moderated")
+
+
+def spec(kind: str, body: dict[str, Any]) -> Spec:
+    """Check a poll's kind-specific fields (creation, or an edit of a draft)."""
+    labels: list[str] = []
+    correct: list[int] = []
+    scale: int | None = None
+    time_limit: int | None = None
+    if kind in ("single", "multiple", "quiz"):
+        labels = _labels(body)
+    if kind == "rating":
+        scale = body.get("scale", 5)
+        if isinstance(scale, bool) or not isinstance(scale, int):
+            raise BadRequest("'scale' must be 5 or 10.", code="invalid_field")
+        if scale not in SCALES:
+            raise Unprocessable("'scale' must be 5 or 10.", code="invalid_scale")
+        labels = [str(n) for n in range(1, scale + 1)]
+    if kind == "quiz":
+        raw = body.get("correct")
+        if not isinstance(raw, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in raw
+        ):
+            raise BadRequest("'correct' must be a list of option positions (0, 1, ...).",
+                             code="invalid_field")
+        correct = sorted(set(raw))
+        if not correct or not all(0 <= i < len(labels) for i in correct):
+            raise Unprocessable("A quiz needs at least one correct option among its options.",
+                                code="invalid_correct")
+        time_limit = body.get("time_limit_s", DEFAULT_TIME_LIMIT_S)
+        if time_limit is not None:
+            if isinstance(time_limit, bool) or not isinstance(time_limit, int):
+                raise BadRequest("'time_limit_s' must be a whole number of seconds or null.",
+                                 code="invalid_field")
+            low, high = TIME_LIMIT_RANGE
+            if not low <= time_limit <= high:
+                raise Unprocessable(f"'time_limit_s' is between {low} and {high} seconds.",
+                                    code="invalid_time_limit")
+    return Spec(
+        labels=labels,
+        correct=correct,
+        scale=scale,
+        blocked_words=blocked_words(body) if kind == "text" else [],
+        moderated=moderated(body) if kind == "qa" else False,
+        time_limit_s=time_limit,
+    )
+
+
+# -- votes ------------------------------------------------------------------------------
+
+
+def _short_text(body: dict[str, Any], limit: int) -> str:
+    raw = body.get("text")
+    if not isinstance(raw, str):
+        raise BadRequest("'text' must be a string.", code="invalid_field")
+    text = " ".join(raw.split())
+    if not text:
+        raise Unprocessable("Write something first.", code="empty_text")
+    if len(text) > limit:
+        raise Unprocessable(f"Keep it under {limit} characters.", code="too_long")
+    return text
+
+
+def option_choice(kind: str, options: tuple[str, ...], body: dict[str, Any]) -> str:
+    """The canonical choice of a vote on an option kind (options in the poll's order)."""
+    if kind == "rating" and "value" in body:
+        value = body["value"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadRequest("'value' must be a whole number.", code="invalid_field")
+        if not 1 <= value <= len(options):
+            raise Unprocessable(f"'value' is between 1 and {len(options)}.",
+                                code="invalid_value")
+        return canonical([options[value - 1]])
+    option_ids = body.get("option_ids")
+    if not isinstance(option_ids, list) or not all(isinstance(o, str) for o in option_ids):
+        raise BadRequest("'option_ids' must be a list of option ids.", code="invalid_field")
+    chosen = sorted(set(option_ids))
+    if not chosen:
+        raise Unprocessable("Choose at least one option.", code="no_option")
+    if kind != "multiple" and len(chosen) != 1:
+        raise Unprocessable("This poll takes exactly one option.", code="too_many_options")
+    if not set(options).issuperset(chosen):
+        raise Unprocessable("An option is not one of this poll's.", code="invalid_option")
+    return canonical(chosen)
+
+
+def text_choice(body: dict[str, Any]) -> str:
+    return canonical({"t": _short_text(body, MAX_ANSWER)})
+
+
+def qa_choice(body: dict[str, Any]) -> str:
+    """A question (`text`) or an upvote (`upvote`: the question's id)."""
+    if "upvote" in body:
+        target = body["upvote"]
+        if not isinstance(target, str) or not target:
+            raise BadRequest("'upvote' must be a question id.", code="invalid_field")
+        return canonical({"u": target})
+    return canonical({"q": _short_text(body, MAX_ASK)})
+
+
+def decode(choice: str) -> list[str] | dict[str, str]:
+    value = json.loads(choice)
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    raise ValueError(f"not a vote choice: {choice[:100]}")
+
+
+_WORD = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*")  # words, with "don't" and "e-mail"
+
+
+def words(answer: str) -> list[str]:
+    """The words of a word-cloud answer, lowercased, each counted once per answer."""
+    seen: list[str] = []
+    for word in _WORD.findall(answer.lower()):
+        if word not in seen:
+            seen.append(word)
+    return seen
+
+
+def quiz_points(correct: bool, elapsed_s: float, limit_s: int | None) -> int:
+    """500 for a right answer, up to 500 more the faster it came; nothing for a wrong one."""
+    if not correct:
+        return 0
+    if not limit_s:
+        return 1000
+    return 500 + round(500 * max(0.0, 1.0 - max(0.0, elapsed_s) / limit_s))

@@ -1,0 +1,119 @@
+"""Results of every poll kind, read from SQLite: counts per option, a rating's average, a word
+cloud's words, a Q&A's questions and a quiz's leaderboard.
+
+The reads are a few indexed queries, run on the caller's connection (`Database.read()` or a write
+transaction), synchronously: one small read costs less than a hop to a reader thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from opus.auth import pseudonym
+from opus.db import fetchall
+from opus.errors import NotFound
+
+MAX_WORDS = 60
+LEADERBOARD_SIZE = 10
+
+
+def poll_results(conn: sqlite3.Connection, poll_id: str, *, for_host: bool = False
+                 ) -> dict[str, Any]:
+    """The contract's results body, with each kind's extras. Hosts also see a Q&A's pending and
+    hidden questions and a quiz's right answers before it closes."""
+    rows = fetchall(
+        conn,
+        "SELECT id, room_id, kind, status, total_votes, blocked_words FROM polls WHERE id = ?",
+        (poll_id,),
+    )
+    if not rows:
+        raise NotFound("No poll has this id.", code="poll_not_found")
+    poll = rows[0]
+    kind, total = poll["kind"], poll["total_votes"]
+    reveal = for_host or poll["status"] == "closed"
+    options = []
+    for o in fetchall(
+        conn,
+        "SELECT o.id, o.label, o.correct, t.votes FROM options o"
+        " JOIN tallies t ON t.option_id = o.id WHERE o.poll_id = ? ORDER BY o.position",
+        (poll_id,),
+    ):
+        option = {
+            "id": o["id"],
+            "label": o["label"],
+            "votes": o["votes"],
+            "percent": round(100 * o["votes"] / total, 1) if total else 0.0,
+        }
+        if kind == "quiz" and reveal:
+            option["correct"] = bool(o["correct"])
+        options.append(option)
+    body: dict[str, Any] = {
+        "poll_id": poll_id,
+        "kind": kind,
+        "status": poll["status"],
+        "total_votes": total,
+        "options": options,
+    }
+    if kind == "rating":
+        weight = sum(o["votes"] for o in options)
+        body["average"] = (
+            round(sum(int(o["label"]) * o["votes"] for o in options) / weight, 2)
+            if weight else None
+        )
+    elif kind == "text":
+        blocked = json.loads(poll["blocked_words"])
+        body["words"] = [
+            {"word": r["word"], "count": r["count"]}
+            for r in fetchall(
+                conn,
+                "SELECT word, count FROM words WHERE poll_id = ? AND count > 0"
+                " AND word NOT IN (SELECT value FROM json_each(?))"
+                " ORDER BY count DESC, word LIMIT ?",
+                (poll_id, json.dumps(blocked), MAX_WORDS),
+            )
+        ]
+    elif kind == "qa":
+        body["questions"] = questions(conn, poll_id, for_host=for_host)
+    elif kind == "quiz":
+        body["leaderboard"] = leaderboard(conn, poll["room_id"])
+    return body
+
+
+def questions(conn: sqlite3.Connection, poll_id: str, *, for_host: bool) -> list[dict[str, Any]]:
+    """Pinned first, then the most upvoted, then the oldest."""
+    shown = "" if for_host else " AND status = 'visible'"
+    return [
+        {
+            "id": r["id"],
+            "text": r["text"],
+            "upvotes": r["upvotes"],
+            "pinned": bool(r["pinned"]),
+            "answered": bool(r["answered"]),
+            "status": r["status"],
+            "created_at": r["created_at"],
+        }
+        for r in fetchall(
+            conn,
+            f"SELECT * FROM questions WHERE poll_id = ?{shown}"
+            " ORDER BY pinned DESC, upvotes DESC, created_at, id",
+            (poll_id,),
+        )
+    ]
+
+
+def leaderboard(conn: sqlite3.Connection, room_id: str,
+                limit: int = LEADERBOARD_SIZE) -> list[dict[str, Any]]:
+    """Points over the room's closed quizzes (an open one would give its answers away)."""
+    return [
+        {"name": pseudonym(r["voter_id"]), "points": r["points"], "correct": r["correct"]}
+        for r in fetchall(
+            conn,
+            "SELECT v.voter_id, SUM(v.points) AS points, SUM(v.points > 0) AS correct"
+            " FROM polls p JOIN votes v ON v.poll_id = p.id"
+            " WHERE p.room_id = ? AND p.kind = 'quiz' AND p.status = 'closed'"
+            " GROUP BY v.voter_id ORDER BY points DESC, MIN(v.accepted_ns) LIMIT ?",
+            (room_id, limit),
+        )
+    ]
