@@ -21,6 +21,7 @@ from aiohttp import WSCloseCode, web
 
 from opus import events
 from opus.config import Settings
+from opus.errors import NotFound
 from opus.metrics import LatencyWindow
 from opus.rooms import Catalog, Rooms
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4008  # application range: the client could not keep up
 CLOSE_FULL = WSCloseCode.TRY_AGAIN_LATER
+_POLL_CHANGES = (events.POLL_CREATED, events.POLL_OPENED, events.POLL_CLOSED, events.POLL_UPDATED)
 _HIGH_WATER = 64 * 1024  # bytes buffered for one socket before it counts as slow
 
 
@@ -208,7 +210,7 @@ class Broadcaster:
         for poll in room["polls"]:
             view = self._catalog.polls.get(poll["id"])
             if is_host or (view is not None and not view.results_hidden):
-                results.append(await self._rooms.results(poll["id"]))
+                results.append(await self._rooms.results(poll["id"], for_host=is_host))
         return text_frame(
             json.dumps({"type": "snapshot", "room": room, "results": results, "seq": seq})
         )
@@ -226,19 +228,54 @@ class Broadcaster:
                 recent.popleft()
             self._dirty.add(data["poll_id"])
             self._wake.set()
-        elif kind in (events.POLL_CREATED, events.POLL_OPENED, events.POLL_CLOSED):
+        elif kind in _POLL_CHANGES:
             poll_id = data.get("poll_id") or data["id"]
             room_id = data["room_id"]
-            poll = await self._rooms.poll(poll_id)
-            frame = text_frame(json.dumps({"type": "poll", "poll_id": poll_id,
-                                           "status": poll["status"], "poll": poll,
-                                           "seq": self.next_seq()}))
+            try:
+                host_poll = await self._rooms.poll(poll_id, for_host=True)
+            except NotFound:
+                return  # deleted since; its own event follows
+            public_poll = await self._rooms.poll(poll_id, for_host=False)
+            seq = self.next_seq()
+            frames = {
+                is_host: text_frame(json.dumps({"type": "poll", "poll_id": poll_id,
+                                                "status": poll["status"], "poll": poll,
+                                                "seq": seq}))
+                for is_host, poll in ((True, host_poll), (False, public_poll))
+            }
             for client in self.clients.get(room_id, ()):
-                if client.is_host or poll["status"] != "draft":
-                    client.send(frame)
+                if client.is_host or public_poll["status"] != "draft":
+                    client.send(frames[client.is_host])
             if kind != events.POLL_CREATED:
                 self._dirty.add(poll_id)  # the final (or first visible) results
                 self._wake.set()
+        elif kind == events.POLL_DELETED:
+            frame = text_frame(json.dumps({"type": "poll", "poll_id": data["poll_id"],
+                                           "status": "deleted", "seq": self.next_seq()}))
+            for client in self.clients.get(data["room_id"], ()):
+                client.send(frame)
+        elif kind in (events.ROOM_UPDATED, events.ROOM_DELETED):
+            await self._room_changed(data["room_id"], deleted=kind == events.ROOM_DELETED)
+        elif kind == events.QUESTION_UPDATED:
+            self._dirty.add(data["poll_id"])
+            self._wake.set()
+
+    async def _room_changed(self, room_id: str, *, deleted: bool) -> None:
+        """A renamed or reordered room goes to its sockets whole; a deleted one says so."""
+        clients = list(self.clients.get(room_id, ()))
+        if not clients:
+            return
+        seq = self.next_seq()
+        frames: dict[bool, bytes] = {}
+        for is_host in (True, False):
+            if deleted:
+                body: dict[str, Any] = {"type": "room", "room_id": room_id, "deleted": True}
+            else:
+                body = {"type": "room", "room_id": room_id,
+                        "room": await self._rooms.room(room_id, include_drafts=is_host)}
+            frames[is_host] = text_frame(json.dumps({**body, "seq": seq}))
+        for client in clients:
+            client.send(frames[client.is_host])
 
     async def run_results(self) -> None:
         """Every coalesce interval, one results frame per dirty poll for all its watchers."""
@@ -252,18 +289,25 @@ class Broadcaster:
                 watchers = self.clients.get(view.room_id, ()) if view else ()
                 if view is None or not watchers:
                     continue
+                # Hosts see a Q&A's pending questions and a quiz's right answers early.
+                private = view.kind in ("qa", "quiz") and any(c.is_host for c in watchers)
+                seq = self.next_seq()
                 try:
-                    results = await self._rooms.results(poll_id)
+                    frames = {
+                        is_host: text_frame(json.dumps({
+                            "type": "results",
+                            **await self._rooms.results(poll_id, for_host=is_host),
+                            "seq": seq,
+                        }))
+                        for is_host in ((False, True) if private else (False,))
+                    }
                 except Exception:
                     log.exception("could not read results of %s", poll_id)
                     continue
-                frame = text_frame(
-                    json.dumps({"type": "results", **results, "seq": self.next_seq()})
-                )
                 hidden = view.results_hidden
                 for client in list(watchers):
                     if client.is_host or not hidden:
-                        client.send(frame, poll_id)
+                        client.send(frames.get(client.is_host, frames[False]), poll_id)
             await asyncio.sleep(interval)
 
     async def run_activity(self) -> None:

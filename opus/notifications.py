@@ -45,7 +45,18 @@ def _closed_message(results: dict[str, Any]) -> str:
     total = results["total_votes"]
     if not total:
         return "The poll closed with no votes."
+    kind = results.get("kind")
+    if kind == "text":
+        top = ", ".join(w["word"] for w in results.get("words", [])[:5])
+        return f"{total} answers. Most said: {top}." if top else f"{total} answers."
+    if kind == "qa":
+        return f"{total} questions asked."
     parts = [f"{o['label']} {o['votes']} ({o['percent']:g}%)" for o in results["options"]]
+    if kind == "rating" and results.get("average") is not None:
+        return f"Average {results['average']:g} from {total} ratings."
+    if kind == "quiz":
+        right = [o["label"] for o in results["options"] if o.get("correct")]
+        return f"Right answer: {', '.join(right)}. " + ", ".join(parts)
     return "Final result: " + ", ".join(parts)
 
 

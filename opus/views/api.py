@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 import uuid
@@ -12,7 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from opus.auth import Voter, same_token
+from opus import export
+from opus.auth import Voter, pseudonym, same_token
 from opus.errors import BadRequest, Forbidden, NotFound, TooLarge, TooManyRequests, Unauthorized
 from opus.keys import ADMIN_TOKEN, CATALOG, INGEST, LEDGER, NOTIFIER, ROOMS, SETTINGS, SIGNER
 
@@ -114,6 +113,53 @@ async def create_room(request: web.Request) -> web.Response:
     return web.json_response(room, status=201)
 
 
+@routes.get("/api/v1/rooms")
+async def list_rooms(request: web.Request) -> web.Response:
+    require_admin(request)
+    return web.json_response({"rooms": await request.app[ROOMS].list_rooms()})
+
+
+@routes.patch("/api/v1/rooms/{room_id}")
+async def rename_room(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_json(request)
+    return web.json_response(
+        await request.app[ROOMS].rename_room(request.match_info["room_id"], body))
+
+
+@routes.delete("/api/v1/rooms/{room_id}")
+async def delete_room(request: web.Request) -> web.Response:
+    require_admin(request)
+    await request.app[ROOMS].delete_room(request.match_info["room_id"])
+    return web.json_response({"id": request.match_info["room_id"], "deleted": True})
+
+
+@routes.post("/api/v1/rooms/{room_id}/duplicate")
+async def duplicate_room(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_json(request)
+    room = await request.app[ROOMS].duplicate_room(request.match_info["room_id"], body)
+    return web.json_response(room, status=201)
+
+
+@routes.put("/api/v1/rooms/{room_id}/order")
+async def reorder_polls(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_json(request)
+    room = await request.app[ROOMS].reorder_polls(request.match_info["room_id"],
+                                                  body.get("poll_ids"))
+    return web.json_response(room)
+
+
+@routes.get("/api/v1/rooms/{room_id}/leaderboard")
+async def leaderboard(request: web.Request) -> web.Response:
+    room_id = request.match_info["room_id"]
+    if not is_admin(request) and require_voter(request).room_id != room_id:
+        raise Forbidden("You joined another room.", code="wrong_room")
+    return web.json_response({"room_id": room_id,
+                              "leaderboard": await request.app[ROOMS].leaderboard(room_id)})
+
+
 @routes.get("/api/v1/rooms/{room_id}")
 async def get_room(request: web.Request) -> web.Response:
     room_id = request.match_info["room_id"]
@@ -139,6 +185,38 @@ async def get_poll(request: web.Request) -> web.Response:
     return web.json_response(await request.app[ROOMS].poll(request.match_info["poll_id"]))
 
 
+@routes.patch("/api/v1/polls/{poll_id}")
+async def update_poll(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_json(request)
+    return web.json_response(
+        await request.app[ROOMS].update_poll(request.match_info["poll_id"], body))
+
+
+@routes.delete("/api/v1/polls/{poll_id}")
+async def delete_poll(request: web.Request) -> web.Response:
+    require_admin(request)
+    await request.app[ROOMS].delete_poll(request.match_info["poll_id"])
+    return web.json_response({"id": request.match_info["poll_id"], "deleted": True})
+
+
+@routes.get("/api/v1/polls/{poll_id}/questions")
+async def poll_questions(request: web.Request) -> web.Response:
+    require_admin(request)
+    poll_id = request.match_info["poll_id"]
+    await request.app[ROOMS].poll(poll_id)  # 404 for an unknown poll
+    return web.json_response({"poll_id": poll_id,
+                              "questions": await request.app[ROOMS].questions(poll_id)})
+
+
+@routes.patch("/api/v1/questions/{question_id}")
+async def moderate_question(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_json(request)
+    return web.json_response(
+        await request.app[ROOMS].moderate(request.match_info["question_id"], body))
+
+
 @routes.post("/api/v1/polls/{poll_id}/open")
 async def open_poll(request: web.Request) -> web.Response:
     require_admin(request)
@@ -154,34 +232,28 @@ async def close_poll(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/polls/{poll_id}/export")
-async def export_poll(request: web.Request) -> web.StreamResponse:
+async def export_poll(request: web.Request) -> web.Response:
     require_admin(request)
-    rooms = request.app[ROOMS]
+    fmt = export.check_format(request.query.get("format", "json"))
     poll_id = request.match_info["poll_id"]
-    fmt = request.query.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise BadRequest("'format' is csv or json.", code="invalid_format")
-    poll = await rooms.poll(poll_id)
-    results = await rooms.results(poll_id)
-    votes = await rooms.counted_votes(poll_id)
-    filename = f"poll-{poll_id}.{fmt}"
-    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
-    if fmt == "json":
-        return web.json_response(
-            {"poll": poll, "results": results, "votes": votes}, headers=headers
-        )
-    labels = {o["id"]: o["label"] for o in poll["options"]}
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["record", "option_id", "option_label", "votes", "event_id", "voter_id",
-                     "counted_at"])
-    for option in results["options"]:
-        writer.writerow(["result", option["id"], option["label"], option["votes"], "", "", ""])
-    for vote in votes:
-        for option_id in vote["option_ids"]:
-            writer.writerow(["vote", option_id, labels.get(option_id, ""), "", vote["event_id"],
-                             vote["voter_id"], vote["counted_at"]])
-    return web.Response(text=out.getvalue(), content_type="text/csv", headers=headers)
+    body = await export.poll_export(request.app[ROOMS], poll_id)
+    return _attachment(export.render(body, fmt), fmt, f"poll-{poll_id}")
+
+
+@routes.get("/api/v1/rooms/{room_id}/export")
+async def export_room(request: web.Request) -> web.Response:
+    require_admin(request)
+    fmt = export.check_format(request.query.get("format", "json"))
+    room_id = request.match_info["room_id"]
+    body = await export.room_export(request.app[ROOMS], room_id)
+    return _attachment(export.render(body, fmt), fmt, f"room-{room_id}")
+
+
+def _attachment(text: str, fmt: str, name: str) -> web.Response:
+    return web.Response(
+        text=text, content_type="application/json" if fmt == "json" else "text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'},
+    )
 
 
 # -- attendees ----------------------------------------------------------------------------
@@ -206,7 +278,8 @@ async def join(request: web.Request) -> web.Response:
         raise
     token = request.app[SIGNER].voter_token(voter)
     response = web.json_response(
-        {"voter_id": voter.voter_id, "voter_token": token, "room_id": voter.room_id},
+        {"voter_id": voter.voter_id, "voter_token": token, "room_id": voter.room_id,
+         "name": pseudonym(voter.voter_id)},
         status=201,
     )
     response.set_cookie(VOTER_COOKIE, token, max_age=7 * 24 * 3600, httponly=True,
@@ -250,13 +323,14 @@ async def vote_receipt(request: web.Request) -> web.Response:
 async def results(request: web.Request) -> web.Response:
     poll_id = request.match_info["poll_id"]
     poll = request.app[CATALOG].polls.get(poll_id)
-    if not is_admin(request):
+    host = is_admin(request)
+    if not host:
         if poll is None or poll.status == "draft":
             raise NotFound("No poll has this id.", code="poll_not_found")
         if poll.results_hidden:
             raise Forbidden("The host shows these results when the poll closes.",
                             code="results_hidden")
-    return web.json_response(await request.app[ROOMS].results(poll_id))
+    return web.json_response(await request.app[ROOMS].results(poll_id, for_host=host))
 
 
 @routes.get("/api/v1/notifications")
