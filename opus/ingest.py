@@ -13,12 +13,14 @@ from typing import Any
 from opus import events, kinds
 from opus.auth import Voter
 from opus.config import Settings
+from opus.db import is_disk_full
 from opus.errors import (
     BadRequest,
     Conflict,
     Forbidden,
     NotFound,
     OpusError,
+    StorageFull,
     Unavailable,
 )
 from opus.ledger import Entry, Ledger
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 def _choice(poll: PollView, body: dict[str, Any]) -> str:
     """The canonical JSON of the vote, after the poll kind's rules (kinds.py)."""
     if poll.kind in kinds.OPTION_KINDS:
-        return kinds.option_choice(poll.kind, poll.options, body)
+        return kinds.option_choice(poll.kind, poll.options, poll.option_ids, body)
     if poll.kind == "text":
         return kinds.text_choice(body)
     return kinds.qa_choice(body)
@@ -158,8 +160,9 @@ class Ingest:
                 outcome = self._queue.put_many([(e, d) for e, d, _ in batch])
             except Exception as exc:  # disk full, I/O error: nothing was acknowledged
                 log.error("vote commit failed for %d votes: %s", len(batch), exc)
-                error = Unavailable("Votes cannot be saved right now; try again.",
-                                    code="storage_error", retry_after=2)
+                error = StorageFull() if is_disk_full(exc) else Unavailable(
+                    "Votes cannot be saved right now; try again.", code="storage_error",
+                    retry_after=2)
                 for _, _, future in batch:
                     future.set_exception(error)
                 continue

@@ -150,7 +150,8 @@ def _short_text(body: dict[str, Any], limit: int) -> str:
     return text
 
 
-def option_choice(kind: str, options: tuple[str, ...], body: dict[str, Any]) -> str:
+def option_choice(kind: str, options: tuple[str, ...], allowed: frozenset[str],
+                  body: dict[str, Any]) -> str:
     """The canonical choice of a vote on an option kind (options in the poll's order)."""
     if kind == "rating" and "value" in body:
         value = body["value"]
@@ -168,7 +169,7 @@ def option_choice(kind: str, options: tuple[str, ...], body: dict[str, Any]) -> 
         raise Unprocessable("Choose at least one option.", code="no_option")
     if kind != "multiple" and len(chosen) != 1:
         raise Unprocessable("This poll takes exactly one option.", code="too_many_options")
-    if not set(options).issuperset(chosen):
+    if not allowed.issuperset(chosen):
         raise Unprocessable("An option is not one of this poll's.", code="invalid_option")
     return canonical(chosen)
 

@@ -51,14 +51,11 @@ class PollView:
     kind: str
     status: str
     options: tuple[str, ...]  # option ids in the poll's order (a rating's 1..N)
+    option_ids: frozenset[str]  # the same, for the vote path's membership checks
     allow_change: bool
     hide_results: bool
     time_limit_s: int | None = None
     opened_at: float | None = None  # seconds since the epoch
-
-    @property
-    def option_ids(self) -> frozenset[str]:
-        return frozenset(self.options)
 
     def past_deadline(self, now: float) -> bool:
         """A quiz with a time limit stops taking answers (after a short grace)."""
@@ -99,6 +96,7 @@ class Catalog:
             kind=row["kind"],
             status=row["status"],
             options=tuple(options),
+            option_ids=frozenset(options),
             allow_change=bool(row["allow_change"]),
             hide_results=bool(row["hide_results"]),
             time_limit_s=row["time_limit_s"],
@@ -403,7 +401,7 @@ class Rooms:
                                    "hide_results": hide_results,
                                    "time_limit_s": spec.time_limit_s}
         if options is not None:
-            changes["options"] = tuple(options)
+            changes["options"], changes["option_ids"] = tuple(options), frozenset(options)
         self.catalog.update(poll_id, **changes)
         self._on_commit()
         return await self.poll(poll_id, for_host=True)

@@ -7,8 +7,9 @@ import asyncio
 from typing import Any
 
 import aiohttp
+from aiohttp.test_utils import TestClient
 
-from conftest import Api, ServerProcess
+from conftest import ADMIN, Api, ServerProcess
 
 
 async def make_poll(api: Api, room_id: str, *, open: bool = True, **fields: Any
@@ -275,3 +276,52 @@ async def test_kinds_survive_a_restart(server: ServerProcess,
         results = await api.results(cloud["id"])
         assert {w["word"] for w in results["words"]} == {"hello", "world"}
         await counted(api, voter, quiz["id"], option_ids=[quiz["options"][0]["id"]])
+
+
+async def test_live_frames_keep_host_only_details_from_attendees(api: Api,
+                                                                 client: TestClient) -> None:
+    """A projector (attendee view) never receives a pending question or a quiz's right answer
+    before it closes; the host's socket gets both."""
+    room = await api.room()
+    qa = await make_poll(api, room["id"], kind="qa", moderated=True)
+    asker = await api.join(room["code"])
+    async with client.ws_connect(f"/ws?room={room['code']}") as screen, \
+            client.ws_connect(f"/ws?room={room['id']}&token={ADMIN}") as host:
+        await next_of(screen, "snapshot")
+        await next_of(host, "snapshot")
+        question = await counted(api, asker, qa["id"], text="Pending?")
+        host_results = await next_of(host, "results")
+        while not host_results["questions"]:  # a frame from the poll's opening came first
+            host_results = await next_of(host, "results")
+        assert [q["id"] for q in host_results["questions"]] == [question]
+        # Every frame the screen got meanwhile (the same ones, coalesced) lacks it.
+        while True:
+            try:
+                early = await screen.receive_json(timeout=0.5)
+            except TimeoutError:
+                break
+            assert early["type"] != "results" or early["questions"] == []
+        await api.call("PATCH", f"/api/v1/questions/{question}", json={"status": "visible"},
+                       headers=api.admin)
+        while True:  # the screen's first frame may still be the one without the question
+            screen_results = await next_of(screen, "results")
+            if screen_results["questions"]:
+                break
+        assert [q["status"] for q in screen_results["questions"]] == ["visible"]
+
+        quiz = await make_poll(api, room["id"], kind="quiz", options=["A", "B"], correct=[1])
+        opened = await next_of(screen, "poll")
+        while opened["poll_id"] != quiz["id"] or opened["status"] != "open":
+            opened = await next_of(screen, "poll")
+        assert all("correct" not in o for o in opened["poll"]["options"])
+        host_opened = await next_of(host, "poll")
+        while host_opened["poll_id"] != quiz["id"] or host_opened["status"] != "open":
+            host_opened = await next_of(host, "poll")
+        assert [o["correct"] for o in host_opened["poll"]["options"]] == [False, True]
+
+
+async def next_of(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    while True:
+        message = await ws.receive_json(timeout=10)
+        if message["type"] == kind:
+            return message  # type: ignore[no-any-return]
