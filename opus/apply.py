@@ -155,6 +155,9 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
             continue
         value = vote.value
         extra: dict[str, Any] = {}
+        if (poll["kind"] == "qa") != (isinstance(value, dict) and ("q" in value or "u" in value)):
+            result.reject(vote, "invalid_option", now)  # a vote of another kind's shape
+            continue
         if isinstance(value, dict) and "q" in value:
             status = "pending" if poll["moderated"] else "visible"
             result.questions.append((event_id, vote.poll_id, vote.voter_id, value["q"], status,
