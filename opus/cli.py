@@ -127,6 +127,7 @@ def serve(**options: Any) -> None:
     """Serve the API (and, later, the pages) until SIGTERM or Ctrl-C."""
     from aiohttp import web
 
+    from opus import systemd
     from opus.app import create_app
     from opus.auth import load_admin_token
 
@@ -135,6 +136,7 @@ def serve(**options: Any) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _, token_path = load_admin_token(settings.data_dir, settings.admin_token)
     app = create_app(settings)
+    systemd.attach(app)
 
     async def announce(_: web.Application) -> None:
         lines = [f"Opus {__version__} is ready on http://{settings.host}:{settings.port}"]
@@ -169,7 +171,8 @@ def serve(**options: Any) -> None:
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         shutdown_timeout=settings.shutdown_timeout_s,
         backlog=4096,  # a hall joining at once overflows the default 128
-        print=None,
+        # run_app calls `print` once every socket listens: the moment to tell systemd.
+        print=lambda _: systemd.ready(f"Serving on port {settings.port}"),
         loop=loop,
     )
     log.info("stopped cleanly")
