@@ -33,18 +33,18 @@ from opus.keys import (
 )
 from opus.ledger import Ledger
 from opus.live import Broadcaster
+from opus.lock import DataDirLock
 from opus.metrics import Metrics
 from opus.notifications import Notifier
 from opus.outbox import Relay
 from opus.queue import VoteQueue
 from opus.rooms import Catalog, Rooms
-from opus.views import api, middleware, openapi
+from opus.views import api, host, middleware, openapi, pages
 from opus.worker import Workers
 
 log = logging.getLogger(__name__)
 
 _CHECKPOINT_S = 30.0
-_PRUNE_EVERY = 5  # housekeeping ticks between prunes
 _MAX_CHUNKS = 100  # per prune; what is left waits for the next one
 _LAG_TICK_S = 0.05
 
@@ -59,6 +59,15 @@ def load_node_id(data_dir: Path) -> str:
         node_id = uuid7()
         path.write_text(node_id + "\n")
         return node_id
+
+
+async def _data_dir_lock(app: web.Application) -> AsyncIterator[None]:
+    """One server per data dir (two would each trust their own in-memory record of votes),
+    and no restore under a running server: see lock.py."""
+    held = DataDirLock(app[SETTINGS].data_dir, port=app[SETTINGS].port)
+    await asyncio.to_thread(held.acquire)
+    yield
+    held.release()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -130,18 +139,23 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 async def _housekeeping(app: web.Application, relay: Relay) -> None:
-    """WAL checkpoints in a thread, and pruning in small chunks: nothing here may hold the
-    event loop for long."""
+    """WAL checkpoints in a thread, and, every `prune_interval_s`, pruning in small chunks:
+    nothing here may hold the event loop for long. A failure (a full disk) is logged and the
+    next round tries again."""
     queue, metrics, settings = app[QUEUE], app[METRICS], app[SETTINGS]
-    ticks = 0
+    loop = asyncio.get_running_loop()
+    next_checkpoint = loop.time() + _CHECKPOINT_S
+    next_prune = loop.time() + settings.prune_interval_s
     while True:
-        await asyncio.sleep(_CHECKPOINT_S)
-        ticks += 1
+        await asyncio.sleep(max(0.0, min(next_checkpoint, next_prune) - loop.time()))
         try:
-            for path in (settings.db_path, settings.queue_path):
-                await asyncio.to_thread(checkpoint, path)
-            metrics.queue_failed.set(queue.failed_count())
-            if ticks % _PRUNE_EVERY == 0:
+            if loop.time() >= next_checkpoint:
+                next_checkpoint = loop.time() + _CHECKPOINT_S
+                for path in (settings.db_path, settings.queue_path):
+                    await asyncio.to_thread(checkpoint, path)
+                metrics.queue_failed.set(queue.failed_count())
+            if loop.time() >= next_prune:
+                next_prune = loop.time() + settings.prune_interval_s
                 for prune in (queue.prune, relay.prune):
                     for _ in range(_MAX_CHUNKS):
                         if not prune():
@@ -183,11 +197,13 @@ def create_app(settings: Settings) -> web.Application:
     app[NODE_ID] = load_node_id(settings.data_dir)
     app[SIGNER] = auth.Signer(auth.load_secret(settings.data_dir))
     app[ADMIN_TOKEN], _ = auth.load_admin_token(settings.data_dir, settings.admin_token)
-    app.cleanup_ctx.extend([_database, _queue, _pipeline])
+    app.cleanup_ctx.extend([_data_dir_lock, _database, _queue, _pipeline])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/ws", ws.websocket)
     app.on_shutdown.append(_close_sockets)
     api.setup(app)
     openapi.setup(app)
+    pages.setup(app)
+    host.setup(app)
     return app

@@ -7,6 +7,8 @@ import fcntl
 import gc
 import json
 import logging
+import os
+import secrets
 import socket
 import struct
 import sys
@@ -14,9 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from opus import __version__
-from opus.config import Settings, env_name, from_env, settings_fields
+from opus import __version__, doctor, lock
+from opus.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_FILE,
+    ConfigError,
+    Resolved,
+    Settings,
+    config_file,
+    env_name,
+    resolve,
+    settings_fields,
+)
 
 log = logging.getLogger("opus")
 
@@ -105,14 +118,54 @@ def _settings_options(fn: Any) -> Any:
         fn = click.option(flag, f.name, type=param_type, default=None, envvar=env_name(f.name),
                           show_envvar=True,
                           help=f"{f.metadata['help']} [default: {f.default}]")(fn)
-    return fn
+    return _config_option(fn)
 
 
-def _settings(options: dict[str, Any]) -> Settings:
+def _config_option(fn: Any) -> Any:
+    return click.option(
+        "--config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+        envvar=CONFIG_ENV, show_envvar=True,
+        help=f"Settings file (TOML; keys are the setting names, as in opus config show)."
+             f" [default: {DEFAULT_CONFIG_FILE} when it exists]",
+    )(fn)
+
+
+class SettingsError(click.ClickException):
+    """A setting that cannot be used: one line, and exit status 2 like click's usage errors."""
+
+    exit_code = 2
+
+
+class _SettingsCommand(click.Command):
+    """A command whose bad flag or OPUS_* value is reported in one line, like a bad file."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.BadParameter as exc:
+            raise SettingsError(exc.format_message()) from None
+
+
+def _resolve(options: dict[str, Any], ctx: click.Context | None = None) -> Resolved:
+    """The effective settings: flags, then OPUS_* variables, then the settings file, then the
+    defaults. Without a context every given option counts as a flag (click has already put
+    an option's variable into it, so the order holds either way)."""
+    options = dict(options)
+    given = options.pop("config", None)
+    flags = {
+        name: value for name, value in options.items()
+        if value is not None
+        and (ctx is None or ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE)
+    }
     try:
-        return from_env({}, **{k: v for k, v in options.items() if v is not None})
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+        return resolve(config_file(given), os.environ, flags)
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _settings(options: dict[str, Any], ctx: click.Context | None = None) -> Settings:
+    return _resolve(options, ctx).settings
 
 
 @click.group()
@@ -121,19 +174,28 @@ def main() -> None:
     """Opus: live polls for a room full of phones, from one program."""
 
 
-@main.command()
+@main.command(cls=_SettingsCommand)
 @_settings_options
 def serve(**options: Any) -> None:
-    """Serve the API (and, later, the pages) until SIGTERM or Ctrl-C."""
+    """Serve the API (and, later, the pages) until SIGTERM or Ctrl-C.
+
+    Each setting comes from, strongest first: its command-line flag, its OPUS_* environment
+    variable, the settings file (--config FILE or OPUS_CONFIG; /etc/opus/opus.toml when it
+    exists), the default. 'opus config show' prints what is in effect and why.
+    """
     from aiohttp import web
 
     from opus import systemd
     from opus.app import create_app
     from opus.auth import load_admin_token
 
-    settings = _settings(options)
+    settings = _settings(options, click.get_current_context())
     setup_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    running = lock.holder(settings.data_dir)
+    if running is not None:
+        raise click.ClickException(f"{settings.data_dir} is already served by a running Opus"
+                                   f" ({running.describe()}): stop it, or use another data dir.")
     _, token_path = load_admin_token(settings.data_dir, settings.admin_token)
     app = create_app(settings)
     systemd.attach(app)
@@ -195,11 +257,18 @@ def queue() -> None:
 
 
 def _data_dir_option(fn: Any) -> Any:
-    return click.option(
-        "--data-dir", type=click.Path(path_type=Path), envvar="OPUS_DATA_DIR",
-        default=Path("opus-data"), show_default=True, show_envvar=True,
-        help="The server's data folder.",
+    """--data-dir and --config, resolved as `opus serve` does (so OPUS_DATA_DIR and the
+    settings file name the same folder the server uses)."""
+    fn = click.option(
+        "--data-dir", type=click.Path(path_type=Path), envvar=env_name("data_dir"),
+        default=None, show_envvar=True,
+        help="The server's data folder. [default: the settings file's, else opus-data]",
     )(fn)
+    return _config_option(fn)
+
+
+def _operator(data_dir: Path | None, config: Path | None) -> Resolved:
+    return _resolve({"data_dir": data_dir, "config": config}, click.get_current_context())
 
 
 def _open_queue(data_dir: Path) -> Any:
@@ -212,9 +281,9 @@ def _open_queue(data_dir: Path) -> Any:
 
 @queue.command("stats")
 @_data_dir_option
-def queue_stats(data_dir: Path) -> None:
+def queue_stats(data_dir: Path | None, config: Path | None) -> None:
     """Messages ready, claimed, done and failed."""
-    q = _open_queue(data_dir)
+    q = _open_queue(_operator(data_dir, config).settings.data_dir)
     try:
         for name, count in q.stats().items():
             click.echo(f"{name:8} {count}")
@@ -224,9 +293,11 @@ def queue_stats(data_dir: Path) -> None:
 
 @queue.command("failed")
 @_data_dir_option
-def queue_failed(data_dir: Path) -> None:
+def queue_failed(data_dir: Path | None, config: Path | None) -> None:
     """List votes that kept failing (the dead-letter state), with their attempts."""
     from opus.db import Database
+
+    data_dir = _operator(data_dir, config).settings.data_dir
 
     async def attempts() -> dict[str, Any]:
         db = Database(data_dir / "opus.db")
@@ -256,9 +327,12 @@ def queue_failed(data_dir: Path) -> None:
 @click.argument("message_id", required=False)
 @click.option("--all", "retry_all", is_flag=True, help="Retry every failed message.")
 @_data_dir_option
-def queue_retry(message_id: str | None, retry_all: bool, data_dir: Path) -> None:
+def queue_retry(message_id: str | None, retry_all: bool, data_dir: Path | None,
+                config: Path | None) -> None:
     """Put a failed message (or --all) back in the queue; a running server picks it up."""
     from opus.db import Database
+
+    data_dir = _operator(data_dir, config).settings.data_dir
 
     if not message_id and not retry_all:
         raise click.UsageError("Name a MESSAGE_ID (see 'opus queue failed') or pass --all.")
@@ -285,3 +359,228 @@ def queue_retry(message_id: str | None, retry_all: bool, data_dir: Path) -> None
     click.echo(f"Returned {len(moved)} message(s) to the queue.")
     if message_id and not moved:
         raise click.ClickException(f"No failed message has the id {message_id}.")
+
+
+@queue.command("prune")
+@click.option("--older-than", default="0s", show_default=True,
+              help="Only votes applied longer ago than this: 90s, 30m, 12h or 7d.")
+@_data_dir_option
+def queue_prune(older_than: str, data_dir: Path | None, config: Path | None) -> None:
+    """Delete applied (done) votes from the queue; the database keeps every vote. Failed votes
+    stay. A running server also does this every --prune-interval-s."""
+    seconds = _duration(older_than)
+    q = _open_queue(_operator(data_dir, config).settings.data_dir)
+    total = 0
+    try:
+        while pruned := q.prune(5000, seconds):
+            total += pruned
+    finally:
+        q.close()
+    click.echo(f"Pruned {total} applied message(s) from the queue.")
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration such as 90s, 30m, 12h or 7d",
+                                 param_hint="--older-than") from None
+
+
+# -- settings -----------------------------------------------------------------------------
+
+_SECRET_SETTINGS = {"admin_token", "wifi_password"}
+
+
+@main.group("config")
+def config_group() -> None:
+    """The settings in effect, and where each comes from."""
+
+
+@config_group.command("show", cls=_SettingsCommand)
+@_settings_options
+def config_show(**options: Any) -> None:
+    """Print every setting `opus serve` would use with these options, and where it came from:
+    a flag, an OPUS_* variable, the settings file or the default. Secrets are masked."""
+    resolved = _resolve(options, click.get_current_context())
+    if resolved.config_file is not None:
+        click.echo(f"Settings file: {resolved.config_file}")
+    else:
+        click.echo(f"Settings file: none (--config FILE or {CONFIG_ENV};"
+                   f" {DEFAULT_CONFIG_FILE} when it exists)")
+    width = max(len(f.name) for f in settings_fields())
+    for f in settings_fields():
+        value = getattr(resolved.settings, f.name)
+        if value is None:
+            shown = "(unset)"
+        elif f.name in _SECRET_SETTINGS:
+            shown = f"******** ({len(str(value))} characters)"
+        else:
+            shown = str(value)
+        click.echo(f"{f.name:<{width}}  {shown:<28}  {resolved.sources[f.name]}")
+
+
+# -- the operator's tools -----------------------------------------------------------------
+
+
+@main.command("doctor", cls=_SettingsCommand)
+@click.option("--min-free-mb", type=int, default=500, show_default=True,
+              help="Warn when the data dir's filesystem has less free space than this.")
+@_settings_options
+def doctor_command(min_free_mb: int, **options: Any) -> None:
+    """Check this box before the audience arrives: the data dir, free disk, the port, the
+    address attendees join at, the clock, the database and the queue. Takes the same options
+    as `opus serve`. One line per check (OK, WARN or FAIL); exit status 1 when one FAILs."""
+    settings = _settings(options, click.get_current_context())
+    checks = doctor.run(settings, attendee_urls, min_free_mb)
+    for check in checks:
+        click.echo(check.line())
+    failed = sum(c.status == doctor.FAIL for c in checks)
+    warned = sum(c.status == doctor.WARN for c in checks)
+    click.echo(f"{failed} failed, {warned} warnings, {len(checks) - failed - warned} OK")
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@main.command("backup")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@_data_dir_option
+def backup_command(file: Path, data_dir: Path | None, config: Path | None) -> None:
+    """Copy the data dir (votes, queue, rooms, tokens) into FILE, a .tar.gz. Safe while the
+    server is serving and votes are coming in: every vote acknowledged before it starts is
+    in the copy."""
+    from opus import backup
+
+    settings = _operator(data_dir, config).settings
+    try:
+        summary = backup.create(settings.data_dir, file)
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    size = file.stat().st_size / 2**20
+    click.echo(f"Backed up {settings.data_dir} to {file} ({size:.1f} MB): {summary.describe()}.")
+
+
+@main.command("restore")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_data_dir_option
+def restore_command(file: Path, data_dir: Path | None, config: Path | None) -> None:
+    """Put a backup made by `opus backup` in place in the data dir. Refused while a server
+    runs on that data dir. The files it replaces are moved into a pre-restore-<time> folder
+    inside the data dir, never deleted."""
+    from opus import backup
+
+    settings = _operator(data_dir, config).settings
+    try:
+        summary, aside = backup.restore(file, settings.data_dir)
+    except lock.DataDirLocked as exc:
+        raise click.ClickException(f"{exc}: stop it first (systemctl stop opus, or Ctrl-C in"
+                                   " its terminal), then restore.") from None
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Restored the backup of {summary.created_at} into {settings.data_dir}:"
+               f" {summary.describe()}.")
+    if aside is not None:
+        click.echo(f"The files it replaced are in {aside}.")
+    if summary.queued:
+        click.echo(f"The server counts the {summary.queued} waiting votes when it starts.")
+
+
+@main.command("export")
+@click.argument("room")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="json",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write to this file instead of printing.")
+@_data_dir_option
+def export_command(room: str, fmt: str, output: Path | None, data_dir: Path | None,
+                   config: Path | None) -> None:
+    """Export ROOM (its id or its join code): every poll with its results and counted
+    votes, as JSON or CSV. Works while the server runs."""
+    settings = _operator(data_dir, config).settings
+    if not settings.db_path.is_file():
+        raise click.ClickException(f"No database in {settings.data_dir}: is this the server's"
+                                   " data dir?")
+    text = asyncio.run(_export_room(settings, room, fmt))
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    partial = output.with_name(output.name + ".partial")
+    partial.write_text(text)
+    partial.replace(output)
+    click.echo(f"Wrote {output}", err=True)
+
+
+async def _export_room(settings: Settings, room: str, fmt: str) -> str:
+    from opus import export
+    from opus.db import Database
+    from opus.errors import NotFound
+    from opus.rooms import Catalog, Rooms
+
+    db = Database(settings.db_path)
+    await db.open()
+    try:
+        catalog = Catalog()
+        await catalog.load(db)
+        rooms = Rooms(db, catalog, "opus-cli", lambda: None)
+        try:
+            room_id = await export.find_room(rooms, room)
+        except NotFound:
+            raise click.ClickException(f"No room has the id or code {room!r}.") from None
+        return export.render(await export.room_export(rooms, room_id), fmt)
+    finally:
+        await db.close()
+
+
+@main.group()
+def admin() -> None:
+    """The host's admin token."""
+
+
+@admin.command("token")
+@click.option("--rotate", is_flag=True,
+              help="Replace the token in the data dir with a new one.")
+@_data_dir_option
+def admin_token(rotate: bool, data_dir: Path | None, config: Path | None) -> None:
+    """Print the admin token (on standard output; where it lives on standard error), or
+    --rotate it. A running server keeps the token it started with: restart it after a
+    rotation (nothing is lost; the old token stops working then)."""
+    resolved = _operator(data_dir, config)
+    settings = resolved.settings
+    path = settings.data_dir / "admin_token"
+    configured = settings.admin_token
+    origin = resolved.sources["admin_token"]
+    if not rotate:
+        if configured:
+            click.echo(f"The admin token comes from {origin}.", err=True)
+            click.echo(configured)
+        elif path.is_file():
+            click.echo(f"Admin token file: {path.absolute()}", err=True)
+            click.echo(path.read_text().strip())
+        else:
+            raise click.ClickException(f"No admin token yet: the server makes {path} on its"
+                                       " first start (or run opus admin token --rotate).")
+        return
+    token = secrets.token_urlsafe(24)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name("admin_token.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+    click.echo(f"Wrote a new admin token to {path.absolute()} (readable by its owner only).",
+               err=True)
+    if configured:
+        click.echo(f"Note: the server takes its token from {origin}, so this file has no"
+                   " effect until that is removed.", err=True)
+    running = lock.holder(settings.data_dir)
+    if running is not None:
+        click.echo(f"The server running on this data dir ({running.describe()}) accepts the"
+                   " old token until it restarts: systemctl restart opus, or stop and start"
+                   " opus serve. Nothing is lost in a restart.", err=True)
+    click.echo(token)

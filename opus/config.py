@@ -4,7 +4,10 @@ table are all derived from the list below."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,9 @@ class Settings:
         256, "Messages waiting for one socket beyond which it is dropped as too slow."
     )
     activity_interval_s: float = _setting(1.0, "Seconds between host activity-feed updates.")
+    prune_interval_s: float = _setting(
+        150.0, "Seconds between prunes of applied votes from the queue and of old relayed events."
+    )
     shutdown_timeout_s: float = _setting(
         20.0, "Seconds SIGTERM waits for requests in flight before closing."
     )
@@ -73,6 +79,8 @@ class Settings:
             problems.append("port is between 1 and 65535")
         if self.workers < 1 or self.worker_batch < 1 or self.max_attempts < 1:
             problems.append("workers, worker_batch and max_attempts are at least 1")
+        if self.prune_interval_s <= 0:
+            problems.append("prune_interval_s is more than 0")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -96,29 +104,138 @@ def env_name(name: str) -> str:
     return "OPUS_" + name.upper()
 
 
+def _kind(f: dataclasses.Field[Any]) -> str:
+    """The field's type as written ("int", "str | None", "Path", ...)."""
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
 def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    """A setting's value from text (an environment variable); ValueError when it is not one."""
+    kind = _kind(f)
     if kind.startswith("int"):
         return int(raw)
     if kind.startswith("float"):
         return float(raw)
     if kind.startswith("bool"):
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
+        word = raw.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ValueError(f"{raw!r} is not true or false")
+        return word in _TRUE
     if kind.startswith("Path"):
         return Path(raw)
     return raw
 
 
-def from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings from OPUS_* variables, then explicit overrides (the tests' way in)."""
-    environ = dict(os.environ) if environ is None else environ
+def _from_toml(f: dataclasses.Field[Any], value: Any) -> Any:
+    """A setting's value from the settings file, where TOML already gives it a type."""
+    kind = _kind(f).split(" ")[0]
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind in ("str", "Path") and isinstance(value, str):
+        return Path(value) if kind == "Path" else value
+    wanted = {"int": "a whole number", "float": "a number", "bool": "true or false",
+              "Path": "a path in quotes"}.get(kind, "a string in quotes")
+    raise ValueError(f"{f.name} must be {wanted}, not {value!r}")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used: an unknown key, a bad value, a missing file."""
+
+
+DEFAULT_CONFIG_FILE = Path("/etc/opus/opus.toml")
+CONFIG_ENV = "OPUS_CONFIG"
+
+
+def config_file(given: Path | None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The settings file to read: --config, else $OPUS_CONFIG, else /etc/opus/opus.toml when
+    it exists, else none."""
+    environ = os.environ if environ is None else environ
+    if given is not None:
+        return given
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings a TOML file sets (keys are the setting names), checked."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such settings file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    fields = {f.name: f for f in settings_fields()}
     values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            near = difflib.get_close_matches(key.replace("-", "_"), fields, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ConfigError(f"{path}: unknown setting '{key}'{hint}")
+        try:
+            values[key] = _from_toml(fields[key], value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The effective settings and, for each, where it came from."""
+
+    settings: Settings
+    sources: dict[str, str]  # setting name -> "default", "file PATH", "env OPUS_X", "flag --x"
+    config_file: Path | None
+
+
+def resolve(
+    config: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Resolved:
+    """Settings by precedence, strongest first: command-line flags, OPUS_* environment
+    variables, the settings file, the defaults. Raises ConfigError (one line) when a value
+    cannot be used."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources = {f.name: "default" for f in settings_fields()}
+    if config is not None:
+        for name, value in read_config_file(config).items():
+            values[name], sources[name] = value, f"file {config}"
     for f in settings_fields():
         raw = environ.get(env_name(f.name))
-        if raw not in (None, ""):
+        if raw in (None, ""):
+            continue
+        try:
             values[f.name] = _coerce(f, raw)
-    values.update(overrides)
-    return Settings(**values)
+        except ValueError:
+            raise ConfigError(
+                f"{env_name(f.name)}={raw!r}: {f.name} must be {_kind(f).split(' ')[0]}"
+            ) from None
+        sources[f.name] = f"env {env_name(f.name)}"
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name], sources[name] = value, "flag --" + name.replace("_", "-")
+    try:
+        settings = Settings(**values)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return Resolved(settings, sources, config)
+
+
+def from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from OPUS_* variables, then explicit overrides (the tests' way in)."""
+    return resolve(None, environ, overrides).settings
 
 
 def markdown_table() -> str:

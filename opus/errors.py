@@ -49,3 +49,14 @@ class TooManyRequests(OpusError):
 
 class Unavailable(OpusError):
     status, code = 503, "unavailable"
+
+
+class StorageFull(Unavailable):
+    """The disk is full: nothing can be saved until space returns, and then everything works
+    again by itself."""
+
+    code = "storage_full"
+
+    def __init__(self) -> None:
+        super().__init__("The server's disk is full, so nothing was saved; try again shortly.",
+                         retry_after=5)

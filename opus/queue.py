@@ -161,14 +161,17 @@ class VoteQueue:
             "failed": self._q.failed_count(),
         }
 
-    def prune(self, limit: int = 5000) -> int:
-        """Delete up to `limit` done messages (failed ones stay until an operator retries
-        them); returns how many. In chunks, so that no single delete stalls the loop."""
+    def prune(self, limit: int = 5000, older_than_s: float = 0.0) -> int:
+        """Delete up to `limit` done messages, applied more than `older_than_s` ago (failed
+        ones stay until an operator retries them); returns how many. In chunks, so that no
+        single delete stalls the loop."""
+        cutoff = time.time_ns() - int(older_than_s * 1e9)
         with self._q.transaction(mode="IMMEDIATE"):
             cursor = self._q.conn.execute(
                 f"""DELETE FROM "Queue" WHERE rowid IN (SELECT rowid FROM "Queue"
-                WHERE status = {MessageStatus.DONE.value} LIMIT :limit)""",
-                {"limit": limit},
+                WHERE status = {MessageStatus.DONE.value} AND done_time <= :cutoff
+                LIMIT :limit)""",
+                {"limit": limit, "cutoff": cutoff},
             )
         return int(cursor.rowcount)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from opus import apply, events
 from opus.config import Settings
-from opus.db import Database, fetchall
+from opus.db import Database, fetchall, is_disk_full
 from opus.ledger import Ledger
 from opus.metrics import Metrics
 from opus.queue import Claim, VoteQueue
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 _IDLE_MAX_S = 0.25
 _BACKOFF_BASE_S = 0.2
+_FULL_PAUSE_S = 1.0
+_FULL_LOG_EVERY_S = 10.0
 
 
 class Workers:
@@ -45,6 +47,7 @@ class Workers:
         self._on_commit = on_commit
         self._stopping = False
         self._claiming = asyncio.Lock()
+        self._full_logged = -_FULL_LOG_EVERY_S
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -84,6 +87,9 @@ class Workers:
             await self._apply(claims)
             return
         except Exception as exc:
+            if is_disk_full(exc):
+                await self._wait_for_space(claims)
+                return
             if len(claims) == 1:
                 await self._failed(claims[0], exc)
                 return
@@ -147,8 +153,25 @@ class Workers:
 
     # -- failures ------------------------------------------------------------------------
 
+    async def _wait_for_space(self, claims: list[Claim]) -> None:
+        """A full disk is not the votes' fault: counting it as an attempt would dead-letter
+        every vote of a long outage. The claims go back to the queue after a pause (if even
+        that write fails, they expire and come back) and are applied once space returns."""
+        now = time.monotonic()
+        if now >= self._full_logged + _FULL_LOG_EVERY_S:
+            self._full_logged = now
+            log.error("the disk is full: %d votes wait in the queue for space", len(claims))
+        await asyncio.sleep(_FULL_PAUSE_S)
+        for claim in claims:
+            with contextlib.suppress(Exception):
+                self._queue.retry(claim)
+        self._work_available.set()
+
     async def _failed(self, claim: Claim, exc: Exception) -> None:
         """Count the attempt in SQLite; retry later with backoff, or dead-letter the message."""
+        if is_disk_full(exc):
+            await self._wait_for_space([claim])
+            return
         try:
             vote = apply.parse(claim)
             who = (vote.poll_id, vote.voter_id, vote.choice)

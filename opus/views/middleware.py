@@ -8,7 +8,8 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from opus.errors import OpusError
+from opus.db import is_disk_full
+from opus.errors import OpusError, StorageFull
 from opus.keys import METRICS
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,17 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
             if exc.status < 400 or not request.path.startswith("/api/"):
                 raise
             response = _api_error(request, exc)
-        except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.path)
-            response = error_response(
-                500, "internal_error",
-                "Something went wrong on the server; nothing was lost, try again.")
+        except Exception as exc:
+            if is_disk_full(exc):  # a join or a host call while the disk is full
+                log.error("disk full on %s %s", request.method, request.path)
+                full = StorageFull()
+                response = error_response(full.status, full.code, full.message,
+                                          full.retry_after)
+            else:
+                log.exception("unexpected error on %s %s", request.method, request.path)
+                response = error_response(
+                    500, "internal_error",
+                    "Something went wrong on the server; nothing was lost, try again.")
         status = response.status
         return response
     finally:
