@@ -62,8 +62,11 @@ class Workers:
                     self._work_available.clear()
                     try:
                         claims = self._queue.claim(self._settings.worker_batch)
-                    except Exception:
-                        log.exception("worker %d could not claim votes", index)
+                    except Exception as exc:
+                        if not is_disk_full(exc):
+                            log.exception("worker %d could not claim votes", index)
+                        elif self._note_full():  # one line now and then, not a traceback a tick
+                            log.error("the disk is full: votes wait in the queue for space")
                     if claims:
                         break
                     with contextlib.suppress(TimeoutError):
@@ -153,13 +156,19 @@ class Workers:
 
     # -- failures ------------------------------------------------------------------------
 
+    def _note_full(self) -> bool:
+        """True at most once every few seconds: whether to log that the disk is full."""
+        now = time.monotonic()
+        if now < self._full_logged + _FULL_LOG_EVERY_S:
+            return False
+        self._full_logged = now
+        return True
+
     async def _wait_for_space(self, claims: list[Claim]) -> None:
         """A full disk is not the votes' fault: counting it as an attempt would dead-letter
         every vote of a long outage. The claims go back to the queue after a pause (if even
         that write fails, they expire and come back) and are applied once space returns."""
-        now = time.monotonic()
-        if now >= self._full_logged + _FULL_LOG_EVERY_S:
-            self._full_logged = now
+        if self._note_full():
             log.error("the disk is full: %d votes wait in the queue for space", len(claims))
         await asyncio.sleep(_FULL_PAUSE_S)
         for claim in claims:
