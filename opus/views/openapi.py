@@ -429,6 +429,20 @@ def schemas() -> JSON:
                 "votes": {"type": "array", "items": ref("CountedVote")},
             },
         },
+        "RoomExport": {
+            "type": "object",
+            "description": "Every poll of a room, drafts included, in the room's order.",
+            "required": ["room", "exported_at", "polls"],
+            "properties": {
+                "room": {
+                    "type": "object",
+                    "description": "The room, as in getRoom, without its polls.",
+                    "required": ["id", "code", "title", "created_at"],
+                },
+                "exported_at": TIMESTAMP,
+                "polls": {"type": "array", "items": ref("PollExport")},
+            },
+        },
         "Notification": {
             "type": "object",
             "description": "A message for one attendee. `poll_created`: the host prepared a poll "
@@ -699,17 +713,48 @@ def paths() -> JSON:
                                 "schema": {"type": "string"},
                                 "example": (
                                     "record,option_id,option_label,votes,event_id,voter_id,"
-                                    "counted_at\n"
-                                    f"result,{EXAMPLE_OPTIONS[1]['id']},Jupiter,1,,,\n"
+                                    "counted_at,value\n"
+                                    f"result,{EXAMPLE_OPTIONS[1]['id']},Jupiter,1,,,,\n"
                                     f"vote,{EXAMPLE_OPTIONS[1]['id']},Jupiter,,"
                                     f"{EXAMPLE_EVENT_ID},{EXAMPLE_VOTER_ID},"
-                                    "2026-11-23T13:07:04.647Z\n"
+                                    "2026-11-23T13:07:04.647Z,\n"
                                 ),
                             },
                         },
                     },
                     "400": error("`invalid_format`: `format` is neither csv nor json."),
                     **host_errors({"404": POLL_404}),
+                },
+            },
+        },
+        "/api/v1/rooms/{room_id}/export": {
+            "parameters": [room_id],
+            "get": {
+                "operationId": "exportRoom",
+                "tags": ["host"],
+                "summary": "Every poll of the room, with its results and counted votes",
+                "description": "Sent as an attachment (`Content-Disposition`), as "
+                "`opus export ROOM` writes it. The CSV has the poll export's columns, each "
+                "row prefixed with the poll's `poll_id`, `question` and `kind`.",
+                "security": ADMIN,
+                "parameters": [
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The export.",
+                        "content": {
+                            **json_body(ref("RoomExport")),
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "400": error("`invalid_format`: `format` is neither csv nor json."),
+                    **host_errors({"404": error("`room_not_found`: no room has this id.")}),
                 },
             },
         },
@@ -795,8 +840,9 @@ def paths() -> JSON:
                                  "is not one of the poll's options."),
                     "503": error(
                         "Nothing was saved; try again after `Retry-After`. `queue_full`: "
-                        "too many votes wait to be counted; `storage_error`: the disk "
-                        "refused the write; `unavailable`: the server is shutting down.",
+                        "too many votes wait to be counted; `storage_full`: the server's "
+                        "disk is full; `storage_error`: the disk refused the write; "
+                        "`unavailable`: the server is shutting down.",
                         retry_after=True,
                     ),
                     "default": OTHER,
