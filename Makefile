@@ -11,7 +11,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 \
 	command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { command -v $$c; break; }; done)
 
-.PHONY: run test venv bench-ingest bench-live clean
+.PHONY: run test venv bench-ingest bench-live bench-binary binary deb clean
 
 $(PY):
 	@if [ -z "$(PYTHON)" ]; then echo "Opus needs Python 3.12 or newer: install python3.12 (apt install python3.12, or pyenv install 3.12) and run make again." >&2; exit 1; fi
@@ -40,7 +40,32 @@ bench-ingest: $(TEST_STAMP)
 	$(PY) bench/ingest.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info
 
 bench-live: $(TEST_STAMP)
 	$(PY) bench/live.py
+
+# The single binary (PyInstaller, from opus.spec) and the Debian package around it. PyInstaller
+# keeps its work in build/pyinstaller, so a rebuild after a small change is quicker; make skips
+# it altogether while dist/opus is newer than every source file.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' opus/__init__.py)
+DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null)
+BINARY := dist/opus
+DEB := dist/opus_$(VERSION)_$(DEB_ARCH).deb
+BINARY_SOURCES := opus.spec packaging/entry.py pyproject.toml \
+	$(shell find opus -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
+
+binary: $(BINARY)
+
+$(BINARY): $(BINARY_SOURCES) | $(TEST_STAMP)
+	$(PY) -m PyInstaller opus.spec --noconfirm --log-level WARN \
+		--workpath build/pyinstaller --distpath dist
+	@touch $@
+
+deb: $(DEB)
+
+$(DEB): $(BINARY) systemd/opus.service systemd/opus-kiosk.service $(wildcard packaging/deb/*) README.md
+	packaging/deb/build $(BINARY) $@
+
+bench-binary: $(TEST_STAMP)
+	$(PY) bench/binary.py
