@@ -68,6 +68,11 @@ class Settings:
     log_format: str = _setting("text", "Log lines as 'text' or 'json'.")
     log_level: str = _setting("info", "debug, info, warning or error.")
     access_log: bool = _setting(False, "Log every HTTP request (halves the request rate).")
+    wifi_ssid: str | None = _setting(
+        None, "Venue Wi-Fi name: the screen then shows a second QR code that joins it."
+    )
+    wifi_password: str | None = _setting(None, "Venue Wi-Fi password, for that QR code.")
+    wifi_security: str = _setting("WPA", "Venue Wi-Fi security: WPA, WEP or nopass.")
 
     def __post_init__(self) -> None:
         problems = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jinja2
 from aiohttp import web
 
 from opus.auth import Signer
@@ -30,3 +31,5 @@ ROOMS = web.AppKey("rooms", Rooms)
 INGEST = web.AppKey("ingest", Ingest)
 BROADCASTER = web.AppKey("broadcaster", Broadcaster)
 NOTIFIER = web.AppKey("notifier", Notifier)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+PAGE_SECRET = web.AppKey("page_secret", bytes)  # signs host sessions and CSRF tokens

@@ -1,0 +1,239 @@
+/* The attendee page with JavaScript: votes go to the API with an event_id chosen here and
+   kept in localStorage until the server answers, so a vote made during a Wi-Fi drop is sent
+   when the network returns (on "online", on a timer, on the next page load) and, whatever
+   happens in between, counted once. The page shows each vote's receipt: saved on this phone,
+   received (queued), counted. Without JavaScript the same forms simply POST. */
+"use strict";
+(function () {
+  var boot = Opus.boot(), offset = Opus.clockOffset(boot);
+  var OUTBOX = "opus.outbox", UPVOTED = "opus.upvoted";
+  var inflight = {}, watching = {}, refreshTimer = null, snapshots = 0;
+  var FRIENDLY = {
+    already_voted: "You have already voted in this poll.",
+    poll_not_open: "This poll is closed: your vote was not counted.",
+    time_up: "Time is up for this question: your answer was not counted.",
+    poll_not_found: "This poll is not open.",
+    wrong_room: "This poll belongs to another room: open its page to vote.",
+    bad_token: "Join the room again to vote."
+  };
+
+  function read(key, fallback) {
+    try { return JSON.parse(localStorage.getItem(key)) || fallback; } catch (e) { return fallback; }
+  }
+  function write(key, value) {
+    try { localStorage.setItem(key, JSON.stringify(value)); } catch (e) { /* private mode: memory only */ }
+  }
+  var memory = read(OUTBOX, []);
+  function outbox() { return read(OUTBOX, memory); }
+  function keep(list) { memory = list; write(OUTBOX, list); }
+  function drop(eventId) { keep(outbox().filter(function (v) { return v.event_id !== eventId; })); }
+  Opus.upvoted = function () { return read(UPVOTED, {}); };
+
+  function uuid() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    // crypto.randomUUID needs a secure context; a venue's http://10.0.0.5 is not one.
+    var b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 15) | 64; b[8] = (b[8] & 63) | 128;
+    var h = Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join("");
+    return h.slice(0, 8) + "-" + h.slice(8, 12) + "-" + h.slice(12, 16) + "-" + h.slice(16, 20) + "-" + h.slice(20);
+  }
+
+  function bodyOf(form, submitter) {
+    var data = new FormData(form);
+    if (submitter && submitter.name) data.set(submitter.name, submitter.value);
+    var kind = form.getAttribute("data-kind");
+    if (kind === "multiple") return { option_ids: data.getAll("option") };
+    if (kind === "single" || kind === "quiz") return { option_ids: data.get("option") ? [data.get("option")] : [] };
+    if (kind === "rating") return { value: parseInt(data.get("value"), 10) };
+    if (kind === "qa" && data.get("upvote")) return { upvote: data.get("upvote") };
+    return { text: String(data.get("text") || "") };
+  }
+
+  function card(pollId) { return document.querySelector('[data-poll="' + pollId + '"].card'); }
+  function receipt(pollId, state, text, eventId) {
+    var c = card(pollId);
+    var el = c && c.querySelector("[data-receipt]");
+    if (!el) return;
+    el.setAttribute("data-state", state);
+    if (eventId) el.setAttribute("data-event", eventId);
+    el.textContent = text;
+  }
+  var WORDS = {
+    local: "Saved on this phone: it is sent as soon as the network is back.",
+    sending: "Sending…",
+    queued: "Received, being counted…",
+    counted: "Counted."
+  };
+
+  function send(item) {
+    if (inflight[item.event_id]) return;
+    inflight[item.event_id] = true;
+    var payload = Object.assign({ event_id: item.event_id }, item.body);
+    fetch("/api/v1/polls/" + item.poll_id + "/votes", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload)
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (json) {
+        delete inflight[item.event_id];
+        if (response.status === 202) return accepted(item);
+        if (response.status >= 500 || response.status === 429) {
+          receipt(item.poll_id, "local", WORDS.local);  // the server is busy: try again later
+          return;
+        }
+        drop(item.event_id);
+        var code = json.error && json.error.code;
+        receipt(item.poll_id, "rejected", FRIENDLY[code] || (json.error && json.error.message) || "Not counted.");
+        enable(item.poll_id);
+      });
+    }, function () {
+      delete inflight[item.event_id];
+      receipt(item.poll_id, "local", WORDS.local);
+    });
+  }
+
+  function accepted(item) {
+    drop(item.event_id);
+    if (item.body.upvote) {
+      var mine = Opus.upvoted(); mine[item.body.upvote] = 1; write(UPVOTED, mine);
+      receipt(item.poll_id, "counted", "Upvoted.");
+    } else if (item.kind === "qa") {
+      receipt(item.poll_id, "counted", "Your question is in.");
+    } else {
+      receipt(item.poll_id, "queued", WORDS.queued, item.event_id);
+    }
+    refresh();
+  }
+
+  function flush() {
+    outbox().forEach(function (item) {
+      if (Date.now() - item.at > 24 * 3600 * 1000) { drop(item.event_id); return; }
+      send(item);
+    });
+  }
+
+  function enable(pollId) {
+    var c = card(pollId);
+    if (c) c.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = false; });
+  }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.hasAttribute || !form.hasAttribute("data-vote")) return;
+    event.preventDefault();
+    var item = {
+      event_id: uuid(), poll_id: form.getAttribute("data-poll"), kind: form.getAttribute("data-kind"),
+      room: boot.room, body: bodyOf(form, event.submitter), at: Date.now()
+    };
+    keep(outbox().concat([item]));  // saved before it is sent: a drop now loses nothing
+    if (event.submitter) event.submitter.disabled = true;
+    receipt(item.poll_id, "sending", WORDS.sending);
+    send(item);
+  });
+
+  // -- receipts of votes the server has: queued until a worker counts them -----------------
+  function watch() {
+    document.querySelectorAll('[data-receipt][data-event][data-state="queued"]').forEach(function (el) {
+      var id = el.getAttribute("data-event");
+      if (watching[id]) return;
+      watching[id] = 1;
+      var tries = 0;
+      (function ask() {
+        fetch("/api/v1/votes/" + id, { credentials: "same-origin" }).then(function (r) {
+          return r.ok ? r.json() : null;
+        }).then(function (body) {
+          var status = body && body.status;
+          var now = document.querySelector('[data-receipt][data-event="' + id + '"]');
+          if (status === "counted" || status === "rejected") {
+            delete watching[id];
+            if (now) {
+              now.setAttribute("data-state", status);
+              now.textContent = status === "counted" ? WORDS.counted : "Not counted: " + (body.reason || "rejected") + ".";
+            }
+            return;
+          }
+          tries += 1;
+          setTimeout(ask, tries < 20 ? 500 : 5000);
+        }, function () { tries += 1; setTimeout(ask, 5000); });
+      })();
+    });
+  }
+
+  // -- the poll list: swapped for the server's when polls open, close or a vote lands --------
+  function editing(container) {
+    var forms = container.querySelectorAll("form.vote");
+    for (var i = 0; i < forms.length; i++) {
+      var f = forms[i];
+      if (f.querySelector("input[type=radio]:checked, input[type=checkbox]:checked")) return true;
+      var t = f.querySelector("input[name=text], textarea");
+      if (t && t.value.trim()) return true;
+    }
+    return false;
+  }
+  function refresh() {
+    clearTimeout(refreshTimer);
+    refreshTimer = setTimeout(function () {
+      fetch("/j/" + boot.room + "/polls", { credentials: "same-origin" }).then(function (r) {
+        return r.ok ? r.text() : null;
+      }).then(function (html) {
+        if (!html) return;
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("polls");
+        var current = document.getElementById("polls");
+        if (!fresh || !current) return;
+        // Keep a card whose form the attendee is filling in: swap the others.
+        current.querySelectorAll("section.card[data-poll]").forEach(function (old) {
+          var id = old.getAttribute("data-poll");
+          var next = fresh.querySelector('section.card[data-poll="' + id + '"]');
+          if (next && editing(old) && next.getAttribute("data-status") === old.getAttribute("data-status")
+              && next.getAttribute("data-voted") === old.getAttribute("data-voted")) {
+            next.replaceWith(old);
+          }
+        });
+        current.replaceWith(fresh);
+        decorate();
+      }, function () { /* offline: the socket's reconnect brings a refresh */ });
+    }, 150);
+  }
+
+  function decorate() {
+    outbox().forEach(function (item) { receipt(item.poll_id, "local", WORDS.local); });
+    document.querySelectorAll("[data-deadline]").forEach(function (el) { Opus.countdown(el, offset); });
+    watch();
+  }
+
+  // -- live: results, poll changes, notifications ---------------------------------------------
+  var banner = document.querySelector("[data-connection]"), downSince = 0;
+  Opus.connect("/ws?room=" + encodeURIComponent(boot.room), {
+    status: function (state) {
+      if (state === "live") { downSince = 0; banner.hidden = true; return; }
+      if (!downSince) downSince = Date.now();
+      setTimeout(function () {
+        if (downSince && Date.now() - downSince >= 3000) {
+          banner.hidden = false;
+          banner.textContent = "Reconnecting… your answers are kept on this phone meanwhile.";
+        }
+      }, 3100);
+    },
+    message: function (msg) {
+      if (msg.type === "snapshot") { if (snapshots++) refresh(); flush(); return; }
+      if (msg.type === "poll") { refresh(); return; }
+      if (msg.type === "results") {
+        var box = document.querySelector('.card [data-results="' + msg.poll_id + '"]');
+        if (box) Opus.renderResults(box, msg);
+        return;
+      }
+      if (msg.type === "notification") {
+        var badge = document.querySelector("[data-unread]");
+        if (badge) {
+          var n = (parseInt(badge.textContent, 10) || 0) + 1;
+          badge.textContent = n; badge.hidden = false;
+          badge.parentNode.setAttribute("aria-label", "Messages, " + n + " unread");
+        }
+      }
+    }
+  });
+
+  window.addEventListener("online", flush);
+  setInterval(flush, 4000);
+  decorate();
+  flush();
+})();

@@ -1,0 +1,173 @@
+/* Results views for every page. The server renders the first state (pages work without
+   JavaScript); these functions keep the same markup up to date in place, keyed by option,
+   word and question, so CSS transitions animate the change instead of redrawing it. */
+"use strict";
+window.Opus = window.Opus || {};
+
+(function () {
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+  function unit(kind) { return kind === "qa" ? "question" : (kind === "text" || kind === "quiz") ? "answer" : "vote"; }
+
+  function bars(box, results) {
+    var list = box.querySelector(".bars");
+    if (!list) { list = el("ol", "bars"); box.prepend(list); }
+    var seen = {};
+    results.options.forEach(function (o, i) {
+      seen[o.id] = true;
+      var item = list.querySelector('[data-option="' + o.id + '"]');
+      if (!item) {
+        item = el("li", "bar");
+        item.setAttribute("data-option", o.id);
+        var label = el("span", "bar-label");
+        var count = el("span", "bar-count");
+        count.append(el("b"), " ", el("small"));
+        count.firstChild.setAttribute("data-votes", "");
+        count.lastChild.setAttribute("data-percent", "");
+        var track = el("span", "bar-track");
+        track.setAttribute("aria-hidden", "true");
+        track.append(el("span", "bar-fill"));
+        item.append(label, count, track);
+        list.append(item);
+      }
+      if (list.children[i] !== item) list.insertBefore(item, list.children[i]);
+      var label = item.querySelector(".bar-label");
+      var text = (o.correct ? "✓ " : "") + o.label;
+      if (label.textContent !== text) label.textContent = text;
+      item.classList.toggle("correct", !!o.correct);
+      item.querySelector("[data-votes]").textContent = o.votes;
+      item.querySelector("[data-percent]").textContent = Math.round(o.percent || 0) + "%";
+      item.querySelector(".bar-fill").style.width = (o.percent || 0) + "%";
+    });
+    Array.prototype.slice.call(list.children).forEach(function (item) {
+      if (!seen[item.getAttribute("data-option")]) item.remove();
+    });
+    if (results.kind === "rating") {
+      var avg = box.querySelector(".average");
+      if (!avg) {
+        avg = el("p", "average", "Average ");
+        var b = el("b"); b.setAttribute("data-average", "");
+        avg.append(b, " ", el("span", "", "out of " + results.options.length));
+        list.after(avg);
+      }
+      avg.querySelector("[data-average]").textContent = results.average == null ? "–" : results.average;
+    }
+  }
+
+  function cloud(box, results) {
+    var words = results.words || [];
+    var holder = box.querySelector(".cloud");
+    if (!holder) { holder = el("p", "cloud"); box.prepend(holder); }
+    var top = words.length ? words[0].count : 1, seen = {};
+    words.forEach(function (w) {
+      seen[w.word] = true;
+      var span = null;
+      for (var i = 0; i < holder.children.length; i++) {
+        if (holder.children[i].getAttribute("data-word") === w.word) { span = holder.children[i]; break; }
+      }
+      if (!span) {
+        span = el("span", "word", w.word);
+        span.setAttribute("data-word", w.word);
+        holder.append(span, " ");
+      }
+      span.setAttribute("data-count", w.count);
+      span.style.fontSize = (0.9 + 2.1 * w.count / top).toFixed(2) + "em";
+      span.title = plural(w.count, "answer");
+    });
+    Array.prototype.slice.call(holder.children).forEach(function (span) {
+      if (!seen[span.getAttribute("data-word")]) span.remove();
+    });
+    empty(box, !words.length, "No answers yet.");
+  }
+
+  function questions(box, results) {
+    var list = box.querySelector(".questions");
+    if (!list) { list = el("ol", "questions"); box.prepend(list); }
+    var action = box.getAttribute("data-upvote-action"), csrf = box.getAttribute("data-csrf");
+    var mine = Opus.upvoted ? Opus.upvoted() : {};
+    var items = (results.questions || []).map(function (q) {
+      var li = list.querySelector('[data-question="' + q.id + '"]');
+      if (!li) {
+        li = el("li", "qa-item");
+        li.setAttribute("data-question", q.id);
+        li.append(el("span", "q-text", q.text), el("span", "q-meta"));
+      }
+      li.classList.toggle("pinned", !!q.pinned);
+      li.classList.toggle("answered", !!q.answered);
+      var meta = li.querySelector(".q-meta");
+      meta.textContent = "";
+      if (q.pinned) meta.append(el("span", "tag tag-pin", "Pinned"));
+      if (q.answered) meta.append(el("span", "tag tag-done", "Answered"));
+      var count = el("b", "", String(q.upvotes)); count.setAttribute("data-upvotes", "");
+      if (action && results.status === "open") {
+        var form = el("form", "upvote");
+        form.method = "post"; form.action = action;
+        form.setAttribute("data-vote", ""); form.setAttribute("data-kind", "qa");
+        form.setAttribute("data-poll", results.poll_id);
+        var hidden = el("input"); hidden.type = "hidden"; hidden.name = "csrf"; hidden.value = csrf;
+        var button = el("button", "upvote-button");
+        button.type = "submit"; button.name = "upvote"; button.value = q.id;
+        button.setAttribute("aria-label", "Upvote: " + q.text);
+        if (mine[q.id]) { button.disabled = true; button.setAttribute("aria-pressed", "true"); }
+        button.append("▲ ", count);
+        form.append(hidden, button);
+        meta.append(form);
+      } else {
+        var span = el("span", "upvotes", "▲ "); span.append(count); meta.append(span);
+      }
+      return li;
+    });
+    list.textContent = "";
+    items.forEach(function (li) { list.append(li); });
+    empty(box, !items.length, "No questions yet.");
+  }
+
+  function empty(box, isEmpty, text) {
+    var note = box.querySelector("[data-empty]");
+    if (isEmpty && !note) { note = el("p", "empty", text); note.setAttribute("data-empty", ""); box.append(note); }
+    if (!isEmpty && note) note.remove();
+  }
+
+  function leaderboard(box, results) {
+    if (!results.leaderboard) return;
+    var holder = box.querySelector(".leaderboard-box");
+    if (!holder) {
+      if (results.status !== "closed" && box.getAttribute("data-leaderboard") !== "on") return;
+      holder = el("div", "leaderboard-box");
+      holder.append(el("h3", "", "Leaderboard"), el("ol", "leaderboard"));
+      box.append(holder);
+    }
+    var list = holder.querySelector(".leaderboard");
+    list.textContent = "";
+    results.leaderboard.forEach(function (p) {
+      var li = el("li");
+      li.append(el("span", "who", p.name), " ", el("b", "", String(p.points)));
+      list.append(li);
+    });
+    holder.hidden = !results.leaderboard.length;
+  }
+
+  Opus.renderResults = function (box, results) {
+    var kind = results.kind || box.getAttribute("data-kind") || "single";
+    box.setAttribute("data-kind", kind);
+    box.className = "results results-" + kind;
+    if (kind === "text") cloud(box, results);
+    else if (kind === "qa") questions(box, results);
+    else bars(box, results);
+    var total = box.querySelector(".total");
+    if (!total) {
+      total = el("p", "total");
+      var leader = box.querySelector(".leaderboard-box");
+      if (leader) box.insertBefore(total, leader); else box.append(total);
+    }
+    total.textContent = "";
+    var b = el("b", "", String(results.total_votes)); b.setAttribute("data-total", "");
+    total.append(b, " " + unit(kind) + (results.total_votes === 1 ? "" : "s"));
+    if (kind === "quiz") leaderboard(box, results);
+  };
+})();

@@ -1,0 +1,69 @@
+/* The host console with JavaScript: the live activity feed and results, the poll form's
+   fields for the chosen kind, a confirmation before deleting. Everything works without it. */
+"use strict";
+(function () {
+  // Only the chosen kind's fields (without JavaScript they are all shown, each labelled).
+  document.querySelectorAll("[data-kind-select]").forEach(function (select) {
+    var form = select.form;
+    function show() {
+      form.querySelectorAll("[data-kinds]").forEach(function (box) {
+        box.hidden = box.getAttribute("data-kinds").split(" ").indexOf(select.value) < 0;
+      });
+    }
+    select.addEventListener("change", show);
+    show();
+  });
+
+  document.addEventListener("submit", function (event) {
+    var question = event.target.getAttribute && event.target.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
+
+  if (!window.Opus || !Opus.connect) return;  // the edit page has no live part
+  var boot = Opus.boot();
+  if (!boot.live) return;
+  var dot = document.querySelector("[data-connection]"), reloadTimer = null;
+
+  function busy() {
+    var el = document.activeElement;
+    return el && (el.tagName === "INPUT" || el.tagName === "TEXTAREA" || el.tagName === "SELECT") && el.value;
+  }
+  function reloadSoon() {
+    clearTimeout(reloadTimer);
+    reloadTimer = setTimeout(function () { if (busy()) reloadSoon(); else location.reload(); }, 400);
+  }
+  function questions(pollId) {
+    fetch("/host/polls/" + pollId + "/questions", { credentials: "same-origin" }).then(function (r) {
+      return r.ok ? r.text() : null;
+    }).then(function (html) {
+      if (!html) return;
+      var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-moderation]");
+      var old = document.querySelector('[data-moderation="' + pollId + '"]');
+      if (fresh && old) old.replaceWith(fresh);
+    });
+  }
+
+  Opus.connect(boot.live, {
+    status: function (s) {
+      dot.setAttribute("data-state", s);
+      dot.textContent = s === "live" ? "Live" : s === "offline" ? "Reconnecting…" : "Connecting…";
+    },
+    message: function (msg) {
+      if (msg.type === "activity") {
+        document.querySelectorAll("[data-stat]").forEach(function (el) {
+          var value = msg[el.getAttribute("data-stat")];
+          if (value !== undefined) el.textContent = value;
+        });
+      } else if (msg.type === "results") {
+        var box = document.querySelector('[data-results="' + msg.poll_id + '"]');
+        if (box) Opus.renderResults(box, msg);
+        var card = document.querySelector('[data-poll="' + msg.poll_id + '"]');
+        if (card && card.getAttribute("data-kind") === "qa") questions(msg.poll_id);
+      } else if (msg.type === "poll") {
+        var el = document.querySelector('[data-poll="' + msg.poll_id + '"]');
+        // Changed elsewhere (another tab, the API): show the console as it now is.
+        if (!el || el.getAttribute("data-status") !== msg.status) reloadSoon();
+      }
+    }
+  });
+})();

@@ -1,0 +1,85 @@
+/* The live socket every page shares: reconnects by itself with a growing, randomized delay
+   (a hall of phones must not come back at the same instant), notices a silent drop with its
+   own pings, and skips messages older than what it already showed (see docs/api.md, seq). */
+"use strict";
+window.Opus = window.Opus || {};
+
+Opus.boot = function () {
+  var el = document.getElementById("opus-boot");
+  return el ? JSON.parse(el.textContent) : {};
+};
+
+Opus.connect = function (path, handlers) {
+  var socket = null, delay = 500, timer = null, pinger = null, lastHeard = 0;
+  var snapshotSeq = 0, pollSeq = {}, closedByUs = false;
+
+  function url() {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var last = Math.max(snapshotSeq, 0);
+    return scheme + location.host + path + (last ? "&seq=" + last : "");
+  }
+  function status(state) { if (handlers.status) handlers.status(state); }
+  function schedule() {
+    if (timer || closedByUs) return;
+    var wait = delay * (0.5 + Math.random());
+    delay = Math.min(delay * 2, 30000);
+    status("offline");
+    timer = setTimeout(function () { timer = null; open(); }, wait);
+  }
+  function fresh(msg) {
+    if (msg.type === "snapshot") { snapshotSeq = msg.seq || 0; pollSeq = {}; return true; }
+    if (typeof msg.seq !== "number" || !msg.poll_id) return true;
+    var key = msg.type + ":" + msg.poll_id;
+    if (msg.seq <= snapshotSeq || msg.seq <= (pollSeq[key] || 0)) return false;
+    pollSeq[key] = msg.seq;
+    return true;
+  }
+  function open() {
+    if (socket && socket.readyState <= 1) return;
+    status("connecting");
+    try { socket = new WebSocket(url()); } catch (e) { schedule(); return; }
+    socket.onopen = function () { delay = 500; lastHeard = Date.now(); status("live"); };
+    socket.onmessage = function (event) {
+      lastHeard = Date.now();
+      var msg;
+      try { msg = JSON.parse(event.data); } catch (e) { return; }
+      if (msg.type === "pong" || !fresh(msg)) return;
+      handlers.message(msg);
+    };
+    socket.onclose = function () { socket = null; schedule(); };
+    socket.onerror = function () { if (socket) socket.close(); };
+  }
+  // A socket whose network vanished can look open for minutes: ping, and give up on silence.
+  pinger = setInterval(function () {
+    if (!socket || socket.readyState !== 1) return;
+    if (Date.now() - lastHeard > 25000) { socket.close(); return; }
+    try { socket.send('{"type":"ping"}'); } catch (e) { /* closing already */ }
+  }, 10000);
+  function now() { delay = 500; if (timer) { clearTimeout(timer); timer = null; } open(); }
+  window.addEventListener("online", now);
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible" && (!socket || socket.readyState > 1)) now();
+  });
+  open();
+  return {
+    resume: function () { if (socket && socket.readyState === 1) socket.send('{"type":"resume"}'); },
+    close: function () { closedByUs = true; clearInterval(pinger); if (socket) socket.close(); }
+  };
+};
+
+/* Server time minus this device's clock, so countdowns agree with the server's deadline. */
+Opus.clockOffset = function (boot) {
+  return boot.server_now ? boot.server_now - Date.now() : 0;
+};
+
+Opus.countdown = function (el, offset) {
+  var deadline = Date.parse(el.getAttribute("data-deadline"));
+  if (isNaN(deadline)) return;
+  function tick() {
+    var left = Math.max(0, Math.ceil((deadline - (Date.now() + offset)) / 1000));
+    el.textContent = left > 0 ? left + " s" : "Time is up";
+    el.classList.toggle("urgent", left <= 5);
+    if (left > 0 && el.isConnected) setTimeout(tick, 250);
+  }
+  tick();
+};

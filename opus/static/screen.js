@@ -1,0 +1,144 @@
+/* The projector: follows the poll the host opens, animates its results as they arrive, and
+   answers a few keys (N/P poll, H results, F full screen, Q join panel, ? help). */
+"use strict";
+(function () {
+  var boot = Opus.boot(), offset = Opus.clockOffset(boot);
+  var state = { polls: [], results: {}, current: null, curtain: {}, shown: null };
+  var $ = function (sel) { return document.querySelector(sel); };
+  var stage = $("[data-stage]"), chart = $("[data-chart]"), curtain = $("[data-curtain]");
+
+  function visible() { return state.polls.filter(function (p) { return p.status !== "draft"; }); }
+  function find(id) { return state.polls.filter(function (p) { return p.id === id; })[0] || null; }
+  function latest() {
+    var open = visible().filter(function (p) { return p.status === "open"; });
+    var pool = open.length ? open : visible();
+    var key = open.length ? "opened_at" : "closed_at";
+    pool.sort(function (a, b) { return String(b[key] || "").localeCompare(String(a[key] || "")); });
+    return pool.length ? pool[0].id : null;
+  }
+  function hiddenByServer(poll) { return poll.hide_results && poll.status !== "closed"; }
+  function curtained(poll) {
+    if (hiddenByServer(poll) && !boot.host) return true;  // this socket does not get them
+    if (poll.id in state.curtain) return state.curtain[poll.id];
+    return hiddenByServer(poll);  // hidden until close, unless the host reveals them (H)
+  }
+
+  function render() {
+    var poll = state.current && find(state.current);
+    if (!poll || poll.status === "draft") {
+      stage.setAttribute("data-mode", "welcome");
+      $("[data-welcome]").hidden = false; $("[data-current]").hidden = true;
+      $("[data-position]").textContent = visible().length ? "" : "Waiting for the first poll";
+      return;
+    }
+    stage.setAttribute("data-mode", "poll");
+    $("[data-welcome]").hidden = true; $("[data-current]").hidden = false;
+    var list = visible(), index = list.indexOf(poll);
+    $("[data-position]").textContent = "Poll " + (index + 1) + " of " + list.length;
+    $("[data-status-label]").textContent = poll.status === "open"
+      ? (poll.kind === "qa" ? "Ask your questions" : poll.kind === "text" ? "Answer now" : "Vote now")
+      : "Closed";
+    var question = $("[data-question]");
+    if (question.textContent !== poll.question) question.textContent = poll.question;
+
+    var countdown = $("[data-countdown]");
+    if (poll.kind === "quiz" && poll.status === "open" && poll.deadline) {
+      if (countdown.getAttribute("data-deadline") !== poll.deadline) {
+        countdown.setAttribute("data-deadline", poll.deadline);
+        Opus.countdown(countdown, offset);
+      }
+      countdown.hidden = false;
+    } else {
+      countdown.hidden = true; countdown.removeAttribute("data-deadline");
+    }
+
+    if (state.shown !== poll.id) {  // another poll: a new chart, which then animates in place
+      chart.textContent = "";
+      state.shown = poll.id;
+    }
+    var box = chart.querySelector("[data-results]");
+    var results = state.results[poll.id];
+    var hide = curtained(poll);
+    if (!box) {
+      box = document.createElement("div");
+      box.setAttribute("data-results", poll.id);
+      box.setAttribute("data-leaderboard", "on");
+      chart.append(box);
+    }
+    box.hidden = hide || !results;
+    // A quiz shows how many answered, not what, until it closes.
+    chart.classList.toggle("quiz-live", poll.kind === "quiz" && poll.status === "open");
+    if (results && !hide) Opus.renderResults(box, results);
+    // Everything fits on one projected page: more options, smaller bars.
+    var count = poll.kind === "text" || poll.kind === "qa" ? 0 : (poll.options || []).length;
+    chart.setAttribute("data-size", count > 6 ? "small" : count > 4 ? "medium" : "large");
+    curtain.hidden = !hide;
+    if (hide) {
+      $("[data-curtain-why]").textContent = hiddenByServer(poll)
+        ? (boot.host ? "They appear when the poll closes, or press H to show them now."
+                     : "They appear when the poll closes.")
+        : "Press H to show them.";
+    }
+  }
+
+  function move(step) {
+    var list = visible();
+    if (!list.length) return;
+    var at = list.indexOf(find(state.current));
+    var to = at < 0 ? 0 : Math.min(list.length - 1, Math.max(0, at + step));
+    state.current = list[to].id;
+    render();
+  }
+
+  function message(msg) {
+    if (msg.type === "snapshot") {
+      state.polls = msg.room.polls;
+      state.results = {};
+      (msg.results || []).forEach(function (r) { state.results[r.poll_id] = r; });
+      var still = find(state.current);
+      if (!still || still.status === "draft") state.current = latest();
+      render();
+    } else if (msg.type === "poll") {
+      var poll = msg.poll, known = false;
+      state.polls = state.polls.map(function (p) { if (p.id === poll.id) { known = true; return poll; } return p; });
+      if (!known) state.polls.push(poll);
+      state.polls.sort(function (a, b) { return (a.position || 0) - (b.position || 0); });
+      if (poll.status === "open") state.current = poll.id;  // follow the host
+      else if (!state.current || !find(state.current) || find(state.current).status === "draft") state.current = latest();
+      render();
+    } else if (msg.type === "results") {
+      state.results[msg.poll_id] = msg;
+      if (msg.poll_id === state.current) render();
+    }
+  }
+
+  var dot = $("[data-connection]");
+  Opus.connect(boot.live, {
+    message: message,
+    status: function (s) {
+      dot.setAttribute("data-state", s);
+      dot.textContent = s === "live" ? "Live" : s === "offline" ? "Reconnecting…" : "Connecting…";
+    }
+  });
+
+  var help = $("[data-help]");
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    var key = event.key;
+    if (key === "n" || key === "N" || key === "ArrowRight" || key === "PageDown") move(1);
+    else if (key === "p" || key === "P" || key === "ArrowLeft" || key === "PageUp") move(-1);
+    else if (key === "h" || key === "H") {
+      var poll = find(state.current);
+      if (poll) { state.curtain[poll.id] = !curtained(poll); render(); }
+    } else if (key === "f" || key === "F") {
+      if (document.fullscreenElement) document.exitFullscreen();
+      else if (document.documentElement.requestFullscreen) document.documentElement.requestFullscreen().catch(function () {});
+    } else if (key === "q" || key === "Q") {
+      stage.toggleAttribute("data-big-join");
+    } else if (key === "?") help.hidden = !help.hidden;
+    else if (key === "Escape") help.hidden = true;
+    else return;
+    event.preventDefault();
+  });
+  render();
+})();

@@ -1,0 +1,419 @@
+"""The host console (`/host`): log in with the admin token, then rooms, polls, moderation,
+exports and the live activity feed. Every page needs the host's session cookie; every POST
+its CSRF token (see pages.py)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from opus import export, ws
+from opus.auth import same_token
+from opus.errors import BadRequest, NotFound, OpusError, Unprocessable
+from opus.keys import ADMIN_TOKEN, ROOMS
+from opus.views import api
+from opus.views.pages import (
+    HOST_COOKIE,
+    SESSION_S,
+    Form,
+    field,
+    host_cookie,
+    is_host,
+    join_base,
+    not_found,
+    read_form,
+    redirect,
+    refused,
+    render,
+    same_origin,
+)
+
+routes = web.RouteTableDef()
+KIND_NAMES = {
+    "single": "Single choice",
+    "multiple": "Multiple choice",
+    "rating": "Rating",
+    "text": "Word cloud",
+    "qa": "Questions (Q&A)",
+    "quiz": "Quiz",
+}
+_login_throttle = web.AppKey("login_throttle", api.JoinThrottle)
+
+Action = Callable[[web.Request, Form], Awaitable[web.StreamResponse]]
+
+
+def _safe_back(raw: str, default: str) -> str:
+    """Only a path on this site under /host: never an open redirect."""
+    if raw.startswith("/host") and not raw.startswith("//") and "\\" not in raw:
+        return raw
+    return default
+
+
+def page(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+         ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A console page: the host's session, or off to the login page."""
+
+    @wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        if not is_host(request):
+            return redirect(f"/host/login?next={quote(request.path_qs)}")
+        try:
+            return await handler(request)
+        except (NotFound, BadRequest) as exc:
+            return not_found(request, exc.message)
+
+    return wrapped
+
+
+def action(handler: Action) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A console form: the session and the CSRF token, then back to the page it came from,
+    with the domain's error as the message when it refused."""
+
+    @wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        if not is_host(request):
+            return redirect("/host/login", "Your session ended: log in again.", error=True)
+        form = await read_form(request)
+        if form is None:
+            return refused(request)
+        try:
+            return await handler(request, form)
+        except OpusError as exc:
+            back = _safe_back(field(form, "back"), "/host")
+            return redirect(back, exc.message, error=True)
+
+    return wrapped
+
+
+def as_host(request: web.Request) -> web.Request:
+    """The same request, carrying the admin token the way the API and the socket expect it.
+    The token stays on the server: the browser only ever holds its session cookie."""
+    headers = CIMultiDict(request.headers)
+    headers["Authorization"] = f"Bearer {request.app[ADMIN_TOKEN]}"
+    return request.clone(headers=headers)
+
+
+# -- session ------------------------------------------------------------------------------
+
+
+@routes.get("/host/login")
+async def login_page(request: web.Request) -> web.StreamResponse:
+    following = _safe_back(request.query.get("next", ""), "/host")
+    if is_host(request):
+        return redirect(following)
+    return render(request, "host/login.html", title="Host login", next=following)
+
+
+@routes.post("/host/login")
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await read_form(request)
+    if form is None:
+        return refused(request)
+    throttle = request.app[_login_throttle]
+    address = request.remote or "?"
+    throttle.check(address)
+    following = _safe_back(field(form, "next"), "/host")
+    if not same_token(field(form, "token"), request.app[ADMIN_TOKEN]):
+        throttle.miss(address)
+        return render(request, "host/login.html", status=401, title="Host login",
+                      next=following, error="This is not the admin token.")
+    response = redirect(following)
+    response.set_cookie(HOST_COOKIE, host_cookie(request), max_age=SESSION_S, httponly=True,
+                        samesite="Lax", path="/")
+    return response
+
+
+@routes.post("/host/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    if await read_form(request) is None:
+        return refused(request)
+    response = redirect("/host/login", "Logged out.")
+    response.del_cookie(HOST_COOKIE, path="/")
+    return response
+
+
+# -- rooms --------------------------------------------------------------------------------
+
+
+@routes.get("/host")
+@page
+async def index(request: web.Request) -> web.StreamResponse:
+    rooms = await request.app[ROOMS].list_rooms()
+    return render(request, "host/index.html", title="Rooms", rooms=rooms)
+
+
+@routes.post("/host/rooms")
+@action
+async def create_room(request: web.Request, form: Form) -> web.StreamResponse:
+    room = await request.app[ROOMS].create_room({"title": field(form, "title")})
+    return redirect(f"/host/rooms/{room['id']}", f"Room “{room['title']}” created.")
+
+
+async def _room_page(request: web.Request, room_id: str, *, status: int = 200,
+                     draft: dict[str, Any] | None = None, error: str | None = None
+                     ) -> web.Response:
+    rooms = request.app[ROOMS]
+    room = await rooms.room(room_id, include_drafts=True)
+    polls = []
+    for poll in room["polls"]:
+        questions = None
+        if poll["kind"] == "qa":
+            questions = await rooms.questions(poll["id"])
+        polls.append({"poll": poll, "results": await rooms.results(poll["id"], for_host=True),
+                      "questions": questions})
+    base = join_base(request)
+    return render(
+        request, "host/room.html", status=status, title=room["title"], room=room, polls=polls,
+        kinds=KIND_NAMES, draft=draft or {"kind": "single"}, error=error,
+        join_url=f"{base}/j/{room['code']}",
+        boot={"room_id": room["id"], "live": f"/host/live?room={room['id']}"},
+    )
+
+
+@routes.get("/host/rooms/{room_id}")
+@page
+async def room_page(request: web.Request) -> web.StreamResponse:
+    return await _room_page(request, request.match_info["room_id"])
+
+
+@routes.post("/host/rooms/{room_id}/rename")
+@action
+async def rename_room(request: web.Request, form: Form) -> web.StreamResponse:
+    room_id = request.match_info["room_id"]
+    await request.app[ROOMS].rename_room(room_id, {"title": field(form, "title")})
+    return redirect(f"/host/rooms/{room_id}", "Renamed.")
+
+
+@routes.post("/host/rooms/{room_id}/duplicate")
+@action
+async def duplicate_room(request: web.Request, form: Form) -> web.StreamResponse:
+    body = {"title": field(form, "title")} if field(form, "title") else {}
+    room = await request.app[ROOMS].duplicate_room(request.match_info["room_id"], body)
+    return redirect(f"/host/rooms/{room['id']}",
+                    f"Copied as “{room['title']}”: every poll is a draft again.")
+
+
+@routes.post("/host/rooms/{room_id}/delete")
+@action
+async def delete_room(request: web.Request, form: Form) -> web.StreamResponse:
+    await request.app[ROOMS].delete_room(request.match_info["room_id"])
+    return redirect("/host", "Room deleted.")
+
+
+# -- polls --------------------------------------------------------------------------------
+
+
+def poll_body(form: Form) -> dict[str, Any]:
+    """The API's poll body from the console's form (one field set serves every kind)."""
+    kind = field(form, "kind", "single")
+    body: dict[str, Any] = {
+        "question": field(form, "question"),
+        "kind": kind,
+        "allow_change": bool(form.get("allow_change")),
+        "hide_results": bool(form.get("hide_results")),
+    }
+    if kind in ("single", "multiple", "quiz"):
+        lines = [line.strip() for line in field(form, "options").splitlines() if line.strip()]
+        # A quiz's right answers are the lines that start with a star.
+        body["options"] = [line.lstrip("*").strip() for line in lines]
+        if kind == "quiz":
+            body["correct"] = [i for i, line in enumerate(lines) if line.startswith("*")]
+            limit = field(form, "time_limit_s")
+            if limit and not limit.isdigit():
+                raise Unprocessable("The time limit is a whole number of seconds.")
+            body["time_limit_s"] = int(limit) if limit else None
+    elif kind == "rating":
+        body["scale"] = 10 if field(form, "scale") == "10" else 5
+    elif kind == "text":
+        body["blocked_words"] = [w for w in re.split(r"[,\s]+", field(form, "blocked_words"))
+                                 if w]
+    elif kind == "qa":
+        body["moderated"] = bool(form.get("moderated"))
+    return body
+
+
+def draft_values(form: Form) -> dict[str, Any]:
+    """What the host typed, to show the form again after a refusal."""
+    return {name: field(form, name) for name in
+            ("kind", "question", "options", "scale", "time_limit_s", "blocked_words")} | {
+        name: bool(form.get(name)) for name in
+        ("allow_change", "hide_results", "moderated")}
+
+
+def poll_values(poll: dict[str, Any]) -> dict[str, Any]:
+    """A poll as the form's values (to edit a draft)."""
+    options = "\n".join(("*" if o.get("correct") else "") + o["label"] for o in poll["options"])
+    return {
+        "kind": poll["kind"], "question": poll["question"],
+        "options": options if poll["kind"] != "rating" else "",
+        "scale": str(poll.get("scale") or 5),
+        "time_limit_s": "" if poll.get("time_limit_s") is None else str(poll["time_limit_s"]),
+        "blocked_words": ", ".join(poll.get("blocked_words") or []),
+        "allow_change": poll["allow_change"], "hide_results": poll["hide_results"],
+        "moderated": bool(poll.get("moderated")),
+    }
+
+
+@routes.post("/host/rooms/{room_id}/polls")
+async def create_poll(request: web.Request) -> web.StreamResponse:
+    if not is_host(request):
+        return redirect("/host/login", "Your session ended: log in again.", error=True)
+    form = await read_form(request)
+    if form is None:
+        return refused(request)
+    room_id = request.match_info["room_id"]
+    try:
+        poll = await request.app[ROOMS].create_poll(room_id, poll_body(form))
+    except NotFound as exc:
+        return not_found(request, exc.message)
+    except OpusError as exc:
+        # Shown again with what was typed: six options are not retyped for one typo.
+        return await _room_page(request, room_id, status=422, draft=draft_values(form),
+                                error=exc.message)
+    return redirect(f"/host/rooms/{room_id}#poll-{poll['id']}", "Poll added as a draft.")
+
+
+@routes.get("/host/polls/{poll_id}/edit")
+@page
+async def edit_page(request: web.Request) -> web.StreamResponse:
+    poll = await request.app[ROOMS].poll(request.match_info["poll_id"])
+    return render(request, "host/edit.html", title="Edit poll", poll=poll, kinds=KIND_NAMES,
+                  draft=poll_values(poll))
+
+
+@routes.post("/host/polls/{poll_id}/edit")
+async def edit(request: web.Request) -> web.StreamResponse:
+    if not is_host(request):
+        return redirect("/host/login", "Your session ended: log in again.", error=True)
+    form = await read_form(request)
+    if form is None:
+        return refused(request)
+    rooms = request.app[ROOMS]
+    try:
+        poll = await rooms.poll(request.match_info["poll_id"])
+    except NotFound as exc:
+        return not_found(request, exc.message)
+    try:
+        body = poll_body(form)
+        if poll["status"] != "draft":  # only what may change after opening
+            body = {k: v for k, v in body.items()
+                    if k in ("hide_results", "allow_change", "blocked_words", "moderated")}
+        await rooms.update_poll(poll["id"], body)
+    except OpusError as exc:
+        return render(request, "host/edit.html", status=422, title="Edit poll", poll=poll,
+                      kinds=KIND_NAMES, draft=draft_values(form), error=exc.message)
+    return redirect(f"/host/rooms/{poll['room_id']}#poll-{poll['id']}", "Poll saved.")
+
+
+@routes.post("/host/polls/{poll_id}/{verb:open|close|delete|up|down|set}")
+@action
+async def poll_action(request: web.Request, form: Form) -> web.StreamResponse:
+    rooms = request.app[ROOMS]
+    poll = await rooms.poll(request.match_info["poll_id"])
+    room_id, poll_id = poll["room_id"], poll["id"]
+    back = f"/host/rooms/{room_id}#poll-{poll_id}"
+    verb = request.match_info["verb"]
+    message = None
+    if verb in ("open", "close"):
+        await rooms.set_status(poll_id, "open" if verb == "open" else "closed")
+        message = "Poll open: attendees can vote." if verb == "open" else "Poll closed."
+    elif verb == "delete":
+        await rooms.delete_poll(poll_id)
+        back, message = f"/host/rooms/{room_id}", "Poll deleted."
+    elif verb in ("up", "down"):
+        order = [p["id"] for p in (await rooms.room(room_id, include_drafts=True))["polls"]]
+        at = order.index(poll_id)
+        to = at - 1 if verb == "up" else at + 1
+        if 0 <= to < len(order):
+            order[at], order[to] = order[to], order[at]
+            await rooms.reorder_polls(room_id, order)
+    else:  # set: one switch at a time, from a button
+        name = field(form, "name")
+        if name not in ("hide_results", "allow_change", "moderated"):
+            raise Unprocessable("Nothing to change.")
+        await rooms.update_poll(poll_id, {name: field(form, "value") == "on"})
+    return redirect(back, message)
+
+
+@routes.post("/host/questions/{question_id}")
+@action
+async def moderate(request: web.Request, form: Form) -> web.StreamResponse:
+    change: dict[str, Any] = {}
+    if field(form, "status") in ("visible", "hidden"):
+        change["status"] = field(form, "status")
+    for name in ("pinned", "answered"):
+        if field(form, name) in ("on", "off"):
+            change[name] = field(form, name) == "on"
+    await request.app[ROOMS].moderate(request.match_info["question_id"], change)
+    return redirect(_safe_back(field(form, "back"), "/host"))
+
+
+@routes.get("/host/polls/{poll_id}/questions")
+@page
+async def questions_part(request: web.Request) -> web.StreamResponse:
+    """A Q&A poll's moderation list alone, for the console's script to swap in."""
+    rooms = request.app[ROOMS]
+    poll = await rooms.poll(request.match_info["poll_id"])
+    return render(request, "host/_questions.html", poll=poll,
+                  questions=await rooms.questions(poll["id"]))
+
+
+# -- exports, print, live -------------------------------------------------------------------
+
+
+async def _export(request: web.Request, name: str, body: Awaitable[dict[str, Any]]
+                  ) -> web.StreamResponse:
+    fmt = export.check_format(request.query.get("format", "json"))
+    return web.Response(
+        text=export.render(await body, fmt),
+        content_type="application/json" if fmt == "json" else "text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'},
+    )
+
+
+@routes.get("/host/polls/{poll_id}/export")
+@page
+async def export_poll(request: web.Request) -> web.StreamResponse:
+    """The API's export (the same code), for the logged-in browser."""
+    poll_id = request.match_info["poll_id"]
+    return await _export(request, f"poll-{poll_id}",
+                         export.poll_export(request.app[ROOMS], poll_id))
+
+
+@routes.get("/host/rooms/{room_id}/export")
+@page
+async def export_room(request: web.Request) -> web.StreamResponse:
+    room_id = request.match_info["room_id"]
+    return await _export(request, f"room-{room_id}",
+                         export.room_export(request.app[ROOMS], room_id))
+
+
+@routes.get("/host/rooms/{room_id}/print")
+@page
+async def print_page(request: web.Request) -> web.StreamResponse:
+    rooms = request.app[ROOMS]
+    room = await rooms.room(request.match_info["room_id"], include_drafts=False)
+    polls = [{"poll": p, "results": await rooms.results(p["id"])}
+             for p in room["polls"]]
+    return render(request, "host/print.html", title=f"Results: {room['title']}", room=room,
+                  polls=polls, kinds=KIND_NAMES)
+
+
+@routes.get("/host/live")
+async def live(request: web.Request) -> web.StreamResponse:
+    """The host's WebSocket for a logged-in browser: the session cookie stands in for the
+    admin token, which is added here, on the server, and never sent to the page."""
+    if not is_host(request) or not same_origin(request):
+        raise web.HTTPForbidden(text="Log in to the host console first.")
+    return await ws.websocket(as_host(request))
+
+
+def setup(app: web.Application) -> None:
+    app[_login_throttle] = api.JoinThrottle(allowed=30)
+    app.router.add_routes(routes)

@@ -1,0 +1,511 @@
+"""HTML pages: the attendee's (`/`, `/j/{code}`), the projector screen (`/screen/{code}`) and
+the plumbing every page shares (templates, CSRF tokens, flash messages, the host's session).
+The host console's handlers are in `host.py`.
+
+The pages call the domain layer directly. Every form works without JavaScript: it POSTs, the
+server answers with a redirect (Post/Redirect/Get) and a one-time flash message. Every POST
+carries a CSRF token: an HMAC of a random per-browser cookie, which a page on another site can
+neither read nor compute.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+import segno
+import segno.helpers
+from aiohttp import web
+from multidict import MultiDictProxy
+from yarl import URL
+
+from opus import __version__, auth
+from opus.auth import Voter
+from opus.errors import NotFound, OpusError, Unprocessable
+from opus.keys import (
+    ADMIN_TOKEN,
+    CATALOG,
+    INGEST,
+    LEDGER,
+    NOTIFIER,
+    PAGE_SECRET,
+    ROOMS,
+    SETTINGS,
+    SIGNER,
+    TEMPLATES,
+)
+from opus.resources import static_dir, templates_dir
+from opus.rooms import display_code, normalize_code
+from opus.views.api import VOTER_COOKIE, JoinThrottle
+
+HOST_COOKIE = "opus_host"
+CSRF_COOKIE = "opus_csrf"
+FLASH_COOKIE = "opus_flash"
+SESSION_S = 12 * 3600  # one working day of events, then log in again
+VOTER_COOKIE_S = 7 * 24 * 3600  # as the API's join
+
+# Scripts only from this server, nothing from outside: the venue may have no internet, and
+# a page that loads nothing foreign cannot leak a vote or the host's session to it.
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline';"
+        " script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none';"
+        " form-action 'self'")
+_HEADERS = {
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+FRIENDLY = {
+    "already_voted": "You have already voted in this poll.",
+    "poll_not_open": "This poll is closed: your vote was not counted.",
+    "time_up": "Time is up for this question: your answer was not counted.",
+    "poll_not_found": "This poll is not open.",
+    "wrong_room": "This poll belongs to another room.",
+}
+
+Form = MultiDictProxy[Any]
+_page_throttle = web.AppKey("page_join_throttle", JoinThrottle)
+
+
+# -- signing: host session and CSRF ---------------------------------------------------------
+
+
+def _sign(request: web.Request, purpose: str, value: str) -> str:
+    digest = hmac.digest(request.app[PAGE_SECRET], f"{purpose}:{value}".encode(), "sha256")
+    return base64.urlsafe_b64encode(digest[:18]).decode()
+
+
+def _host_purpose(request: web.Request) -> str:
+    # The admin token is part of what is signed: changing it ends every host session.
+    return "host:" + request.app[ADMIN_TOKEN]
+
+
+def host_cookie(request: web.Request) -> str:
+    expires = str(int(time.time()) + SESSION_S)
+    return f"{expires}.{_sign(request, _host_purpose(request), expires)}"
+
+
+def is_host(request: web.Request) -> bool:
+    """Whether this browser holds a live host session (signed, not expired)."""
+    expires, _, mac = request.cookies.get(HOST_COOKIE, "").partition(".")
+    if not expires.isdigit() or int(expires) < time.time():
+        return False
+    return hmac.compare_digest(mac, _sign(request, _host_purpose(request), expires))
+
+
+def csrf_token(request: web.Request) -> str:
+    """The token every form carries; the page that renders it sets the cookie it rests on."""
+    cookie = request.cookies.get(CSRF_COOKIE) or request.get("csrf_cookie")
+    if not cookie:
+        cookie = request["csrf_cookie"] = secrets.token_urlsafe(18)
+    return _sign(request, "csrf", cookie)
+
+
+def same_origin(request: web.Request) -> bool:
+    """False for a request a browser says comes from another site's page."""
+    origin = request.headers.get("Origin")
+    if not origin or origin == "null":
+        return True  # old browsers and some privacy settings send none: the token decides
+    return URL(origin).host == request.url.host
+
+
+async def read_form(request: web.Request) -> Form | None:
+    """The POSTed form when its CSRF token is right, else None."""
+    form = await request.post()
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    given = form.get("csrf")
+    if not cookie or not isinstance(given, str) or not same_origin(request):
+        return None
+    if not hmac.compare_digest(given, _sign(request, "csrf", cookie)):
+        return None
+    return form
+
+
+def field(form: Form, name: str, default: str = "") -> str:
+    value = form.get(name, default)
+    return value.strip() if isinstance(value, str) else default
+
+
+# -- answers ------------------------------------------------------------------------------
+
+
+def redirect(location: str, message: str | None = None, *, error: bool = False) -> web.Response:
+    """303 to a page, with a message it shows once."""
+    response = web.Response(status=303, headers={"Location": location})
+    if message:
+        raw = json.dumps({"m": message[:300], "e": error}).encode()
+        response.set_cookie(FLASH_COOKIE, base64.urlsafe_b64encode(raw).decode(), max_age=120,
+                            httponly=True, samesite="Lax", path="/")
+    return response
+
+
+def _flash(request: web.Request) -> dict[str, Any] | None:
+    raw = request.cookies.get(FLASH_COOKIE)
+    if not raw:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(raw.encode()))
+        return {"message": str(value["m"]), "error": bool(value["e"])}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def render(request: web.Request, template: str, *, status: int = 200,
+           **context: Any) -> web.Response:
+    """A page from its template, with the CSRF token, the flash message and security headers."""
+    flash = _flash(request)
+    csrf = csrf_token(request)
+    html = request.app[TEMPLATES].get_template(template).render(
+        csrf=csrf, flash=flash, host_session=is_host(request), **context
+    )
+    response = web.Response(text=html, status=status, content_type="text/html",
+                            headers=_HEADERS)
+    if "csrf_cookie" in request:
+        response.set_cookie(CSRF_COOKIE, request["csrf_cookie"], httponly=True,
+                            samesite="Lax", path="/")
+    if flash is not None:
+        response.del_cookie(FLASH_COOKIE, path="/")
+    return response
+
+
+def refused(request: web.Request) -> web.Response:
+    return render(request, "error.html", status=403, title="Form expired",
+                  message="This form has expired or did not come from this site. Go back, "
+                          "reload the page and try again.")
+
+
+def not_found(request: web.Request, message: str) -> web.Response:
+    return render(request, "error.html", status=404, title="Not found", message=message)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# -- shared by the pages --------------------------------------------------------------------
+
+
+def join_base(request: web.Request) -> str:
+    """Where phones reach this server: the configured public URL, else the address this page
+    was opened at, unless that is the laptop's own loopback (then the first LAN address)."""
+    settings = request.app[SETTINGS]
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = request.url.host or ""
+    if host != "localhost" and not host.startswith("127.") and host != "::1":
+        return f"{request.scheme}://{request.host}"
+    from opus.cli import attendee_urls  # the same guess the start banner prints
+
+    return attendee_urls(settings)[0].rstrip("/")
+
+
+def qr_svg(content: str, *, error: str = "m") -> str:
+    """An inline SVG QR code that scales with its box (made here: no service on the internet)."""
+    qr = segno.make(content, error=error)
+    return str(qr.svg_inline(omitsize=True, dark="#000", light="#fff", border=2))
+
+
+def wifi_svg(request: web.Request) -> str | None:
+    settings = request.app[SETTINGS]
+    if not settings.wifi_ssid:
+        return None
+    security = None if settings.wifi_security.lower() == "nopass" else settings.wifi_security
+    qr = segno.helpers.make_wifi(ssid=settings.wifi_ssid, password=settings.wifi_password,
+                                 security=security)
+    return str(qr.svg_inline(omitsize=True, dark="#000", light="#fff", border=2))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _voter_choice(request: web.Request, event_id: str) -> Any:
+    entry = request.app[LEDGER].by_event.get(event_id)
+    if entry is None:
+        return None
+    try:
+        return json.loads(entry.choice)
+    except ValueError:
+        return None
+
+
+async def poll_cards(request: web.Request, room_id: str, voter: Voter) -> list[dict[str, Any]]:
+    """What the attendee sees of each poll: open ones first, then the closed ones, newest
+    first; whether this voter voted, with the receipt; the results when they are public."""
+    rooms, catalog, ledger = request.app[ROOMS], request.app[CATALOG], request.app[LEDGER]
+    room = await rooms.room(room_id, include_drafts=False)
+    cards: list[dict[str, Any]] = []
+    mine: dict[str, str] = {}
+    for poll in room["polls"]:
+        view = catalog.polls.get(poll["id"])
+        hidden = view.results_hidden if view is not None else False
+        results = None if hidden else await rooms.results(poll["id"])
+        event_id = ledger.by_key.get((poll["id"], voter.voter_id))
+        upvoted = set()
+        if results is not None and poll["kind"] == "qa":
+            upvoted = {q["id"] for q in results.get("questions", ())
+                       if (poll["id"], f"{voter.voter_id}/{q['id']}") in ledger.by_key}
+        if event_id:
+            mine[poll["id"]] = event_id
+        cards.append({"poll": poll, "results": results, "hidden": hidden,
+                      "event_id": event_id, "choice": event_id and _voter_choice(request, event_id),
+                      "receipt": None, "upvoted": upvoted, "form_event_id": str(uuid.uuid4())})
+    if mine:
+        settled = {r["event_id"]: r for r in await rooms.receipts(list(mine.values()))}
+        for card in cards:
+            event_id = card["event_id"]
+            if not event_id:
+                continue
+            row = settled.get(event_id)
+            if event_id in ledger.pending or row is None:
+                card["receipt"] = {"status": "queued"}
+            else:
+                card["receipt"] = {"status": row["status"], "reason": row["reason"]}
+    cards.sort(key=lambda c: (c["poll"]["status"] != "open",
+                              -(_epoch(c["poll"].get("closed_at") or c["poll"]["opened_at"]))))
+    return cards
+
+
+def _epoch(iso: str | None) -> float:
+    if not iso:
+        return 0.0
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def vote_body(kind: str, form: Form) -> dict[str, Any]:
+    """The API's vote body from a page's form, for each poll kind."""
+    if kind == "multiple":
+        return {"option_ids": [v for v in form.getall("option", []) if isinstance(v, str)]}
+    if kind in ("single", "quiz"):
+        option = field(form, "option")
+        return {"option_ids": [option] if option else []}
+    if kind == "rating":
+        value = field(form, "value")
+        if not value.isdigit():
+            raise Unprocessable("Choose a value first.", code="no_option")
+        return {"value": int(value)}
+    if kind == "qa" and field(form, "upvote"):
+        return {"upvote": field(form, "upvote")}
+    return {"text": field(form, "text")}
+
+
+# -- attendee -------------------------------------------------------------------------------
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/")
+async def home(request: web.Request) -> web.Response:
+    return render(request, "home.html", title="Join a poll")
+
+
+@routes.get("/join")
+async def join_by_code(request: web.Request) -> web.Response:
+    code = normalize_code(request.query.get("code", ""))[:32]
+    if not code:
+        return redirect("/", "Type the code shown on the screen.", error=True)
+    return redirect(f"/j/{code}")
+
+
+async def _room(request: web.Request) -> dict[str, Any] | None:
+    """The room named by the URL's code, or None (a wrong code counts against the address)."""
+    throttle = request.app[_page_throttle]
+    address = request.remote or "?"
+    throttle.check(address)
+    try:
+        row = await request.app[ROOMS].room_by_code(request.match_info["code"][:64])
+    except NotFound:
+        throttle.miss(address)
+        return None
+    return {"id": row["id"], "code": row["code"], "code_display": display_code(row["code"]),
+            "title": row["title"]}
+
+
+def _bad_code(request: web.Request) -> web.Response:
+    code = request.match_info.get("code", "")[:32]
+    return render(request, "home.html", status=404, title="Join a poll", code=code,
+                  bad_code=True)
+
+
+def _voter(request: web.Request, room: dict[str, Any]) -> Voter | None:
+    token = request.cookies.get(VOTER_COOKIE)
+    voter = request.app[SIGNER].voter(token) if token else None
+    return voter if voter is not None and voter.room_id == room["id"] else None
+
+
+@routes.get("/j/{code}")
+async def attendee(request: web.Request) -> web.Response:
+    """Joining is opening this page (what the QR code does); a phone that joined before stays
+    the same voter, so opening it again never gives a second vote."""
+    room = await _room(request)
+    if room is None:
+        return _bad_code(request)
+    voter = _voter(request, room)
+    new_token = None
+    if voter is None:
+        voter = await request.app[ROOMS].join(room["code"])
+        new_token = request.app[SIGNER].voter_token(voter)
+    if room["code"] != request.match_info["code"]:
+        response = redirect(f"/j/{room['code']}")  # one address per room: the clean code
+    else:
+        inbox = await request.app[NOTIFIER].inbox(voter.voter_id)
+        response = render(
+            request, "attendee.html", title=room["title"], room=room,
+            cards=await poll_cards(request, room["id"], voter), unread=inbox["unread"],
+            name=_pseudonym(voter), boot={"room": room["code"], "room_id": room["id"],
+                                          "server_now": now_ms()},
+        )
+    if new_token is not None:
+        response.set_cookie(VOTER_COOKIE, new_token, max_age=VOTER_COOKIE_S, httponly=True,
+                            samesite="Lax", path="/")
+    return response
+
+
+def _pseudonym(voter: Voter) -> str:
+    name = getattr(auth, "pseudonym", None)
+    return str(name(voter.voter_id)) if name is not None else ""
+
+
+@routes.get("/j/{code}/polls")
+async def attendee_polls(request: web.Request) -> web.Response:
+    """The poll list alone: what a page with JavaScript swaps in when a poll opens or closes."""
+    room = await _room(request)
+    if room is None:
+        return _bad_code(request)
+    voter = _voter(request, room)
+    if voter is None:
+        return render(request, "error.html", status=401, title="Join first",
+                      message="Open the room's page to join it.")
+    return render(request, "_polls.html", room=room,
+                  cards=await poll_cards(request, room["id"], voter))
+
+
+@routes.post("/j/{code}/polls/{poll_id}/vote")
+async def vote(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    if form is None:
+        return refused(request)
+    room = await _room(request)
+    if room is None:
+        return _bad_code(request)
+    page = f"/j/{room['code']}"
+    voter = _voter(request, room)
+    if voter is None:
+        return redirect(page, "You had not joined this room yet: you have now, vote again.",
+                        error=True)
+    poll_id = request.match_info["poll_id"]
+    view = request.app[CATALOG].polls.get(poll_id)
+    anchor = f"{page}#poll-{poll_id}"
+    try:
+        body = vote_body(view.kind if view is not None else "single", form)
+        event_id = field(form, "event_id")
+        if event_id:
+            body["event_id"] = event_id  # the page's own: sending the form twice counts once
+        await request.app[INGEST].cast(voter, poll_id, body)
+    except OpusError as exc:
+        return redirect(anchor, FRIENDLY.get(exc.code, exc.message), error=True)
+    thanks = "Your question is in." if "text" in body and view and view.kind == "qa" else (
+        "Upvoted." if "upvote" in body else "Thank you: your vote is in.")
+    return redirect(anchor, thanks)
+
+
+@routes.get("/j/{code}/inbox")
+async def inbox(request: web.Request) -> web.Response:
+    room = await _room(request)
+    if room is None:
+        return _bad_code(request)
+    voter = _voter(request, room)
+    if voter is None:
+        return redirect(f"/j/{room['code']}")
+    box = await request.app[NOTIFIER].inbox(voter.voter_id)
+    return render(request, "inbox.html", title="Messages", room=room,
+                  notifications=box["notifications"], unread=box["unread"])
+
+
+@routes.post("/j/{code}/inbox/read")
+async def inbox_read(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    if form is None:
+        return refused(request)
+    room = await _room(request)
+    if room is None:
+        return _bad_code(request)
+    voter = _voter(request, room)
+    if voter is not None:
+        await request.app[NOTIFIER].mark_read(voter.voter_id, None)
+    return redirect(f"/j/{room['code']}/inbox", "Marked as read.")
+
+
+# -- the projector screen -------------------------------------------------------------------
+
+
+@routes.get("/screen/{code}")
+async def screen(request: web.Request) -> web.Response:
+    """Anyone may open it (it shows what attendees see); in a browser with the host's session
+    it watches through the host's socket, so it can also reveal results hidden until close."""
+    room = await _room(request)
+    if room is None:
+        return not_found(request, "No room has this code.")
+    join_url = f"{join_base(request)}/j/{room['code']}"
+    host = is_host(request)
+    live = f"/host/live?room={room['id']}" if host else f"/ws?room={room['code']}"
+    return render(
+        request, "screen.html", title=room["title"], room=room, join_url=join_url,
+        join_display=join_url.split("://", 1)[-1], qr=qr_svg(join_url), wifi=wifi_svg(request),
+        wifi_ssid=request.app[SETTINGS].wifi_ssid,
+        boot={"room": room["code"], "room_id": room["id"], "live": live,
+              "server_now": now_ms(), "host": host},
+    )
+
+
+# -- setup ----------------------------------------------------------------------------------
+
+
+def _static_version() -> str:
+    """Changes whenever a static file does, so browsers never keep a stale script."""
+    digest = hashlib.sha256(__version__.encode())
+    root = static_dir()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:10]
+
+
+def _fmt_time(iso: str | None) -> str:
+    if not iso:
+        return ""
+    stamp = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
+    today = datetime.now(UTC).astimezone().date()
+    return stamp.strftime("%H:%M" if stamp.date() == today else "%d %b %H:%M")
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    version = _static_version()
+    env.globals["static"] = lambda path: f"/static/{path}?v={version}"
+    env.globals["version"] = __version__
+    env.filters["time"] = _fmt_time
+    return env
+
+
+def setup(app: web.Application) -> None:
+    secret = auth.load_secret(app[SETTINGS].data_dir)
+    app[PAGE_SECRET] = hmac.digest(secret, b"opus pages", "sha256")
+    app[TEMPLATES] = environment()
+    app[_page_throttle] = JoinThrottle()
+    app.router.add_routes(routes)
+    app.router.add_static("/static", static_dir())
