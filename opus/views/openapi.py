@@ -13,7 +13,20 @@ from typing import Any
 from aiohttp import web
 
 from opus import __version__
-from opus.kinds import KINDS, MAX_LABEL, MAX_OPTIONS, MIN_OPTIONS
+from opus.kinds import (
+    DEFAULT_TIME_LIMIT_S,
+    KINDS,
+    MAX_ANSWER,
+    MAX_ASK,
+    MAX_BLOCKED,
+    MAX_LABEL,
+    MAX_OPTIONS,
+    MIN_OPTIONS,
+    QUIZ_GRACE_S,
+    SCALES,
+    TIME_LIMIT_RANGE,
+)
+from opus.results import LEADERBOARD_SIZE, MAX_WORDS
 from opus.rooms import CODE_ALPHABET, CODE_LENGTH, MAX_QUESTION, MAX_TITLE
 from opus.views.api import VOTER_COOKIE, JoinThrottle
 
@@ -23,7 +36,18 @@ PATH = "/api/openapi.json"
 
 POLL_STATUSES = ("draft", "open", "closed")
 RECEIPT_STATUSES = ("queued", "counted", "rejected")
-RECEIPT_REASONS = ("already_voted", "invalid_option", "poll_not_found", "replaced", "superseded")
+RECEIPT_REASONS = (
+    "already_voted", "invalid_option", "poll_not_found", "question_hidden", "question_not_found",
+    "replaced", "superseded", "time_up",
+)
+QUESTION_STATUSES = ("visible", "pending", "hidden")
+OPTION_KINDS = ("single", "multiple", "quiz")  # the kinds whose options the host writes
+KIND_HELP = (
+    "`single`: one option per vote; `multiple`: one or more; `rating`: a value on a scale of "
+    "5 or 10; `text`: a word cloud of short answers; `qa`: questions that attendees ask and "
+    "upvote; `quiz`: one option, with right answers, a time limit and points. See "
+    "docs/api.md, 'Poll kinds'."
+)
 NOTIFICATION_TYPES = ("poll_created", "poll_opened", "poll_closed")
 # Wrong join codes one address may send in a minute (the throttle's default).
 JOIN_MISSES: int = inspect.signature(JoinThrottle).parameters["allowed"].default
@@ -55,6 +79,17 @@ def json_body(schema: JSON, example: Any = None) -> JSON:
     if example is not None:
         media["example"] = example
     return {"application/json": media}
+
+
+def json_examples(schema: JSON, examples: dict[str, tuple[str, Any]]) -> JSON:
+    """A JSON body with several named examples: name -> (summary, value)."""
+    return {
+        "application/json": {
+            "schema": schema,
+            "examples": {name: {"summary": summary, "value": value}
+                         for name, (summary, value) in examples.items()},
+        }
+    }
 
 
 def ok(description: str, schema: JSON, example: Any = None) -> JSON:
@@ -118,6 +153,7 @@ NEEDS_VOTER_401 = error(
 )
 NEEDS_VOTER_403 = error("`forbidden`: the admin token was sent where a voter token is needed.")
 POLL_404 = error("`poll_not_found`: no poll has this id.")
+ROOM_404 = error("`room_not_found`: no room has this id.")
 
 
 def host_errors(more: JSON | None = None) -> JSON:
@@ -148,6 +184,7 @@ EXAMPLE_VOTER_ID = "01a20884-66a4-701b-91a7-a0b24e8ed5b7"
 EXAMPLE_POLL: JSON = {
     "id": EXAMPLE_POLL_ID,
     "room_id": EXAMPLE_ROOM_ID,
+    "position": 0,
     "question": "Which planet is largest?",
     "kind": "single",
     "status": "open",
@@ -155,6 +192,11 @@ EXAMPLE_POLL: JSON = {
     "hide_results": False,
     "options": EXAMPLE_OPTIONS,
     "total_votes": 0,
+    "scale": None,
+    "blocked_words": [],
+    "moderated": False,
+    "time_limit_s": None,
+    "deadline": None,
     "created_at": "2026-11-23T13:07:04.204Z",
     "opened_at": "2026-11-23T13:07:04.473Z",
     "closed_at": None,
@@ -169,6 +211,7 @@ EXAMPLE_ROOM: JSON = {
 }
 EXAMPLE_RESULTS: JSON = {
     "poll_id": EXAMPLE_POLL_ID,
+    "kind": "single",
     "status": "open",
     "total_votes": 1,
     "options": [
@@ -176,6 +219,58 @@ EXAMPLE_RESULTS: JSON = {
         {**EXAMPLE_OPTIONS[1], "votes": 1, "percent": 100.0},
         {**EXAMPLE_OPTIONS[2], "votes": 0, "percent": 0.0},
     ],
+}
+EXAMPLE_QUESTION_ID = "01a208e5-eaca-7039-a660-d6b2ccbbba17"
+EXAMPLE_QUESTION: JSON = {
+    "id": EXAMPLE_QUESTION_ID,
+    "text": "Will the slides be online?",
+    "upvotes": 1,
+    "pinned": True,
+    "answered": True,
+    "status": "visible",
+    "created_at": "2026-11-23T14:53:35.309Z",
+}
+EXAMPLE_LEADERBOARD = [
+    {"name": "Eager Owl 27", "points": 998, "correct": 1},
+    {"name": "Sunny Wolf 22", "points": 981, "correct": 1},
+    {"name": "Calm Beaver 52", "points": 0, "correct": 0},
+]
+_SCALE = [("01a208e5-ea72-701d-a4e5-666a591c7dc6", 0), ("01a208e5-ea72-701e-abca-96fa579ef0e2", 0),
+          ("01a208e5-ea72-701f-9750-5c0c60043669", 0), ("01a208e5-ea72-7020-b333-1287039128ab", 2),
+          ("01a208e5-ea72-7021-be97-c12269ce2c57", 1)]
+EXAMPLE_KIND_RESULTS: dict[str, JSON] = {
+    "rating": {
+        "poll_id": "01a208e5-ea72-701c-8092-e1e99f890e30", "kind": "rating", "status": "open",
+        "total_votes": 3,
+        "options": [{"id": option_id, "label": str(n), "votes": votes,
+                     "percent": round(100 * votes / 3, 1)}
+                    for n, (option_id, votes) in enumerate(_SCALE, start=1)],
+        "average": 4.33,
+    },
+    "text": {
+        "poll_id": "01a208e5-ea76-700a-9b5a-ebb812692de6", "kind": "text", "status": "open",
+        "total_votes": 3, "options": [],
+        "words": [{"word": "great", "count": 2}, {"word": "demo", "count": 1},
+                  {"word": "don't", "count": 1}, {"word": "stop", "count": 1},
+                  {"word": "talk", "count": 1}],
+    },
+    "qa": {
+        "poll_id": "01a208e5-ea7c-7023-b369-a41c0dbdf7ec", "kind": "qa", "status": "open",
+        "total_votes": 2, "options": [], "questions": [EXAMPLE_QUESTION],
+    },
+    "quiz": {
+        "poll_id": "01a208e5-ea84-7027-816c-bc1faccfcaf3", "kind": "quiz", "status": "closed",
+        "total_votes": 3,
+        "options": [
+            {"id": "01a208e5-ea84-7028-b5f7-a62f787a4f0a", "label": "Paris", "votes": 2,
+             "percent": 66.7, "correct": True},
+            {"id": "01a208e5-ea84-7029-b992-6ce5fda8d617", "label": "Lyon", "votes": 1,
+             "percent": 33.3, "correct": False},
+            {"id": "01a208e5-ea84-702a-8316-63977351afc9", "label": "Nice", "votes": 0,
+             "percent": 0.0, "correct": False},
+        ],
+        "leaderboard": EXAMPLE_LEADERBOARD,
+    },
 }
 EXAMPLE_NOTIFICATIONS: JSON = {
     "notifications": [
@@ -204,23 +299,34 @@ EXAMPLE_NOTIFICATIONS: JSON = {
 
 
 def schemas() -> JSON:
+    correct: JSON = {
+        "type": "boolean",
+        "description": "Quiz only: this option is a right answer. Shown to the host always, to "
+        "everyone else once the quiz is closed.",
+    }
     option: JSON = {
         "type": "object",
         "required": ["id", "label"],
-        "properties": {"id": UUID, "label": {"type": "string"}},
+        "properties": {"id": UUID, "label": {"type": "string"}, "correct": correct},
     }
     poll: JSON = {
         "type": "object",
         "description": "A poll, as the host sees it. `draft` polls are shown to the host only.",
         "required": [
-            "id", "room_id", "question", "kind", "status", "allow_change", "hide_results",
-            "options", "total_votes", "created_at", "opened_at", "closed_at",
+            "id", "room_id", "position", "question", "kind", "status", "allow_change",
+            "hide_results", "options", "total_votes", "scale", "blocked_words", "moderated",
+            "time_limit_s", "deadline", "created_at", "opened_at", "closed_at",
         ],
         "properties": {
             "id": UUID,
             "room_id": UUID,
+            "position": {
+                **COUNT,
+                "description": "The poll's place in its room, from 0 (PUT "
+                "/api/v1/rooms/{room_id}/order changes it).",
+            },
             "question": {"type": "string"},
-            "kind": {"type": "string", "enum": list(KINDS)},
+            "kind": {"type": "string", "enum": list(KINDS), "description": KIND_HELP},
             "status": {"type": "string", "enum": list(POLL_STATUSES)},
             "allow_change": {
                 "type": "boolean",
@@ -230,8 +336,47 @@ def schemas() -> JSON:
                 "type": "boolean",
                 "description": "Results are shown to attendees only once the poll is closed.",
             },
-            "options": {"type": "array", "items": ref("Option")},
-            "total_votes": {**COUNT, "description": "Voters counted (not options chosen)."},
+            "options": {
+                "type": "array",
+                "items": ref("Option"),
+                "description": "In order. A rating's are its scale's values, labelled \"1\" "
+                "to \"5\" (or \"10\"); `text` and `qa` polls have none.",
+            },
+            "total_votes": {
+                **COUNT,
+                "description": "Voters counted (not options chosen); on a `qa` poll, the "
+                "questions asked.",
+            },
+            "scale": {
+                "type": ["integer", "null"],
+                "enum": [*SCALES, None],
+                "description": "A rating's scale; null for the other kinds.",
+            },
+            "blocked_words": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "A word cloud's blocked words, lowercased and sorted; empty for "
+                "the other kinds.",
+            },
+            "moderated": {
+                "type": "boolean",
+                "description": "A Q&A whose questions wait for the host's approval; false for "
+                "the other kinds.",
+            },
+            "time_limit_s": {
+                "type": ["integer", "null"],
+                "minimum": TIME_LIMIT_RANGE[0],
+                "maximum": TIME_LIMIT_RANGE[1],
+                "description": "A quiz's seconds to answer; null for the other kinds, or no "
+                "limit.",
+            },
+            "deadline": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "While a quiz with a time limit is open: opened_at + "
+                f"time_limit_s (answers still count for {QUIZ_GRACE_S:g} s more). RFC 3339 "
+                "with the server's UTC offset (e.g. `+00:00`). Null otherwise.",
+            },
             "created_at": TIMESTAMP,
             "opened_at": MAYBE_TIMESTAMP,
             "closed_at": MAYBE_TIMESTAMP,
@@ -256,17 +401,27 @@ def schemas() -> JSON:
             "polls": {
                 "type": "array",
                 "items": ref("Poll"),
-                "description": "In creation order; attendees do not see `draft` polls.",
+                "description": "In the host's order (`position`): creation order unless "
+                "reordered. Attendees do not see `draft` polls.",
             },
         },
     }
     results: JSON = {
         "type": "object",
-        "required": ["poll_id", "status", "total_votes", "options"],
+        "description": "Every kind has the first five fields; `average` (rating), `words` "
+        "(text), `questions` (qa) and `leaderboard` (quiz) come with their kind only. "
+        "Attendees and screens see a Q&A's `visible` questions only and a quiz's `correct` "
+        "once it is closed; the host (admin token, host sockets) sees everything.",
+        "required": ["poll_id", "kind", "status", "total_votes", "options"],
         "properties": {
             "poll_id": UUID,
+            "kind": {"type": "string", "enum": list(KINDS)},
             "status": {"type": "string", "enum": list(POLL_STATUSES)},
-            "total_votes": COUNT,
+            "total_votes": {
+                **COUNT,
+                "description": "Voters counted; on a `qa` poll, the questions asked (pending "
+                "and hidden ones too).",
+            },
             "options": {
                 "type": "array",
                 "items": {
@@ -282,11 +437,118 @@ def schemas() -> JSON:
                             "description": "votes / total_votes * 100, one decimal; 0 with "
                             "no votes. On `multiple` polls the options add up to over 100.",
                         },
+                        "correct": correct,
                     },
                 },
+                "description": "In the poll's order; empty for `text` and `qa` polls.",
+            },
+            "average": {
+                "type": ["number", "null"],
+                "description": "Rating only: the mean value, 2 decimals; null with no votes.",
+            },
+            "words": {
+                "type": "array",
+                "maxItems": MAX_WORDS,
+                "items": ref("Word"),
+                "description": f"Text only: the {MAX_WORDS} most frequent words, by count then "
+                "alphabetically, without the poll's blocked words (applied as the results are "
+                "read, so a word blocked later disappears at once).",
+            },
+            "questions": {
+                "type": "array",
+                "items": ref("Question"),
+                "description": "Q&A only: pinned first, then the most upvoted, then the oldest.",
+            },
+            "leaderboard": {
+                "type": "array",
+                "maxItems": LEADERBOARD_SIZE,
+                "items": ref("LeaderboardRow"),
+                "description": f"Quiz only: the room's top {LEADERBOARD_SIZE} over its closed "
+                "quizzes (an open quiz is not counted yet).",
             },
         },
     }
+    # The fields of a poll's body, shared by creation and edits.
+    poll_fields: JSON = {
+        "question": text(MAX_QUESTION, "The question."),
+        "kind": {
+            "type": "string",
+            "enum": list(KINDS),
+            "default": "single",
+            "description": KIND_HELP,
+        },
+        "options": {
+            "type": "array",
+            "minItems": MIN_OPTIONS,
+            "maxItems": MAX_OPTIONS,
+            "uniqueItems": True,
+            "items": text(MAX_LABEL, "An option's label, unique in the poll."),
+            "description": f"{', '.join(OPTION_KINDS)}: required. Ignored by the other kinds "
+            "(a rating's options are its scale).",
+        },
+        "correct": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "integer", "minimum": 0, "maximum": MAX_OPTIONS - 1},
+            "description": "Quiz only, required: the positions (from 0) in `options` of the "
+            "right answer. An answer (one option) is right only when it is exactly this set, "
+            "so give one position. `invalid_correct` when empty or out of range.",
+        },
+        "time_limit_s": {
+            "type": ["integer", "null"],
+            "minimum": TIME_LIMIT_RANGE[0],
+            "maximum": TIME_LIMIT_RANGE[1],
+            "default": DEFAULT_TIME_LIMIT_S,
+            "description": "Quiz only: seconds to answer once it opens; null for no limit. "
+            "`invalid_time_limit` outside the range.",
+        },
+        "scale": {
+            "type": "integer",
+            "enum": list(SCALES),
+            "default": SCALES[0],
+            "description": "Rating only: the options become \"1\" to this. `invalid_scale` "
+            "otherwise.",
+        },
+        "blocked_words": {
+            "oneOf": [
+                {"type": "array", "maxItems": MAX_BLOCKED, "items": {"type": "string"}},
+                {"type": "string"},
+            ],
+            "description": "Text only: words left out of the cloud (kept lowercased, sorted, "
+            "without repeats). A string is split at commas and spaces. At most "
+            f"{MAX_BLOCKED} (`too_long`).",
+        },
+        "moderated": {
+            "type": "boolean",
+            "default": False,
+            "description": "Qa only: new questions are `pending` (seen by the host only) "
+            "until the host makes them `visible`.",
+        },
+        "allow_change": {
+            "type": "boolean",
+            "default": False,
+            "description": "A later vote by the same voter replaces the earlier one.",
+        },
+        "hide_results": {
+            "type": "boolean",
+            "default": False,
+            "description": "Attendees see the results only once the poll is closed.",
+        },
+    }
+    event_id: JSON = {
+        **UUID,
+        "description": "The vote's idempotency key. Absent: the server makes one. Send the "
+        "same one again to retry safely.",
+    }
+
+    def vote(description: str, field: str, schema: JSON) -> JSON:
+        return {
+            "type": "object",
+            "description": description,
+            "required": [field],
+            "properties": {"event_id": event_id, field: schema},
+        }
+
     return {
         "Error": {
             "type": "object",
@@ -319,25 +581,69 @@ def schemas() -> JSON:
         },
         "CreatePoll": {
             "type": "object",
-            "required": ["question", "options"],
+            "description": "The fields of another kind are ignored.",
+            "required": ["question"],
+            "properties": poll_fields,
+            "allOf": [
+                {   # `kind` defaults to single, which needs options
+                    "if": {"required": ["kind"],
+                           "properties": {"kind": {"enum": ["rating", "text", "qa"]}}},
+                    "then": {},
+                    "else": {"required": ["options"]},
+                },
+                {
+                    "if": {"required": ["kind"], "properties": {"kind": {"const": "quiz"}}},
+                    "then": {"required": ["options", "correct"]},
+                },
+            ],
+        },
+        "UpdatePoll": {
+            "type": "object",
+            "description": "Only the fields to change. `question`, `kind`, `options`, "
+            "`correct`, `scale` and `time_limit_s` only while the poll is a draft "
+            "(`poll_not_draft` otherwise); sending any of them rebuilds the options with new "
+            "ids. `hide_results`, `allow_change`, `blocked_words` and `moderated` at any time. "
+            "Any other field answers 422 `invalid_field`.",
+            "properties": poll_fields,
+            "additionalProperties": False,
+        },
+        "RenameRoom": {
+            "type": "object",
+            "required": ["title"],
+            "properties": {"title": text(MAX_TITLE, "The room's new title.")},
+        },
+        "DuplicateRoom": {
+            "type": "object",
             "properties": {
-                "question": text(MAX_QUESTION, "The question."),
-                "kind": {
-                    "type": "string",
-                    "enum": list(KINDS),
-                    "default": "single",
-                    "description": "`single`: exactly one option per vote; `multiple`: one "
-                    "or more.",
-                },
-                "options": {
+                "title": text(MAX_TITLE, "The copy's title; absent: the old title + ' (copy)'."),
+            },
+        },
+        "PollOrder": {
+            "type": "object",
+            "required": ["poll_ids"],
+            "properties": {
+                "poll_ids": {
                     "type": "array",
-                    "minItems": MIN_OPTIONS,
-                    "maxItems": MAX_OPTIONS,
                     "uniqueItems": True,
-                    "items": text(MAX_LABEL, "An option's label, unique in the poll."),
+                    "items": UUID,
+                    "description": "Every poll of the room (drafts too), each once, in the "
+                    "new order. `invalid_order` otherwise.",
                 },
-                "allow_change": {"type": "boolean", "default": False},
-                "hide_results": {"type": "boolean", "default": False},
+            },
+        },
+        "Moderate": {
+            "type": "object",
+            "description": "At least one of the three.",
+            "minProperties": 1,
+            "properties": {
+                "status": {
+                    "type": "string",
+                    "enum": ["visible", "hidden"],
+                    "description": "`visible`: approve (or show again); `hidden`: take it off "
+                    "attendees' screens. `pending` cannot be set.",
+                },
+                "pinned": {"type": "boolean", "description": "Pinned questions come first."},
+                "answered": {"type": "boolean", "description": "A mark for the screen."},
             },
         },
         "Join": {
@@ -363,26 +669,58 @@ def schemas() -> JSON:
                     f"as the `{VOTER_COOKIE}` cookie (HttpOnly, 7 days).",
                 },
                 "room_id": UUID,
+                "name": {
+                    "type": "string",
+                    "description": "The voter's pseudonym on quiz leaderboards (an adjective, "
+                    "an animal, a number), derived from voter_id: stable, nothing stored.",
+                },
             },
         },
         "CastVote": {
-            "type": "object",
-            "required": ["option_ids"],
-            "properties": {
-                "event_id": {
-                    **UUID,
-                    "description": "The vote's idempotency key. Absent: the server makes "
-                    "one. Send the same one again to retry safely.",
-                },
-                "option_ids": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {"type": "string"},
-                    "description": "Ids of the poll's options: exactly one on a `single` "
-                    "poll, one or more on a `multiple` poll. Repeats are ignored.",
-                },
-            },
+            "description": "One of four shapes, by the poll's kind (a body with both `text` "
+            "and `upvote` is an upvote).",
+            "anyOf": [ref("OptionsVote"), ref("RatingVote"), ref("TextVote"), ref("UpvoteVote")],
         },
+        "OptionsVote": vote(
+            "single, multiple, quiz (and rating, instead of `value`).",
+            "option_ids",
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string"},
+                "description": "Ids of the poll's options: exactly one, or one or more on a "
+                "`multiple` poll. Repeats are ignored.",
+            },
+        ),
+        "RatingVote": vote(
+            "rating.",
+            "value",
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": max(SCALES),
+                "description": "From 1 to the poll's `scale` (`invalid_value` outside it).",
+            },
+        ),
+        "TextVote": vote(
+            f"text: an answer of 1 to {MAX_ANSWER} characters, one per voter; qa: a question "
+            f"of 1 to {MAX_ASK} characters, as many as you like (its id is the vote's "
+            "event_id).",
+            "text",
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_ASK,
+                "pattern": NOT_BLANK,
+                "description": "Runs of spaces count as one and the ends are trimmed before "
+                "the length is checked (`empty_text`, `too_long`).",
+            },
+        ),
+        "UpvoteVote": vote(
+            "qa: upvote a question of this poll, once per voter and question.",
+            "upvote",
+            {"type": "string", "minLength": 1, "description": "The question's id."},
+        ),
         "VoteAccepted": {
             "type": "object",
             "required": ["event_id", "status"],
@@ -406,17 +744,26 @@ def schemas() -> JSON:
                     "type": "string",
                     "enum": list(RECEIPT_REASONS),
                     "description": "Only with `rejected`. `replaced`: a later vote by the "
-                    "same voter took its place; `superseded`: a later vote was counted first.",
+                    "same voter took its place; `superseded`: a later vote was counted first; "
+                    "`question_hidden`: an upvote of a pending or hidden question; `time_up`: "
+                    "a quiz answer after the time limit.",
                 },
             },
         },
         "CountedVote": {
             "type": "object",
-            "required": ["event_id", "voter_id", "option_ids", "counted_at"],
+            "description": "`option_ids` on the option kinds (a quiz's with its `points`); "
+            "`text` on a word cloud; on a Q&A one per question, oldest first (`event_id` is "
+            "the question's id) with `text`, `upvotes` and `status`.",
+            "required": ["event_id", "voter_id", "counted_at"],
             "properties": {
                 "event_id": UUID,
                 "voter_id": UUID,
                 "option_ids": {"type": "array", "items": UUID},
+                "points": {**COUNT, "description": "Quiz only."},
+                "text": {"type": "string"},
+                "upvotes": COUNT,
+                "status": {"type": "string", "enum": list(QUESTION_STATUSES)},
                 "counted_at": TIMESTAMP,
             },
         },
@@ -491,6 +838,95 @@ def schemas() -> JSON:
                 "marked_read": {**COUNT, "description": "How many were unread until now."},
             },
         },
+        "Word": {
+            "type": "object",
+            "required": ["word", "count"],
+            "properties": {
+                "word": {"type": "string", "description": "Lowercased."},
+                "count": {**COUNT, "description": "Answers that contain the word."},
+            },
+        },
+        "Question": {
+            "type": "object",
+            "required": ["id", "text", "upvotes", "pinned", "answered", "status", "created_at"],
+            "properties": {
+                "id": {**UUID, "description": "The event_id of the vote that asked it."},
+                "text": {"type": "string"},
+                "upvotes": COUNT,
+                "pinned": {"type": "boolean"},
+                "answered": {"type": "boolean"},
+                "status": {
+                    "type": "string",
+                    "enum": list(QUESTION_STATUSES),
+                    "description": "`pending`: waiting for the host's approval (moderated "
+                    "polls); only `visible` ones reach attendees and screens.",
+                },
+                "created_at": TIMESTAMP,
+            },
+        },
+        "Questions": {
+            "type": "object",
+            "required": ["poll_id", "questions"],
+            "properties": {
+                "poll_id": UUID,
+                "questions": {"type": "array", "items": ref("Question")},
+            },
+        },
+        "LeaderboardRow": {
+            "type": "object",
+            "required": ["name", "points", "correct"],
+            "properties": {
+                "name": {"type": "string", "description": "The voter's pseudonym (join's `name`)."},
+                "points": {
+                    **COUNT,
+                    "description": "Over the room's closed quizzes. A right answer scores "
+                    "500 + round(500 * max(0, 1 - t / time_limit_s)), t the seconds from the "
+                    "opening to the answer (1000 without a time limit); a wrong one 0.",
+                },
+                "correct": {**COUNT, "description": "Right answers."},
+            },
+        },
+        "Leaderboard": {
+            "type": "object",
+            "required": ["room_id", "leaderboard"],
+            "properties": {
+                "room_id": UUID,
+                "leaderboard": {
+                    "type": "array",
+                    "maxItems": LEADERBOARD_SIZE,
+                    "items": ref("LeaderboardRow"),
+                    "description": "Most points first; on a tie, whoever answered first.",
+                },
+            },
+        },
+        "RoomSummary": {
+            "type": "object",
+            "required": ["id", "code", "code_display", "title", "created_at", "poll_count"],
+            "properties": {
+                "id": UUID,
+                "code": {"type": "string"},
+                "code_display": {"type": "string"},
+                "title": {"type": "string"},
+                "created_at": TIMESTAMP,
+                "poll_count": COUNT,
+            },
+        },
+        "RoomList": {
+            "type": "object",
+            "required": ["rooms"],
+            "properties": {
+                "rooms": {
+                    "type": "array",
+                    "items": ref("RoomSummary"),
+                    "description": "Newest first.",
+                },
+            },
+        },
+        "Deleted": {
+            "type": "object",
+            "required": ["id", "deleted"],
+            "properties": {"id": UUID, "deleted": {"const": True}},
+        },
         "Health": {
             "type": "object",
             "required": ["status", "version", "node_id"],
@@ -551,6 +987,18 @@ def paths() -> JSON:
     transition = error("`invalid_transition`: only a draft poll opens, only an open poll closes.")
     return {
         "/api/v1/rooms": {
+            "get": {
+                "operationId": "listRooms",
+                "tags": ["host"],
+                "summary": "Every room, newest first",
+                "security": ADMIN,
+                "responses": {
+                    "200": ok("The rooms, without their polls.", ref("RoomList"),
+                              {"rooms": [{k: v for k, v in EXAMPLE_ROOM.items() if k != "polls"}
+                                         | {"poll_count": 1}]}),
+                    **host_errors(),
+                },
+            },
             "post": {
                 "operationId": "createRoom",
                 "tags": ["host"],
@@ -564,7 +1012,8 @@ def paths() -> JSON:
                     "201": {
                         **ok("The room, with its code.", ref("Room"),
                              {**EXAMPLE_ROOM, "polls": []}),
-                        "links": links("id", "room_id", "getRoom", "createPoll"),
+                        "links": links("id", "room_id", "getRoom", "createPoll", "renameRoom",
+                                       "duplicateRoom", "deleteRoom"),
                     },
                     "400": error(BAD_JSON + " `invalid_field`: `title` is not a string."),
                     **host_errors(
@@ -590,7 +1039,121 @@ def paths() -> JSON:
                     "200": ok("The room.", ref("Room"), EXAMPLE_ROOM),
                     "401": NEEDS_VOTER_401,
                     "403": error("`wrong_room`: the voter joined another room."),
-                    "404": error("`room_not_found`: no room has this id."),
+                    "404": ROOM_404,
+                    "default": OTHER,
+                },
+            },
+            "patch": {
+                "operationId": "renameRoom",
+                "tags": ["host"],
+                "summary": "Rename a room",
+                "description": "The code stays the same. Sockets on the room get a `room` "
+                "message.",
+                "security": ADMIN,
+                "requestBody": {
+                    "required": True,
+                    "content": json_body(ref("RenameRoom"), {"title": "Physics 102"}),
+                },
+                "responses": {
+                    "200": ok("The room with all its polls.", ref("Room"),
+                              {**EXAMPLE_ROOM, "title": "Physics 102"}),
+                    "400": error(BAD_JSON + " `invalid_field`: `title` is not a string."),
+                    **host_errors({
+                        "404": error("`room_not_found`: no room has this id (the body is "
+                                     "checked first)."),
+                        "413": TOO_LARGE,
+                        "422": error("`invalid_field`: `title` missing or blank; "
+                                     f"`too_long`: over {MAX_TITLE} characters."),
+                    }),
+                },
+            },
+            "delete": {
+                "operationId": "deleteRoom",
+                "tags": ["host"],
+                "summary": "Delete a room, its polls, votes and voters",
+                "description": "No undo. Its code stops working, its polls answer 404; "
+                "receipts and notifications already written stay. Sockets on the room get "
+                '`{"type": "room", "deleted": true}`.',
+                "security": ADMIN,
+                "responses": {
+                    "200": ok("Deleted.", ref("Deleted"),
+                              {"id": EXAMPLE_ROOM_ID, "deleted": True}),
+                    **host_errors({"404": ROOM_404}),
+                },
+            },
+        },
+        "/api/v1/rooms/{room_id}/duplicate": {
+            "parameters": [room_id],
+            "post": {
+                "operationId": "duplicateRoom",
+                "tags": ["host"],
+                "summary": "A new room with a draft copy of every poll (no votes)",
+                "description": "A template for the next session: a new code, every poll "
+                "copied in order as a `draft` with its kind, options (new ids, a quiz's right "
+                "answers) and settings.",
+                "security": ADMIN,
+                "requestBody": {
+                    "required": False,
+                    "content": json_body(ref("DuplicateRoom"), {"title": "Physics 101, again"}),
+                },
+                "responses": {
+                    "201": {
+                        **ok("The new room and its polls.", ref("Room")),
+                        "links": links("id", "room_id", "getRoom", "createPoll"),
+                    },
+                    "400": error(BAD_JSON + " `invalid_field`: `title` is not a string."),
+                    **host_errors({
+                        "404": ROOM_404,
+                        "413": TOO_LARGE,
+                        "422": error("`invalid_field`: `title` blank; `too_long`: over "
+                                     f"{MAX_TITLE} characters."),
+                    }),
+                },
+            },
+        },
+        "/api/v1/rooms/{room_id}/order": {
+            "parameters": [room_id],
+            "put": {
+                "operationId": "reorderPolls",
+                "tags": ["host"],
+                "summary": "Put the room's polls in a new order",
+                "description": "Their `position`s become 0, 1, 2, ... Sockets on the room get "
+                "a `room` message.",
+                "security": ADMIN,
+                "requestBody": {
+                    "required": True,
+                    "content": json_body(ref("PollOrder"), {"poll_ids": [EXAMPLE_POLL_ID]}),
+                },
+                "responses": {
+                    "200": ok("The room, its polls in the new order.", ref("Room"), EXAMPLE_ROOM),
+                    "400": error(BAD_JSON + " `invalid_field`: `poll_ids` missing or not a "
+                                 "list of strings."),
+                    **host_errors({
+                        "404": ROOM_404,
+                        "413": TOO_LARGE,
+                        "422": error("`invalid_order`: not every poll of the room exactly "
+                                     "once."),
+                    }),
+                },
+            },
+        },
+        "/api/v1/rooms/{room_id}/leaderboard": {
+            "parameters": [room_id],
+            "get": {
+                "operationId": "getLeaderboard",
+                "tags": ["host", "attendee"],
+                "summary": "The room's quiz leaderboard",
+                "description": f"The top {LEADERBOARD_SIZE} over the room's closed quizzes "
+                "only (an open quiz's answers would give away who was right). Empty until a "
+                "quiz closes.",
+                "security": ADMIN_OR_VOTER,
+                "responses": {
+                    "200": ok("The leaderboard.", ref("Leaderboard"),
+                              {"room_id": EXAMPLE_ROOM_ID, "leaderboard": EXAMPLE_LEADERBOARD}),
+                    "401": NEEDS_VOTER_401,
+                    "403": error("`wrong_room`: the voter joined another room (also for a "
+                                 "room id that does not exist)."),
+                    "404": error("`room_not_found`: no room has this id (host only)."),
                     "default": OTHER,
                 },
             },
@@ -601,31 +1164,44 @@ def paths() -> JSON:
                 "operationId": "createPoll",
                 "tags": ["host"],
                 "summary": "Add a poll to a room (as a draft)",
+                "description": "It goes after the room's other polls.",
                 "security": ADMIN,
                 "requestBody": {
                     "required": True,
-                    "content": json_body(
-                        ref("CreatePoll"),
-                        {
-                            "question": "Which planet is largest?",
-                            "kind": "single",
-                            "options": ["Mars", "Jupiter", "Venus"],
-                        },
-                    ),
+                    "content": json_examples(ref("CreatePoll"), {
+                        "single": ("One option per vote", {
+                            "question": "Which planet is largest?", "kind": "single",
+                            "options": ["Mars", "Jupiter", "Venus"]}),
+                        "rating": ("A scale of 1 to 5", {
+                            "question": "How was the talk?", "kind": "rating", "scale": 5}),
+                        "text": ("A word cloud", {
+                            "question": "One word for today?", "kind": "text",
+                            "blocked_words": "boring, meh"}),
+                        "qa": ("Questions, approved by the host", {
+                            "question": "Questions for the speaker", "kind": "qa",
+                            "moderated": True}),
+                        "quiz": ("A quiz with 30 seconds to answer", {
+                            "question": "Capital of France?", "kind": "quiz",
+                            "options": ["Paris", "Lyon", "Nice"], "correct": [0],
+                            "time_limit_s": 30}),
+                    }),
                 },
                 "responses": {
                     "201": {
                         **ok("The poll, in `draft`.", ref("Poll"),
                              {**EXAMPLE_POLL, "status": "draft", "opened_at": None}),
                         "links": links(
-                            "id", "poll_id", "getPoll", "openPoll", "closePoll", "exportPoll",
-                            "getResults", "castVote",
+                            "id", "poll_id", "getPoll", "updatePoll", "deletePoll", "openPoll",
+                            "closePoll", "exportPoll", "getResults", "castVote",
                         ),
                     },
                     "400": error(
                         BAD_JSON + " `invalid_field`: a field of the wrong type: `question` "
-                        "or `kind` not a string, `options` absent or not a list of strings, "
-                        "`allow_change` or `hide_results` not a boolean."
+                        "or `kind` not a string, `options` absent (where the kind needs them) "
+                        "or not a list of strings, `allow_change`, `hide_results` or "
+                        "`moderated` not a boolean, `scale` not a whole number, `correct` not "
+                        "a list of whole numbers, `time_limit_s` neither a whole number nor "
+                        "null, `blocked_words` neither a string nor a list of strings."
                     ),
                     **host_errors(
                         {
@@ -639,7 +1215,12 @@ def paths() -> JSON:
                                 "characters; `invalid_kind`: `kind` is not one of "
                                 f"{', '.join(KINDS)}; `option_count`: not {MIN_OPTIONS} to "
                                 f"{MAX_OPTIONS} options; `duplicate_option`: two labels "
-                                "are the same."
+                                "are the same; `invalid_scale`: a rating's `scale` is not "
+                                f"{' or '.join(map(str, SCALES))}; `invalid_correct`: a quiz's "
+                                "`correct` is empty or outside its options; "
+                                "`invalid_time_limit`: a quiz's `time_limit_s` is not "
+                                f"{TIME_LIMIT_RANGE[0]} to {TIME_LIMIT_RANGE[1]}; `too_long` "
+                                f"also: more than {MAX_BLOCKED} blocked words."
                             ),
                         }
                     ),
@@ -654,6 +1235,106 @@ def paths() -> JSON:
                 "summary": "One poll",
                 "security": ADMIN,
                 "responses": {"200": poll_200, **host_errors({"404": POLL_404})},
+            },
+            "patch": {
+                "operationId": "updatePoll",
+                "tags": ["host"],
+                "summary": "Edit a poll",
+                "description": "Its shape while it is a draft; `hide_results`, "
+                "`allow_change`, `blocked_words` and `moderated` at any time. Sockets on the "
+                "room get a `poll` message (host sockets only for a draft), then fresh "
+                "results.",
+                "security": ADMIN,
+                "requestBody": {
+                    "required": True,
+                    "content": json_examples(ref("UpdatePoll"), {
+                        "hide": ("Hide the results until the poll closes",
+                                 {"hide_results": True}),
+                        "block": ("Block more words in a word cloud",
+                                  {"blocked_words": ["boring", "meh", "rude"]}),
+                        "draft": ("Change a draft's question and options",
+                                  {"question": "Which planet is smallest?",
+                                   "options": ["Mercury", "Mars"]}),
+                    }),
+                },
+                "responses": {
+                    "200": ok("The poll, as the host sees it.", ref("Poll"), EXAMPLE_POLL),
+                    "400": error(BAD_JSON + " `invalid_field`: a field of the wrong type, as "
+                                 "at creation."),
+                    **host_errors({
+                        "404": POLL_404,
+                        "409": error("`poll_not_draft`: a field that only a draft may change "
+                                     "(question, kind, options, correct, scale, time_limit_s) "
+                                     "on an open or closed poll."),
+                        "413": TOO_LARGE,
+                        "422": error("`invalid_field`: a field that cannot be changed (checked "
+                                     "before the poll is looked up); otherwise the codes of "
+                                     "poll creation."),
+                    }),
+                },
+            },
+            "delete": {
+                "operationId": "deletePoll",
+                "tags": ["host"],
+                "summary": "Delete a poll, with its votes",
+                "description": "In any status. Later votes on it answer 404; receipts already "
+                'given stay. Sockets on the room get `{"type": "poll", "status": "deleted"}`.',
+                "security": ADMIN,
+                "responses": {
+                    "200": ok("Deleted.", ref("Deleted"),
+                              {"id": EXAMPLE_POLL_ID, "deleted": True}),
+                    **host_errors({"404": POLL_404}),
+                },
+            },
+        },
+        "/api/v1/polls/{poll_id}/questions": {
+            "parameters": [poll_id],
+            "get": {
+                "operationId": "listQuestions",
+                "tags": ["host"],
+                "summary": "Every question of a Q&A, in every status",
+                "description": "Pending and hidden ones too, in the results' order. A poll "
+                "of another kind has none.",
+                "security": ADMIN,
+                "responses": {
+                    "200": ok("The questions.", ref("Questions"),
+                              {"poll_id": EXAMPLE_KIND_RESULTS["qa"]["poll_id"],
+                               "questions": [EXAMPLE_QUESTION]}),
+                    **host_errors({"404": POLL_404}),
+                },
+            },
+        },
+        "/api/v1/questions/{question_id}": {
+            "parameters": [{
+                **id_param("question_id", "question"),
+                "description": "The question's id: the event_id of the vote that asked it.",
+            }],
+            "patch": {
+                "operationId": "moderateQuestion",
+                "tags": ["host"],
+                "summary": "Approve, hide, pin or mark a Q&A question answered",
+                "description": "Sockets on the room get fresh results of the poll.",
+                "security": ADMIN,
+                "requestBody": {
+                    "required": True,
+                    "content": json_examples(ref("Moderate"), {
+                        "approve": ("Approve a pending question", {"status": "visible"}),
+                        "pin": ("Pin it and mark it answered",
+                                {"pinned": True, "answered": True}),
+                    }),
+                },
+                "responses": {
+                    "200": ok("The question.", ref("Question"), EXAMPLE_QUESTION),
+                    "400": error(BAD_JSON + " `invalid_field`: `pinned` or `answered` not a "
+                                 "boolean."),
+                    **host_errors({
+                        "404": error("`question_not_found`: no question has this id (the "
+                                     "body is checked first)."),
+                        "413": TOO_LARGE,
+                        "422": error("`invalid_field`: `status` is neither visible nor "
+                                     "hidden, or none of the three fields was sent."),
+                    }),
+                },
             },
         },
         "/api/v1/polls/{poll_id}/open": {
@@ -806,14 +1487,20 @@ def paths() -> JSON:
                 "`event_id` sent again (same voter, poll and options) answers 202 again and "
                 "is counted once, even after the poll has closed (the open check applies to "
                 "new votes only). Counting happens just after: follow it with "
-                "GET /api/v1/votes/{event_id}.",
+                "GET /api/v1/votes/{event_id}. The body's shape depends on the poll's kind "
+                "(see CastVote); a Q&A question's id is the event_id of the vote that asked it.",
                 "security": VOTER,
                 "requestBody": {
                     "required": True,
-                    "content": json_body(
-                        ref("CastVote"),
-                        {"event_id": EXAMPLE_EVENT_ID, "option_ids": [EXAMPLE_OPTIONS[1]["id"]]},
-                    ),
+                    "content": json_examples(ref("CastVote"), {
+                        "options": ("single, multiple or quiz", {
+                            "event_id": EXAMPLE_EVENT_ID,
+                            "option_ids": [EXAMPLE_OPTIONS[1]["id"]]}),
+                        "rating": ("rating: a value on the scale", {"value": 4}),
+                        "text": ("text: a word-cloud answer", {"text": "Great talk"}),
+                        "ask": ("qa: ask a question", {"text": "Will the slides be online?"}),
+                        "upvote": ("qa: upvote a question", {"upvote": EXAMPLE_QUESTION_ID}),
+                    }),
                 },
                 "responses": {
                     "202": {
@@ -821,23 +1508,32 @@ def paths() -> JSON:
                              {"event_id": EXAMPLE_EVENT_ID, "status": "accepted"}),
                         "links": links("event_id", "event_id", "getReceipt"),
                     },
-                    "400": error(BAD_JSON + " `invalid_field`: `option_ids` is missing or not "
-                                 "a list of strings, or `event_id` is not a UUID."),
+                    "400": error(BAD_JSON + " `invalid_field`: the kind's field is missing "
+                                 "or of the wrong type (`option_ids` not a list of strings, "
+                                 "`value` not a whole number, `text` not a string, `upvote` "
+                                 "not a non-empty string), or `event_id` is not a UUID."),
                     "401": NEEDS_VOTER_401,
                     "403": error("`wrong_room`: the poll is in another room than the voter's; "
                                  "`forbidden`: the admin token was sent."),
-                    "404": POLL_404,
+                    "404": error("`poll_not_found`: no poll has this id, or it is a draft; "
+                                 "`question_not_found`: an upvote of a question that is not "
+                                 "one of this poll's."),
                     "409": error(
-                        "`poll_not_open`: the poll is a draft or closed (and the `event_id` "
-                        "is new); `already_voted`: "
-                        "this voter has another vote in this poll (and it does not allow "
-                        "changes); `event_id_conflict`: this `event_id` belongs to a "
-                        "different vote."
+                        "`poll_not_open`: the poll is closed (and the `event_id` is new); "
+                        "`already_voted`: this voter has another vote in this poll (and it "
+                        "does not allow changes), or already upvoted this question; "
+                        "`event_id_conflict`: this `event_id` belongs to a different vote; "
+                        "`time_up`: a quiz's time limit (plus "
+                        f"{QUIZ_GRACE_S:g} s) has passed."
                     ),
                     "413": TOO_LARGE,
                     "422": error("`no_option`: `option_ids` is empty; `too_many_options`: "
-                                 "more than one on a `single` poll; `invalid_option`: an id "
-                                 "is not one of the poll's options."),
+                                 "more than one where the kind takes one (all but "
+                                 "`multiple`); `invalid_option`: an id is not one of the "
+                                 "poll's options; `invalid_value`: a rating's `value` "
+                                 "outside its scale; `empty_text`: `text` blank; `too_long`: "
+                                 f"`text` over {MAX_ANSWER} (word cloud) or {MAX_ASK} "
+                                 "(question) characters."),
                     "503": error(
                         "Nothing was saved; try again after `Retry-After`. `queue_full`: "
                         "too many votes wait to be counted; `storage_full`: the server's "
@@ -881,10 +1577,19 @@ def paths() -> JSON:
                 "summary": "The poll's counts",
                 "description": "Anyone may read them once the poll is open, unless it has "
                 "`hide_results` and is not closed yet: then only the host. A draft's results "
-                "are the host's only; anyone else gets 404.",
+                "are the host's only; anyone else gets 404. With the admin token the answer is "
+                "the host's view: a Q&A's pending and hidden questions, a quiz's right answers "
+                "before it closes.",
                 "security": ANYONE_OR_ADMIN,
                 "responses": {
-                    "200": ok("The counts.", ref("Results"), EXAMPLE_RESULTS),
+                    "200": {
+                        "description": "The counts, with the kind's extras.",
+                        "content": json_examples(ref("Results"), {
+                            "single": ("A single-choice poll", EXAMPLE_RESULTS),
+                            **{kind: (f"A {kind} poll", body)
+                               for kind, body in EXAMPLE_KIND_RESULTS.items()},
+                        }),
+                    },
                     "403": error("`results_hidden`: shown when the poll closes."),
                     "404": error("`poll_not_found`: no poll has this id, or it is a draft and "
                                  "the admin token was not sent."),
@@ -958,7 +1663,10 @@ def paths() -> JSON:
                 "summary": "Live results, poll changes, notifications, the host's feed",
                 "description": "Upgrades to a WebSocket (send the usual `Upgrade: websocket` "
                 "headers). The server sends JSON text messages with a `type`: `snapshot` "
-                "(first, and in answer to `resume`), `results`, `poll`, `notification` "
+                "(first, and in answer to `resume`), `results` (host sockets get the host's "
+                "view of `qa` and `quiz` polls), `poll` (created, opened, closed, edited; "
+                '`"status": "deleted"` without `poll` for a deleted one), `room` (renamed or '
+                'reordered: the whole room; deleted: `"deleted": true`), `notification` '
                 "(voter sockets), `activity` (host sockets) and `pong`; the client may send "
                 '`{"type": "ping"}` and `{"type": "resume"}`. The admin token makes a host '
                 "socket, a voter token a voter socket, no token a screen socket. Close "
@@ -1063,7 +1771,8 @@ def document() -> JSON:
             "description": "Errors under /api/ are always "
             '`{"error": {"code": "<slug>", "message": "<sentence>"}}`. '
             "Request bodies are JSON objects (no Content-Type needed); unknown fields are "
-            "ignored; text limits count characters after trimming spaces. "
+            "ignored (except by PATCH /api/v1/polls/{poll_id}, which refuses them); text "
+            "limits count characters after trimming spaces. "
             "Live updates come over the WebSocket `GET /ws`, whose messages OpenAPI cannot "
             f"describe: see {DOCS}, the prose reference.",
         },
