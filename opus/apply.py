@@ -252,7 +252,7 @@ def _check_keyed(
     limit = poll["time_limit_s"]
     if limit and elapsed > limit + kinds.QUIZ_GRACE_S:
         return "time_up", 0
-    right = set(value) == correct.get(vote.poll_id, set())
+    right = bool(value) and set(value) <= correct.get(vote.poll_id, set())  # any right option
     return None, kinds.quiz_points(right, elapsed, limit)
 
 

@@ -276,6 +276,11 @@ class Broadcaster:
             frames[is_host] = text_frame(json.dumps({**body, "seq": seq}))
         for client in clients:
             client.send(frames[client.is_host])
+        if deleted:  # nothing more will happen in this room
+            await asyncio.gather(
+                *(c.ws.close(code=WSCloseCode.OK, message=b"room deleted") for c in clients),
+                return_exceptions=True,
+            )
 
     async def run_results(self) -> None:
         """Every coalesce interval, one results frame per dirty poll for all its watchers."""

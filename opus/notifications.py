@@ -95,7 +95,9 @@ class Notifier:
         else:
             kind, title = "poll_closed", f"Closed: {question}"
             message, extra = _closed_message(data["results"]), json.dumps(data["results"])
-            recipients = "SELECT rowid, voter_id FROM votes WHERE poll_id = ? AND rowid > ?"
+            # Who voted; in a Q&A, who asked (each once: the insert ignores repeats).
+            table = "questions" if data["results"].get("kind") == "qa" else "votes"
+            recipients = f"SELECT rowid, voter_id FROM {table} WHERE poll_id = ? AND rowid > ?"
             scope = poll_id
         created = 0
         after = -1

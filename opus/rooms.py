@@ -11,7 +11,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from opus import events, kinds, outbox, results
@@ -173,8 +173,8 @@ def _poll_body(row: Row, options: list[Row], *, for_host: bool) -> dict[str, Any
     }
     opened = _epoch(row["opened_at"])
     if row["kind"] == "quiz" and row["time_limit_s"] and opened and row["status"] == "open":
-        deadline = datetime.fromtimestamp(opened + row["time_limit_s"]).astimezone()
-        body["deadline"] = deadline.isoformat(timespec="milliseconds")
+        deadline = datetime.fromtimestamp(opened + row["time_limit_s"], UTC)
+        body["deadline"] = deadline.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return body
 
 
@@ -359,6 +359,8 @@ class Rooms:
                                 code="invalid_field")
         current = await self.poll(poll_id, for_host=True)
         reshape = any(name in body for name in _DRAFT_FIELDS)
+        # New options (and new option ids) only when the options themselves change.
+        new_options = any(name in body for name in ("kind", "options", "correct", "scale"))
         if reshape and current["status"] != "draft":
             raise Conflict("Only a draft poll can change its question, kind or options.",
                            code="poll_not_draft")
@@ -391,7 +393,7 @@ class Rooms:
                  json.dumps(spec.blocked_words), int(spec.moderated), spec.time_limit_s,
                  poll_id),
             )
-            if reshape:
+            if new_options:
                 conn.execute("DELETE FROM options WHERE poll_id = ?", (poll_id,))
                 options = [o["id"] for o in self._insert_options(conn, poll_id, spec)]
             outbox.add(conn, [self._event(events.POLL_UPDATED, {

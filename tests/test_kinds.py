@@ -152,7 +152,7 @@ async def test_quiz_points_leaderboard_and_hidden_answers(api: Api) -> None:
     room = await api.room()
     quiz = await make_poll(api, room["id"], kind="quiz", options=["Paris", "Lyon", "Nice"],
                            correct=[0], time_limit_s=60)
-    assert quiz["deadline"] is not None
+    assert quiz["deadline"].endswith("Z")  # UTC, like every other time
     paris, lyon, _ = (o["id"] for o in quiz["options"])
     fast, slow, wrong = [await api.join(room["code"]) for _ in range(3)]
     await counted(api, fast, quiz["id"], option_ids=[paris])
@@ -178,6 +178,37 @@ async def test_quiz_points_leaderboard_and_hidden_answers(api: Api) -> None:
     status, same = await api.call("GET", f"/api/v1/rooms/{room['id']}/leaderboard",
                                   headers=wrong["headers"])
     assert status == 200 and same["leaderboard"] == board
+
+
+async def test_quiz_with_two_right_options_scores_either(api: Api) -> None:
+    room = await api.room()
+    quiz = await make_poll(api, room["id"], kind="quiz", options=["2", "3", "4"],
+                           correct=[0, 1], time_limit_s=None)
+    two, three, four = (o["id"] for o in quiz["options"])
+    voters = [await api.join(room["code"]) for _ in range(3)]
+    for voter, choice in zip(voters, [two, three, four], strict=True):
+        await counted(api, voter, quiz["id"], option_ids=[choice])
+    await api.call("POST", f"/api/v1/polls/{quiz['id']}/close", headers=api.admin)
+    board = (await api.results(quiz["id"]))["leaderboard"]
+    assert sorted(row["points"] for row in board) == [0, 1000, 1000]
+
+
+async def test_closing_a_qa_tells_the_askers(api: Api) -> None:
+    room = await api.room()
+    qa = await make_poll(api, room["id"], kind="qa")
+    asker, silent = await api.join(room["code"]), await api.join(room["code"])
+    await counted(api, asker, qa["id"], text="One?")
+    await counted(api, asker, qa["id"], text="Two?")
+    await api.call("POST", f"/api/v1/polls/{qa['id']}/close", headers=api.admin)
+    for _ in range(100):
+        _, inbox = await api.call("GET", "/api/v1/notifications", headers=asker["headers"])
+        closed = [n for n in inbox["notifications"] if n["type"] == "poll_closed"]
+        if closed:
+            break
+        await asyncio.sleep(0.05)
+    assert [n["message"] for n in closed] == ["2 questions asked."]
+    _, inbox = await api.call("GET", "/api/v1/notifications", headers=silent["headers"])
+    assert not [n for n in inbox["notifications"] if n["type"] == "poll_closed"]
 
 
 async def test_quiz_refuses_answers_after_its_time_limit(api: Api) -> None:
