@@ -71,6 +71,7 @@
     if (results && !hide) Opus.renderResults(box, results);
     // Everything fits on one projected page: more options, smaller bars.
     var count = poll.kind === "text" || poll.kind === "qa" ? 0 : (poll.options || []).length;
+    if (poll.kind === "quiz" && poll.status === "closed") count += 4;  // room for the leaderboard
     chart.setAttribute("data-size", count > 6 ? "small" : count > 4 ? "medium" : "large");
     curtain.hidden = !hide;
     if (hide) {
