@@ -177,7 +177,7 @@ def main() -> None:
 @main.command(cls=_SettingsCommand)
 @_settings_options
 def serve(**options: Any) -> None:
-    """Serve the API (and, later, the pages) until SIGTERM or Ctrl-C.
+    """Serve the API, the pages and the WebSockets until SIGTERM or Ctrl-C.
 
     Each setting comes from, strongest first: its command-line flag, its OPUS_* environment
     variable, the settings file (--config FILE or OPUS_CONFIG; /etc/opus/opus.toml when it
@@ -209,8 +209,10 @@ def serve(**options: Any) -> None:
         else:
             lines.append("Admin token: the one set in OPUS_ADMIN_TOKEN / --admin-token")
         lines.append("Attendees reach this box at: " + "  ".join(attendee_urls(settings)))
-        lines.append("  (they join with POST /api/v1/join; the attendee pages come in a later"
-                     " release)")
+        lines.append("  (they open it and type the room code; the projector page"
+                     " /screen/<code> shows the code and a QR code)")
+        lines.append(f"Host console: http://localhost:{settings.port}/host"
+                     "  (log in with the admin token)")
         lines.append(f"Data: {settings.data_dir.resolve()}")
         if settings.log_format == "json":
             for line in lines:  # a JSON log stays one JSON object per line
