@@ -75,7 +75,8 @@ def start_to_ready(command: list[str], data_dir: Path, timeout: float = 30.0) ->
            "OPUS_CONFIG": os.devnull}
     env.pop("NOTIFY_SOCKET", None)
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, cwd=data_dir.parent,
+    # Its own session: killing the group reaches the binary's child if the bootloader dies.
+    proc = subprocess.Popen(command, env=env, cwd=data_dir.parent, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         while not healthy(port):
@@ -90,7 +91,7 @@ def start_to_ready(command: list[str], data_dir: Path, timeout: float = 30.0) ->
         return elapsed
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
