@@ -10,7 +10,7 @@ import logging
 import sqlite3
 from collections.abc import Iterable
 
-from opus.db import Database
+from opus.db import Database, is_disk_full
 from opus.events import POLL_VOTE_CAST, Envelope, now_iso
 from opus.hub import Hub
 from opus.metrics import Metrics
@@ -41,6 +41,8 @@ class Relay:
         self._metrics = metrics
         self._wake = asyncio.Event()
         self._stopping = False
+        # Published, perhaps not yet marked sent (the mark failed: a full disk): not again.
+        self._published_seq = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -53,9 +55,13 @@ class Relay:
             try:
                 while await self.relay_once():
                     pass
-            except Exception:
-                log.exception("outbox relay failed; retrying")
-                await asyncio.sleep(0.5)
+            except Exception as exc:
+                if is_disk_full(exc):  # waits for space, without a traceback a tick
+                    log.error("outbox relay: the disk is full; retrying")
+                    await asyncio.sleep(5.0)
+                else:
+                    log.exception("outbox relay failed; retrying")
+                    await asyncio.sleep(0.5)
             if self._stopping:
                 return
 
@@ -73,8 +79,11 @@ class Relay:
             return 0
         votes_at_debug = log.isEnabledFor(logging.DEBUG)
         for row in rows:
+            if row["seq"] <= self._published_seq:
+                continue
             event: Envelope = json.loads(row["envelope"])
             published = await self._hub.publish(event)
+            self._published_seq = row["seq"]
             # One line per event; votes (thousands a second) only at debug level.
             if published and (votes_at_debug or event["event_type"] != POLL_VOTE_CAST):
                 log.log(
