@@ -57,10 +57,13 @@ BINARY_SOURCES := opus.spec packaging/entry.py pyproject.toml \
 
 binary: $(BINARY)
 
+# One build at a time (flock), and the new file moved into place whole: a binary that is
+# running, or being tested by another `make test` in this tree, is never overwritten mid-way.
 $(BINARY): $(BINARY_SOURCES) | $(TEST_STAMP)
-	$(PY) -m PyInstaller opus.spec --noconfirm --log-level WARN \
-		--workpath build/pyinstaller --distpath dist
-	@touch $@
+	@mkdir -p build dist
+	flock build/binary.lock sh -c '$(PY) -m PyInstaller opus.spec --noconfirm --log-level WARN \
+		--workpath build/pyinstaller --distpath build/pyinstaller/dist \
+		&& mv build/pyinstaller/dist/opus $@'
 
 deb: $(DEB)
 

@@ -4,12 +4,14 @@ the checkout, so that everything it serves must come from inside the binary."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
 from collections.abc import Iterator
@@ -139,6 +141,17 @@ async def test_binary_round_trip_under_systemds_protocol_then_sigterm(
             assert status == 202, body
         results = await api.total_when(poll["id"], 3)
         assert {o["label"]: o["votes"] for o in results["options"]} == {"Tea": 1, "Coffee": 2}
+
+        # An operator's command, from the binary too, while it serves.
+        archive = tmp_path / "backup.tar.gz"
+        done = await asyncio.to_thread(
+            subprocess.run, [str(binary), "backup", "--data-dir", str(server.data_dir),
+                             str(archive)],
+            cwd=tmp_path, env=server.env, capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        with tarfile.open(archive) as tar:
+            assert any(name.endswith("opus.db") for name in tar.getnames())
 
         # A page from the templates inside the binary, and the static files, byte for byte.
         status, page = await api.call("GET", f"/screen/{room['code']}")
