@@ -33,7 +33,7 @@ async def poll_export(rooms: Rooms, poll_id: str) -> dict[str, Any]:
     """`{"poll", "results", "votes"}`: the poll, its results and its counted votes."""
     return {
         "poll": await rooms.poll(poll_id),
-        "results": await rooms.results(poll_id),
+        "results": await rooms.results(poll_id, for_host=True),  # every question, every answer
         "votes": await rooms.counted_votes(poll_id),
     }
 
