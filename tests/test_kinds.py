@@ -356,3 +356,14 @@ async def next_of(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, A
         message = await ws.receive_json(timeout=10)
         if message["type"] == kind:
             return message  # type: ignore[no-any-return]
+
+
+async def test_kiosk_screen_follows_the_newest_room(api: Api, client: TestClient) -> None:
+    """`/screen` (the kiosk unit's page) waits for a room, then shows the newest one."""
+    async with client.get("/screen", allow_redirects=False) as waiting:
+        assert waiting.status == 200 and waiting.headers["Refresh"] == "5"
+        assert "Waiting for a room" in await waiting.text()
+    await api.room("Older")
+    newest = await api.room("Newest")
+    async with client.get("/screen", allow_redirects=False) as found:
+        assert found.status == 302 and found.headers["Location"] == f"/screen/{newest['code']}"

@@ -102,11 +102,15 @@ def is_host(request: web.Request) -> bool:
     return hmac.compare_digest(mac, _sign(request, _host_purpose(request), expires))
 
 
+# A CSRF cookie made while rendering this request, for the response to set.
+_NEW_CSRF = web.RequestKey("new_csrf_cookie", str)
+
+
 def csrf_token(request: web.Request) -> str:
     """The token every form carries; the page that renders it sets the cookie it rests on."""
-    cookie = request.cookies.get(CSRF_COOKIE) or request.get("csrf_cookie")
+    cookie = request.cookies.get(CSRF_COOKIE) or request.get(_NEW_CSRF)
     if not cookie:
-        cookie = request["csrf_cookie"] = secrets.token_urlsafe(18)
+        cookie = request[_NEW_CSRF] = secrets.token_urlsafe(18)
     return _sign(request, "csrf", cookie)
 
 
@@ -169,8 +173,8 @@ def render(request: web.Request, template: str, *, status: int = 200,
     )
     response = web.Response(text=html, status=status, content_type="text/html",
                             headers=_HEADERS)
-    if "csrf_cookie" in request:
-        response.set_cookie(CSRF_COOKIE, request["csrf_cookie"], httponly=True,
+    if _NEW_CSRF in request:
+        response.set_cookie(CSRF_COOKIE, request[_NEW_CSRF], httponly=True,
                             samesite="Lax", path="/")
     if flash is not None:
         response.del_cookie(FLASH_COOKIE, path="/")
@@ -445,6 +449,18 @@ async def inbox_read(request: web.Request) -> web.Response:
 
 
 # -- the projector screen -------------------------------------------------------------------
+
+
+@routes.get("/screen")
+async def newest_screen(request: web.Request) -> web.Response:
+    """The newest room's screen: what a kiosk opens at boot, before anyone types a code."""
+    rooms = await request.app[ROOMS].list_rooms()
+    if rooms:
+        raise web.HTTPFound(f"/screen/{rooms[0]['code']}")
+    page = render(request, "error.html", title="Waiting for a room",
+                  message="This screen shows the newest room once the host creates one.")
+    page.headers["Refresh"] = "5"  # looks again by itself; no script needed
+    return page
 
 
 @routes.get("/screen/{code}")
