@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from opus import events, kinds, outbox
@@ -62,10 +61,6 @@ class Plan:
         self.processed.append((vote.claim.event_id, vote.poll_id, vote.voter_id, "rejected",
                                reason, vote.choice, now))
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
-
-
-def _epoch(iso: str | None) -> float | None:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
 
 
 def _keys_join(pairs: list[tuple[str, str]]) -> str:
@@ -247,7 +242,7 @@ def _check_keyed(
         return "superseded", 0  # a later vote by the same voter was applied first
     if poll["kind"] != "quiz":
         return None, 0
-    opened = _epoch(poll["opened_at"]) or 0.0
+    opened = events.epoch(poll["opened_at"]) or 0.0
     elapsed = vote.claim.in_time_ns / 1e9 - opened
     limit = poll["time_limit_s"]
     if limit and elapsed > limit + kinds.QUIZ_GRACE_S:

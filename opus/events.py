@@ -54,6 +54,11 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def epoch(iso: str | None) -> float | None:
+    """Seconds since the epoch of a `now_iso()` time (None stays None)."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
+
+
 class Envelope(TypedDict):
     event_id: str
     event_type: str

@@ -49,7 +49,7 @@ class Spec:
     time_limit_s: int | None
 
 
-def _flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
+def flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
     value = body.get(name, default)
     if not isinstance(value, bool):
         raise BadRequest(f"'{name}' must be true or false.", code="invalid_field")
@@ -87,7 +87,7 @@ def blocked_words(body: dict[str, Any]) -> list[str]:
 
 
 def moderated(body: dict[str, Any]) -> bool:
-    return _flag(body, "moderated")
+    return flag(body, "moderated")
 
 
 def spec(kind: str, body: dict[str, Any]) -> Spec:

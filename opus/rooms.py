@@ -69,10 +69,6 @@ class PollView:
         return self.hide_results and self.status != "closed"
 
 
-def _epoch(iso: str | None) -> float | None:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
-
-
 class Catalog:
     """The in-memory view of every poll."""
 
@@ -100,7 +96,7 @@ class Catalog:
             allow_change=bool(row["allow_change"]),
             hide_results=bool(row["hide_results"]),
             time_limit_s=row["time_limit_s"],
-            opened_at=_epoch(row["opened_at"]),
+            opened_at=events.epoch(row["opened_at"]),
         )
 
     def update(self, poll_id: str, **changes: Any) -> None:
@@ -120,13 +116,6 @@ def _text(body: dict[str, Any], name: str, limit: int, *, required: bool = True)
         raise Unprocessable(f"'{name}' must not be empty.", code="invalid_field")
     if len(value) > limit:
         raise Unprocessable(f"'{name}' is longer than {limit} characters.", code="too_long")
-    return value
-
-
-def _flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
-    value = body.get(name, default)
-    if not isinstance(value, bool):
-        raise BadRequest(f"'{name}' must be true or false.", code="invalid_field")
     return value
 
 
@@ -171,7 +160,7 @@ def _poll_body(row: Row, options: list[Row], *, for_host: bool) -> dict[str, Any
         "opened_at": row["opened_at"],
         "closed_at": row["closed_at"],
     }
-    opened = _epoch(row["opened_at"])
+    opened = events.epoch(row["opened_at"])
     if row["kind"] == "quiz" and row["time_limit_s"] and opened and row["status"] == "open":
         deadline = datetime.fromtimestamp(opened + row["time_limit_s"], UTC)
         body["deadline"] = deadline.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -334,8 +323,8 @@ class Rooms:
         question = _text(body, "question", MAX_QUESTION)
         kind = _kind(body, "single")
         spec = kinds.spec(kind, body)
-        allow_change = _flag(body, "allow_change")
-        hide_results = _flag(body, "hide_results")
+        allow_change = kinds.flag(body, "allow_change")
+        hide_results = kinds.flag(body, "hide_results")
         with self.db.write() as conn:
             if not fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,)):
                 raise NotFound("No room has this id.", code="room_not_found")
@@ -382,8 +371,8 @@ class Rooms:
         if kind != "quiz" and "correct" not in body:
             merged["correct"] = []
         spec = kinds.spec(kind, merged)
-        allow_change = _flag(merged, "allow_change")
-        hide_results = _flag(merged, "hide_results")
+        allow_change = kinds.flag(merged, "allow_change")
+        hide_results = kinds.flag(merged, "hide_results")
         options: list[str] | None = None
         with self.db.write() as conn:
             conn.execute(
@@ -466,7 +455,7 @@ class Rooms:
                     data["results"] = results.poll_results(conn, poll_id)
                 outbox.add(conn, [self._event(kind, data, actor)])
         if current != status:
-            opened = {"opened_at": _epoch(now)} if status == "open" else {}
+            opened = {"opened_at": events.epoch(now)} if status == "open" else {}
             self.catalog.update(poll_id, status=status, **opened)
             self._on_commit()
         return await self.poll(poll_id, for_host=True)
@@ -481,7 +470,7 @@ class Rooms:
             changes["status"] = body["status"]
         for name in ("pinned", "answered"):
             if name in body:
-                changes[name] = int(_flag(body, name))
+                changes[name] = int(kinds.flag(body, name))
         if not changes:
             raise Unprocessable("Nothing to change: send status, pinned or answered.",
                                 code="invalid_field")
