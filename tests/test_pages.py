@@ -411,6 +411,11 @@ def test_questions_are_asked_moderated_and_upvoted(contexts: Any, api: Host) -> 
     expect(asker.locator(".qa-item [data-upvotes]")).to_have_text("1")
     console.locator(".mod", has_text="slides").locator("button:has-text('Pin')").click()
     expect(voter.locator(".qa-item .tag-pin")).to_have_text("Pinned")
+    # The console's own HTML lists the questions: no live frame or script needed.
+    plain = contexts(java_script_enabled=False).new_page()
+    log_in(plain)
+    plain.goto(f"/host/rooms/{room['id']}")
+    expect(plain.locator(".mod-visible.pinned")).to_contain_text("▲ 1 · visible · pinned")
 
 
 def test_a_short_quiz_with_three_phones(contexts: Any, api: Host) -> None:
