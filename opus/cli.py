@@ -99,6 +99,60 @@ def attendee_urls(settings: Settings) -> list[str]:
     return [f"http://{a}:{settings.port}/" for a in addresses]
 
 
+# -- listening ----------------------------------------------------------------------------
+
+
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """The server's listening sockets, several per address.
+
+    A connection waits in its listening socket's accept queue until the event loop takes it,
+    and the kernel caps that queue at net.core.somaxconn (4096 here). When a hall votes in the
+    same second, more connections arrive than one queue holds while the loop is busy
+    answering; the kernel then drops handshakes: phones wait 1, 3, 7 s before trying again,
+    and some connections end in a reset. Several sockets share the port (SO_REUSEPORT: the
+    kernel spreads new connections among them), so their queues hold `doctor.HALL` between
+    them, and the loop accepts from all of them.
+    """
+    probe_host = host or None
+    infos = socket.getaddrinfo(probe_host, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in infos))
+    # SO_REUSEPORT would also let a second server join this port and take half the hall:
+    # bind it once without the option first, as the only owner.
+    for family, address in addresses:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as before: TIME_WAIT
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise click.ClickException(
+                    f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    queue = min(doctor.BACKLOG, doctor.somaxconn())
+    count = max(1, min(16, -(-doctor.HALL // queue)))
+    sockets: list[socket.socket] = []
+    try:
+        for family, address in addresses:
+            for _ in range(count):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(doctor.BACKLOG)
+                sock.setblocking(False)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    log.debug("listening on %s:%d: %d sockets per address, accept queues of %d",
+              host, port, count, queue)
+    return sockets
+
+
 # -- commands -----------------------------------------------------------------------------
 
 
@@ -196,6 +250,12 @@ def serve(**options: Any) -> None:
     if running is not None:
         raise click.ClickException(f"{settings.data_dir} is already served by a running Opus"
                                    f" ({running.describe()}): stop it, or use another data dir.")
+    # Each phone's connection, and each screen's and phone's socket, is an open file.
+    limit = doctor.raise_open_files()
+    if limit < doctor.HALL:
+        log.warning("open files are limited to %d: fewer connections than a hall may open at"
+                    " once (raise LimitNOFILE= or ulimit -Hn)", limit)
+    sockets = listening_sockets(settings.host, settings.port)  # a taken port fails here, early
     _, token_path = load_admin_token(settings.data_dir, settings.admin_token)
     app = create_app(settings)
     systemd.attach(app)
@@ -230,11 +290,10 @@ def serve(**options: Any) -> None:
     loop = _new_loop()
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        sock=sockets,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         shutdown_timeout=settings.shutdown_timeout_s,
-        backlog=4096,  # a hall joining at once overflows the default 128
+        backlog=doctor.BACKLOG,  # a hall joining at once overflows the default 128
         # run_app calls `print` once every socket listens: the moment to tell systemd.
         print=lambda _: systemd.ready(f"Serving on port {settings.port}"),
         loop=loop,

@@ -166,7 +166,8 @@ async def test_doctor_on_a_served_then_stopped_data_dir(
     result = await asyncio.to_thread(opus, *args)
     assert result.exit_code == 0, result.output
     checks = _checks(result.output)
-    assert set(checks) == {"data dir", "disk", "port", "network", "clock", "database", "queue"}
+    assert set(checks) == {"data dir", "disk", "port", "network", "limits", "clock", "database",
+                           "queue"}
     assert checks["port"][0] == "OK" and "served by the Opus running on this data dir" in (
         checks["port"][1])
     assert checks["database"][0] == "OK" and "journal wal" in checks["database"][1]
