@@ -11,7 +11,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 \
 	command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { command -v $$c; break; }; done)
 
-.PHONY: run test venv bench-ingest bench-live bench-binary binary deb clean
+.PHONY: run test venv bench bench-ingest bench-live bench-binary binary deb clean
 
 $(PY):
 	@if [ -z "$(PYTHON)" ]; then echo "Opus needs Python 3.12 or newer: install python3.12 (apt install python3.12, or pyenv install 3.12) and run make again." >&2; exit 1; fi
@@ -35,6 +35,17 @@ test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check opus tests bench
 	$(VENV)/bin/mypy opus
 	$(VENV)/bin/python -m pytest -q
+
+# Every benchmark, each against its own fresh server: rewrites docs/benchmarks.md and the
+# charts in docs/bench/ (about 10 minutes; `$(PY) bench/run.py --quick` is shorter).
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	@touch $@ $(TEST_STAMP) $(STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) bench/run.py
 
 bench-ingest: $(TEST_STAMP)
 	$(PY) bench/ingest.py

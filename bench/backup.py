@@ -11,7 +11,8 @@ has each vote in one poll, then times `opus backup` twice: with the server idle,
 voters cast votes in a second poll at full speed. It reports the vote rate before and during
 the second backup (as a ratio, measured in the same run), restores the second backup into a
 fresh data dir and checks that every vote answered 202 before it began is in it. Progress goes
-to stderr, a Markdown table to stdout; exit status 1 when a vote is missing.
+to stderr, a Markdown table to stdout (--write replaces the `## Backup` section of the given
+file); exit status 1 when a vote is missing or a server did not stop with exit code 0.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from ingest import machine_facts, replace_section
 
 ROOT = Path(__file__).resolve().parent.parent
 OPUS = str(ROOT / ".venv" / "bin" / "opus")
@@ -67,7 +69,7 @@ async def wait_ready(base: str) -> None:
     raise RuntimeError("server did not start")
 
 
-async def run(votes: int, concurrency: int) -> int:
+async def run(votes: int, concurrency: int, write: Path | None) -> int:
     work = Path(tempfile.mkdtemp(prefix="opus-bench-backup-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -149,7 +151,7 @@ async def run(votes: int, concurrency: int) -> int:
             log(f"backup while voting: {busy_s:.2f} s")
         db_mb = (work / "data" / "opus.db").stat().st_size / 2**20
         server.terminate()
-        server.wait(30)
+        stopped = [server.wait(30)]
 
         restored = work / "restored"
         await asyncio.to_thread(restore, archive, restored)
@@ -161,19 +163,31 @@ async def run(votes: int, concurrency: int) -> int:
                                 headers=ADMIN) as r:
                 counted = (await r.json())["total_votes"]
         missing = max(0, acked_before - counted)
-        print("| measure | figure |\n| --- | --- |")
-        print(f"| votes in the data dir | {votes} (opus.db {db_mb:.1f} MB) |")
-        print(f"| `opus backup`, server idle | {idle_s:.2f} s,"
-              f" {(work / 'idle.tar.gz').stat().st_size / 2**20:.1f} MB archive |")
-        print(f"| `opus backup` while votes flow | {busy_s:.2f} s |")
-        print(f"| vote rate during : before the backup | {during / max(busy_s, 1e-9):.0f} :"
-              f" {before_rate:.0f} votes/s = {during / max(busy_s, 1e-9) / before_rate:.2f} |")
-        print(f"| votes acknowledged before the backup, counted after restore |"
-              f" {min(counted, acked_before)} of {acked_before} ({missing} missing) |")
-        return 1 if missing else 0
-    finally:
         server.terminate()
-        server.wait(30)
+        stopped.append(server.wait(30))
+        table = "\n".join([
+            "| measure | figure |",
+            "| --- | --- |",
+            f"| votes in the data dir | {votes} (opus.db {db_mb:.1f} MB) |",
+            f"| `opus backup`, server idle | {idle_s:.2f} s,"
+            f" {(work / 'idle.tar.gz').stat().st_size / 2**20:.1f} MB archive |",
+            f"| `opus backup` while votes flow | {busy_s:.2f} s |",
+            f"| vote rate during : before the backup | {during / max(busy_s, 1e-9):.0f} :"
+            f" {before_rate:.0f} votes/s = {during / max(busy_s, 1e-9) / before_rate:.2f} |",
+            f"| votes acknowledged before the backup, counted after restore |"
+            f" {min(counted, acked_before)} of {acked_before} ({missing} missing) |",
+            f"| exit status of the two servers after SIGTERM | {stopped[0]} {stopped[1]} |",
+        ])
+        print(table)
+        if write:
+            replace_section(write, "Backup", (
+                f"{time.strftime('%Y-%m-%d')}: `bench/backup.py --votes {votes}` on "
+                f"{machine_facts()}.\n\n{table}"))
+        return 1 if missing or stopped != [0, 0] else 0
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(30)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -181,8 +195,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--votes", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--write", type=Path, metavar="FILE",
+                        help="replace the '## Backup' section of FILE")
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(args.votes, args.concurrency)))
+    sys.exit(asyncio.run(run(args.votes, args.concurrency, args.write)))
 
 
 if __name__ == "__main__":

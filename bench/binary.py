@@ -15,12 +15,14 @@ a temporary folder, which it does on every start. Runs alternate between the two
 work on the machine weighs on both alike; the table gives the median and the range.
 
 It prints a Markdown table to stdout, progress to stderr; --write replaces the `## Single
-binary` section of the given file. Exit status 1 when a server failed to start or stop cleanly.
+binary` section of the given file, --data writes the figures as JSON. Exit status 1 when a
+server failed to start or stop cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -105,6 +107,7 @@ def main() -> int:
     parser.add_argument("--starts", type=int, default=9, help="timed starts of each server")
     parser.add_argument("--write", type=Path, metavar="FILE",
                         help="replace the '## Single binary' section of FILE")
+    parser.add_argument("--data", type=Path, metavar="FILE", help="write the figures as JSON")
     args = parser.parse_args()
 
     build_s = build()
@@ -154,6 +157,9 @@ def main() -> int:
                 "temporary folder on every start, which the Python run does not have to do.\n\n"
                 + table)
         replace_section(args.write, "Single binary", body)
+    if args.data:
+        args.data.write_text(json.dumps({"ok": True, "size_mb": size_mb, "times": times,
+                                         "build_s": build_s, "table": table}))
     return 0
 
 
