@@ -17,7 +17,13 @@ that got a 202 (the results call, the export's votes, the database's rows): per 
 with every voter counted once.
 
     .venv/bin/python bench/herd.py [--voters 10000] [--screens 20] [--burst 1.0]
-                                   [--procs 4] [--write docs/benchmarks.md]
+                                   [--procs 4] [--keep-alive] [--env OPUS_X=VALUE]
+                                   [--write docs/benchmarks.md]
+
+`--keep-alive` opens every voter's connection before the poll opens (phones whose page's
+connection is still open) and sends the first try on it: the herd without the cost of
+10,000 new connections. `--env OPUS_MAX_BACKLOG=10` makes the server refuse (503) most of the
+burst, to exercise the retries.
 
 Progress goes to stderr, the Markdown section to stdout; --write replaces the
 `## Thundering herd` section of FILE. Exit status 1 on a correctness failure (a timeout, a
@@ -32,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing as mp
+import os
 import re
 import resource
 import sqlite3
@@ -108,11 +115,14 @@ class VoterReport:
     errors: Counter[str] = field(default_factory=Counter)  # what the connection errors were
 
 
-def vote_request(port: int, poll_id: str, ballot: Ballot) -> bytes:
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+def vote_request(port: int, poll_id: str, ballot: Ballot, close: bool = True) -> bytes:
     body = json.dumps({"event_id": ballot.event_id, "option_ids": [ballot.option_id]}).encode()
     head = (f"POST /api/v1/polls/{poll_id}/votes HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
             f"Authorization: Bearer {ballot.token}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+            f"Content-Length: {len(body)}\r\n{'Connection: close\r\n' if close else ''}\r\n")
     return head.encode() + body
 
 
@@ -120,9 +130,10 @@ _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 _RETRY_AFTER = re.compile(rb"(?i)\r\nretry-after: *(\d+)")
 
 
-async def _attempt(port: int, request: bytes) -> tuple[int, int | None]:
-    """One try on a new connection: (status, Retry-After seconds or None)."""
-    reader, writer = await asyncio.open_connection(HOST, port)
+async def _attempt(port: int, request: bytes, held: Stream | None) -> tuple[int, int | None]:
+    """One try, on the connection held open for it or on a new one: (status, Retry-After
+    seconds or None). Either way the connection is closed after the answer."""
+    reader, writer = held or await asyncio.open_connection(HOST, port)
     try:
         writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")
@@ -135,7 +146,7 @@ async def _attempt(port: int, request: bytes) -> tuple[int, int | None]:
 
 
 async def _vote(port: int, poll_id: str, ballot: Ballot, at: float, limit_s: float,
-                report: VoterReport) -> None:
+                report: VoterReport, held: Stream | None) -> None:
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, at - loop.time()))
     request = vote_request(port, poll_id, ballot)
@@ -146,7 +157,12 @@ async def _vote(port: int, poll_id: str, ballot: Ballot, at: float, limit_s: flo
         report.max_tries = max(report.max_tries, tries)
         wait = 1.0
         try:
-            status, retry_after = await asyncio.wait_for(_attempt(port, request), limit_s)
+            if held is not None:  # the first try goes on the connection opened earlier
+                attempt = _attempt(port, vote_request(port, poll_id, ballot, close=False), held)
+                held = None
+            else:
+                attempt = _attempt(port, request, None)
+            status, retry_after = await asyncio.wait_for(attempt, limit_s)
         except TimeoutError:
             report.answers["timeout"] += 1
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
@@ -173,15 +189,25 @@ async def _vote(port: int, poll_id: str, ballot: Ballot, at: float, limit_s: flo
 
 
 async def _voters(port: int, poll_id: str, ballots: list[Ballot], total: int, burst: float,
-                  limit_s: float, pipe: Connection) -> None:
+                  limit_s: float, keep_alive: bool, pipe: Connection) -> None:
     loop = asyncio.get_running_loop()
     report = VoterReport()
+    held: dict[int, Stream] = {}
+    if keep_alive:  # phones whose page's connection is still open when the poll opens
+        gate = asyncio.Semaphore(100)
+
+        async def hold(ballot: Ballot) -> None:
+            async with gate:
+                held[ballot.index] = await asyncio.open_connection(HOST, port)
+
+        await asyncio.gather(*(hold(b) for b in ballots))
     pipe.send("ready")
     opened: float = await loop.run_in_executor(None, pipe.recv)
     # time.monotonic() is the same clock in every process: the parent's opening is our origin.
     start = loop.time() + (opened - time.monotonic())
     await asyncio.gather(*(
-        _vote(port, poll_id, b, start + b.index * burst / total, limit_s, report)
+        _vote(port, poll_id, b, start + b.index * burst / total, limit_s, report,
+              held.get(b.index))
         for b in ballots
     ))
     # Times back on the shared clock, relative to nothing: the parent subtracts the opening.
@@ -192,9 +218,9 @@ async def _voters(port: int, poll_id: str, ballots: list[Ballot], total: int, bu
 
 
 def _voter_process(port: int, poll_id: str, ballots: list[Ballot], total: int, burst: float,
-                   timeout: float, pipe: Connection) -> None:
+                   limit_s: float, keep_alive: bool, pipe: Connection) -> None:
     raise_nofile()
-    run_loop(_voters(port, poll_id, ballots, total, burst, timeout, pipe))
+    run_loop(_voters(port, poll_id, ballots, total, burst, limit_s, keep_alive, pipe))
 
 
 # -- screens (in the parent) ------------------------------------------------------------------
@@ -231,6 +257,12 @@ async def sample_results(session: aiohttp.ClientSession, base: str, poll_id: str
                     into.append((time.monotonic(), (await r.json())["total_votes"]))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def listen_overflows() -> int:
@@ -333,7 +365,7 @@ async def herd(args: argparse.Namespace, work: Path) -> Results:
             mine, theirs = ctx.Pipe()
             proc = ctx.Process(target=_voter_process, daemon=True, args=(
                 server.port, poll_id, ballots[k::args.procs], len(ballots), args.burst,
-                args.timeout, theirs))
+                args.timeout, args.keep_alive, theirs))
             proc.start()
             pipes.append(mine)
             procs.append(proc)
@@ -343,7 +375,9 @@ async def herd(args: argparse.Namespace, work: Path) -> Results:
                  " opening the poll")
 
         overflows = listen_overflows()
+        load = os.getloadavg()[0]
         before = await metrics(session, base)
+        cpu_s = cpu_seconds(server.proc.pid)
         await api(session, "POST", f"{base}/api/v1/polls/{poll_id}/open", 200, headers=ADMIN)
         opened = time.monotonic()
         for pipe in pipes:
@@ -363,6 +397,8 @@ async def herd(args: argparse.Namespace, work: Path) -> Results:
         accepted: dict[str, float] = {}
         for r in reports:
             accepted.update(r.accepted)
+        # Close enough to the last 202: the processes report right after their last answer.
+        cpu_s = cpu_seconds(server.proc.pid) - cpu_s
         answers = sum((r.answers for r in reports), Counter[str]())
         errors = sum((r.errors for r in reports), Counter[str]())
         failed = [v for r in reports for v in r.failed]
@@ -413,9 +449,11 @@ async def herd(args: argparse.Namespace, work: Path) -> Results:
             screen_times.append(final_frames[0] - opened)
     final_counts = {o["id"]: o["votes"] for o in final["options"]}
 
+    res.add("load average of the machine before the opening (other work sharing the cores)",
+            f"{load:.1f}")
     res.add("voters joined before the opening / screens watching",
             f"{len(ballots):,} / {args.screens}")
-    res.add("first tries sent (new connection each), opening -> last sent",
+    res.add("first tries sent, opening -> last sent",
             f"{len(first_sent):,} in {first_sent[-1] - opened:.2f} s" if first_sent else "none",
             f"all within about {args.burst:g} s")
     verdict(res, "answers: 202 / 429 / 503 / other",
@@ -460,6 +498,13 @@ async def herd(args: argparse.Namespace, work: Path) -> Results:
     res.add("durable group commits for the herd",
             f"{commits:,.0f}, {delta('opus_group_commit_size_sum') / (commits or 1):,.0f} votes"
             f" and {1000 * delta('opus_group_commit_seconds_sum') / (commits or 1):.1f} ms each")
+    batches = delta("opus_worker_batch_size_count")
+    res.add("worker batches applying the herd",
+            f"{batches:,.0f}, {delta('opus_worker_batch_size_sum') / (batches or 1):,.0f} votes"
+            f" and {1000 * delta('opus_worker_apply_seconds_sum') / (batches or 1):.1f} ms each")
+    if last_202:
+        res.add("server CPU from the opening to the last 202 (100% = one core)",
+                f"{100 * cpu_s / last_202:.0f}% ({cpu_s:.1f} s)")
     res.add("connections dropped by a full listen queue (kernel ListenOverflows)",
             f"{overflows:,}")
     verdict(res, "exit status after SIGTERM", str(code), "0", code == 0)
@@ -477,6 +522,9 @@ def main() -> int:
     parser.add_argument("--procs", type=int, default=4, help="voter client processes")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds one try may take before it counts as a timeout")
+    parser.add_argument("--keep-alive", action="store_true",
+                        help="open each voter's connection before the poll opens (a phone whose"
+                             " page's connection is still open) instead of at its vote")
     parser.add_argument("--env", action="append", default=[], metavar="OPUS_X=VALUE",
                         help="a setting for the server, e.g. --env OPUS_MAX_BACKLOG=500")
     parser.add_argument("--write", type=Path, metavar="FILE",
@@ -492,10 +540,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="opus-bench-herd-") as tmp:
         res = run_loop(herd(args, Path(tmp)))
     command = " ".join(["bench/herd.py", *sys.argv[1:]])
+    connection = ("a connection opened before the opening" if args.keep_alive
+                  else "a new connection")
     body = (f"{time.strftime('%Y-%m-%d')}: `{command}` ({args.voters:,} voters, first tries"
-            f" spread over {args.burst:g} s from {args.procs} client processes, each on a new"
-            f" connection; {args.screens} screens) on {machine_facts()}; server and clients on"
-            " this one machine.\n\n" + res.markdown())
+            f" spread over {args.burst:g} s from {args.procs} client processes, each on"
+            f" {connection}; {args.screens} screens) on {machine_facts()}; server and clients"
+            " on this one machine.\n\n" + res.markdown())
     print(body)
     if args.write:
         replace_section(args.write, SECTION, body)
