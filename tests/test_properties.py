@@ -35,9 +35,10 @@ EVENT_POOL = 4  # event ids an example draws from, so that retries and clashes h
 MAX_CRASHES = 2  # each one is a kill -9 and a restart: about a second
 # Poll index -> kind. Option positions: 0..2 are the poll's options (0..4 for the rating's
 # scale), the next one is an option of another poll.
-KINDS = ("single", "multiple", "rating", "quiz", "qa")
+KINDS = ("single", "multiple", "rating", "quiz", "qa", "text")
 OPTION_COUNT = {"single": 3, "multiple": 3, "rating": 5, "quiz": 3}
 ASKS = ("Why?", "  How  come? ", "   ")  # the last is empty once trimmed
+SAYS = ("Great talk", "great  TALK, great!", "Don't stop", " ")
 
 
 # -- what happens, as data hypothesis can make and shrink ---------------------------------
@@ -47,7 +48,8 @@ ASKS = ("Why?", "  How  come? ", "   ")  # the last is empty once trimmed
 class Vote:
     voter: int
     poll: int
-    body: tuple[Any, ...]  # ("options", positions) | ("value", n) | ("ask", text) | ("upvote", k)
+    # ("options", positions) | ("value", n) | ("ask", text) | ("upvote", k) | ("say", text)
+    body: tuple[Any, ...]
     slot: int | None  # an event id from the pool, or None: the server makes one
 
 
@@ -85,6 +87,8 @@ class Scenario:
 
 
 def _body(kind: str) -> st.SearchStrategy[tuple[Any, ...]]:
+    if kind == "text":
+        return st.tuples(st.just("say"), st.sampled_from(SAYS))
     if kind == "qa":
         return st.one_of(st.tuples(st.just("ask"), st.sampled_from(ASKS)),
                          st.tuples(st.just("upvote"), st.integers(-1, 3)))
@@ -139,7 +143,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 class Entry:
     poll: int
     voter: int
-    choice: tuple[Any, ...]  # sorted option ids, ("q", text) or ("u", question id)
+    choice: tuple[Any, ...]  # sorted option ids, ("q", text), ("u", question id), ("t", text)
 
     @property
     def key(self) -> tuple[int, Any] | None:
@@ -172,14 +176,14 @@ class Model:
         kind = KINDS[v.poll]
         if self.status[v.poll] == "draft":
             return 404, "poll_not_found"
-        if kind == "qa":
-            if "upvote" in body:
+        if kind in ("qa", "text"):
+            if kind == "qa" and "upvote" in body:
                 choice: tuple[Any, ...] = ("u", body["upvote"])
             else:
                 text = " ".join(body["text"].split())
                 if not text:
                     return 422, "empty_text"
-                choice = ("q", text)
+                choice = ("q" if kind == "qa" else "t", text)
         elif "value" in body:
             if not 1 <= body["value"] <= len(self.option_ids(v.poll)):
                 return 422, "invalid_value"
@@ -213,9 +217,10 @@ class Model:
         """Record a vote the model answered 202 for (a new one, or a retry)."""
         if event_id in self.events:
             return
-        if KINDS[v.poll] == "qa":
+        if KINDS[v.poll] in ("qa", "text"):
+            tag = "q" if KINDS[v.poll] == "qa" else "t"
             choice: tuple[Any, ...] = (("u", body["upvote"]) if "upvote" in body
-                                       else ("q", " ".join(body["text"].split())))
+                                       else (tag, " ".join(body["text"].split())))
         elif "value" in body:
             choice = (self.option_ids(v.poll)[body["value"] - 1],)
         else:
@@ -254,6 +259,12 @@ class Model:
                 (e, self.events[e].choice[1],
                  sum(1 for x in current if x.choice == ("u", e))) for e in asks)}
         total = len(current)
+        if kind == "text":
+            words: dict[str, int] = {}
+            for x in current:
+                for word in kinds.words(x.choice[1]):
+                    words[word] = words.get(word, 0) + 1
+            return {"total_votes": total, "words": words}
         counts = {o: sum(1 for x in current if o in x.choice) for o in self.option_ids(poll)}
         body: dict[str, Any] = {"total_votes": total, "options": [
             {"id": o, "votes": n, "percent": round(100 * n / total, 1) if total else 0.0}
@@ -334,7 +345,7 @@ class Hall:
             body = {"option_ids": [ids[i] if i < len(ids) else self.foreign for i in arg]}
         elif kind == "value":
             body = {"value": arg}
-        elif kind == "ask":
+        elif kind in ("ask", "say"):
             body = {"text": arg}
         else:
             asked = self.model.questions()
@@ -431,6 +442,10 @@ class Hall:
             if KINDS[i] == "qa":
                 questions = sorted((q["id"], q["text"], q["upvotes"]) for q in got["questions"])
                 assert {"total_votes": got["total_votes"], "questions": questions} == want
+                continue
+            if KINDS[i] == "text":
+                words = {w["word"]: w["count"] for w in got["words"]}
+                assert {"total_votes": got["total_votes"], "words": words} == want
                 continue
             shown = {"total_votes": got["total_votes"], "options": [
                 {k: o[k] for k in ("id", "votes", "percent")} for o in got["options"]]}
