@@ -74,6 +74,16 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 _GIVE_UP_S = 120.0  # a voter still without a 202 after this long is a failure
 
 
+READING = """\
+The checks (answers, Retry-After, counts, screens) must hold on any machine. The times depend
+on how much CPU the server gets: the herd is served at the server's rate, and the clients, the
+screens and any other work share the same cores (see the load average). `server CPU per answer`
+does not depend on that: it is the cost of one vote on a new connection (accept, HTTP, durable
+group commit, worker, close), and its inverse is the rate one core of its own would give.
+Counting follows the last 202 within a few hundred milliseconds, and the screens follow the
+count."""
+
+
 def raise_nofile() -> int:
     """Thousands of sockets in one process: the soft open-files limit up to the hard one."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -505,6 +515,9 @@ async def herd(args: argparse.Namespace, work: Path) -> Results:
     if last_202:
         res.add("server CPU from the opening to the last 202 (100% = one core)",
                 f"{100 * cpu_s / last_202:.0f}% ({cpu_s:.1f} s)")
+        tries = sum(answers.values())
+        res.add("server CPU per answer: the herd's rate on one core of its own",
+                f"{1000 * cpu_s / tries:.2f} ms: {tries / cpu_s:,.0f} answers/s")
     res.add("connections dropped by a full listen queue (kernel ListenOverflows)",
             f"{overflows:,}")
     verdict(res, "exit status after SIGTERM", str(code), "0", code == 0)
@@ -545,7 +558,7 @@ def main() -> int:
     body = (f"{time.strftime('%Y-%m-%d')}: `{command}` ({args.voters:,} voters, first tries"
             f" spread over {args.burst:g} s from {args.procs} client processes, each on"
             f" {connection}; {args.screens} screens) on {machine_facts()}; server and clients"
-            " on this one machine.\n\n" + res.markdown())
+            " on this one machine.\n\n" + res.markdown() + "\n\n" + READING)
     print(body)
     if args.write:
         replace_section(args.write, SECTION, body)
