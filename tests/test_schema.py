@@ -219,3 +219,28 @@ def test_generated_requests_get_documented_answers_and_no_5xx(
     case.call_and_validate(base_url=seeded.base, headers=headers, checks=CHECKS,
                            session=seeded.http, timeout=10)
     seeded.http.cookies.clear()  # a join's cookie would change who the next call is
+
+
+# -- what the generator does not send: text no client library makes ----------------------
+
+
+def test_a_lone_surrogate_escape_is_refused_before_it_reaches_storage(seeded: Seeded) -> None:
+    """JSON may spell half a surrogate pair; such text cannot be stored or sent back, so it
+    is a 400 at the door, not a 500 (a room) or a vote acknowledged and never counted (a Q&A
+    question, dead-lettered by the worker)."""
+    poll_ids = seeded.ids["poll_id"]
+    text_poll, qa_poll = poll_ids[3], poll_ids[4]
+    for path, headers, raw in [
+        ("/api/v1/rooms", seeded.admin, b'{"title": "Caf\\ud800"}'),
+        (f"/api/v1/polls/{text_poll}/votes", seeded.voter, b'{"text": "nice \\uDFFF talk"}'),
+        (f"/api/v1/polls/{qa_poll}/votes", seeded.voter, b'{"text": "why \\ud83d?"}'),
+    ]:
+        response = seeded.http.post(seeded.base + path, data=raw, headers=headers, timeout=10)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"]["code"] == "invalid_json"
+    # A whole pair is a character like any other, and an escaped backslash is not an escape.
+    response = seeded.http.post(seeded.base + "/api/v1/rooms", headers=seeded.admin,
+                                data=b'{"title": "Party \\ud83c\\udf89 \\\\ud800"}', timeout=10)
+    assert response.status_code == 201, response.text
+    assert response.json()["title"] == "Party \U0001f389 \\ud800"
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections import deque
@@ -17,6 +18,9 @@ from opus.keys import ADMIN_TOKEN, CATALOG, INGEST, LEDGER, NOTIFIER, ROOMS, SET
 
 VOTER_COOKIE = "opus_voter"
 routes = web.RouteTableDef()
+# JSON may spell half of a UTF-16 surrogate pair (`"\ud800"`); Python decodes it to a string
+# that cannot be encoded again, so SQLite, the worker and every answer that holds it would fail.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -35,6 +39,12 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.", code="invalid_json")
+    if _SURROGATE_ESCAPE.search(raw):  # rare: only then the full check
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise BadRequest("The request body has text that is not valid Unicode (a lone "
+                             "surrogate escape such as \\ud800).", code="invalid_json") from None
     return body
 
 
