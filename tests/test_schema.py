@@ -244,3 +244,28 @@ def test_a_lone_surrogate_escape_is_refused_before_it_reaches_storage(seeded: Se
     assert response.status_code == 201, response.text
     assert response.json()["title"] == "Party \U0001f389 \\ud800"
 
+
+
+def test_a_token_with_bytes_no_token_has_is_refused_with_401(seeded: Seeded) -> None:
+    """Tokens are ASCII; one with other bytes is a wrong token (401), never a 500."""
+    room_id = seeded.ids["room_id"][0]
+    for token in (b"\xff", b"v1.abc.\xc3\xa9", "v1.é".encode()):
+        bearer = {"Authorization": b"Bearer " + token}
+        host = seeded.http.get(f"{seeded.base}/api/v1/rooms", headers=bearer, timeout=10)
+        voter = seeded.http.get(f"{seeded.base}/api/v1/notifications", headers=bearer,
+                                timeout=10)
+        either = seeded.http.get(f"{seeded.base}/api/v1/rooms/{room_id}", headers=bearer,
+                                 timeout=10)
+        for response in (host, voter, either):
+            assert response.status_code == 401, (token, response.text)
+            assert response.json()["error"]["code"] == "bad_token"
+        cookie = {"Cookie": b"opus_voter=" + token}
+        response = seeded.http.get(f"{seeded.base}/api/v1/notifications", headers=cookie,
+                                   timeout=10)
+        assert response.status_code == 401, (token, response.text)
+        # Results are public: a bad token there is simply not the host's.
+        response = seeded.http.get(
+            f"{seeded.base}/api/v1/polls/{seeded.ids['poll_id'][0]}/results", headers=bearer,
+            timeout=10)
+        assert response.status_code == 200, response.text
+        seeded.http.cookies.clear()
