@@ -47,6 +47,11 @@ $(BENCH_STAMP): pyproject.toml | $(PY)
 bench: $(BENCH_STAMP)
 	$(PY) bench/run.py
 
+# The fault suite at full size (kill -9 cycles, SIGTERM, full disk, bad clients, clock jumps);
+# make test runs it at modest sizes. About ten minutes on 2 cores.
+faults: $(TEST_STAMP)
+	OPUS_FAULTS=full $(VENV)/bin/python -m pytest -q tests/faults
+
 bench-ingest: $(TEST_STAMP)
 	$(PY) bench/ingest.py
 
