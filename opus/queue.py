@@ -137,8 +137,29 @@ class VoteQueue:
         return bool(self._q.mark_failed(claim.message_id, claim_id=claim.claim_id))
 
     def return_expired(self, seconds: float) -> int:
-        """Give claims older than `seconds` back to the queue (0 at start: no worker lives)."""
-        return int(self._q.retry_expired(seconds))
+        """Give claims older than `seconds` back to the queue (0 at start: no worker lives).
+
+        Claims stamped more than `seconds` in the future count as expired too: the wall
+        clock went back since they were made. Without that, the claims a killed server held
+        would wait, uncounted and unknown to the restarted one, until the clock caught up
+        (litequeue's retry_expired compares with now only). Returning a claim a live worker
+        still holds is safe: the claim id fences its acknowledgement, and applying a vote
+        twice changes nothing (processed ids).
+        """
+        now = time.time_ns()
+        margin = int(seconds * 1e9)
+        with self._q.transaction(mode="IMMEDIATE"):
+            cursor = self._q.conn.execute(
+                f"""
+                UPDATE "Queue" SET status = {MessageStatus.READY.value}, lock_time = NULL,
+                    done_time = NULL
+                WHERE status = {MessageStatus.LOCKED.value}
+                    AND (:seconds <= 0 OR lock_time < :now - :margin
+                         OR lock_time > :now + :margin)
+                """,
+                {"seconds": seconds, "now": now, "margin": margin},
+            )
+        return int(cursor.rowcount)
 
     def failed(self) -> list[Message]:
         return list(self._q.list_failed())
