@@ -137,7 +137,8 @@ def text(limit: int, description: str) -> JSON:
 
 # -- the errors each kind of call can answer ----------------------------------------------
 
-BAD_JSON = "`invalid_json`: the body is not JSON, or not a JSON object."
+BAD_JSON = ("`invalid_json`: the body is not JSON, not a JSON object, or has text with a lone "
+            "surrogate escape (`\\ud800`).")
 TOO_LARGE = error("`body_too_large`: the body is larger than the server's limit (64 KiB).")
 OTHER = error(
     "Any other error, in the same shape: `method_not_allowed` (405, with `Allow`), "
