@@ -245,7 +245,6 @@ def test_a_lone_surrogate_escape_is_refused_before_it_reaches_storage(seeded: Se
     assert response.json()["title"] == "Party \U0001f389 \\ud800"
 
 
-
 def test_a_token_with_bytes_no_token_has_is_refused_with_401(seeded: Seeded) -> None:
     """Tokens are ASCII; one with other bytes is a wrong token (401), never a 500."""
     room_id = seeded.ids["room_id"][0]
