@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ ORDER = ["Summary", "Where the time goes", "Ingest", "Charts", "Worker drain", "
 OWNED = {"Summary", "Charts", "Ingest", "Worker drain", "Live", "Thundering herd",
          "Single binary", "Backup"}
 HERD = BENCH / "herd.py"
+START_LOAD = os.getloadavg()
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Step:
     stdout: str = ""
     log: Path | None = None
     ran: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    load_avg: float = 0.0  # the 1-minute load average when it started: other work here
 
     def load(self) -> dict[str, Any] | None:
         if self.data is None or not self.data.exists():
@@ -98,6 +99,7 @@ class Progress:
 def run_step(step: Step, index: int, total: int, work: Path, progress: Progress) -> None:
     """Run one script, its stderr to a log file and its last line to the progress line."""
     step.log = work / f"{step.name}.log"
+    step.load_avg = os.getloadavg()[0]
     args = step.args()
     started = time.monotonic()
     latest = "starting"
@@ -166,11 +168,11 @@ def machine(started: float) -> str:
     dirty = git("status", "--porcelain", "--", "opus", "bench", "pyproject.toml")
     if dirty:
         commit += " plus uncommitted changes in the working tree"
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    load = ", ".join(f"{x:.1f}" for x in START_LOAD)
     facts = machine_facts().replace(" cores", f" cores{cpu}", 1)
     return (f"Run {time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(started))} at commit "
-            f"{commit}; {facts}, Linux {platform.release()}; load average at the start "
-            f"{load}.")
+            f"{commit}; {facts}, Linux {platform.release()}; load average (1, 5, 15 min) "
+            f"{load} at the start, {os.getloadavg()[0]:.1f} at the end.")
 
 
 def how_to_read(quick: bool, took: float, started: float) -> str:
@@ -196,7 +198,7 @@ by hand and kept by the runner.
 """
 
 
-def summary(steps: dict[str, Step]) -> str:
+def summary(steps: dict[str, Step], herd_section: str = "") -> str:
     """The headline figures and every correctness verdict of this run."""
     rows: list[tuple[str, str, str]] = []
     ingest = steps["ingest"].load()
@@ -249,11 +251,18 @@ def summary(steps: dict[str, Step]) -> str:
                      f"{b:.2f} s : {p:.2f} s = {b / p:.2f}",
                      "binary < 1.5 s " + ("(met)" if b < 1.5 else "(missed)")))
     if steps.get("herd") and steps["herd"].ran:
-        rows.append(("thundering herd", "see its section", ""))
+        # bench/herd.py writes no --data; its headline row is read from its own table.
+        found = re.search(r"^\| (opening -> last vote counted[^|]*)\| ([^|]+)\|", herd_section,
+                          re.M)
+        rows.append((f"thundering herd: {found.group(1).strip()}" if found else
+                     "thundering herd", found.group(2).strip() if found else "see its section",
+                     ""))
     for step in steps.values():
         if step.ran:
+            verdict = "passed" if step.code == 0 else f"FAILED (exit {step.code})"
             rows.append((f"correctness checks: {step.name}",
-                         "passed" if step.code == 0 else f"FAILED (exit {step.code})", ""))
+                         f"{verdict} ({step.seconds:.0f} s; load average {step.load_avg:.1f} "
+                         "at its start)", ""))
         else:
             rows.append((f"{step.name}", "not run", ""))
     lines = ["## Summary", "", "Written by `bench/run.py` from the sections below.", "",
@@ -355,12 +364,13 @@ def main() -> int:
     import charts  # matplotlib: only needed here, so that a missing extra fails late and clearly
 
     made = charts.render(args.charts, steps["ingest"].load(), steps["live"].load())
+    text = draft.read_text() if draft.exists() else ""
+    herd_section = sections(text)[1].get("Thundering herd", "")
     own: dict[str, str] = {"Charts": charts_section(made, args.doc),
-                           "Summary": summary(steps)}
+                           "Summary": summary(steps, herd_section)}
     if not HERD.exists():
         own["Thundering herd"] = ("## Thundering herd\n\nNot measured in this run: "
                                   "bench/herd.py is not in this checkout.\n")
-    text = draft.read_text() if draft.exists() else ""
     head = how_to_read(quick, time.time() - started, started)
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(assemble(text, head, own, draft, args.doc))
