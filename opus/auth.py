@@ -75,7 +75,8 @@ class Signer:
         return voter
 
     def _check(self, token: str) -> Voter | None:
-        if not token.startswith(VOTER_PREFIX):
+        # Ours are ASCII; hmac.compare_digest raises TypeError on other text.
+        if not token.startswith(VOTER_PREFIX) or not token.isascii():
             return None
         try:
             encoded, mac = token[len(VOTER_PREFIX) :].split(".", 1)
@@ -89,7 +90,9 @@ class Signer:
 
 
 def same_token(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
+    """Constant-time equality. A header's stray bytes decode to surrogates, which cannot be
+    encoded: such a token is simply not the expected one."""
+    return hmac.compare_digest(given.encode(errors="replace"), expected.encode())
 
 
 _ADJECTIVES = (

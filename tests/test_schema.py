@@ -269,3 +269,11 @@ def test_a_token_with_bytes_no_token_has_is_refused_with_401(seeded: Seeded) -> 
         assert (response.status_code, response.json()) == (anonymous.status_code,
                                                             anonymous.json())
         seeded.http.cookies.clear()
+        # The same tokens on the live socket and the attendee page: refused or ignored, no 500.
+        for query, headers in ((f"room={room_id}", bearer),
+                               (f"room={room_id}&token=v1.abc.%C3%A9", {})):
+            response = seeded.http.get(f"{seeded.base}/ws?{query}", headers=headers, timeout=10)
+            assert response.status_code < 500, (token, query, response.text)
+        response = seeded.http.get(f"{seeded.base}/j/{seeded.ids['code'][0]}", headers=cookie,
+                                   timeout=10)
+        assert response.status_code == 200, (token, response.text)
