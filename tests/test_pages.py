@@ -3,6 +3,7 @@ projector screen and the attendee pages, with and without JavaScript, online and
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -229,6 +230,33 @@ def test_a_vote_whose_answer_was_lost_is_sent_again_and_counted_once(
     assert api.total_when(poll["id"], 1) == 1
     export = api.ok("GET", f"/api/v1/polls/{poll['id']}/export?format=json")
     assert len(export["votes"]) == 1
+
+
+def test_a_vote_refused_by_a_busy_server_is_sent_again_after_retry_after(
+        contexts: Any, api: Host) -> None:
+    room = api.room("Busy hall")
+    poll = api.poll(room["id"], options=["Yes", "No"])
+    page = contexts(**PHONE).new_page()
+    sent: list[tuple[float, str]] = []
+
+    def busy_once(route: Route) -> None:
+        sent.append((time.monotonic(), json.loads(route.request.post_data or "{}")["event_id"]))
+        if len(sent) == 1:  # what a full queue answers (503 queue_full); the server never sees it
+            route.fulfill(status=503, headers={"Retry-After": "2"}, content_type="application/json",
+                          body=json.dumps({"error": {"code": "queue_full",
+                                                     "message": "Too many votes at once."}}))
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/polls/*/votes", busy_once)
+    page.goto(f"/j/{room['code']}")
+    vote_on(page, "Yes")
+    receipt = page.locator("[data-receipt]")
+    expect(receipt).to_contain_text("Everyone is voting at once")
+    expect(receipt).to_have_text("Counted.", timeout=20_000)
+    assert [event for _, event in sent] == [sent[0][1]] * 2  # the same vote, sent twice
+    assert sent[1][0] - sent[0][0] >= 2  # not before Retry-After
+    assert api.total_when(poll["id"], 1) == 1
 
 
 def test_notifications_arrive_live_with_an_unread_badge(contexts: Any, api: Host) -> None:

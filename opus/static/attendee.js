@@ -7,7 +7,7 @@
 (function () {
   var boot = Opus.boot(), offset = Opus.clockOffset(boot);
   var OUTBOX = "opus.outbox", UPVOTED = "opus.upvoted";
-  var inflight = {}, watching = {}, refreshTimer = null, snapshots = 0;
+  var inflight = {}, held = {}, watching = {}, refreshTimer = null, snapshots = 0;
   var FRIENDLY = {
     already_voted: "You have already voted in this poll.",
     poll_not_open: "This poll is closed: your vote was not counted.",
@@ -27,6 +27,7 @@
   function outbox() { return read(OUTBOX, memory); }
   function keep(list) { memory = list; write(OUTBOX, list); }
   function drop(eventId) { keep(outbox().filter(function (v) { return v.event_id !== eventId; })); }
+  function queued(eventId) { return outbox().some(function (v) { return v.event_id === eventId; }); }
   Opus.upvoted = function () { return read(UPVOTED, {}); };
 
   function uuid() {
@@ -60,13 +61,14 @@
   }
   var WORDS = {
     local: "Saved on this phone: it is sent as soon as the network is back.",
+    busy: "Everyone is voting at once: your vote is saved on this phone and sent again in a moment.",
     sending: "Sending…",
     queued: "Received, being counted…",
     counted: "Counted."
   };
 
   function send(item) {
-    if (inflight[item.event_id]) return;
+    if (inflight[item.event_id] || (held[item.event_id] || 0) > Date.now()) return;
     inflight[item.event_id] = true;
     var payload = Object.assign({ event_id: item.event_id }, item.body);
     fetch("/api/v1/polls/" + item.poll_id + "/votes", {
@@ -77,7 +79,14 @@
         delete inflight[item.event_id];
         if (response.status === 202) return accepted(item);
         if (response.status >= 500 || response.status === 429) {
-          receipt(item.poll_id, "local", WORDS.local);  // the server is busy: try again later
+          // The server is busy (a whole hall voting at once): keep the vote and send it again
+          // after Retry-After, spread over as long again so the phones do not all come back
+          // in the same instant.
+          var wait = Math.min(parseFloat(response.headers.get("Retry-After")) || 2, 60) * 1000;
+          held[item.event_id] = Date.now() + wait + Math.random() * wait;
+          setTimeout(function () { if (queued(item.event_id)) send(item); },
+                     held[item.event_id] - Date.now() + 10);
+          receipt(item.poll_id, "local", WORDS.busy);
           return;
         }
         drop(item.event_id);
