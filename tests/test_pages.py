@@ -437,6 +437,7 @@ def test_questions_are_asked_moderated_and_upvoted(contexts: Any, api: Host) -> 
     voter.locator(".qa-item .upvote-button").click()
     expect(voter.locator("[data-receipt]")).to_have_text("Upvoted.")
     expect(asker.locator(".qa-item [data-upvotes]")).to_have_text("1")
+    expect(console.locator(".mod", has_text="slides")).to_contain_text("▲ 1")
     console.locator(".mod", has_text="slides").locator("button:has-text('Pin')").click()
     expect(voter.locator(".qa-item .tag-pin")).to_have_text("Pinned")
     # The console's own HTML lists the questions: no live frame or script needed.

@@ -32,6 +32,9 @@
     clearTimeout(reloadTimer);
     reloadTimer = setTimeout(function () { if (busy()) reloadSoon(); else location.reload(); }, 400);
   }
+  // A Q&A's moderation list, fetched again when its results move. Swapping it under the
+  // host's pointer would eat a click (the button pressed is gone before it is released), so
+  // while the pointer is over the list the swap waits for it to leave.
   function questions(pollId) {
     fetch("/host/polls/" + pollId + "/questions", { credentials: "same-origin" }).then(function (r) {
       return r.ok ? r.text() : null;
@@ -39,7 +42,15 @@
       if (!html) return;
       var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-moderation]");
       var old = document.querySelector('[data-moderation="' + pollId + '"]');
-      if (fresh && old) old.replaceWith(fresh);
+      if (!fresh || !old || fresh.outerHTML === old.outerHTML) return;
+      if (old.matches(":hover")) {
+        if (!old.hasAttribute("data-stale")) {
+          old.setAttribute("data-stale", "");
+          old.addEventListener("mouseleave", function () { questions(pollId); }, { once: true });
+        }
+        return;
+      }
+      old.replaceWith(fresh);
     });
   }
 
