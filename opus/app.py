@@ -12,7 +12,7 @@ from aiohttp import web
 from opus import __version__, auth, ws
 from opus.config import Settings
 from opus.db import Database, checkpoint
-from opus.events import uuid7
+from opus.events import never_before, uuid7
 from opus.hub import Hub
 from opus.ingest import Ingest
 from opus.keys import (
@@ -91,6 +91,10 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     settings, db, queue, metrics = app[SETTINGS], app[DB], app[QUEUE], app[METRICS]
     catalog, ledger, hub = Catalog(), Ledger(), Hub()
     await catalog.load(db)
+    # New queue ids sort after every counted vote's, even those of pruned messages.
+    newest = await db.fetchone("SELECT MAX(queued_id) FROM votes")
+    if newest is not None and newest[0]:
+        never_before(newest[0])
     app[CATALOG], app[LEDGER], app[HUB] = catalog, ledger, hub
     relay = Relay(db, hub, metrics)
     app[ROOMS] = Rooms(db, catalog, app[NODE_ID], relay.wake)

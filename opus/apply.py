@@ -102,17 +102,18 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
             correct.setdefault(r["poll_id"], set()).add(r["id"])
 
     keyed = [v for v in votes if isinstance(v.value, list) or "t" in v.value]
-    existing: dict[tuple[str, str], tuple[str, Value, int]] = {}
+    existing: dict[tuple[str, str], tuple[str, Value, int, str | None]] = {}
     keys = sorted({(v.poll_id, v.voter_id) for v in keyed})
     if keys:
         for r in fetchall(
             conn,
-            f"{_keys_join(keys)} SELECT poll_id, voter_id, event_id, choice, accepted_ns"
+            f"{_keys_join(keys)} SELECT poll_id, voter_id, event_id, choice, accepted_ns,"
+            " queued_id"
             " FROM k JOIN votes ON votes.poll_id = k.a AND votes.voter_id = k.b",
             [x for key in keys for x in key],
         ):
             existing[(r["poll_id"], r["voter_id"])] = (
-                r["event_id"], kinds.decode(r["choice"]), r["accepted_ns"]
+                r["event_id"], kinds.decode(r["choice"]), r["accepted_ns"], r["queued_id"]
             )
 
     targets = sorted({v.value["u"] for v in votes if isinstance(v.value, dict)
@@ -184,20 +185,22 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
                 continue
             key = (vote.poll_id, vote.voter_id)
             if key in existing:
-                old_event, old_value, _ = existing[key]
+                old_event, old_value, _, _ = existing[key]
                 result.add(vote.poll_id, old_value, -1)
                 result.replaces.append(
-                    (event_id, vote.choice, vote.claim.in_time_ns, points, now, *key)
+                    (event_id, vote.choice, vote.claim.in_time_ns, vote.claim.message_id,
+                     points, now, *key)
                 )
                 result.processed.append(
                     (old_event, vote.poll_id, vote.voter_id, "rejected", "replaced", "[]", now)
                 )
             else:
                 result.inserts.append(
-                    (*key, event_id, vote.choice, vote.claim.in_time_ns, points, now)
+                    (*key, event_id, vote.choice, vote.claim.in_time_ns, vote.claim.message_id,
+                     points, now)
                 )
                 result.totals[vote.poll_id] = result.totals.get(vote.poll_id, 0) + 1
-            existing[key] = (event_id, value, vote.claim.in_time_ns)
+            existing[key] = (event_id, value, vote.claim.in_time_ns, vote.claim.message_id)
             result.add(vote.poll_id, value, +1)
         result.processed.append(
             (event_id, vote.poll_id, vote.voter_id, "counted", None, vote.choice, now)
@@ -227,7 +230,7 @@ def _check_keyed(
     poll: sqlite3.Row,
     options: dict[str, set[str]],
     correct: dict[str, set[str]],
-    existing: dict[tuple[str, str], tuple[str, Value, int]],
+    existing: dict[tuple[str, str], tuple[str, Value, int, str | None]],
 ) -> tuple[str | None, int]:
     """Why a vote (or word-cloud answer) cannot count, if it cannot; and a quiz answer's points."""
     key = (vote.poll_id, vote.voter_id)
@@ -238,7 +241,7 @@ def _check_keyed(
         return "invalid_option", 0
     if key in existing and not poll["allow_change"]:
         return "already_voted", 0
-    if key in existing and existing[key][2] > vote.claim.in_time_ns:
+    if key in existing and _taken_after(existing[key], vote):
         return "superseded", 0  # a later vote by the same voter was applied first
     if poll["kind"] != "quiz":
         return None, 0
@@ -251,17 +254,26 @@ def _check_keyed(
     return None, kinds.quiz_points(right, elapsed, limit)
 
 
+def _taken_after(counted: tuple[str, Value, int, str | None], vote: Vote) -> bool:
+    """Whether the counted vote was taken after this one. By queue message ids, which keep
+    growing when the wall clock goes back; by accept time for rows counted before they were
+    kept (schema 3)."""
+    if counted[3] is not None:
+        return counted[3] > vote.claim.message_id
+    return counted[2] > vote.claim.in_time_ns
+
+
 def write(conn: sqlite3.Connection, batch: Plan) -> None:
     if batch.inserts:
         conn.executemany(
-            "INSERT INTO votes (poll_id, voter_id, event_id, choice, accepted_ns, points,"
-            " counted_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO votes (poll_id, voter_id, event_id, choice, accepted_ns, queued_id,"
+            " points, counted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             batch.inserts,
         )
     if batch.replaces:
         conn.executemany(
-            "UPDATE votes SET event_id = ?, choice = ?, accepted_ns = ?, points = ?,"
-            " counted_at = ? WHERE poll_id = ? AND voter_id = ?",
+            "UPDATE votes SET event_id = ?, choice = ?, accepted_ns = ?, queued_id = ?,"
+            " points = ?, counted_at = ? WHERE poll_id = ? AND voter_id = ?",
             batch.replaces,
         )
     if batch.tally:

@@ -155,6 +155,11 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX votes_voter ON votes(voter_id);
     """,
+    4: """
+    -- The queue message a vote came in (ids that only grow, even when the wall clock goes
+    -- back): a voter's changed vote replaces the one taken before it. NULL on older rows.
+    ALTER TABLE votes ADD COLUMN queued_id TEXT;
+    """,
 }
 
 

@@ -50,6 +50,17 @@ def uuid7() -> str:
     return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
 
 
+def never_before(earlier: str) -> None:
+    """Make every later uuid7() of this process sort after `earlier`, an id made before a
+    restart: the wall clock may have gone back since (a laptop's clock set right by NTP)."""
+    global _last_ms, _counter
+    value = int(earlier.replace("-", ""), 16)
+    ms, counter = value >> 80, (value >> 64) & 0xFFF
+    with _lock:
+        if (ms, counter) > (_last_ms, _counter):
+            _last_ms, _counter = ms, counter
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

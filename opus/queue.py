@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from litequeue import LiteQueue, Message, MessageStatus, uuid7
+from litequeue import LiteQueue, Message, MessageStatus
+
+from opus import events
 
 _BUSY_TIMEOUT_S = 30.0
 
@@ -39,6 +41,13 @@ class VoteQueue:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._q = LiteQueue(path, timeout=_BUSY_TIMEOUT_S)
+        # Message ids give the order in which votes were taken (claims follow it, and a
+        # voter's changed vote replaces an earlier one by it): they must keep growing across
+        # a restart even when the wall clock went back meanwhile. The database's counted
+        # votes remember the ids of pruned messages (app.py).
+        (newest,) = self._q.conn.execute('SELECT MAX(message_id) FROM "Queue"').fetchone()
+        if newest:
+            events.never_before(newest)
 
     def close(self) -> None:
         self._q.close()
@@ -51,7 +60,7 @@ class VoteQueue:
         for that one). The same rows as litequeue's put(data, idempotency_key=...), written
         with two statements instead of two per vote.
         """
-        rows = json.dumps([[str(uuid7()), key, data] for key, data in items])
+        rows = json.dumps([[events.uuid7(), key, data] for key, data in items])
         now = time.time_ns()
         # The level applies to the connection's next commits; it cannot change mid-transaction.
         self._q.conn.execute("PRAGMA synchronous = FULL")
