@@ -32,9 +32,22 @@
     clearTimeout(reloadTimer);
     reloadTimer = setTimeout(function () { if (busy()) reloadSoon(); else location.reload(); }, 400);
   }
-  // A Q&A's moderation list, fetched again when its results move. Swapping it under the
-  // host's pointer would eat a click (the button pressed is gone before it is released), so
-  // while the pointer is over the list the swap waits for it to leave.
+  // A Q&A's moderation list, fetched again when its results move. Swapping it between the
+  // press and the release of a button would eat the host's click (the button pressed is gone
+  // when it is released), so while a button is held the swap waits for the release.
+  var held = false, waiting = {};
+  document.addEventListener("pointerdown", function (event) {
+    held = !!(event.target.closest && event.target.closest("[data-moderation]"));
+  }, true);
+  function release() {
+    if (!held) return;
+    held = false;
+    setTimeout(function () {  // after the click that this release makes
+      Object.keys(waiting).forEach(function (pollId) { delete waiting[pollId]; questions(pollId); });
+    }, 0);
+  }
+  document.addEventListener("pointerup", release, true);
+  document.addEventListener("pointercancel", release, true);
   function questions(pollId) {
     fetch("/host/polls/" + pollId + "/questions", { credentials: "same-origin" }).then(function (r) {
       return r.ok ? r.text() : null;
@@ -43,13 +56,7 @@
       var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-moderation]");
       var old = document.querySelector('[data-moderation="' + pollId + '"]');
       if (!fresh || !old || fresh.outerHTML === old.outerHTML) return;
-      if (old.matches(":hover")) {
-        if (!old.hasAttribute("data-stale")) {
-          old.setAttribute("data-stale", "");
-          old.addEventListener("mouseleave", function () { questions(pollId); }, { once: true });
-        }
-        return;
-      }
+      if (held) { waiting[pollId] = 1; return; }
       old.replaceWith(fresh);
     });
   }
@@ -60,7 +67,17 @@
       dot.textContent = s === "live" ? "Live" : s === "offline" ? "Reconnecting…" : "Connecting…";
     },
     message: function (msg) {
-      if (msg.type === "activity") {
+      if (msg.type === "snapshot") {
+        // (Re)connected: what changed between the page's render and now came before the
+        // socket, so the results are drawn from the snapshot and the Q&A lists fetched again.
+        (msg.results || []).forEach(function (r) {
+          var box = document.querySelector('[data-results="' + r.poll_id + '"]');
+          if (box) Opus.renderResults(box, r);
+        });
+        document.querySelectorAll('[data-poll][data-kind="qa"]').forEach(function (card) {
+          questions(card.getAttribute("data-poll"));
+        });
+      } else if (msg.type === "activity") {
         document.querySelectorAll("[data-stat]").forEach(function (el) {
           var value = msg[el.getAttribute("data-stat")];
           if (value !== undefined) el.textContent = value;
