@@ -5,7 +5,6 @@ while a real server runs. Needs root for `mount`; CI runs as root."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import subprocess
 import uuid
@@ -17,7 +16,7 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from conftest import Api, ServerProcess
+from conftest import Api, ServerProcess, fill
 from opus.cli import main
 
 
@@ -40,25 +39,6 @@ def small_disks(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     finally:
         for path in reversed(mounted):
             subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Write a ballast file until the filesystem has no byte left."""
-    ballast = folder / "ballast"
-    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 20, 1 << 12, 1 << 9, 1):
-            block = b"\0" * size
-            while True:
-                try:
-                    if os.write(fd, block) < size:
-                        break
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC
-                    break
-    finally:
-        os.close(fd)
-    return ballast
 
 
 async def post_vote(http: aiohttp.ClientSession, base: str, voter: dict[str, Any],

@@ -6,7 +6,6 @@ the refused votes go through and every vote answered 202 is counted once. Needs 
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Api, ServerProcess
+from conftest import Api, ServerProcess, fill
 from faults.conftest import Figures, Sizes
 from faults.harness import Campaign, session, start
 
@@ -34,25 +33,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield disk
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Write a ballast file until the filesystem has no byte left."""
-    ballast = folder / "ballast"
-    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for size in (1 << 20, 1 << 12, 1 << 9, 1):
-            block = b"\0" * size
-            while True:
-                try:
-                    if os.write(fd, block) < size:
-                        break
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC
-                    break
-    finally:
-        os.close(fd)
-    return ballast
 
 
 async def test_disk_full_during_a_burst_refuses_cleanly_and_heals(
