@@ -194,6 +194,11 @@ class Server:
         raise RuntimeError(f"the server did not become ready; see {self.log_path}:\n"
                            + self.log_path.read_text()[-2000:])
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self, timeout: float = 60.0) -> tuple[int | None, float]:
         """SIGTERM, then wait; returns (exit code or None when it hung, seconds)."""
         started = time.monotonic()
@@ -441,10 +446,13 @@ async def phase_healthz(run: Run) -> float:
     progress(f"baseline: wrk GET /healthz for {args.seconds:g} s")
     script = run.work / "healthz.lua"
     script.write_text(LUA_DONE)
+    cpu = run.server.cpu_seconds()
     health = await run_wrk(run.base + "/healthz", script, args.seconds, args.wrk_threads,
                            args.wrk_connections)
+    cpu = (run.server.cpu_seconds() - cpu) / health.requests
     run.res.add("GET /healthz (wrk)", f"{health.rate:,.0f} req/s", "baseline")
     run.data["healthz_rate"] = health.rate
+    run.data["healthz_cpu_us"] = cpu * 1e6
     return health.rate
 
 
@@ -456,10 +464,15 @@ async def phase_max_rate(run: Run, tokens: list[str], healthz_rate: float) -> fl
     samples: list[tuple[float, ...]] = []
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_metrics(run.session, run.base, samples, stop))
+    cpu = run.server.cpu_seconds()
     votes = await run_wrk(run.base + "/", script, args.seconds, args.wrk_threads,
                           args.wrk_connections)
     after = await run.scrape()
     drain = await wait_drained(run.session, run.base)
+    # Server CPU per vote, counting the work to apply it: noisy neighbours move req/s far
+    # more than they move CPU time per request, so this explains a ratio that moved.
+    vote_cpu = (run.server.cpu_seconds() - cpu) / max(1, votes.requests)
+    drained = await run.scrape()
     await asyncio.sleep(0.5)  # the chart shows the queue empty after the load
     stop.set()
     await sampler
@@ -469,6 +482,19 @@ async def phase_max_rate(run: Run, tokens: list[str], healthz_rate: float) -> fl
     res.add("durable votes (wrk; accepted delta / s)", f"{rate:,.0f} votes/s", "")
     res.add("ratio votes/s : healthz req/s", f"{rate / healthz_rate:.2f}", ">= 0.6",
             rate / healthz_rate >= 0.6)
+    health_cpu, vote_us = run.data["healthz_cpu_us"], vote_cpu * 1e6
+    res.add("server CPU per request: GET /healthz : vote (applied)",
+            f"{health_cpu:.0f} : {vote_us:.0f} µs = {health_cpu / vote_us:.2f}", "")
+    # Where a vote's time goes on the one event loop, from the server's own histograms.
+    counted = (drained["opus_votes_counted_total"] - before["opus_votes_counted_total"]) or 1.0
+    applying = 1e6 * (drained["opus_worker_apply_seconds_sum"]
+                      - before["opus_worker_apply_seconds_sum"]) / counted
+    committing = 1e6 * (drained["opus_group_commit_seconds_sum"]
+                        - before["opus_group_commit_seconds_sum"]) / counted
+    res.add("per vote on the event loop: applying batches / group commit",
+            f"{applying:.0f} / {committing:.0f} µs (wall time, fsync included)", "")
+    res.add("CPU ratio with applying taken off this loop (a bound, not a run)",
+            f"{health_cpu / max(1.0, vote_us - applying):.2f}", "")
     res.add("wrk vote requests / non-2xx / socket errors",
             f"{votes.requests:,} / {votes.non_2xx:,} / {votes.socket_errors:,}", "0 / 0",
             votes.non_2xx == 0 and votes.socket_errors == 0)
@@ -481,9 +507,74 @@ async def phase_max_rate(run: Run, tokens: list[str], healthz_rate: float) -> fl
         progress(f"WARNING: wrk ran out of fresh (voter, poll) pairs; raise --rate-cap "
                  f"(now {args.rate_cap})")
     res.ok &= votes.non_2xx == 0 and votes.socket_errors == 0 and not votes.wrapped
-    run.data.update(vote_rate=rate, ratio=rate / healthz_rate, wrk_seconds=votes.duration_s,
+    run.data.update(vote_cpu_us=vote_us, apply_us=applying, commit_us=committing,
+                    vote_rate=rate, ratio=rate / healthz_rate, wrk_seconds=votes.duration_s,
                     samples=samples, sampled=["seconds", *SAMPLED])
     return rate
+
+
+# The framework alone: aiohttp on uvloop as Opus runs it, a GET answering a small JSON body as
+# /healthz does and a POST reading a JSON body and answering 202 as the vote route does, with
+# none of Opus's work. Its POST : GET ratio is as high as the vote route's can be.
+BARE_APP = """
+import json, sys, uvloop
+from aiohttp import web
+async def get(request):
+    return web.json_response({"status": "ok", "version": "0", "node_id": "0" * 36})
+async def post(request):
+    json.loads(await request.read())
+    return web.Response(text='{"event_id": "0", "status": "accepted"}', status=202,
+                        content_type="application/json")
+app = web.Application()
+app.router.add_get("/healthz", get)
+app.router.add_post("/api/v1/polls/{poll_id}/votes", post)
+web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), access_log=None, print=None,
+            loop=uvloop.new_event_loop())
+"""
+
+LUA_BARE_POST = """
+wrk.method = "POST"
+wrk.path = "/api/v1/polls/0197abcd-1234-7000-8000-000000000001/votes"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer v1.MDE5N2FiY2QtMTIzNC03MDAwLTgwMDAtMDAwMDAwMDAwMDA.x"
+wrk.body = '{"option_ids":["0197abcd-1234-7000-8000-000000000002"]}'
+"""
+
+
+async def phase_framework(run: Run) -> None:
+    """The same two wrk runs against a bare aiohttp app: the ceiling of the ratio."""
+    args = run.args
+    seconds = max(2.0, args.seconds / 2)
+    progress(f"framework floor: bare aiohttp GET and POST for {seconds:g} s each")
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BARE_APP, HOST, str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                async with run.session.get(f"http://{HOST}:{port}/healthz") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientError:
+                if time.monotonic() > deadline or proc.returncode is not None:
+                    raise RuntimeError("the bare aiohttp app did not start") from None
+                await asyncio.sleep(0.1)
+        get_lua, post_lua = run.work / "bare_get.lua", run.work / "bare_post.lua"
+        get_lua.write_text(LUA_DONE)
+        post_lua.write_text(LUA_BARE_POST + LUA_DONE)
+        get = await run_wrk(f"http://{HOST}:{port}/healthz", get_lua, seconds,
+                            args.wrk_threads, args.wrk_connections)
+        post = await run_wrk(f"http://{HOST}:{port}/", post_lua, seconds,
+                             args.wrk_threads, args.wrk_connections)
+    finally:
+        proc.terminate()
+        await proc.wait()
+    ratio = post.rate / get.rate if get.rate else 0.0
+    run.res.add("bare aiohttp, no Opus code: POST with JSON : GET",
+                f"{post.rate:,.0f} : {get.rate:,.0f} req/s = {ratio:.2f}", "the ceiling")
+    run.data.update(bare_get_rate=get.rate, bare_post_rate=post.rate, bare_ratio=ratio)
 
 
 async def phase_latency(run: Run, max_rate: float, level: float) -> None:
@@ -565,6 +656,7 @@ async def bench(args: argparse.Namespace, work: Path) -> tuple[Results, dict[str
             tokens = await phase_setup(run)
             healthz_rate = await phase_healthz(run)
             max_rate = await phase_max_rate(run, tokens, healthz_rate)
+            await phase_framework(run)
             for level in args.levels:
                 await phase_latency(run, max_rate, level)
             await phase_check(run)

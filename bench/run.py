@@ -207,6 +207,16 @@ def summary(steps: dict[str, Step], herd_section: str = "") -> str:
         rows.append(("durable votes/s : GET /healthz req/s",
                      f"{ingest['vote_rate']:,.0f} : {ingest['healthz_rate']:,.0f} = {ratio:.2f}",
                      ">= 0.6 " + ("(met)" if ratio >= 0.6 else "(missed)")))
+        if "vote_cpu_us" in ingest:
+            health_cpu, vote_cpu = ingest["healthz_cpu_us"], ingest["vote_cpu_us"]
+            rows.append(("server CPU per request, GET /healthz : vote (applied)",
+                         f"{health_cpu:.0f} : {vote_cpu:.0f} µs = {health_cpu / vote_cpu:.2f}; "
+                         f"applying {ingest['apply_us']:.0f} µs and group commit "
+                         f"{ingest['commit_us']:.0f} µs of it", ""))
+        if "bare_ratio" in ingest:
+            rows.append(("bare aiohttp, no Opus code: POST with JSON : GET req/s",
+                         f"{ingest['bare_post_rate']:,.0f} : {ingest['bare_get_rate']:,.0f} = "
+                         f"{ingest['bare_ratio']:.2f}", "the ratio's ceiling"))
         for level in ingest.get("latency", []):
             pct = f"{100 * level['level']:.0f}%"
             votes, floor = _quantiles(level["votes_ms"]), _quantiles(level["healthz_ms"])

@@ -32,6 +32,9 @@ class Settings:
     )
     workers: int = _setting(5, "Number of workers applying queued votes to the database.")
     worker_batch: int = _setting(200, "Most votes one worker claims and applies at once.")
+    worker_linger_ms: float = _setting(
+        20.0, "How long workers let queued votes gather into one batch (milliseconds)."
+    )
     commit_interval_ms: float = _setting(
         1.0, "How long the vote writer gathers votes into one durable commit (milliseconds)."
     )
@@ -84,6 +87,8 @@ class Settings:
             problems.append("port is between 1 and 65535")
         if self.workers < 1 or self.worker_batch < 1 or self.max_attempts < 1:
             problems.append("workers, worker_batch and max_attempts are at least 1")
+        if self.worker_linger_ms < 0 or self.commit_interval_ms < 0:
+            problems.append("worker_linger_ms and commit_interval_ms are 0 or more")
         if self.prune_interval_s <= 0:
             problems.append("prune_interval_s is more than 0")
         if problems:

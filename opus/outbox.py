@@ -21,16 +21,13 @@ _BATCH = 1000
 _KEEP_SENT_S = 3600
 
 
-def _row(event: Envelope) -> tuple[str, str, str, str]:
-    return (event["event_id"], event["event_type"], json.dumps(event), now_iso())
-
-
 def add(conn: sqlite3.Connection, events: Iterable[Envelope]) -> None:
     """Write events in the caller's transaction (so they commit with the state change)."""
+    now = now_iso()  # one transaction, one time: a worker's batch writes hundreds
     conn.executemany(
         "INSERT OR IGNORE INTO outbox (event_id, event_type, envelope, created_at)"
         " VALUES (?, ?, ?, ?)",
-        [_row(e) for e in events],
+        [(e["event_id"], e["event_type"], json.dumps(e), now) for e in events],
     )
 
 
