@@ -47,6 +47,8 @@ class Workers:
         self._on_commit = on_commit
         self._stopping = False
         self._claiming = asyncio.Lock()
+        # The last claim took a whole batch: more votes wait, the next claim need not linger.
+        self._more_waiting = False
         self._full_logged = -_FULL_LOG_EVERY_S
 
     # -- the loop ------------------------------------------------------------------------
@@ -55,18 +57,17 @@ class Workers:
         """Claim a batch, apply it, again. One worker at a time waits for work (the others
         queue on the lock), so a new vote wakes one claim, not the whole pool.
 
-        Before a claim the worker lets votes gather for `worker_linger_ms` (unless its last
-        claim was a full batch: then more are waiting). A batch has a fixed cost (two queue
-        transactions, the reads, a commit, the relay's round): applied a few votes at a time,
-        a steady flow of votes cost the event loop several times what the votes themselves
-        do."""
+        Before a claim the worker lets votes gather for `worker_linger_ms` (unless the pool's
+        last claim was a full batch: then more are waiting). A batch has a fixed cost (two
+        queue transactions, the reads, a commit, the relay's round): applied a few votes at a
+        time, a steady flow of votes cost the event loop several times what the votes
+        themselves do."""
         linger = self._settings.worker_linger_ms / 1000
-        full = False
         while not self._stopping:
             claims: list[Claim] = []
             async with self._claiming:
                 while not self._stopping:
-                    if not full:
+                    if not self._more_waiting:
                         if not self._work_available.is_set():
                             # Every path that readies a vote sets the event; the timeout only
                             # notices `opus queue retry` run beside a live server.
@@ -82,7 +83,7 @@ class Workers:
                             log.exception("worker %d could not claim votes", index)
                         elif self._note_full():  # one line now and then, not a traceback a tick
                             log.error("the disk is full: votes wait in the queue for space")
-                    full = len(claims) >= self._settings.worker_batch
+                    self._more_waiting = len(claims) >= self._settings.worker_batch
                     if claims:
                         break
             if claims:
