@@ -7,6 +7,8 @@ the vote path.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from opus.db import Database
@@ -40,6 +42,7 @@ class Ledger:
         self.by_key: dict[tuple[str, str], str] = {}
         # accepted, not yet settled by a worker: their receipts say "queued"
         self.pending: set[str] = set()
+        self._waiters: dict[str, asyncio.Future[None]] = {}
 
     def accept(self, event_id: str, entry: Entry) -> str | None:
         """Record an accepted vote; returns the event it displaced (to undo with `forget`)."""
@@ -67,6 +70,25 @@ class Ledger:
 
     def settled(self, event_ids: list[str]) -> None:
         self.pending.difference_update(event_ids)
+        if self._waiters:
+            for event_id in event_ids:
+                waiter = self._waiters.pop(event_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait_settled(self, event_id: str, limit_s: float) -> bool:
+        """Wait until a worker has settled this vote (counted or rejected), at most `limit_s`
+        seconds; returns whether it was."""
+        if event_id not in self.pending:
+            return True
+        waiter = self._waiters.get(event_id)
+        if waiter is None:
+            waiter = self._waiters[event_id] = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), limit_s)
+        if not waiter.done():
+            self._waiters.pop(event_id, None)
+        return waiter.done()
 
     async def load(self, db: Database) -> None:
         for row in await db.fetchall(

@@ -104,6 +104,9 @@ def is_host(request: web.Request) -> bool:
 
 # A CSRF cookie made while rendering this request, for the response to set.
 _NEW_CSRF = web.RequestKey("new_csrf_cookie", str)
+# How long a form vote waits for its count before the redirect (see `vote`); a busy server
+# answers sooner, with the vote still queued (the page says so).
+_COUNTED_WAIT_S = 2.0
 
 
 def csrf_token(request: web.Request) -> str:
@@ -413,9 +416,12 @@ async def vote(request: web.Request) -> web.Response:
         event_id = field(form, "event_id")
         if event_id:
             body["event_id"] = event_id  # the page's own: sending the form twice counts once
-        await request.app[INGEST].cast(voter, poll_id, body)
+        event_id = await request.app[INGEST].cast(voter, poll_id, body)
     except OpusError as exc:
         return redirect(anchor, FRIENDLY.get(exc.code, exc.message), error=True)
+    # Without JavaScript the page it redirects to is all the voter sees, with no live
+    # updates: let the workers count the vote first (they gather votes for a few ms).
+    await request.app[LEDGER].wait_settled(event_id, _COUNTED_WAIT_S)
     thanks = "Your question is in." if "text" in body and view and view.kind == "qa" else (
         "Upvoted." if "upvote" in body else "Thank you: your vote is in.")
     return redirect(anchor, thanks)
