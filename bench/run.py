@@ -216,7 +216,9 @@ def summary(steps: dict[str, Step], herd_section: str = "") -> str:
         if "bare_ratio" in ingest:
             rows.append(("bare aiohttp, no Opus code: POST with JSON : GET req/s",
                          f"{ingest['bare_post_rate']:,.0f} : {ingest['bare_get_rate']:,.0f} = "
-                         f"{ingest['bare_ratio']:.2f}", "the ratio's ceiling"))
+                         f"{ingest['bare_ratio']:.2f}"
+                         + (f" (CPU per request: {ingest['bare_cpu_ratio']:.2f})"
+                            if "bare_cpu_ratio" in ingest else ""), "the ratio's ceiling"))
         for level in ingest.get("latency", []):
             pct = f"{100 * level['level']:.0f}%"
             votes, floor = _quantiles(level["votes_ms"]), _quantiles(level["healthz_ms"])

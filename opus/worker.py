@@ -67,14 +67,7 @@ class Workers:
             claims: list[Claim] = []
             async with self._claiming:
                 while not self._stopping:
-                    if not self._more_waiting:
-                        if not self._work_available.is_set():
-                            # Every path that readies a vote sets the event; the timeout only
-                            # notices `opus queue retry` run beside a live server.
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(self._work_available.wait(), _IDLE_MAX_S)
-                        if linger and not self._stopping:
-                            await asyncio.sleep(linger)
+                    await self._gather(linger)
                     self._work_available.clear()
                     try:
                         claims = self._queue.claim(self._settings.worker_batch)
@@ -88,6 +81,19 @@ class Workers:
                         break
             if claims:
                 await self.process(claims)
+
+    async def _gather(self, linger: float) -> None:
+        """Wait for ready votes, then let more join them for `linger` seconds; neither when the
+        last claim was a full batch (more are waiting already)."""
+        if self._more_waiting:
+            return
+        if not self._work_available.is_set():
+            # Every path that readies a vote sets the event; the timeout only notices
+            # `opus queue retry` run beside a live server.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work_available.wait(), _IDLE_MAX_S)
+        if linger and not self._stopping:
+            await asyncio.sleep(linger)
 
     async def drain(self) -> int:
         """Apply everything that is ready (used at start, before the server answers)."""
