@@ -61,6 +61,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-token"
 HOST = "127.0.0.1"
+STEAL_WARN_PCT = 5  # more than this, and a run says its figures are not comparable
 
 # Shared by both wrk runs: one parseable line at the end. The vote script adds its hooks above.
 LUA_DONE = """
@@ -170,6 +171,20 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(all CPU ticks, ticks stolen by the hypervisor) of the whole machine so far."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:8]), fields[7]  # user nice system idle iowait irq softirq steal
+
+
+def stolen_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the machine's CPU time the host gave to other guests between two readings.
+    On a shared VM this swings from 0 to 30% between runs; every rate and latency here moves
+    with it, so each phase reports it."""
+    total = after[0] - before[0]
+    return 100 * (after[1] - before[1]) / total if total else 0.0
 
 
 async def healthy(session: aiohttp.ClientSession, base: str, alive: Callable[[], bool],
@@ -437,6 +452,13 @@ class Run:
     async def scrape(self) -> dict[str, float]:
         return await metrics(self.session, self.base)
 
+    def note_steal(self, phase: str, before: tuple[int, int]) -> None:
+        pct = stolen_pct(before, machine_ticks())
+        self.data.setdefault("steal_pct", {})[phase] = round(pct, 1)
+        if pct > STEAL_WARN_PCT:
+            progress(f"WARNING: the host took {pct:.0f}% of this machine's CPU during "
+                     f"{phase}: the figures of this run are not comparable")
+
 
 async def phase_setup(run: Run) -> list[str]:
     """A room, its polls, and enough voters that wrk never repeats a (voter, poll) pair."""
@@ -456,10 +478,11 @@ async def phase_healthz(run: Run) -> float:
     progress(f"baseline: wrk GET /healthz for {args.seconds:g} s")
     script = run.work / "healthz.lua"
     script.write_text(LUA_DONE)
-    cpu = run.server.cpu_seconds()
+    cpu, ticks = run.server.cpu_seconds(), machine_ticks()
     health = await run_wrk(run.base + "/healthz", script, args.seconds, args.wrk_threads,
                            args.wrk_connections)
     cpu = (run.server.cpu_seconds() - cpu) / health.requests
+    run.note_steal("GET /healthz", ticks)
     run.res.add("GET /healthz (wrk)", f"{health.rate:,.0f} req/s", "baseline")
     run.data["healthz_rate"] = health.rate
     run.data["healthz_cpu_us"] = cpu * 1e6
@@ -474,9 +497,10 @@ async def phase_max_rate(run: Run, tokens: list[str], healthz_rate: float) -> fl
     samples: list[tuple[float, ...]] = []
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_metrics(run.session, run.base, samples, stop))
-    cpu = run.server.cpu_seconds()
+    cpu, ticks = run.server.cpu_seconds(), machine_ticks()
     votes = await run_wrk(run.base + "/", script, args.seconds, args.wrk_threads,
                           args.wrk_connections)
+    run.note_steal("max vote rate", ticks)
     after = await run.scrape()
     drain = await wait_drained(run.session, run.base)
     # Server CPU per vote, counting the work to apply it: noisy neighbours move req/s far
@@ -569,13 +593,14 @@ async def phase_framework(run: Run) -> None:
         get_lua, post_lua = run.work / "bare_get.lua", run.work / "bare_post.lua"
         get_lua.write_text(LUA_DONE)
         post_lua.write_text(LUA_BARE_POST + LUA_DONE)
-        cpu = [cpu_seconds(proc.pid)]
+        cpu, ticks = [cpu_seconds(proc.pid)], machine_ticks()
         get = await run_wrk(f"http://{HOST}:{port}/healthz", get_lua, seconds,
                             args.wrk_threads, args.wrk_connections)
         cpu.append(cpu_seconds(proc.pid))
         post = await run_wrk(f"http://{HOST}:{port}/", post_lua, seconds,
                              args.wrk_threads, args.wrk_connections)
         cpu.append(cpu_seconds(proc.pid))
+        run.note_steal("bare aiohttp", ticks)
     finally:
         proc.terminate()
         await proc.wait()
@@ -604,9 +629,10 @@ async def phase_latency(run: Run, max_rate: float, level: float) -> None:
                      polls[i % len(polls)].option_ids[(i // len(polls)) % 2])
         for i in range(count)
     ]
-    before = await run.scrape()
+    before, ticks = await run.scrape(), machine_ticks()
     latencies, statuses, elapsed = await open_loop(run.server.port, requests, target,
                                                    args.latency_connections)
+    run.note_steal(f"votes at {pct}", ticks)
     after = await run.scrape()
     ms = latency_ms(latencies)
     achieved = len(latencies) / elapsed
@@ -672,6 +698,10 @@ async def bench(args: argparse.Namespace, work: Path) -> tuple[Results, dict[str
             for level in args.levels:
                 await phase_latency(run, max_rate, level)
             await phase_check(run)
+            steal = run.data.get("steal_pct", {})
+            res.add("CPU stolen by the host (other guests) during each load phase",
+                    ", ".join(f"{phase} {pct:.0f}%" for phase, pct in steal.items()),
+                    f"< {STEAL_WARN_PCT}% for comparable figures")
         finally:
             code, took = server.stop()
             progress(f"server stopped: exit {code} after {took:.1f} s")

@@ -219,6 +219,10 @@ def summary(steps: dict[str, Step], herd_section: str = "") -> str:
                          f"{ingest['bare_ratio']:.2f}"
                          + (f" (CPU per request: {ingest['bare_cpu_ratio']:.2f})"
                             if "bare_cpu_ratio" in ingest else ""), "the ratio's ceiling"))
+        if ingest.get("steal_pct"):
+            rows.append(("CPU the host gave other guests, per ingest phase",
+                         ", ".join(f"{k} {v:.0f}%" for k, v in ingest["steal_pct"].items()),
+                         "< 5% for comparable figures"))
         for level in ingest.get("latency", []):
             pct = f"{100 * level['level']:.0f}%"
             votes, floor = _quantiles(level["votes_ms"]), _quantiles(level["healthz_ms"])
