@@ -455,6 +455,7 @@ class Run:
     def note_steal(self, phase: str, before: tuple[int, int]) -> None:
         pct = stolen_pct(before, machine_ticks())
         self.data.setdefault("steal_pct", {})[phase] = round(pct, 1)
+        self.data["steal_warn_pct"] = STEAL_WARN_PCT
         if pct > STEAL_WARN_PCT:
             progress(f"WARNING: the host took {pct:.0f}% of this machine's CPU during "
                      f"{phase}: the figures of this run are not comparable")

@@ -222,7 +222,7 @@ def summary(steps: dict[str, Step], herd_section: str = "") -> str:
         if ingest.get("steal_pct"):
             rows.append(("CPU the host gave other guests, per ingest phase",
                          ", ".join(f"{k} {v:.0f}%" for k, v in ingest["steal_pct"].items()),
-                         "< 5% for comparable figures"))
+                         f"< {ingest.get('steal_warn_pct', 5)}% for comparable figures"))
         for level in ingest.get("latency", []):
             pct = f"{100 * level['level']:.0f}%"
             votes, floor = _quantiles(level["votes_ms"]), _quantiles(level["healthz_ms"])
