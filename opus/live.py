@@ -54,6 +54,7 @@ class Transport(Protocol):
     """What a client needs of its connection (asyncio's and uvloop's transports both fit)."""
 
     def write(self, data: bytes) -> None: ...
+    def abort(self) -> None: ...
     def is_closing(self) -> bool: ...
     def get_write_buffer_size(self) -> int: ...
 
@@ -114,8 +115,29 @@ class Client:
         self._writer = asyncio.get_running_loop().create_task(self._close_too_slow())
 
     async def _close_too_slow(self) -> None:
+        """Tell a slow peer why (one that still reads gets 4008 and reconnects), but never wait
+        on one that takes nothing: its close frame cannot be delivered either, and aiohttp's
+        close() would wait for buffer room forever with the heartbeat already cancelled. Such a
+        connection is cut, which frees its buffers and its place under the socket caps."""
         self._gone = True
-        await self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; reconnect")
+        try:
+            async with asyncio.timeout(self._settings.ws_send_timeout_s):
+                await self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; reconnect")
+        except TimeoutError:
+            self._transport.abort()
+
+    def release(self) -> None:
+        """After the socket's receive loop ended. asyncio's close() keeps a connection open until
+        its unsent bytes drain, which never happens for a peer that stopped reading: one that
+        missed its pong is cut at once; any other is given the send timeout to take what is
+        left (a slow reader still gets its close frame), then cut."""
+        if not self._transport.get_write_buffer_size():
+            return
+        if self.ws.close_code == WSCloseCode.ABNORMAL_CLOSURE and not self._gone:
+            self._transport.abort()
+        else:
+            asyncio.get_running_loop().call_later(
+                self._settings.ws_send_timeout_s, self._transport.abort)
 
     async def _drain(self) -> None:
         blocked_since: float | None = None

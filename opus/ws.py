@@ -83,4 +83,5 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     finally:
         broadcaster.remove(client)
         await client.stop()
+        client.release()
     return ws
