@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from opus import __version__, auth, ws
+from opus import __version__, auth, files, ws
 from opus.config import Settings
 from opus.db import Database, checkpoint
 from opus.events import never_before, uuid7
@@ -51,14 +51,10 @@ _LAG_TICK_S = 0.05
 
 def load_node_id(data_dir: Path) -> str:
     """This appliance's stable id: the `source` of every event it creates."""
-    path = data_dir / "node_id"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        node_id = uuid7()
-        path.write_text(node_id + "\n")
-        return node_id
+    return files.read_or_create(
+        data_dir / "node_id", uuid7, min_length=len(uuid7()),
+        consequence="this box gets a new node id (events it made keep the old one)",
+    )
 
 
 async def _data_dir_lock(app: web.Application) -> AsyncIterator[None]:

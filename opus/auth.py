@@ -5,28 +5,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from opus import files
+
 VOTER_PREFIX = "v1."
 
 
-def _read_or_create(path: Path, make: bytes) -> bytes:
-    """Read a secret file, or create it (0600) with `make` when it does not exist yet."""
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(make + b"\n")
-        return make
+SECRET_LENGTH = 64  # hex digits of 32 random bytes
+ADMIN_TOKEN_MIN = 16  # characters; the server makes 32
 
 
 def load_secret(data_dir: Path) -> bytes:
-    return _read_or_create(data_dir / "secret", secrets.token_hex(32).encode())
+    """The key that signs voter tokens; made on first start, written whole (files.py)."""
+    return files.read_or_create(
+        data_dir / "secret", lambda: secrets.token_hex(32), min_length=SECRET_LENGTH,
+        consequence="every attendee's phone has to join its room again",
+    ).encode()
 
 
 def load_admin_token(data_dir: Path, configured: str | None) -> tuple[str, Path | None]:
@@ -37,7 +34,11 @@ def load_admin_token(data_dir: Path, configured: str | None) -> tuple[str, Path 
     if configured:
         return configured, None
     path = data_dir / "admin_token"
-    return _read_or_create(path, secrets.token_urlsafe(24).encode()).decode(), path
+    token = files.read_or_create(
+        path, lambda: secrets.token_urlsafe(24), min_length=ADMIN_TOKEN_MIN,
+        consequence="the next start makes a new admin token and prints where it is",
+    )
+    return token, path
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +92,9 @@ class Signer:
 
 def same_token(given: str, expected: str) -> bool:
     """Constant-time equality. A header's stray bytes decode to surrogates, which cannot be
-    encoded: such a token is simply not the expected one."""
-    return hmac.compare_digest(given.encode(errors="replace"), expected.encode())
+    encoded: such a token is simply not the expected one. An empty token is never one."""
+    return bool(given and expected) and hmac.compare_digest(
+        given.encode(errors="replace"), expected.encode())
 
 
 _ADJECTIVES = (

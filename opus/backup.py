@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from opus import __version__, db
+from opus import __version__, db, files
 from opus.lock import DataDirLock
 from opus.queue import VoteQueue
 
@@ -86,7 +86,9 @@ def create(data_dir: Path, target: Path) -> Summary:
                 if (staging / name).is_file():
                     tar.add(staging / name, arcname=name)
         os.chmod(partial, 0o600)  # it holds the admin token and the token secret
+        files.sync_file(partial)  # whole on disk before its name says it is a backup
         os.replace(partial, target)
+        files.fsync_dir(target.parent)
     return summary
 
 
@@ -123,7 +125,9 @@ def restore(archive: Path, data_dir: Path) -> tuple[Summary, Path | None]:
             aside = _move_aside(data_dir)
             for name in (*DATABASES, *KEPT_FILES):
                 if (staging / name).is_file():
+                    files.sync_file(staging / name)
                     os.replace(staging / name, data_dir / name)
+            files.fsync_dir(data_dir)
     return replace(summary, created_at=made.created_at), aside
 
 
@@ -181,4 +185,5 @@ def _move_aside(data_dir: Path) -> Path | None:
     aside.mkdir()
     for path in present:
         os.replace(path, aside / path.name)
+    files.fsync_dir(aside)
     return aside

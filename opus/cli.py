@@ -18,7 +18,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from opus import __version__, doctor, lock
+from opus import __version__, doctor, files, lock
 from opus.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG_FILE,
@@ -256,8 +256,11 @@ def serve(**options: Any) -> None:
         log.warning("open files are limited to %d: fewer connections than a hall may open at"
                     " once (raise LimitNOFILE= or ulimit -Hn)", limit)
     sockets = listening_sockets(settings.host, settings.port)  # a taken port fails here, early
-    _, token_path = load_admin_token(settings.data_dir, settings.admin_token)
-    app = create_app(settings)
+    try:
+        _, token_path = load_admin_token(settings.data_dir, settings.admin_token)
+        app = create_app(settings)
+    except files.DamagedFile as exc:
+        raise click.ClickException(str(exc)) from None
     systemd.attach(app)
 
     async def announce(_: web.Application) -> None:
@@ -569,9 +572,7 @@ def export_command(room: str, fmt: str, output: Path | None, data_dir: Path | No
     if output is None:
         click.echo(text, nl=False)
         return
-    partial = output.with_name(output.name + ".partial")
-    partial.write_text(text)
-    partial.replace(output)
+    files.write_whole(output, text.encode(), mode=0o644)
     click.echo(f"Wrote {output}", err=True)
 
 
@@ -626,14 +627,7 @@ def admin_token(rotate: bool, data_dir: Path | None, config: Path | None) -> Non
                                        " first start (or run opus admin token --rotate).")
         return
     token = secrets.token_urlsafe(24)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name("admin_token.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+    files.write_whole(path, (token + "\n").encode())
     click.echo(f"Wrote a new admin token to {path.absolute()} (readable by its owner only).",
                err=True)
     if configured:

@@ -167,8 +167,8 @@ class Database:
     """Writes: one plain sqlite3 connection, used on the event loop's thread, one short
     transaction at a time (BEGIN IMMEDIATE). Reads: an aiosqlite connection.
 
-    Writes are synchronous on purpose. Each is a few statements on a local file (WAL,
-    synchronous=NORMAL, so no fsync), measured in tens to hundreds of microseconds; through
+    Writes are synchronous on purpose. Each is a few statements on a local file and one WAL
+    fsync at commit (synchronous=FULL), measured in tens to hundreds of microseconds; through
     aiosqlite every statement was a thread hop whose result waits for the GIL and then for
     its turn behind every HTTP callback, so under load a worker's batch took 20-30 ms and the
     workers fell behind. A write transaction never spans an await, so two of them can never
@@ -260,9 +260,13 @@ class Database:
 
 
 
+# synchronous=FULL: a commit is on disk (the WAL fsync'd) before it returns, so what a worker
+# applied is durable before its queue messages are marked done, and a room, poll or token is
+# durable before its 201. NORMAL lost such commits in power cuts (README, "What survives a
+# power cut"; tests/faults/test_powercut.py).
 _PRAGMAS = """
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
+PRAGMA synchronous = FULL;
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;
 PRAGMA temp_store = MEMORY;

@@ -2,7 +2,10 @@
 
 One LiteQueue handle, one connection. The group commit is synced (synchronous=FULL): a 202
 means the vote survived a power cut. Claims and acknowledgements are not (NORMAL): losing one
-to a power cut only re-delivers a vote, and re-delivery changes nothing (processed ids).
+to a power cut only re-delivers a vote, and re-delivery changes nothing (processed ids). That
+holds only because a worker's commit to opus.db is synced before it marks the messages done
+(db.py): a "done" made durable by a later synced commit here, before the vote it stands for
+was durable there, lost acknowledged votes in power cuts.
 
 These calls are short and run on the event loop's thread, on purpose: measured here, handing
 them to a thread cost more than doing them, because every return from SQLite to Python in

@@ -147,11 +147,16 @@ class ServerProcess:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> None:
+    def spawn(self) -> None:
+        """Start the process without waiting for it to be ready."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "opus", "serve"], env=self.env,
                                          stdout=log, stderr=subprocess.STDOUT)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.spawn()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

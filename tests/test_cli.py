@@ -400,3 +400,47 @@ def test_two_servers_cannot_share_a_data_dir(tmp_path: Path, no_opus_env: None) 
             second.start()
     finally:
         first.stop()
+
+
+@pytest.mark.parametrize("name", ["secret", "admin_token", "node_id"])
+@pytest.mark.parametrize("content", ["", "short\n"])
+def test_an_empty_or_short_kept_file_stops_the_start_with_what_to_do(
+    tmp_path: Path, no_opus_env: None, name: str, content: str
+) -> None:
+    """What a power cut left of a file written before files were written whole: never used
+    (an empty secret would make voter tokens forgeable, an empty admin token open the host
+    console), and the error names the file and the way out."""
+    data = tmp_path / "data"
+    server = ServerProcess(data, OPUS_ADMIN_TOKEN="")
+    server.start()
+    assert server.terminate() == 0
+    kept = (data / name).read_text()
+    (data / name).write_text(content)
+    with pytest.raises(RuntimeError, match="server exited") as refused:
+        server.start()
+    message = str(refused.value)
+    assert str(data / name) in message and "opus restore" in message, message
+    assert ("empty" if not content else "cut short") in message
+    assert (data / name).read_text() == content  # left for the operator to look at
+    (data / name).write_text(kept)
+    server.start()  # the file put back, it starts
+    assert server.terminate() == 0
+
+
+def test_kept_files_are_written_whole_and_private(tmp_path: Path) -> None:
+    from opus import files
+
+    target = tmp_path / "token"
+    files.write_whole(target, b"first\n")
+    files.write_whole(target, b"second\n")
+    assert target.read_bytes() == b"second\n"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["token"]  # no temporary file left
+
+
+def test_an_empty_token_is_never_the_admin_token() -> None:
+    from opus.auth import same_token
+
+    assert not same_token("", "")
+    assert not same_token("x", "")
+    assert same_token("abc", "abc") and not same_token("abd", "abc")
