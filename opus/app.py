@@ -10,17 +10,22 @@ from pathlib import Path
 from aiohttp import web
 
 from opus import __version__, auth, files, ws
+from opus.auth import same_token
 from opus.config import Settings
 from opus.db import Database, checkpoint
+from opus.errors import Unauthorized
 from opus.events import never_before, uuid7
 from opus.hub import Hub
+from opus.identity import ClientAddresses, IdentityLimits, is_loopback
 from opus.ingest import Ingest
 from opus.keys import (
+    ADDRESSES,
     ADMIN_TOKEN,
     BROADCASTER,
     CATALOG,
     DB,
     HUB,
+    IDENTITIES,
     INGEST,
     LEDGER,
     METRICS,
@@ -93,7 +98,9 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         never_before(newest[0])
     app[CATALOG], app[LEDGER], app[HUB] = catalog, ledger, hub
     relay = Relay(db, hub, metrics)
-    app[ROOMS] = Rooms(db, catalog, app[NODE_ID], relay.wake)
+    app[IDENTITIES] = identities = IdentityLimits(settings)
+    await identities.load(db)
+    app[ROOMS] = Rooms(db, catalog, app[NODE_ID], relay.wake, identities)
     work_available = asyncio.Event()
     workers = Workers(
         settings, db, queue, ledger, metrics, app[NODE_ID], work_available, relay.wake
@@ -181,10 +188,25 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
+    """Prometheus text, for the box itself and the admin token (`--metrics-public` opens it to
+    everyone): it tells how busy every room is."""
+    if not (request.app[SETTINGS].metrics_public
+            or is_loopback(request.app[ADDRESSES].of(request))):
+        header = request.headers.get("Authorization", "")
+        if not same_token(header[7:] if header[:7].lower() == "bearer " else "",
+                          request.app[ADMIN_TOKEN]):
+            raise Unauthorized("/metrics needs the admin token from other machines.",
+                               code="unauthorized")
     return web.Response(
         body=request.app[METRICS].render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
+
+
+async def _nosniff(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Every response, the API's JSON, static files and errors alike: a browser must not guess
+    another type than the one sent."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -196,12 +218,14 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[NODE_ID] = load_node_id(settings.data_dir)
     app[SIGNER] = auth.Signer(auth.load_secret(settings.data_dir))
+    app[ADDRESSES] = ClientAddresses(settings.trusted_proxies)
     app[ADMIN_TOKEN], _ = auth.load_admin_token(settings.data_dir, settings.admin_token)
     app.cleanup_ctx.extend([_data_dir_lock, _database, _queue, _pipeline])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/ws", ws.websocket)
     app.on_shutdown.append(_close_sockets)
+    app.on_response_prepare.append(_nosniff)
     api.setup(app)
     openapi.setup(app)
     pages.setup(app)

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Comma-separated addresses or networks (`10.0.0.1, 192.168.0.0/16`)."""
+    return [ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()]
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -54,6 +60,22 @@ class Settings:
     max_sockets: int = _setting(
         20_000, "Most WebSocket connections at once; more are refused with a close reason."
     )
+    max_sockets_per_address: int = _setting(
+        50, "Most WebSocket connections from one client address (0: no limit; loopback is not"
+        " limited)."
+    )
+    join_rate_per_minute: int = _setting(
+        30, "New voters one client address may become per minute, in all rooms (0: no limit;"
+        " loopback is not limited)."
+    )
+    identities_per_address: int = _setting(
+        5, "Voters one client address may become in one room (0: no limit). Where many phones"
+        " share one address (a guest network behind NAT), use 0 and a room passcode."
+    )
+    trusted_proxies: str = _setting(
+        "", "Addresses or networks (comma-separated) of reverse proxies whose X-Forwarded-For"
+        " names the client; the header is ignored from anyone else."
+    )
     ws_heartbeat_s: float = _setting(20.0, "Seconds between pings that find dead sockets.")
     ws_send_timeout_s: float = _setting(
         10.0, "A socket that cannot take one message in this many seconds is dropped."
@@ -71,6 +93,10 @@ class Settings:
     log_format: str = _setting("text", "Log lines as 'text' or 'json'.")
     log_level: str = _setting("info", "debug, info, warning or error.")
     access_log: bool = _setting(False, "Log every HTTP request (halves the request rate).")
+    metrics_public: bool = _setting(
+        False, "Serve /metrics to every address; otherwise only to the box itself and to"
+        " requests with the admin token."
+    )
     wifi_ssid: str | None = _setting(
         None, "Venue Wi-Fi name: the screen then shows a second QR code that joins it."
     )
@@ -91,6 +117,14 @@ class Settings:
             problems.append("worker_linger_ms and commit_interval_ms are 0 or more")
         if self.prune_interval_s <= 0:
             problems.append("prune_interval_s is more than 0")
+        if min(self.max_sockets_per_address, self.join_rate_per_minute,
+               self.identities_per_address) < 0:
+            problems.append("max_sockets_per_address, join_rate_per_minute and"
+                            " identities_per_address are 0 (no limit) or more")
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            problems.append(f"trusted_proxies lists addresses or networks ({exc})")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import aiosqlite
 
+from opus import files
+
 log = logging.getLogger(__name__)
 
 Row = sqlite3.Row
@@ -160,6 +162,16 @@ MIGRATIONS: dict[int, str] = {
     -- back): a voter's changed vote replaces the one taken before it. NULL on older rows.
     ALTER TABLE votes ADD COLUMN queued_id TEXT;
     """,
+    5: """
+    -- The client address a voter joined from: the identity limits count it per room.
+    ALTER TABLE voters ADD COLUMN address TEXT;
+    CREATE INDEX voters_room_address ON voters(room_id, address);
+    -- A room's passcode (NULL: joining needs only the code), and whether its screen shows it.
+    ALTER TABLE rooms ADD COLUMN passcode TEXT;
+    ALTER TABLE rooms ADD COLUMN show_passcode INTEGER NOT NULL DEFAULT 0;
+    -- Host sessions ended by logging out, until they would have expired anyway.
+    CREATE TABLE revoked_sessions (nonce TEXT PRIMARY KEY, expires INTEGER NOT NULL);
+    """,
 }
 
 
@@ -181,7 +193,8 @@ class Database:
         self._reader: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        files.private_dir(self.path.parent)
+        files.private_file(self.path)
         self._writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             self._writer.row_factory = sqlite3.Row

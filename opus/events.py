@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import random
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -22,30 +22,41 @@ QUESTION_UPDATED = "QUESTION.UPDATED"
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
-_random = random.Random()  # seeded from the OS once, at import
+_POOL_BYTES = 4096  # random bytes drawn from the OS at once: 512 ids per system call
+_pool = b""
+_taken = _POOL_BYTES
+
+
+def _random_bits() -> int:
+    """62 bits from the OS's cryptographic generator (os.urandom), drawn 4 KB at a time:
+    ids must not be predictable, and one system call per id would cost the event loop."""
+    global _pool, _taken
+    if _taken >= len(_pool):
+        _pool, _taken = os.urandom(_POOL_BYTES), 0
+    chunk = _pool[_taken:_taken + 8]
+    _taken += 8
+    return int.from_bytes(chunk) >> 2
 
 
 def uuid7() -> str:
     """A time-ordered UUID (RFC 9562 v7), monotonic within this process.
 
     Python 3.14 has uuid.uuid7; until then, 48 bits of milliseconds, a 12-bit counter that
-    keeps ids ordered within one millisecond, and 62 random bits. The bits come from
-    `random` (not os.urandom): these ids are unique, not secret, and a system call on the
-    event loop's thread gives up the GIL, which a busy server pays for with a wait.
+    keeps ids ordered within one millisecond, and 62 random bits from the OS's
+    cryptographic generator (see _random_bits).
     """
     global _last_ms, _counter
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
-            _last_ms, _counter = ms, _random.getrandbits(6)
+            _last_ms, _counter = ms, _random_bits() & 0x3F
         else:
             _counter += 1
             if _counter > 0xFFF:
                 _last_ms, _counter = _last_ms + 1, 0
             ms = _last_ms
-        counter = _counter
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62
-    value |= _random.getrandbits(62)
+        counter, bits = _counter, _random_bits()
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | bits
     hexed = f"{value:032x}"
     return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
 

@@ -92,11 +92,29 @@ def _value(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(row: list[Any]) -> list[Any]:
+    """A spreadsheet runs a cell that begins with = + - @ as a formula: an attendee's answer
+    such as `=HYPERLINK(...)` must open as the text it is (OWASP's advice: a leading quote).
+    Numbers such as -3 stay numbers."""
+    out = []
+    for cell in row:
+        if isinstance(cell, str) and cell.startswith(_FORMULA):
+            try:
+                float(cell)
+            except ValueError:
+                cell = "'" + cell
+        out.append(cell)
+    return out
+
+
 def poll_csv(export: dict[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(POLL_COLUMNS)
-    writer.writerows(_poll_rows(export))
+    writer.writerows(_inert(row) for row in _poll_rows(export))
     return out.getvalue()
 
 
@@ -108,7 +126,7 @@ def room_csv(export: dict[str, Any]) -> str:
     for poll_export_ in export["polls"]:
         poll = poll_export_["poll"]
         prefix = [poll["id"], poll.get("question", ""), poll.get("kind", "")]
-        writer.writerows([*prefix, *row] for row in _poll_rows(poll_export_))
+        writer.writerows(_inert([*prefix, *row]) for row in _poll_rows(poll_export_))
     return out.getvalue()
 
 

@@ -9,6 +9,7 @@ fsync'd, renamed over it, and the directory fsync'd so that the rename itself is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Callable
@@ -26,6 +27,22 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def private_dir(folder: Path) -> None:
+    """The data dir: readable by its owner only (it holds the secret and every vote), whether
+    or not systemd made it so."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):  # another user's folder: left as it is
+        os.chmod(folder, 0o700)
+
+
+def private_file(path: Path) -> None:
+    """A database file, created 0600 before SQLite opens it (SQLite gives its -wal and -shm
+    files the database's permissions)."""
+    with contextlib.suppress(PermissionError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
 
 
 def write_whole(path: Path, data: bytes, mode: int = 0o600) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 from opus import events, kinds
@@ -21,6 +22,7 @@ from opus.errors import (
     NotFound,
     OpusError,
     StorageFull,
+    TooManyRequests,
     Unavailable,
 )
 from opus.ledger import Entry, Ledger
@@ -29,6 +31,10 @@ from opus.queue import DuplicateKey, VoteQueue
 from opus.rooms import Catalog, PollView
 
 log = logging.getLogger(__name__)
+
+QUESTIONS_PER_VOTER = 10  # questions one voter may ask in one Q&A
+ASKS_PER_MINUTE = 3  # questions one voter may ask in a minute
+_ASK_WINDOW_S = 60.0
 
 
 def _choice(poll: PollView, body: dict[str, Any]) -> str:
@@ -70,8 +76,27 @@ class Ingest:
         self._work_available = work_available
         self._batch: list[tuple[str, str, asyncio.Future[None]]] = []
         self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._asks: dict[str, deque[float]] = {}  # voter id -> times of recent questions
         self._wake = asyncio.Event()
         self._closing = False
+
+    def _check_asking(self, poll_id: str, voter_id: str) -> None:
+        """One voter must not fill a Q&A (and every screen's results) with questions."""
+        if self._ledger.asked[(poll_id, voter_id)] >= QUESTIONS_PER_VOTER:
+            raise Conflict(f"You have asked {QUESTIONS_PER_VOTER} questions in this Q&A, the"
+                           " most one person may ask.", code="question_limit")
+        now = time.monotonic()
+        recent = self._asks.setdefault(voter_id, deque())
+        while recent and recent[0] < now - _ASK_WINDOW_S:
+            recent.popleft()
+        if len(recent) >= ASKS_PER_MINUTE:
+            retry = int(recent[0] + _ASK_WINDOW_S - now) + 1
+            raise TooManyRequests(f"You are asking faster than {ASKS_PER_MINUTE} questions a"
+                                  f" minute; wait {retry} seconds.", code="too_many_questions",
+                                  retry_after=retry)
+        recent.append(now)
+        if len(self._asks) > 100_000:  # a long day: forget who asked an hour ago
+            self._asks = {v: q for v, q in self._asks.items() if q and q[-1] > now - 60}
 
     def _reject(self, reason: str) -> None:
         self._metrics.votes_rejected.labels(reason).inc()
@@ -117,6 +142,8 @@ class Ingest:
                 raise Conflict("You have already upvoted this question.", code="already_voted")
             if not poll.allow_change:
                 raise Conflict("You have already voted in this poll.", code="already_voted")
+        if key is None:  # a Q&A question: a few per voter, and not all at once
+            self._check_asking(poll_id, voter.voter_id)
         if entry.choice.startswith('{"u":'):
             asked = self._ledger.by_event.get(entry.choice[6:-2])
             if asked is None or asked.poll_id != poll_id or not asked.choice.startswith('{"q":'):

@@ -9,6 +9,7 @@ from opus.auth import Signer
 from opus.config import Settings
 from opus.db import Database
 from opus.hub import Hub
+from opus.identity import ClientAddresses, IdentityLimits
 from opus.ingest import Ingest
 from opus.ledger import Ledger
 from opus.live import Broadcaster
@@ -28,6 +29,8 @@ HUB = web.AppKey("hub", Hub)
 CATALOG = web.AppKey("catalog", Catalog)
 LEDGER = web.AppKey("ledger", Ledger)
 ROOMS = web.AppKey("rooms", Rooms)
+ADDRESSES = web.AppKey("addresses", ClientAddresses)  # who a request comes from
+IDENTITIES = web.AppKey("identities", IdentityLimits)
 INGEST = web.AppKey("ingest", Ingest)
 BROADCASTER = web.AppKey("broadcaster", Broadcaster)
 NOTIFIER = web.AppKey("notifier", Notifier)

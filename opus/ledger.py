@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from dataclasses import dataclass
 
 from opus.db import Database
@@ -42,6 +43,8 @@ class Ledger:
         self.by_key: dict[tuple[str, str], str] = {}
         # accepted, not yet settled by a worker: their receipts say "queued"
         self.pending: set[str] = set()
+        # (poll_id, voter_id) -> Q&A questions asked: one voter may ask only so many
+        self.asked: Counter[tuple[str, str]] = Counter()
         self._waiters: dict[str, asyncio.Future[None]] = {}
 
     def accept(self, event_id: str, entry: Entry) -> str | None:
@@ -50,6 +53,7 @@ class Ledger:
         self.by_event[event_id] = entry
         self.pending.add(event_id)
         if key is None:
+            self.asked[(entry.poll_id, entry.voter_id)] += 1
             return None
         previous = self.by_key.get(key)
         self.by_key[key] = event_id
@@ -62,7 +66,9 @@ class Ledger:
         if entry is None:
             return
         key = entry.key
-        if key is not None and self.by_key.get(key) == event_id:
+        if key is None:
+            self.asked[(entry.poll_id, entry.voter_id)] -= 1
+        elif self.by_key.get(key) == event_id:
             if previous is None:
                 del self.by_key[key]
             else:
@@ -94,7 +100,10 @@ class Ledger:
         for row in await db.fetchall(
             "SELECT event_id, poll_id, voter_id, choice FROM processed_events"
         ):
-            self.by_event[row["event_id"]] = Entry(row["poll_id"], row["voter_id"], row["choice"])
+            entry = Entry(row["poll_id"], row["voter_id"], row["choice"])
+            self.by_event[row["event_id"]] = entry
+            if entry.key is None:
+                self.asked[(entry.poll_id, entry.voter_id)] += 1
         for row in await db.fetchall("SELECT poll_id, voter_id, event_id FROM votes"):
             self.by_key[(row["poll_id"], row["voter_id"])] = row["event_id"]
         for row in await db.fetchall(

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4008  # application range: the client could not keep up
 CLOSE_FULL = WSCloseCode.TRY_AGAIN_LATER
+CLOSE_TOO_MANY = 4029  # application range: this address has too many sockets open
 _POLL_CHANGES = (events.POLL_CREATED, events.POLL_OPENED, events.POLL_CLOSED, events.POLL_UPDATED)
 _HIGH_WATER = 64 * 1024  # bytes buffered for one socket before it counts as slow
 
@@ -66,8 +67,10 @@ class Client:
     keep up."""
 
     def __init__(self, ws: web.WebSocketResponse, transport: Transport, room_id: str,
-                 voter_id: str | None, is_host: bool, settings: Settings) -> None:
+                 voter_id: str | None, is_host: bool, settings: Settings,
+                 address: str = "?") -> None:
         self.ws = ws
+        self.address = address
         self.room_id = room_id
         self.voter_id = voter_id
         self.is_host = is_host
@@ -78,6 +81,11 @@ class Client:
         self._ready = False  # nothing goes out before the snapshot
         self._gone = False  # dropped as too slow
         self._writer: asyncio.Task[None] | None = None
+
+    def caught_up(self) -> bool:
+        """Nothing waits for this socket: it took everything it was sent."""
+        return (not self._frames and not self._results
+                and self._transport.get_write_buffer_size() < _HIGH_WATER)
 
     def send_first(self, frame: bytes) -> None:
         """The snapshot goes ahead of anything queued while it was being read."""
@@ -176,6 +184,7 @@ class Broadcaster:
         self._latency = latency
         self.clients: dict[str, set[Client]] = {}  # room id -> its sockets
         self.voters: dict[str, set[Client]] = {}  # voter id -> their sockets
+        self.per_address: Counter[str] = Counter()  # client address -> its sockets
         self.count = 0
         # Microseconds since the epoch at start: a restarted server's seq still only grows.
         self.seq = time.time_ns() // 1000
@@ -189,6 +198,7 @@ class Broadcaster:
         self.clients.setdefault(client.room_id, set()).add(client)
         if client.voter_id:
             self.voters.setdefault(client.voter_id, set()).add(client)
+        self.per_address[client.address] += 1
         self.count += 1
 
     def remove(self, client: Client) -> None:
@@ -201,6 +211,9 @@ class Broadcaster:
             self.voters[client.voter_id].discard(client)
             if not self.voters[client.voter_id]:
                 del self.voters[client.voter_id]
+        self.per_address[client.address] -= 1
+        if self.per_address[client.address] <= 0:
+            del self.per_address[client.address]
         self.count -= 1
 
     def online_voters(self, room_id: str) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from litequeue import LiteQueue, Message, MessageStatus
 
-from opus import events
+from opus import events, files
 
 _BUSY_TIMEOUT_S = 30.0
 
@@ -42,7 +42,8 @@ class DuplicateKey(Exception):
 
 class VoteQueue:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        files.private_dir(path.parent)
+        files.private_file(path)
         self._q = LiteQueue(path, timeout=_BUSY_TIMEOUT_S)
         # Message ids give the order in which votes were taken (claims follow it, and a
         # voter's changed vote replaces an earlier one by it): they must keep growing across

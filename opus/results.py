@@ -17,6 +17,7 @@ from opus.errors import NotFound
 
 MAX_WORDS = 60
 LEADERBOARD_SIZE = 10
+QUESTIONS_SHOWN = 50  # the top Q&A questions in results and snapshots
 
 
 def poll_results(conn: sqlite3.Connection, poll_id: str, *, for_host: bool = False
@@ -48,6 +49,9 @@ def poll_results(conn: sqlite3.Connection, poll_id: str, *, for_host: bool = Fal
         }
         if kind == "quiz" and reveal:
             option["correct"] = bool(o["correct"])
+        elif kind == "quiz" and poll["status"] == "open":
+            # How the hall answers would hint at the right answer: the host's until it closes.
+            option["votes"] = option["percent"] = None
         options.append(option)
     body: dict[str, Any] = {
         "poll_id": poll_id,
@@ -75,14 +79,20 @@ def poll_results(conn: sqlite3.Connection, poll_id: str, *, for_host: bool = Fal
             )
         ]
     elif kind == "qa":
-        body["questions"] = questions(conn, poll_id, for_host=for_host)
+        # The top questions only: every results message and snapshot carries them, and one
+        # crowded Q&A must not make every watcher's message grow without end.
+        body["questions"] = questions(conn, poll_id, for_host=for_host, limit=QUESTIONS_SHOWN)
+        shown = "" if for_host else " AND status = 'visible'"
+        (body["question_count"],) = fetchall(
+            conn, f"SELECT COUNT(*) FROM questions WHERE poll_id = ?{shown}", (poll_id,))[0]
     elif kind == "quiz":
         body["leaderboard"] = leaderboard(conn, poll["room_id"])
     return body
 
 
-def questions(conn: sqlite3.Connection, poll_id: str, *, for_host: bool) -> list[dict[str, Any]]:
-    """Pinned first, then the most upvoted, then the oldest."""
+def questions(conn: sqlite3.Connection, poll_id: str, *, for_host: bool,
+              limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
+    """Pinned first, then the most upvoted, then the oldest (`limit` of them, -1: all)."""
     shown = "" if for_host else " AND status = 'visible'"
     return [
         {
@@ -97,8 +107,8 @@ def questions(conn: sqlite3.Connection, poll_id: str, *, for_host: bool) -> list
         for r in fetchall(
             conn,
             f"SELECT * FROM questions WHERE poll_id = ?{shown}"
-            " ORDER BY pinned DESC, upvotes DESC, created_at, id",
-            (poll_id,),
+            " ORDER BY pinned DESC, upvotes DESC, created_at, id LIMIT ? OFFSET ?",
+            (poll_id, limit, offset),
         )
     ]
 

@@ -17,7 +17,8 @@ from typing import Any
 from opus import events, kinds, outbox, results
 from opus.auth import Voter
 from opus.db import Database, Row, fetchall, placeholders
-from opus.errors import BadRequest, Conflict, NotFound, Unprocessable
+from opus.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from opus.identity import IdentityLimits
 from opus.kinds import KINDS
 
 # Letters and digits that cannot be confused when read aloud or off a projector
@@ -27,6 +28,7 @@ CODE_LENGTH = 8
 
 MAX_TITLE = 200
 MAX_QUESTION = 500
+MODERATION_PAGE = 200  # questions the host's moderation list loads at once
 
 
 def new_code() -> str:
@@ -119,6 +121,41 @@ def _text(body: dict[str, Any], name: str, limit: int, *, required: bool = True)
     return value
 
 
+MIN_PASSCODE, MAX_PASSCODE = 4, 32
+
+
+def _room_access(body: dict[str, Any]) -> dict[str, Any]:
+    """The passcode fields present in a room's body: `passcode` (4 to 32 characters, or null
+    or "" for none) and `show_passcode` (the screen shows it)."""
+    changes: dict[str, Any] = {}
+    if "passcode" in body:
+        value = body["passcode"]
+        if value is not None and not isinstance(value, str):
+            raise BadRequest("'passcode' must be a string or null.", code="invalid_field")
+        value = (value or "").strip()
+        if value and not MIN_PASSCODE <= len(value) <= MAX_PASSCODE:
+            raise Unprocessable(f"A passcode has {MIN_PASSCODE} to {MAX_PASSCODE} characters.",
+                                code="invalid_field")
+        changes["passcode"] = value or None
+    if "show_passcode" in body:
+        if not isinstance(body["show_passcode"], bool):
+            raise BadRequest("'show_passcode' must be true or false.", code="invalid_field")
+        changes["show_passcode"] = int(body["show_passcode"])
+    return changes
+
+
+def check_passcode(room: Row | dict[str, Any], given: Any) -> None:
+    """Joining a room that has a passcode needs it (403 passcode_required / wrong_passcode)."""
+    expected = room["passcode"]
+    if not expected:
+        return
+    if not isinstance(given, str) or not given.strip():
+        raise Forbidden("This room needs its passcode: the host shows it or tells it.",
+                        code="passcode_required")
+    if not secrets.compare_digest(given.strip().encode(errors="replace"), expected.encode()):
+        raise Forbidden("That is not this room's passcode.", code="wrong_passcode")
+
+
 def _kind(body: dict[str, Any], default: str) -> str:
     kind = body.get("kind", default)
     if not isinstance(kind, str):
@@ -169,12 +206,14 @@ def _poll_body(row: Row, options: list[Row], *, for_host: bool) -> dict[str, Any
 
 class Rooms:
     def __init__(
-        self, db: Database, catalog: Catalog, node_id: str, on_commit: Callable[[], None]
+        self, db: Database, catalog: Catalog, node_id: str, on_commit: Callable[[], None],
+        identities: IdentityLimits | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog
         self.node_id = node_id
         self._on_commit = on_commit  # wakes the outbox relay
+        self.identities = identities  # None: no limits (the operator's tools)
 
     def _event(self, kind: str, data: dict[str, Any], actor: str) -> events.Envelope:
         return events.envelope(kind, data, source=self.node_id, actor=actor)
@@ -183,12 +222,14 @@ class Rooms:
 
     async def create_room(self, body: dict[str, Any], actor: str = "host") -> dict[str, Any]:
         title = _text(body, "title", MAX_TITLE)
+        access = _room_access(body)
         with self.db.write() as conn:
-            room = self._insert_room(conn, title, actor)
+            room = self._insert_room(conn, title, actor, access)
         self._on_commit()
         return await self.room(room["id"], include_drafts=True)
 
-    def _insert_room(self, conn: sqlite3.Connection, title: str, actor: str) -> dict[str, Any]:
+    def _insert_room(self, conn: sqlite3.Connection, title: str, actor: str,
+                     access: dict[str, Any] | None = None) -> dict[str, Any]:
         room = {"id": events.uuid7(), "title": title, "created_at": events.now_iso()}
         for _ in range(10):
             code = new_code()
@@ -196,9 +237,9 @@ class Rooms:
                 break
         room["code"] = code
         conn.execute(
-            "INSERT INTO rooms (id, code, title, created_at)"
-            " VALUES (:id, :code, :title, :created_at)",
-            room,
+            "INSERT INTO rooms (id, code, title, created_at, passcode, show_passcode)"
+            " VALUES (:id, :code, :title, :created_at, :passcode, :show_passcode)",
+            {"passcode": None, "show_passcode": 0, **room, **(access or {})},
         )
         outbox.add(conn, [self._event(events.ROOM_CREATED, dict(room), actor)])
         return room
@@ -214,13 +255,20 @@ class Rooms:
             for r in rows
         ]
 
-    async def rename_room(self, room_id: str, body: dict[str, Any],
+    async def update_room(self, room_id: str, body: dict[str, Any],
                           actor: str = "host") -> dict[str, Any]:
-        title = _text(body, "title", MAX_TITLE)
+        """Change what the body names: the title, the passcode, whether the screen shows it."""
+        access = _room_access(body)
+        changes = dict(access)
+        if "title" in body or not access:
+            changes["title"] = _text(body, "title", MAX_TITLE)
         with self.db.write() as conn:
-            cursor = conn.execute("UPDATE rooms SET title = ? WHERE id = ?", (title, room_id))
+            cursor = conn.execute(
+                f"UPDATE rooms SET {', '.join(f'{k} = :{k}' for k in changes)} WHERE id = :id",
+                {**changes, "id": room_id})
             if cursor.rowcount == 0:
                 raise NotFound("No room has this id.", code="room_not_found")
+            (title,) = fetchall(conn, "SELECT title FROM rooms WHERE id = ?", (room_id,))[0]
             outbox.add(conn, [self._event(events.ROOM_UPDATED,
                                           {"room_id": room_id, "title": title}, actor)])
         self._on_commit()
@@ -265,6 +313,8 @@ class Rooms:
             outbox.add(conn, [self._event(events.ROOM_DELETED, {"room_id": room_id}, actor)])
         for poll_id in polls:
             self.catalog.polls.pop(poll_id, None)
+        if self.identities is not None:
+            self.identities.forget_room(room_id)
         self._on_commit()
 
     # -- polls ---------------------------------------------------------------------------
@@ -521,6 +571,10 @@ class Rooms:
             "code_display": display_code(row["code"]),
             "title": row["title"],
             "created_at": row["created_at"],
+            "passcode_required": bool(row["passcode"]),
+            # The host sees the passcode; everyone sees it when the screen shows it.
+            **({"passcode": row["passcode"], "show_passcode": bool(row["show_passcode"])}
+               if include_drafts or row["show_passcode"] else {}),
             "polls": shown,
         }
 
@@ -546,10 +600,19 @@ class Rooms:
         with self.db.read() as conn:
             return results.poll_results(conn, poll_id, for_host=for_host)
 
-    async def questions(self, poll_id: str) -> list[dict[str, Any]]:
-        """Every question of a Q&A, for the host (pending and hidden ones too)."""
+    async def questions(self, poll_id: str, limit: int = MODERATION_PAGE,
+                        offset: int = 0) -> list[dict[str, Any]]:
+        """A page of a Q&A's questions, for the host (pending and hidden ones too), in the
+        order of the results: pinned, most upvoted, oldest."""
         with self.db.read() as conn:
-            return results.questions(conn, poll_id, for_host=True)
+            return results.questions(conn, poll_id, for_host=True, limit=limit, offset=offset)
+
+    async def question_count(self, poll_id: str) -> int:
+        """Every question of a Q&A, pending and hidden ones too."""
+        with self.db.read() as conn:
+            (count,) = fetchall(conn, "SELECT COUNT(*) FROM questions WHERE poll_id = ?",
+                                (poll_id,))[0]
+            return int(count)
 
     async def leaderboard(self, room_id: str) -> list[dict[str, Any]]:
         with self.db.read() as conn:
@@ -589,18 +652,25 @@ class Rooms:
 
     # -- attendees -----------------------------------------------------------------------
 
-    async def join(self, code: str, known: Voter | None = None) -> Voter:
+    async def join(self, code: str, known: Voter | None = None, *, address: str = "?",
+                   passcode: Any = None) -> Voter:
         """A voter for the room; someone who already joined it (their token or cookie) stays
-        the same voter, so joining again never gives a second vote."""
+        the same voter, so joining again never gives a second vote. A new voter needs the
+        room's passcode, if it has one, and is counted against the client's address."""
         room = await self.room_by_code(code)
         if known is not None and known.room_id == room["id"]:
             return known
+        check_passcode(room, passcode)
+        if self.identities is not None:
+            self.identities.check(room["id"], address)
         voter = Voter(events.uuid7(), room["id"])
         with self.db.write() as conn:
             conn.execute(
-                "INSERT INTO voters (id, room_id, created_at) VALUES (?, ?, ?)",
-                (voter.voter_id, voter.room_id, events.now_iso()),
+                "INSERT INTO voters (id, room_id, created_at, address) VALUES (?, ?, ?, ?)",
+                (voter.voter_id, voter.room_id, events.now_iso(), address),
             )
+        if self.identities is not None:
+            self.identities.record(room["id"], address)
         return voter
 
     async def receipts(self, event_ids: list[str]) -> list[Row]:

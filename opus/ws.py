@@ -1,25 +1,28 @@
 """GET /ws?room=<room id or code>: live results for screens, notifications for voters, the
-activity feed for hosts. Who is calling comes from ?token= (admin or voter token), the
-Authorization header, or the voter cookie."""
+activity feed for hosts. Who is calling comes from ?token= (a voter token: never the admin
+token), the Authorization header, or the voter cookie."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import cast
 
 from aiohttp import WSMsgType, web
 
 from opus.auth import same_token
 from opus.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from opus.keys import ADMIN_TOKEN, BROADCASTER, DB, SETTINGS, SIGNER
-from opus.live import CLOSE_FULL, Client, Transport, text_frame
+from opus.identity import IdentityLimits
+from opus.keys import ADDRESSES, ADMIN_TOKEN, BROADCASTER, DB, SETTINGS, SIGNER
+from opus.live import CLOSE_FULL, CLOSE_TOO_MANY, Client, Transport, text_frame
 from opus.rooms import normalize_code
 
 log = logging.getLogger(__name__)
 
 _MAX_INCOMING = 4096  # clients only send small control messages
 _PONG = text_frame('{"type": "pong"}')
+RESUME_INTERVAL_S = 1.0
 
 
 async def _room_id(request: web.Request, ref: str) -> str:
@@ -41,7 +44,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     room_id = await _room_id(request, ref[:64])
 
     header = request.headers.get("Authorization", "")
-    token = (request.query.get("token") or (header[7:] if header[:7].lower() == "bearer " else "")
+    in_url = request.query.get("token", "")
+    if in_url and same_token(in_url, app[ADMIN_TOKEN]):
+        # URLs end up in logs, proxies and browser history: a voter's token may go there,
+        # the host's may not.
+        raise BadRequest("The admin token goes in the Authorization header, never in a URL.",
+                         code="token_in_url")
+    token = (in_url or (header[7:] if header[:7].lower() == "bearer " else "")
              or request.cookies.get("opus_voter", ""))
     is_host = bool(token) and same_token(token, app[ADMIN_TOKEN])
     voter = None if is_host or not token else app[SIGNER].voter(token)
@@ -56,16 +65,24 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         max_msg_size=_MAX_INCOMING,
     )
     transport = request.transport
+    address = app[ADDRESSES].of(request)
     await ws.prepare(request)
     if broadcaster.count >= settings.max_sockets:
         await ws.close(code=CLOSE_FULL, message=b"server is full; try again in a moment")
+        return ws
+    cap = settings.max_sockets_per_address
+    if cap and IdentityLimits.limited(address) and broadcaster.per_address[address] >= cap:
+        # One laptop must not take the places of a hall's phones.
+        await ws.close(code=CLOSE_TOO_MANY, message=b"too many sockets from this address")
         return ws
 
     if transport is None:  # the peer left during the handshake
         return ws
     voter_id = voter.voter_id if voter else None
-    client = Client(ws, cast(Transport, transport), room_id, voter_id, is_host, settings)
+    client = Client(ws, cast(Transport, transport), room_id, voter_id, is_host, settings,
+                    address)
     broadcaster.add(client)
+    last_resume = time.monotonic()
     try:
         client.send_first(await broadcaster.snapshot(room_id, is_host))
         # The receive loop is what answers pings and notices a close.
@@ -79,6 +96,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             if kind == "ping":
                 client.send(_PONG)
             elif kind == "resume":
+                # A snapshot is the costliest frame: one every RESUME_INTERVAL_S at most, and
+                # none while this client has not taken what it was sent. A page resumes
+                # after a reconnect, and a reconnect already starts with a snapshot.
+                now = time.monotonic()
+                if now - last_resume < RESUME_INTERVAL_S or not client.caught_up():
+                    continue
+                last_resume = now
                 client.send_first(await broadcaster.snapshot(room_id, is_host))
     finally:
         broadcaster.remove(client)

@@ -317,7 +317,8 @@ async def test_live_frames_keep_host_only_details_from_attendees(api: Api,
     qa = await make_poll(api, room["id"], kind="qa", moderated=True)
     asker = await api.join(room["code"])
     async with client.ws_connect(f"/ws?room={room['code']}") as screen, \
-            client.ws_connect(f"/ws?room={room['id']}&token={ADMIN}") as host:
+            client.ws_connect(f"/ws?room={room['id']}",
+                              headers={"Authorization": f"Bearer {ADMIN}"}) as host:
         await next_of(screen, "snapshot")
         await next_of(host, "snapshot")
         question = await counted(api, asker, qa["id"], text="Pending?")

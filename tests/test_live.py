@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import re
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from conftest import ADMIN, Api
+from conftest import ADMIN, Api, ServerProcess
 from opus.app import create_app
 from opus.config import Settings
 from opus.keys import BROADCASTER, DB, NOTIFIER
@@ -117,8 +120,7 @@ async def test_a_slow_watcher_does_not_hold_back_the_others(
     api = Api(client)
     room = await api.room()
     # Long labels make each frame large, so a reader that stops fills its buffers fast.
-    polls = [await api.poll(room["id"], [f"{i} " + "x" * 190 for i in range(30)])
-             for _ in range(5)]
+    poll = await api.poll(room["id"], [f"{i} " + "x" * 190 for i in range(30)])
     stuck = _raw_socket_that_never_reads(client.port, room["code"])
     stuck_port = stuck.getsockname()[1]
 
@@ -142,11 +144,15 @@ async def test_a_slow_watcher_does_not_hold_back_the_others(
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.02)
             if found_by == "send timeout":
-                # Each resume answers with a snapshot of about 70 KB: together more than the
-                # kernel keeps for a socket (up to 4 MB here), so the server's own buffer fills.
-                stuck.sendall(_client_text_frame('{"type": "resume"}') * 80)
+                # The kernel keeps up to 4 MB for a socket here, more than this test sends: as
+                # on a phone behind a slow link, it keeps little, so the server's own buffer
+                # fills and the send timeout has something to time.
+                (handler,) = [h for h in server.connections if h.transport is not None
+                              and h.transport.get_extra_info("peername")[1] == stuck_port]
+                assert handler.transport is not None
+                handler.transport.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             voters = await asyncio.gather(*(api.join(room["code"]) for _ in range(300)))
-            poll = polls[0]
             for i, v in enumerate(voters):
                 await api.vote(v, poll["id"], [poll["options"][i % 30]["id"]])
             # The watcher that reads stays connected, so the count cannot pass below 1: it
@@ -183,6 +189,67 @@ async def test_sockets_beyond_the_limit_are_refused_with_a_reason(
             assert message.data == 1013 and "full" in message.extra
 
 
+async def test_sockets_from_one_address_are_capped_and_others_still_connect(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(settings.replace(
+        max_sockets_per_address=2, trusted_proxies="127.0.0.1")))
+    room = await Api(client).room()
+    url = f"/ws?room={room['code']}"
+    laptop = {"X-Forwarded-For": "10.0.0.5"}
+    async with client.ws_connect(url, headers=laptop) as a, \
+            client.ws_connect(url, headers=laptop) as b:
+        await _next(a, "snapshot")
+        await _next(b, "snapshot")
+        async with client.ws_connect(url, headers=laptop) as c:
+            message = await c.receive(timeout=5)
+            assert message.type == aiohttp.WSMsgType.CLOSE
+            assert message.data == 4029 and "too many sockets" in message.extra
+        async with client.ws_connect(url, headers={"X-Forwarded-For": "10.0.0.6"}) as phone:
+            await _next(phone, "snapshot")  # the next phone in the hall still gets in
+    async with client.ws_connect(url, headers=laptop) as again:
+        await _next(again, "snapshot")  # the laptop's places came back when it closed
+
+
+async def test_a_resume_flood_gets_one_snapshot_at_a_time_and_leaves_no_memory_behind(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    server.start()
+    api = Api(http, server.base)
+    room = await api.room()
+    for _ in range(5):  # a room whose snapshot is large (about 70 KB)
+        await api.poll(room["id"], [f"{i} " + "x" * 190 for i in range(30)])
+    assert server.proc is not None
+
+    def rss_mb() -> float:
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()  # type: ignore[union-attr]
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+    async with http.ws_connect(f"{server.base}/ws?room={room['code']}") as warm:
+        await _next(warm, "snapshot")
+    baseline = rss_mb()
+    # A client that never reads asks for a thousand snapshots (23 KB of requests).
+    flood = _raw_socket_that_never_reads(server.port, room["code"])
+    flood.sendall(_client_text_frame('{"type": "resume"}') * 1000)
+    await asyncio.sleep(2)
+    during = rss_mb()
+    flood.close()
+    # A client that reads gets at most one snapshot a second for its resumes.
+    async with http.ws_connect(f"{server.base}/ws?room={room['code']}") as reader:
+        await _next(reader, "snapshot")
+        for _ in range(200):
+            await reader.send_str('{"type": "resume"}')
+        started, snapshots = time.monotonic(), 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                message = await reader.receive_json(timeout=2.5 - (time.monotonic() - started))
+                snapshots += message["type"] == "snapshot"
+    assert snapshots <= 3, snapshots
+    await asyncio.sleep(1)
+    after = rss_mb()
+    assert during - baseline < 10 and after - baseline < 10, (baseline, during, after)
+
+
 async def test_bad_socket_requests_get_clear_errors(api: Api, client: TestClient) -> None:
     for path, status in (("/ws", 400), ("/ws?room=NOPE-NOPE", 404),
                          ("/ws?room=x&token=forged", 404)):
@@ -213,7 +280,8 @@ async def test_hidden_results_do_not_reach_screens(api: Api, client: TestClient)
     poll = await api.poll(room["id"], hide_results=True)
     voter = await api.join(room["code"])
     async with client.ws_connect(f"/ws?room={room['code']}") as screen, \
-            client.ws_connect(f"/ws?room={room['code']}&token={ADMIN}") as host:
+            client.ws_connect(f"/ws?room={room['code']}",
+                              headers={"Authorization": f"Bearer {ADMIN}"}) as host:
         assert (await _next(screen, "snapshot"))["results"] == []
         assert len((await _next(host, "snapshot"))["results"]) == 1
         await api.vote(voter, poll["id"], [poll["options"][0]["id"]])
@@ -291,7 +359,8 @@ async def test_host_feed_shows_the_hall_at_a_glance(
     room = await api.room()
     poll = await api.poll(room["id"])
     voter = await api.join(room["code"])
-    async with client.ws_connect(f"/ws?room={room['id']}&token={ADMIN}") as host, \
+    async with client.ws_connect(f"/ws?room={room['id']}",
+                                 headers={"Authorization": f"Bearer {ADMIN}"}) as host, \
             client.ws_connect(f"/ws?room={room['id']}&token={voter['voter_token']}"):
         await api.vote(voter, poll["id"], [poll["options"][0]["id"]])
         await api.total_when(poll["id"], 1)

@@ -261,13 +261,20 @@ def test_a_vote_refused_by_a_busy_server_is_sent_again_after_retry_after(
 
 def test_notifications_arrive_live_with_an_unread_badge(contexts: Any, api: Host) -> None:
     room = api.room("Inbox")
+    api.poll(room["id"], question="Here?", options=["Yes", "No"])
     page = contexts(**PHONE).new_page()
     page.goto(f"/j/{room['code']}")
-    expect(page.locator(".waiting")).to_contain_text("No poll is open")
+    # Opening the page made no voter: the first vote does, and brings the inbox.
+    expect(page.locator("[data-not-joined]")).to_be_visible()
+    expect(page.locator(".inbox-link")).to_be_hidden()
+    vote_on(page, "Yes")
+    expect(page.locator("[data-receipt]")).to_have_text("Counted.")
+    expect(page.locator("[data-not-joined]")).to_be_hidden()
+    expect(page.locator(".inbox-link")).to_be_visible()
     expect(page.locator("[data-unread]")).to_be_hidden()
     api.poll(room["id"], question="Ready for the quiz?", options=["Yes", "Not yet"])
     # The new poll and its notifications (prepared, then open) arrive without a reload.
-    expect(page.locator(".question")).to_have_text("Ready for the quiz?")
+    expect(page.locator(".question", has_text="Ready for the quiz?")).to_be_visible()
     expect(page.locator("[data-unread]")).to_have_text("2")
     page.click(".inbox-link")
     expect(page.locator(".note.unread", has_text="Poll open")).to_contain_text(
@@ -277,6 +284,61 @@ def test_notifications_arrive_live_with_an_unread_badge(contexts: Any, api: Host
     expect(page.locator(".note.unread")).to_have_count(0)
     page.click(".back-link")
     expect(page.locator("[data-unread]")).to_be_hidden()
+
+
+def test_a_room_with_a_passcode_asks_for_it(contexts: Any, api: Host) -> None:
+    room = api.ok("POST", "/api/v1/rooms", {"title": "Board meeting", "passcode": "tulip-42"})
+    poll = api.poll(room["id"], question="Approve the budget?", options=["Yes", "No"])
+    for script in (True, False):
+        page = contexts(java_script_enabled=script, **PHONE).new_page()
+        page.goto(f"/j/{room['code']}")
+        expect(page.locator("h1")).to_have_text("Board meeting")
+        expect(page.locator(".question")).to_have_count(0)  # nothing before the passcode
+        page.fill("#passcode", "tulip-41")
+        page.click("button:has-text('Join')")
+        expect(page.locator(".flash-error")).to_have_text(
+            "That is not this room's passcode: check it and try again.")
+        page.fill("#passcode", "tulip-42")
+        page.click("button:has-text('Join')")
+        expect(page.locator(".flash")).to_have_text("You have joined: vote below.")
+        vote_on(page, "Yes")
+        if script:
+            expect(page.locator("[data-receipt]")).to_have_text("Counted.")
+        else:
+            expect(page.locator(".flash")).to_have_text("Thank you: your vote is in.")
+    assert api.total_when(poll["id"], 2) == 2
+
+
+def test_a_join_refused_for_too_many_identities_says_why(
+        browser: Browser, tmp_path: Path) -> None:
+    """Behind a proxy that names the client (X-Forwarded-For), every phone here comes from one
+    address: the second identity in the room is refused, with and without JavaScript."""
+    server = ServerProcess(tmp_path / "data", OPUS_TRUSTED_PROXIES="127.0.0.1",
+                           OPUS_IDENTITIES_PER_ADDRESS="1")
+    server.start()
+    try:
+        api = Host(server.base)
+        room = api.room("Crowded")
+        poll = api.poll(room["id"], question="Stuffed?", options=["Yes", "No"])
+        said = "This network address has already joined this room 1 time"
+        for n, script in enumerate((True, True, False)):
+            context = browser.new_context(base_url=server.base, java_script_enabled=script,
+                                          extra_http_headers={"X-Forwarded-For": "10.9.8.7"},
+                                          **PHONE)
+            page = context.new_page()
+            page.goto(f"/j/{room['code']}")
+            vote_on(page, "Yes")
+            if n == 0:
+                expect(page.locator("[data-receipt]")).to_have_text("Counted.")
+            elif script:
+                expect(page.locator("[data-receipt]")).to_contain_text(said)
+            else:
+                expect(page.locator(".flash-error")).to_contain_text(said)
+            context.close()
+        time.sleep(0.3)
+        assert api.results(poll["id"])["total_votes"] == 1
+    finally:
+        server.stop()
 
 
 # -- security ---------------------------------------------------------------------------------

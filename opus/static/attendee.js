@@ -7,7 +7,7 @@
 (function () {
   var boot = Opus.boot(), offset = Opus.clockOffset(boot);
   var OUTBOX = "opus.outbox", UPVOTED = "opus.upvoted";
-  var inflight = {}, held = {}, watching = {}, refreshTimer = null, snapshots = 0;
+  var inflight = {}, held = {}, watching = {}, refreshTimer = null, snapshots = 0, live = null;
   var FRIENDLY = {
     already_voted: "You have already voted in this poll.",
     poll_not_open: "This poll is closed: your vote was not counted.",
@@ -67,37 +67,74 @@
     counted: "Counted."
   };
 
+  // Opening the page makes no voter: the first vote joins the room (which sets the cookie).
+  var joining = null;
+  function joined() {
+    if (boot.joined) return Promise.resolve(null);
+    if (!joining) {
+      joining = fetch("/api/v1/join", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify({ code: boot.room })
+      }).then(function (response) {
+        return response.json().catch(function () { return {}; }).then(function (json) {
+          joining = null;
+          if (response.status === 201) {
+            // Now a voter: show the inbox, and reopen the socket so notifications come.
+            boot.joined = true;
+            var hint = document.querySelector("[data-not-joined]");
+            if (hint) hint.hidden = true;
+            var inbox = document.querySelector("[data-inbox]");
+            if (inbox) inbox.hidden = false;
+            var you = document.querySelector("[data-you]");
+            if (you && json.name) { you.querySelector("b").textContent = json.name; you.hidden = false; }
+            if (live) live.reconnect();
+            return null;
+          }
+          return { response: response, json: json };  // refused: said like a vote's refusal
+        });
+      }, function (error) { joining = null; throw error; });
+    }
+    return joining;
+  }
+
   function send(item) {
     if (inflight[item.event_id] || (held[item.event_id] || 0) > Date.now()) return;
     inflight[item.event_id] = true;
     var payload = Object.assign({ event_id: item.event_id }, item.body);
-    fetch("/api/v1/polls/" + item.poll_id + "/votes", {
-      method: "POST", credentials: "same-origin",
-      headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload)
-    }).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (json) {
-        delete inflight[item.event_id];
-        if (response.status === 202) return accepted(item);
-        if (response.status >= 500 || response.status === 429) {
-          // The server is busy (a whole hall voting at once): keep the vote and send it again
-          // after Retry-After, spread over as long again so the phones do not all come back
-          // in the same instant.
-          var wait = Math.min(parseFloat(response.headers.get("Retry-After")) || 2, 60) * 1000;
-          held[item.event_id] = Date.now() + wait + Math.random() * wait;
-          setTimeout(function () { if (queued(item.event_id)) send(item); },
-                     held[item.event_id] - Date.now() + 10);
-          receipt(item.poll_id, "local", WORDS.busy);
-          return;
-        }
-        drop(item.event_id);
-        var code = json.error && json.error.code;
-        receipt(item.poll_id, "rejected", FRIENDLY[code] || (json.error && json.error.message) || "Not counted.");
-        enable(item.poll_id);
+    joined().then(function (refusal) {
+      if (refusal) return refusal;
+      return fetch("/api/v1/polls/" + item.poll_id + "/votes", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload)
+      }).then(function (response) {
+        return response.json().catch(function () { return {}; }).then(function (json) {
+          return { response: response, json: json };
+        });
       });
-    }, function () {
+    }).then(function (answer) { answered(item, answer.response, answer.json); }, function () {
       delete inflight[item.event_id];
       receipt(item.poll_id, "local", WORDS.local);
     });
+  }
+
+  function answered(item, response, json) {
+    delete inflight[item.event_id];
+    if (response.status === 202) return accepted(item);
+    var code = json.error && json.error.code;
+    if (response.status >= 500 || (response.status === 429 && code !== "too_many_identities")) {
+      // The server is busy (a whole hall voting at once): keep the vote and send it again
+      // after Retry-After, spread over as long again so the phones do not all come back
+      // in the same instant.
+      var wait = Math.min(parseFloat(response.headers.get("Retry-After")) || 2, 60) * 1000;
+      held[item.event_id] = Date.now() + wait + Math.random() * wait;
+      setTimeout(function () { if (queued(item.event_id)) send(item); },
+                 held[item.event_id] - Date.now() + 10);
+      receipt(item.poll_id, "local", WORDS.busy);
+      return;
+    }
+    drop(item.event_id);
+    receipt(item.poll_id, "rejected", FRIENDLY[code] || (json.error && json.error.message) || "Not counted.");
+    enable(item.poll_id);
   }
 
   function accepted(item) {
@@ -211,7 +248,7 @@
 
   // -- live: results, poll changes, notifications ---------------------------------------------
   var banner = document.querySelector("[data-connection]"), downSince = 0;
-  Opus.connect("/ws?room=" + encodeURIComponent(boot.room), {
+  live = Opus.connect("/ws?room=" + encodeURIComponent(boot.room), {
     status: function (state) {
       if (state === "live") { downSince = 0; banner.hidden = true; return; }
       if (!downSince) downSince = Date.now();

@@ -40,8 +40,9 @@ window.Opus = window.Opus || {};
       var text = (o.correct ? "✓ " : "") + o.label;
       if (label.textContent !== text) label.textContent = text;
       item.classList.toggle("correct", !!o.correct);
-      item.querySelector("[data-votes]").textContent = o.votes;
-      item.querySelector("[data-percent]").textContent = Math.round(o.percent || 0) + "%";
+      // An open quiz's counts are the host's until it closes: null for everyone else.
+      item.querySelector("[data-votes]").textContent = o.votes == null ? "–" : o.votes;
+      item.querySelector("[data-percent]").textContent = o.percent == null ? "" : Math.round(o.percent) + "%";
       item.querySelector(".bar-fill").style.width = (o.percent || 0) + "%";
     });
     Array.prototype.slice.call(list.children).forEach(function (item) {

@@ -63,6 +63,11 @@ Opus.connect = function (path, handlers) {
   open();
   return {
     resume: function () { if (socket && socket.readyState === 1) socket.send('{"type":"resume"}'); },
+    // Open a new socket now (the page's voter changed: a first vote joined the room).
+    reconnect: function () {
+      if (socket) { socket.onclose = null; socket.close(); socket = null; }
+      now();
+    },
     close: function () { closedByUs = true; clearInterval(pinger); if (socket) socket.close(); }
   };
 };

@@ -10,11 +10,23 @@ from collections import deque
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from opus import export
 from opus.auth import Voter, pseudonym, same_token
 from opus.errors import BadRequest, Forbidden, NotFound, TooLarge, TooManyRequests, Unauthorized
-from opus.keys import ADMIN_TOKEN, CATALOG, INGEST, LEDGER, NOTIFIER, ROOMS, SETTINGS, SIGNER
+from opus.keys import (
+    ADDRESSES,
+    ADMIN_TOKEN,
+    CATALOG,
+    INGEST,
+    LEDGER,
+    NOTIFIER,
+    ROOMS,
+    SETTINGS,
+    SIGNER,
+)
+from opus.rooms import MODERATION_PAGE
 
 VOTER_COOKIE = "opus_voter"
 routes = web.RouteTableDef()
@@ -37,6 +49,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
+    except RecursionError:  # thousands of nested brackets: no body of this API is like that
+        raise BadRequest("The request body is nested too deeply.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.", code="invalid_json")
     if _SURROGATE_ESCAPE.search(raw):  # rare: only then the full check
@@ -76,7 +90,15 @@ def is_admin(request: web.Request) -> bool:
 
 
 def require_voter(request: web.Request) -> Voter:
-    token = _voter_token(request)
+    token = _bearer(request)
+    if not token:
+        token = request.cookies.get(VOTER_COOKIE)
+        if token and request.method not in ("GET", "HEAD") and not _json_or_same_origin(request):
+            # A browser sends the cookie with another site's form too: a write on the strength
+            # of the cookie must be JSON (a form cannot send that without the site's leave) or
+            # come from this site's own page.
+            raise Forbidden("This request came from another site's page.",
+                            code="cross_site_request")
     if not token:
         raise Unauthorized("Join the room first: this call needs a voter token.")
     voter = request.app[SIGNER].voter(token)
@@ -85,6 +107,23 @@ def require_voter(request: web.Request) -> Voter:
     if same_token(token, request.app[ADMIN_TOKEN]):
         raise Forbidden("This call is for attendees; join the room to get a voter token.")
     raise Unauthorized("The voter token is not valid; join the room again.", code="bad_token")
+
+
+def origin_matches(request: web.BaseRequest) -> bool | None:
+    """Whether the page that sent this request is this server's (its Origin's scheme, host and
+    port); None when the browser did not say (no Origin, or "null")."""
+    origin = request.headers.get("Origin")
+    if not origin or origin == "null":
+        return None
+    try:
+        given, here = URL(origin), request.url
+        return (given.scheme, given.host, given.port) == (here.scheme, here.host, here.port)
+    except ValueError:
+        return False
+
+
+def _json_or_same_origin(request: web.Request) -> bool:
+    return request.content_type == "application/json" or origin_matches(request) is True
 
 
 class JoinThrottle:
@@ -138,7 +177,7 @@ async def rename_room(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_json(request)
     return web.json_response(
-        await request.app[ROOMS].rename_room(request.match_info["room_id"], body))
+        await request.app[ROOMS].update_room(request.match_info["room_id"], body))
 
 
 @routes.delete("/api/v1/rooms/{room_id}")
@@ -218,9 +257,23 @@ async def delete_poll(request: web.Request) -> web.Response:
 async def poll_questions(request: web.Request) -> web.Response:
     require_admin(request)
     poll_id = request.match_info["poll_id"]
-    await request.app[ROOMS].poll(poll_id)  # 404 for an unknown poll
-    return web.json_response({"poll_id": poll_id,
-                              "questions": await request.app[ROOMS].questions(poll_id)})
+    limit = _count(request, "limit", MODERATION_PAGE, MODERATION_PAGE)
+    offset = _count(request, "offset", 0, 1 << 31)
+    rooms = request.app[ROOMS]
+    await rooms.poll(poll_id)  # 404 for an unknown poll
+    return web.json_response({
+        "poll_id": poll_id, "questions": await rooms.questions(poll_id, limit, offset),
+        "total": await rooms.question_count(poll_id), "limit": limit, "offset": offset})
+
+
+def _count(request: web.Request, name: str, default: int, most: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > most:
+        raise BadRequest(f"'{name}' must be a whole number from 0 to {most}.",
+                         code="invalid_field")
+    return int(raw)
 
 
 @routes.patch("/api/v1/questions/{question_id}")
@@ -276,7 +329,7 @@ def _attachment(text: str, fmt: str, name: str) -> web.Response:
 @routes.post("/api/v1/join")
 async def join(request: web.Request) -> web.Response:
     throttle = request.app[_throttle_key]
-    address = request.remote or "?"
+    address = request.app[ADDRESSES].of(request)
     throttle.check(address)
     body = await read_json(request)
     code = body.get("code")
@@ -286,9 +339,11 @@ async def join(request: web.Request) -> web.Response:
     token = _voter_token(request)
     known = request.app[SIGNER].voter(token) if token else None
     try:
-        voter = await request.app[ROOMS].join(code[:64], known)
-    except NotFound:
-        throttle.miss(address)
+        voter = await request.app[ROOMS].join(code[:64], known, address=address,
+                                              passcode=body.get("passcode"))
+    except (NotFound, Forbidden) as exc:
+        if exc.code in ("room_not_found", "wrong_passcode"):
+            throttle.miss(address)  # guessing codes or passcodes
         raise
     token = request.app[SIGNER].voter_token(voter)
     response = web.json_response(

@@ -16,12 +16,13 @@ from multidict import CIMultiDict
 from opus import export, ws
 from opus.auth import same_token
 from opus.errors import BadRequest, NotFound, OpusError, Unprocessable
-from opus.keys import ADMIN_TOKEN, ROOMS
+from opus.keys import ADMIN_TOKEN, IDENTITIES, ROOMS
 from opus.views import api
 from opus.views.pages import (
     HOST_COOKIE,
     SESSION_S,
     Form,
+    end_session,
     field,
     host_cookie,
     is_host,
@@ -49,8 +50,10 @@ Action = Callable[[web.Request, Form], Awaitable[web.StreamResponse]]
 
 
 def _safe_back(raw: str, default: str) -> str:
-    """Only a path on this site under /host: never an open redirect."""
-    if raw.startswith("/host") and not raw.startswith("//") and "\\" not in raw:
+    """Only a path on this site under /host: never an open redirect, and nothing a Location
+    header cannot carry (control characters)."""
+    if (raw.startswith("/host") and not raw.startswith("//") and "\\" not in raw
+            and raw.isprintable() and raw.isascii()):
         return raw
     return default
 
@@ -133,6 +136,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     if await read_form(request) is None:
         return refused(request)
+    await end_session(request)
     response = redirect("/host/login", "Logged out.")
     response.del_cookie(HOST_COOKIE, path="/")
     return response
@@ -168,9 +172,12 @@ async def _room_page(request: web.Request, room_id: str, *, status: int = 200,
         polls.append({"poll": poll, "results": await rooms.results(poll["id"], for_host=True),
                       "questions": questions})
     base = join_base(request)
+    identities = request.app[IDENTITIES]
     return render(
         request, "host/room.html", status=status, title=room["title"], room=room, polls=polls,
         kinds=KIND_NAMES, draft=draft or {"kind": "single"}, error=error,
+        joined_total=identities.total(room_id),
+        busiest=[(a, n) for a, n in identities.busiest(room_id) if n > 1],
         join_url=f"{base}/j/{room['code']}",
         boot={"room_id": room["id"], "live": f"/host/live?room={room['id']}"},
     )
@@ -186,8 +193,19 @@ async def room_page(request: web.Request) -> web.StreamResponse:
 @action
 async def rename_room(request: web.Request, form: Form) -> web.StreamResponse:
     room_id = request.match_info["room_id"]
-    await request.app[ROOMS].rename_room(room_id, {"title": field(form, "title")})
+    await request.app[ROOMS].update_room(room_id, {"title": field(form, "title")})
     return redirect(f"/host/rooms/{room_id}", "Renamed.")
+
+
+@routes.post("/host/rooms/{room_id}/passcode")
+@action
+async def set_passcode(request: web.Request, form: Form) -> web.StreamResponse:
+    room_id = request.match_info["room_id"]
+    passcode = field(form, "passcode")
+    await request.app[ROOMS].update_room(room_id, {
+        "passcode": passcode or None, "show_passcode": field(form, "show_passcode") == "on"})
+    said = "Joining needs the passcode now." if passcode else "Joining needs only the code now."
+    return redirect(f"/host/rooms/{room_id}", said)
 
 
 @routes.post("/host/rooms/{room_id}/duplicate")

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from opus import __version__
+from opus.ingest import ASKS_PER_MINUTE, QUESTIONS_PER_VOTER
 from opus.kinds import (
     DEFAULT_TIME_LIMIT_S,
     KINDS,
@@ -26,8 +27,16 @@ from opus.kinds import (
     SCALES,
     TIME_LIMIT_RANGE,
 )
-from opus.results import LEADERBOARD_SIZE, MAX_WORDS
-from opus.rooms import CODE_ALPHABET, CODE_LENGTH, MAX_QUESTION, MAX_TITLE
+from opus.results import LEADERBOARD_SIZE, MAX_WORDS, QUESTIONS_SHOWN
+from opus.rooms import (
+    CODE_ALPHABET,
+    CODE_LENGTH,
+    MAX_PASSCODE,
+    MAX_QUESTION,
+    MAX_TITLE,
+    MIN_PASSCODE,
+    MODERATION_PAGE,
+)
 from opus.views.api import VOTER_COOKIE, JoinThrottle
 
 JSON = dict[str, Any]
@@ -383,6 +392,13 @@ def schemas() -> JSON:
             "closed_at": MAYBE_TIMESTAMP,
         },
     }
+    room_access: JSON = {
+        "passcode": {"type": ["string", "null"], "maxLength": MAX_PASSCODE,
+                     "description": f"{MIN_PASSCODE} to {MAX_PASSCODE} characters: joining "
+                     "then needs it. Null or empty: the code is enough."},
+        "show_passcode": {"type": "boolean",
+                          "description": "The projector screen shows the passcode."},
+    }
     room: JSON = {
         "type": "object",
         "required": ["id", "code", "code_display", "title", "created_at", "polls"],
@@ -399,6 +415,12 @@ def schemas() -> JSON:
             },
             "title": {"type": "string"},
             "created_at": TIMESTAMP,
+            "passcode_required": {"type": "boolean",
+                                  "description": "Joining needs the room's passcode."},
+            "passcode": {"type": ["string", "null"],
+                         "description": "The host always sees it; others when shown."},
+            "show_passcode": {"type": "boolean",
+                              "description": "The projector screen shows the passcode."},
             "polls": {
                 "type": "array",
                 "items": ref("Poll"),
@@ -431,12 +453,17 @@ def schemas() -> JSON:
                     "properties": {
                         "id": UUID,
                         "label": {"type": "string"},
-                        "votes": COUNT,
+                        "votes": {
+                            "type": ["integer", "null"], "minimum": 0,
+                            "description": "Null in an open quiz's results for anyone but "
+                            "the host: how the hall answers would hint at the right answer.",
+                        },
                         "percent": {
-                            "type": "number",
+                            "type": ["number", "null"],
                             "minimum": 0,
                             "description": "votes / total_votes * 100, one decimal; 0 with "
-                            "no votes. On `multiple` polls the options add up to over 100.",
+                            "no votes. On `multiple` polls the options add up to over 100. "
+                            "Null where `votes` is.",
                         },
                         "correct": correct,
                     },
@@ -457,8 +484,15 @@ def schemas() -> JSON:
             },
             "questions": {
                 "type": "array",
+                "maxItems": QUESTIONS_SHOWN,
                 "items": ref("Question"),
-                "description": "Q&A only: pinned first, then the most upvoted, then the oldest.",
+                "description": f"Q&A only: the top {QUESTIONS_SHOWN}, pinned first, then the "
+                "most upvoted, then the oldest.",
+            },
+            "question_count": {
+                **COUNT,
+                "description": "Q&A only: every question the reader may see (attendees: the "
+                "visible ones), including those beyond `questions`.",
             },
             "leaderboard": {
                 "type": "array",
@@ -578,7 +612,7 @@ def schemas() -> JSON:
         "CreateRoom": {
             "type": "object",
             "required": ["title"],
-            "properties": {"title": text(MAX_TITLE, "The room's title.")},
+            "properties": {"title": text(MAX_TITLE, "The room's title."), **room_access},
         },
         "CreatePoll": {
             "type": "object",
@@ -610,8 +644,9 @@ def schemas() -> JSON:
         },
         "RenameRoom": {
             "type": "object",
-            "required": ["title"],
-            "properties": {"title": text(MAX_TITLE, "The room's new title.")},
+            "description": "Only the fields sent change; a body with none of them needs "
+            "`title`.",
+            "properties": {"title": text(MAX_TITLE, "The room's new title."), **room_access},
         },
         "DuplicateRoom": {
             "type": "object",
@@ -656,7 +691,9 @@ def schemas() -> JSON:
                     "minLength": 1,
                     "pattern": NOT_BLANK,
                     "description": "The room's code, in any case, with or without the dash.",
-                }
+                },
+                "passcode": {"type": "string",
+                             "description": "The room's passcode, when it has one."},
             },
         },
         "Joined": {
@@ -867,10 +904,13 @@ def schemas() -> JSON:
         },
         "Questions": {
             "type": "object",
-            "required": ["poll_id", "questions"],
+            "required": ["poll_id", "questions", "total", "limit", "offset"],
             "properties": {
                 "poll_id": UUID,
                 "questions": {"type": "array", "items": ref("Question")},
+                "total": {**COUNT, "description": "Every question of the poll."},
+                "limit": COUNT,
+                "offset": COUNT,
             },
         },
         "LeaderboardRow": {
@@ -1020,8 +1060,9 @@ def paths() -> JSON:
                     **host_errors(
                         {
                             "413": TOO_LARGE,
-                            "422": error("`invalid_field`: `title` missing or blank; "
-                                         f"`too_long`: over {MAX_TITLE} characters."),
+                            "422": error("`invalid_field`: `title` missing or blank, or a "
+                                         f"passcode not {MIN_PASSCODE} to {MAX_PASSCODE} "
+                                         f"characters; `too_long`: over {MAX_TITLE} characters."),
                         }
                     ),
                 },
@@ -1063,8 +1104,9 @@ def paths() -> JSON:
                         "404": error("`room_not_found`: no room has this id (the body is "
                                      "checked first)."),
                         "413": TOO_LARGE,
-                        "422": error("`invalid_field`: `title` missing or blank; "
-                                     f"`too_long`: over {MAX_TITLE} characters."),
+                        "422": error("`invalid_field`: `title` missing or blank, or a "
+                                     f"passcode not {MIN_PASSCODE} to {MAX_PASSCODE} "
+                                     f"characters; `too_long`: over {MAX_TITLE} characters."),
                     }),
                 },
             },
@@ -1297,11 +1339,23 @@ def paths() -> JSON:
                 "description": "Pending and hidden ones too, in the results' order. A poll "
                 "of another kind has none.",
                 "security": ADMIN,
+                "parameters": [
+                    {"name": "limit", "in": "query", "required": False,
+                     "description": f"At most this many (default and most: {MODERATION_PAGE}).",
+                     "schema": {"type": "integer", "minimum": 0, "maximum": MODERATION_PAGE}},
+                    {"name": "offset", "in": "query", "required": False,
+                     "description": "Skip this many first.",
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 1 << 31}},
+                ],
                 "responses": {
-                    "200": ok("The questions.", ref("Questions"),
+                    "200": ok("A page of the questions.", ref("Questions"),
                               {"poll_id": EXAMPLE_KIND_RESULTS["qa"]["poll_id"],
-                               "questions": [EXAMPLE_QUESTION]}),
-                    **host_errors({"404": POLL_404}),
+                               "questions": [EXAMPLE_QUESTION], "total": 1,
+                               "limit": MODERATION_PAGE, "offset": 0}),
+                    **host_errors({
+                        "400": error("`invalid_field`: `limit` or `offset` is not a whole "
+                                     "number in range."),
+                        "404": POLL_404}),
                 },
             },
         },
@@ -1466,12 +1520,16 @@ def paths() -> JSON:
                         },
                     },
                     "400": error(BAD_JSON + " `invalid_field`: `code` missing or blank."),
+                    "403": error("`passcode_required`: the room has a passcode and none was "
+                                 "sent; `wrong_passcode`."),
                     "404": error("`room_not_found`: no room has this code."),
                     "413": TOO_LARGE,
                     "429": error(
-                        "`too_many_requests`: too many wrong codes from this address "
-                        f"({JOIN_MISSES} a minute); every join from it waits `Retry-After` "
-                        "seconds.",
+                        "`too_many_identities`: this address already made the most voters "
+                        "allowed in this room; `too_many_joins`: it made the most allowed in "
+                        "the last minute; `too_many_requests`: too many wrong codes or "
+                        f"passcodes from this address ({JOIN_MISSES} a minute). Each waits "
+                        "`Retry-After` seconds.",
                         retry_after=True,
                     ),
                     "default": OTHER,
@@ -1515,7 +1573,9 @@ def paths() -> JSON:
                                  "not a non-empty string), or `event_id` is not a UUID."),
                     "401": NEEDS_VOTER_401,
                     "403": error("`wrong_room`: the poll is in another room than the voter's; "
-                                 "`forbidden`: the admin token was sent."),
+                                 "`forbidden`: the admin token was sent; "
+                                 "`cross_site_request`: the voter cookie came with a body "
+                                 "that is not JSON, from another site's page."),
                     "404": error("`poll_not_found`: no poll has this id, or it is a draft; "
                                  "`question_not_found`: an upvote of a question that is not "
                                  "one of this poll's."),
@@ -1525,8 +1585,11 @@ def paths() -> JSON:
                         "does not allow changes), or already upvoted this question; "
                         "`event_id_conflict`: this `event_id` belongs to a different vote; "
                         "`time_up`: a quiz's time limit (plus "
-                        f"{QUIZ_GRACE_S:g} s) has passed."
+                        f"{QUIZ_GRACE_S:g} s) has passed; `question_limit`: this voter "
+                        f"already asked {QUESTIONS_PER_VOTER} questions in this Q&A."
                     ),
+                    "429": error(f"`too_many_questions`: more than {ASKS_PER_MINUTE} "
+                                 "questions a minute from this voter.", retry_after=True),
                     "413": TOO_LARGE,
                     "422": error("`no_option`: `option_ids` is empty; `too_many_options`: "
                                  "more than one where the kind takes one (all but "
@@ -1669,10 +1732,12 @@ def paths() -> JSON:
                 '`"status": "deleted"` without `poll` for a deleted one), `room` (renamed or '
                 'reordered: the whole room; deleted: `"deleted": true`), `notification` '
                 "(voter sockets), `activity` (host sockets) and `pong`; the client may send "
-                '`{"type": "ping"}` and `{"type": "resume"}`. The admin token makes a host '
-                "socket, a voter token a voter socket, no token a screen socket. Close "
-                "codes: 1013 server full, 4008 too slow, 1001 shutting down, 1009 a client "
-                "message over 4096 bytes. OpenAPI cannot describe the messages: see "
+                '`{"type": "ping"}` and `{"type": "resume"}` (at most one snapshot a second). '
+                "The admin token (in the Authorization header only) makes a host socket, a "
+                "voter token a voter socket, no token a screen socket. Close codes: 1013 "
+                "server full, 4029 too many sockets from this address, 4008 too slow, 1001 "
+                "shutting down, 1009 a client message over 4096 bytes. OpenAPI cannot "
+                "describe the messages: see "
                 f"{DOCS}, section 'Live: the WebSocket'.",
                 "security": SOCKET,
                 "parameters": [
@@ -1688,9 +1753,9 @@ def paths() -> JSON:
                         "name": "token",
                         "in": "query",
                         "required": False,
-                        "description": "The admin token or a voter token, for clients that "
-                        "cannot send `Authorization` (it wins over the header and the "
-                        f"`{VOTER_COOKIE}` cookie).",
+                        "description": "A voter token, for clients that cannot send "
+                        "`Authorization` (it wins over the header and the "
+                        f"`{VOTER_COOKIE}` cookie). Never the admin token (400).",
                         "schema": {"type": "string"},
                     },
                     {
@@ -1707,8 +1772,9 @@ def paths() -> JSON:
                         "description": "Switching Protocols: the WebSocket is open. Its "
                         f"messages are described in {DOCS}.",
                     },
-                    "400": error("`room_required`: no `room`. (A request without the "
-                                 "WebSocket upgrade headers gets a plain-text 400.)"),
+                    "400": error("`room_required`: no `room`; `token_in_url`: the admin token "
+                                 "in `?token=`. (A request without the WebSocket upgrade "
+                                 "headers gets a plain-text 400.)"),
                     "401": error("`bad_token`: a token that is neither the admin token nor "
                                  "a valid voter token."),
                     "403": error("`wrong_room`: a voter token of another room."),
@@ -1734,8 +1800,12 @@ def paths() -> JSON:
                 "operationId": "metrics",
                 "tags": ["operations"],
                 "summary": "Prometheus metrics",
+                "description": "For the box itself (loopback) and the admin token; for "
+                "everyone with `--metrics-public`.",
                 "security": ANYONE,
                 "responses": {
+                    "401": error("`unauthorized`: from another machine without the admin "
+                                 "token."),
                     "200": {
                         "description": "Prometheus text format 0.0.4.",
                         "content": {

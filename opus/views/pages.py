@@ -26,14 +26,16 @@ import segno
 import segno.helpers
 from aiohttp import web
 from multidict import MultiDictProxy
-from yarl import URL
 
 from opus import __version__, auth
 from opus.auth import Voter
 from opus.errors import NotFound, OpusError, Unprocessable
+from opus.identity import is_loopback
 from opus.keys import (
+    ADDRESSES,
     ADMIN_TOKEN,
     CATALOG,
+    DB,
     INGEST,
     LEDGER,
     NOTIFIER,
@@ -45,7 +47,7 @@ from opus.keys import (
 )
 from opus.resources import static_dir, templates_dir
 from opus.rooms import display_code, normalize_code
-from opus.views.api import VOTER_COOKIE, JoinThrottle
+from opus.views.api import VOTER_COOKIE, JoinThrottle, origin_matches
 
 HOST_COOKIE = "opus_host"
 CSRF_COOKIE = "opus_csrf"
@@ -70,9 +72,12 @@ FRIENDLY = {
     "time_up": "Time is up for this question: your answer was not counted.",
     "poll_not_found": "This poll is not open.",
     "wrong_room": "This poll belongs to another room.",
+    "passcode_required": "This room needs its passcode: type the one the host shows or tells.",
+    "wrong_passcode": "That is not this room's passcode: check it and try again.",
 }
 
 Form = MultiDictProxy[Any]
+_REVOKED = web.AppKey("revoked_host_sessions", set[str])  # nonces of logged-out sessions
 _page_throttle = web.AppKey("page_join_throttle", JoinThrottle)
 
 
@@ -90,16 +95,48 @@ def _host_purpose(request: web.Request) -> str:
 
 
 def host_cookie(request: web.Request) -> str:
-    expires = str(int(time.time()) + SESSION_S)
-    return f"{expires}.{_sign(request, _host_purpose(request), expires)}"
+    """A new host session: `expires.nonce.mac` (the nonce names it, for logging out)."""
+    session = f"{int(time.time()) + SESSION_S}.{secrets.token_urlsafe(12)}"
+    return f"{session}.{_sign(request, _host_purpose(request), session)}"
+
+
+def _session(request: web.Request) -> tuple[int, str] | None:
+    """This browser's live host session (signed, not expired, not logged out): its expiry and
+    nonce, or None."""
+    expires, nonce, mac = [*request.cookies.get(HOST_COOKIE, "").split("."), "", ""][:3]
+    if not expires.isdigit() or int(expires) < time.time() or not nonce:
+        return None
+    if not hmac.compare_digest(mac, _sign(request, _host_purpose(request),
+                                          f"{expires}.{nonce}")):
+        return None
+    if nonce in request.app[_REVOKED]:
+        return None
+    return int(expires), nonce
 
 
 def is_host(request: web.Request) -> bool:
-    """Whether this browser holds a live host session (signed, not expired)."""
-    expires, _, mac = request.cookies.get(HOST_COOKIE, "").partition(".")
-    if not expires.isdigit() or int(expires) < time.time():
-        return False
-    return hmac.compare_digest(mac, _sign(request, _host_purpose(request), expires))
+    """Whether this browser holds a live host session."""
+    return _session(request) is not None
+
+
+async def end_session(request: web.Request) -> None:
+    """Log out for good: the session's cookie stops working on this server even if it was
+    copied, and stays refused across restarts until it would have expired."""
+    session = _session(request)
+    if session is None:
+        return
+    expires, nonce = session
+    with request.app[DB].write() as conn:
+        conn.execute("DELETE FROM revoked_sessions WHERE expires < ?", (int(time.time()),))
+        conn.execute("INSERT OR IGNORE INTO revoked_sessions (nonce, expires) VALUES (?, ?)",
+                     (nonce, expires))
+    request.app[_REVOKED].add(nonce)
+
+
+async def _load_revoked(app: web.Application) -> None:
+    rows = await app[DB].fetchall("SELECT nonce FROM revoked_sessions WHERE expires >= ?",
+                                  (int(time.time()),))
+    app[_REVOKED].update(r["nonce"] for r in rows)
 
 
 # A CSRF cookie made while rendering this request, for the response to set.
@@ -119,10 +156,8 @@ def csrf_token(request: web.Request) -> str:
 
 def same_origin(request: web.Request) -> bool:
     """False for a request a browser says comes from another site's page."""
-    origin = request.headers.get("Origin")
-    if not origin or origin == "null":
-        return True  # old browsers and some privacy settings send none: the token decides
-    return URL(origin).host == request.url.host
+    # Old browsers and some privacy settings send no Origin: then the CSRF token decides.
+    return origin_matches(request) is not False
 
 
 async def read_form(request: web.Request) -> Form | None:
@@ -244,7 +279,8 @@ def _voter_choice(request: web.Request, event_id: str) -> Any:
         return None
 
 
-async def poll_cards(request: web.Request, room_id: str, voter: Voter) -> list[dict[str, Any]]:
+async def poll_cards(request: web.Request, room_id: str,
+                     voter: Voter | None) -> list[dict[str, Any]]:
     """What the attendee sees of each poll: open ones first, then the closed ones, newest
     first; whether this voter voted, with the receipt; the results when they are public."""
     rooms, catalog, ledger = request.app[ROOMS], request.app[CATALOG], request.app[LEDGER]
@@ -255,9 +291,9 @@ async def poll_cards(request: web.Request, room_id: str, voter: Voter) -> list[d
         view = catalog.polls.get(poll["id"])
         hidden = view.results_hidden if view is not None else False
         results = None if hidden else await rooms.results(poll["id"])
-        event_id = ledger.by_key.get((poll["id"], voter.voter_id))
+        event_id = ledger.by_key.get((poll["id"], voter.voter_id)) if voter else None
         upvoted = set()
-        if results is not None and poll["kind"] == "qa":
+        if voter is not None and results is not None and poll["kind"] == "qa":
             upvoted = {q["id"] for q in results.get("questions", ())
                        if (poll["id"], f"{voter.voter_id}/{q['id']}") in ledger.by_key}
         if event_id:
@@ -325,7 +361,7 @@ async def join_by_code(request: web.Request) -> web.Response:
 async def _room(request: web.Request) -> dict[str, Any] | None:
     """The room named by the URL's code, or None (a wrong code counts against the address)."""
     throttle = request.app[_page_throttle]
-    address = request.remote or "?"
+    address = request.app[ADDRESSES].of(request)
     throttle.check(address)
     try:
         row = await request.app[ROOMS].room_by_code(request.match_info["code"][:64])
@@ -333,7 +369,8 @@ async def _room(request: web.Request) -> dict[str, Any] | None:
         throttle.miss(address)
         return None
     return {"id": row["id"], "code": row["code"], "code_display": display_code(row["code"]),
-            "title": row["title"]}
+            "title": row["title"], "passcode_required": bool(row["passcode"]),
+            "shown_passcode": row["passcode"] if row["show_passcode"] else None}
 
 
 def _bad_code(request: web.Request) -> web.Response:
@@ -350,30 +387,64 @@ def _voter(request: web.Request, room: dict[str, Any]) -> Voter | None:
 
 @routes.get("/j/{code}")
 async def attendee(request: web.Request) -> web.Response:
-    """Joining is opening this page (what the QR code does); a phone that joined before stays
-    the same voter, so opening it again never gives a second vote."""
+    """The room's page (what the QR code opens). Opening it makes no voter: the first vote,
+    or the passcode form of a room that has one, does (see _join), so a script that opens the
+    page a thousand times has made nothing. A phone that joined before stays the same voter."""
     room = await _room(request)
     if room is None:
         return _bad_code(request)
-    voter = _voter(request, room)
-    new_token = None
-    if voter is None:
-        voter = await request.app[ROOMS].join(room["code"])
-        new_token = request.app[SIGNER].voter_token(voter)
     if room["code"] != request.match_info["code"]:
-        response = redirect(f"/j/{room['code']}")  # one address per room: the clean code
-    else:
-        inbox = await request.app[NOTIFIER].inbox(voter.voter_id)
-        response = render(
-            request, "attendee.html", title=room["title"], room=room,
-            cards=await poll_cards(request, room["id"], voter), unread=inbox["unread"],
-            name=_pseudonym(voter), boot={"room": room["code"], "room_id": room["id"],
-                                          "server_now": now_ms()},
-        )
-    if new_token is not None:
-        response.set_cookie(VOTER_COOKIE, new_token, max_age=VOTER_COOKIE_S, httponly=True,
-                            samesite="Lax", path="/")
+        return redirect(f"/j/{room['code']}")  # one address per room: the clean code
+    voter = _voter(request, room)
+    if voter is None and room["passcode_required"]:
+        return render(request, "passcode.html", title=room["title"], room=room)
+    unread = (await request.app[NOTIFIER].inbox(voter.voter_id))["unread"] if voter else 0
+    return render(
+        request, "attendee.html", title=room["title"], room=room, joined=voter is not None,
+        cards=await poll_cards(request, room["id"], voter), unread=unread,
+        name=_pseudonym(voter) if voter else "",
+        boot={"room": room["code"], "room_id": room["id"], "server_now": now_ms(),
+              "joined": voter is not None},
+    )
+
+
+async def _join(request: web.Request, room: dict[str, Any], passcode: str | None = None,
+                ) -> tuple[Voter | None, str | None]:
+    """Make this phone a voter of the room: (the voter, None), or (None, why not) in words a
+    person understands (a wrong passcode, too many identities from this address)."""
+    address = request.app[ADDRESSES].of(request)
+    try:
+        voter = await request.app[ROOMS].join(room["code"], address=address, passcode=passcode)
+    except OpusError as exc:
+        if exc.code == "wrong_passcode":
+            request.app[_page_throttle].miss(address)
+        return None, FRIENDLY.get(exc.code, exc.message)
+    return voter, None
+
+
+def _with_voter_cookie(request: web.Request, response: web.Response, voter: Voter,
+                       ) -> web.Response:
+    response.set_cookie(VOTER_COOKIE, request.app[SIGNER].voter_token(voter),
+                        max_age=VOTER_COOKIE_S, httponly=True, samesite="Lax", path="/")
     return response
+
+
+@routes.post("/j/{code}/join")
+async def join_room(request: web.Request) -> web.Response:
+    """The passcode form of a room that has one (and a plain join for one that has none)."""
+    form = await read_form(request)
+    if form is None:
+        return refused(request)
+    room = await _room(request)
+    if room is None:
+        return _bad_code(request)
+    page = f"/j/{room['code']}"
+    if _voter(request, room) is not None:
+        return redirect(page)
+    voter, why = await _join(request, room, field(form, "passcode"))
+    if voter is None:
+        return redirect(page, why or "", error=True)
+    return _with_voter_cookie(request, redirect(page, "You have joined: vote below."), voter)
 
 
 def _pseudonym(voter: Voter) -> str:
@@ -388,9 +459,9 @@ async def attendee_polls(request: web.Request) -> web.Response:
     if room is None:
         return _bad_code(request)
     voter = _voter(request, room)
-    if voter is None:
+    if voter is None and room["passcode_required"]:
         return render(request, "error.html", status=401, title="Join first",
-                      message="Open the room's page to join it.")
+                      message="Open the room's page and type its passcode to join it.")
     return render(request, "_polls.html", room=room,
                   cards=await poll_cards(request, room["id"], voter))
 
@@ -404,13 +475,15 @@ async def vote(request: web.Request) -> web.Response:
     if room is None:
         return _bad_code(request)
     page = f"/j/{room['code']}"
-    voter = _voter(request, room)
-    if voter is None:
-        return redirect(page, "You had not joined this room yet: you have now, vote again.",
-                        error=True)
     poll_id = request.match_info["poll_id"]
-    view = request.app[CATALOG].polls.get(poll_id)
     anchor = f"{page}#poll-{poll_id}"
+    voter, minted = _voter(request, room), False
+    if voter is None:  # the first vote makes the voter
+        voter, why = await _join(request, room)
+        if voter is None:
+            return redirect(anchor, why or "", error=True)
+        minted = True
+    view = request.app[CATALOG].polls.get(poll_id)
     try:
         body = vote_body(view.kind if view is not None else "single", form)
         event_id = field(form, "event_id")
@@ -418,13 +491,15 @@ async def vote(request: web.Request) -> web.Response:
             body["event_id"] = event_id  # the page's own: sending the form twice counts once
         event_id = await request.app[INGEST].cast(voter, poll_id, body)
     except OpusError as exc:
-        return redirect(anchor, FRIENDLY.get(exc.code, exc.message), error=True)
+        response = redirect(anchor, FRIENDLY.get(exc.code, exc.message), error=True)
+        return _with_voter_cookie(request, response, voter) if minted else response
     # Without JavaScript the page it redirects to is all the voter sees, with no live
     # updates: let the workers count the vote first (they gather votes for a few ms).
     await request.app[LEDGER].wait_settled(event_id, _COUNTED_WAIT_S)
     thanks = "Your question is in." if "text" in body and view and view.kind == "qa" else (
         "Upvoted." if "upvote" in body else "Thank you: your vote is in.")
-    return redirect(anchor, thanks)
+    response = redirect(anchor, thanks)
+    return _with_voter_cookie(request, response, voter) if minted else response
 
 
 @routes.get("/j/{code}/inbox")
@@ -459,7 +534,13 @@ async def inbox_read(request: web.Request) -> web.Response:
 
 @routes.get("/screen")
 async def newest_screen(request: web.Request) -> web.Response:
-    """The newest room's screen: what a kiosk opens at boot, before anyone types a code."""
+    """The newest room's screen: what a kiosk opens at boot, before anyone types a code. Only
+    for the box itself (the kiosk) and the host: it would tell anyone on the Wi-Fi the newest
+    room's code, passcode-protected or not."""
+    if not (is_loopback(request.app[ADDRESSES].of(request)) or is_host(request)):
+        return render(request, "error.html", status=403, title="Screen",
+                      message="Open the screen from the host console, or type the room's"
+                      " code: /screen/ROOM-CODE.")
     rooms = await request.app[ROOMS].list_rooms()
     if rooms:
         raise web.HTTPFound(f"/screen/{rooms[0]['code']}")
@@ -529,5 +610,7 @@ def setup(app: web.Application) -> None:
     app[PAGE_SECRET] = hmac.digest(secret, b"opus pages", "sha256")
     app[TEMPLATES] = environment()
     app[_page_throttle] = JoinThrottle()
+    app[_REVOKED] = set()
+    app.on_startup.append(_load_revoked)
     app.router.add_routes(routes)
     app.router.add_static("/static", static_dir())

@@ -138,8 +138,9 @@ class Venue:
             if vote.poll_id == self.polls["qa"]["id"] and "text" in vote.body:
                 self.questions.append(vote.event_id)
         else:  # refused or a second vote: never acknowledged, never counted
-            # 404: an upvote for a question still in the queue (or lost with the power)
-            assert status in (404, 409, 503), (status, body)
+            # 404: an upvote for a question still in the queue (or lost with the power);
+            # 429: a voter asking more than a few questions a minute
+            assert status in (404, 409, 429, 503), (status, body)
 
     async def host(self, http: aiohttp.ClientSession) -> None:
         """One of the host's or an attendee's acknowledged actions, at random."""
