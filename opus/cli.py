@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import gc
 import json
 import logging
 import os
 import secrets
-import socket
-import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from opus import __version__, doctor, files, lock
+from opus import __version__, doctor, files, lock, network
 from opus.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG_FILE,
@@ -62,95 +59,6 @@ def setup_logging(settings: Settings) -> None:
     logging.getLogger("aiohttp.access").setLevel(
         logging.INFO if settings.access_log else logging.WARNING
     )
-
-
-# -- where attendees can reach us ---------------------------------------------------------
-
-
-def lan_addresses() -> list[str]:
-    """IPv4 addresses of this machine's network interfaces, loopback last."""
-    found: list[str] = []
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        for _, name in socket.if_nameindex():
-            try:
-                packed = fcntl.ioctl(
-                    sock.fileno(), 0x8915,  # SIOCGIFADDR: the interface's IPv4 address
-                    struct.pack("256s", name.encode()[:15]),
-                )
-            except OSError:
-                continue
-            address = socket.inet_ntoa(packed[20:24])
-            if address not in found:
-                found.append(address)
-    except (OSError, AttributeError):
-        pass
-    finally:
-        sock.close()
-    return sorted(found, key=lambda a: (a.startswith("127."), a))
-
-
-def attendee_urls(settings: Settings) -> list[str]:
-    if settings.public_url:
-        return [settings.public_url.rstrip("/") + "/"]
-    if settings.host not in ("0.0.0.0", "::", ""):
-        return [f"http://{settings.host}:{settings.port}/"]
-    addresses = lan_addresses() or ["127.0.0.1"]
-    return [f"http://{a}:{settings.port}/" for a in addresses]
-
-
-# -- listening ----------------------------------------------------------------------------
-
-
-def listening_sockets(host: str, port: int) -> list[socket.socket]:
-    """The server's listening sockets, several per address.
-
-    A connection waits in its listening socket's accept queue until the event loop takes it,
-    and the kernel caps that queue at net.core.somaxconn (4096 here). When a hall votes in the
-    same second, more connections arrive than one queue holds while the loop is busy
-    answering; the kernel then drops handshakes: phones wait 1, 3, 7 s before trying again,
-    and some connections end in a reset. Several sockets share the port (SO_REUSEPORT: the
-    kernel spreads new connections among them), so their queues hold `doctor.HALL` between
-    them, and the loop accepts from all of them.
-    """
-    probe_host = host or None
-    infos = socket.getaddrinfo(probe_host, port, type=socket.SOCK_STREAM,
-                               flags=socket.AI_PASSIVE)
-    addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in infos))
-    # SO_REUSEPORT would also let a second server join this port and take half the hall:
-    # bind it once without the option first, as the only owner.
-    for family, address in addresses:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as before: TIME_WAIT
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                raise click.ClickException(
-                    f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    queue = min(doctor.BACKLOG, doctor.somaxconn())
-    count = max(1, min(16, -(-doctor.HALL // queue)))
-    sockets: list[socket.socket] = []
-    try:
-        for family, address in addresses:
-            for _ in range(count):
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                sockets.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind(address)
-                sock.listen(doctor.BACKLOG)
-                sock.setblocking(False)
-    except OSError as exc:
-        for sock in sockets:
-            sock.close()
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    log.debug("listening on %s:%d: %d sockets per address, accept queues of %d",
-              host, port, count, queue)
-    return sockets
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -251,11 +159,14 @@ def serve(**options: Any) -> None:
         raise click.ClickException(f"{settings.data_dir} is already served by a running Opus"
                                    f" ({running.describe()}): stop it, or use another data dir.")
     # Each phone's connection, and each screen's and phone's socket, is an open file.
-    limit = doctor.raise_open_files()
-    if limit < doctor.HALL:
+    limit = network.raise_open_files()
+    if limit < network.HALL:
         log.warning("open files are limited to %d: fewer connections than a hall may open at"
                     " once (raise LimitNOFILE= or ulimit -Hn)", limit)
-    sockets = listening_sockets(settings.host, settings.port)  # a taken port fails here, early
+    try:
+        sockets = network.listening_sockets(settings.host, settings.port)  # a taken port: now
+    except network.CannotListen as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         _, token_path = load_admin_token(settings.data_dir, settings.admin_token)
         app = create_app(settings)
@@ -271,7 +182,7 @@ def serve(**options: Any) -> None:
             )
         else:
             lines.append("Admin token: the one set in OPUS_ADMIN_TOKEN / --admin-token")
-        lines.append("Attendees reach this box at: " + "  ".join(attendee_urls(settings)))
+        lines.append("Attendees reach this box at: " + "  ".join(network.attendee_urls(settings)))
         lines.append("  (they open it and type the room code; the projector page"
                      " /screen/<code> shows the code and a QR code)")
         lines.append(f"Host console: http://localhost:{settings.port}/host"
@@ -296,7 +207,7 @@ def serve(**options: Any) -> None:
         sock=sockets,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         shutdown_timeout=settings.shutdown_timeout_s,
-        backlog=doctor.BACKLOG,  # a hall joining at once overflows the default 128
+        backlog=network.BACKLOG,  # a hall joining at once overflows the default 128
         # run_app calls `print` once every socket listens: the moment to tell systemd.
         print=lambda _: systemd.ready(f"Serving on port {settings.port}"),
         loop=loop,
@@ -500,7 +411,7 @@ def doctor_command(min_free_mb: int, **options: Any) -> None:
     address attendees join at, the clock, the database and the queue. Takes the same options
     as `opus serve`. One line per check (OK, WARN or FAIL); exit status 1 when one FAILs."""
     settings = _settings(options, click.get_current_context())
-    checks = doctor.run(settings, attendee_urls, min_free_mb)
+    checks = doctor.run(settings, min_free_mb)
     for check in checks:
         click.echo(check.line())
     failed = sum(c.status == doctor.FAIL for c in checks)

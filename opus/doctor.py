@@ -6,18 +6,17 @@ from __future__ import annotations
 import errno
 import json
 import os
-import resource
 import shutil
 import socket
 import sqlite3
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from opus import db, lock
+from opus import db, lock, network
 from opus.config import Settings
+from opus.network import attendee_urls
 from opus.queue import VoteQueue
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -27,8 +26,6 @@ CLOCK_SLACK_S = 60
 BIG_WAL_MB = 256  # a WAL this large means checkpoints are being starved
 # A hall that votes in the same second opens this many connections at once; each one, and each
 # WebSocket, is an open file of the server's.
-HALL = 16_384
-BACKLOG = 4096  # the accept queue asked for on each listening socket
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +38,7 @@ class Check:
         return f"{self.status:<4}  {self.name:<10} {self.message}"
 
 
-def run(settings: Settings, join_urls: Callable[[Settings], list[str]],
-        min_free_mb: int = 500) -> list[Check]:
+def run(settings: Settings, min_free_mb: int = 500) -> list[Check]:
     """Every check, in the order an operator would fix things."""
     data_dir = settings.data_dir
     running = lock.holder(data_dir) if data_dir.is_dir() else None
@@ -50,7 +46,7 @@ def run(settings: Settings, join_urls: Callable[[Settings], list[str]],
         check_data_dir(data_dir),
         check_disk(data_dir, min_free_mb),
         check_port(settings, running),
-        check_network(settings, join_urls),
+        check_network(settings),
         check_limits(),
         *check_clock_and_database(settings.db_path),
         check_queue(settings.queue_path, running),
@@ -129,8 +125,8 @@ def check_port(settings: Settings, running: lock.Holder | None) -> Check:
                                f" {answer.get('node_id')}); this data dir's server cannot use it")
 
 
-def check_network(settings: Settings, join_urls: Callable[[Settings], list[str]]) -> Check:
-    urls = join_urls(settings)
+def check_network(settings: Settings) -> Check:
+    urls = attendee_urls(settings)
     reachable = [u for u in urls if "//127." not in u and "//localhost" not in u]
     if not reachable:
         return Check(WARN, "network", "no network address besides loopback: phones cannot"
@@ -138,42 +134,19 @@ def check_network(settings: Settings, join_urls: Callable[[Settings], list[str]]
     return Check(OK, "network", "attendees join at " + "  ".join(reachable))
 
 
-def somaxconn() -> int:
-    """The kernel's cap on one listening socket's queue of connections not yet accepted."""
-    try:
-        return int(Path("/proc/sys/net/core/somaxconn").read_text())
-    except (OSError, ValueError):
-        return BACKLOG
-
-
-def open_files_limit() -> tuple[int, int]:
-    """(soft, hard) limit on open files; `opus serve` raises its soft limit to the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    infinite = resource.RLIM_INFINITY
-    return (2**31 if soft == infinite else soft), (2**31 if hard == infinite else hard)
-
-
-def raise_open_files() -> int:
-    """Raise this process's soft open-files limit to the hard one; returns the limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return open_files_limit()[1]
-
-
 def check_limits() -> Check:
     """Enough open files for a hall of phones and their screens, and a kernel accept queue
     that does not drop the handshakes of a hall voting at once."""
-    _, hard = open_files_limit()
-    queue = somaxconn()
+    _, hard = network.open_files_limit()
+    queue = network.somaxconn()
     message = (f"open files up to {hard:,} (serve raises its limit to this); accept queue"
                f" {queue:,} per listening socket (net.core.somaxconn)")
-    if hard < HALL:
-        return Check(WARN, "limits", message + f": fewer than {HALL:,} connections at once;"
+    if hard < network.HALL:
+        return Check(WARN, "limits", message + f": fewer than {network.HALL:,} connections at once;"
                      " raise the hard limit (LimitNOFILE= in the service, or ulimit -Hn)")
     if queue < 1024:
         return Check(WARN, "limits", message + ": a hall connecting at once overflows it;"
-                     f" sysctl -w net.core.somaxconn={BACKLOG}")
+                     f" sysctl -w net.core.somaxconn={network.BACKLOG}")
     return Check(OK, "limits", message)
 
 

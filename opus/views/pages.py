@@ -45,6 +45,7 @@ from opus.keys import (
     SIGNER,
     TEMPLATES,
 )
+from opus.network import attendee_urls  # the same guess the start banner prints
 from opus.resources import static_dir, templates_dir
 from opus.rooms import display_code, normalize_code
 from opus.views.api import VOTER_COOKIE, JoinThrottle, origin_matches
@@ -244,8 +245,6 @@ def join_base(request: web.Request) -> str:
     host = request.url.host or ""
     if host != "localhost" and not host.startswith("127.") and host != "::1":
         return f"{request.scheme}://{request.host}"
-    from opus.cli import attendee_urls  # the same guess the start banner prints
-
     return attendee_urls(settings)[0].rstrip("/")
 
 
