@@ -37,10 +37,10 @@ from opus.keys import (
     SIGNER,
 )
 from opus.ledger import Ledger
-from opus.live import Broadcaster
+from opus.live import LIVE_EVENTS, Broadcaster
 from opus.lock import DataDirLock
 from opus.metrics import Metrics
-from opus.notifications import Notifier
+from opus.notifications import NOTIFIED_EVENTS, Notifier
 from opus.outbox import Relay
 from opus.queue import VoteQueue
 from opus.rooms import Catalog, Rooms
@@ -121,20 +121,20 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     app[NOTIFIER] = notifier = Notifier(
         db, broadcaster.push_notification, broadcaster.online_voters
     )
-    hub.subscribe(broadcaster.on_event)
-    hub.subscribe(notifier.on_event)
+    hub.subscribe("live", broadcaster.on_event, LIVE_EVENTS)
+    hub.subscribe("notifications", notifier.fan_out, NOTIFIED_EVENTS)
     relay_task = asyncio.create_task(relay.run(), name="opus-outbox-relay")
     helpers = [
         asyncio.create_task(_housekeeping(app, relay), name="opus-housekeeping"),
         asyncio.create_task(broadcaster.run_results(), name="opus-live-results"),
         asyncio.create_task(broadcaster.run_activity(), name="opus-activity-feed"),
-        asyncio.create_task(notifier.run(), name="opus-notifier"),
         asyncio.create_task(_watch_loop(metrics), name="opus-loop-lag"),
     ]
     async with workers.running(), ingest.running():
         yield
     await relay.stop()
     await relay_task
+    await hub.close()
     for task in helpers:
         task.cancel()
     await asyncio.gather(*helpers, return_exceptions=True)

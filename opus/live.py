@@ -31,6 +31,9 @@ CLOSE_TOO_SLOW = 4008  # application range: the client could not keep up
 CLOSE_FULL = WSCloseCode.TRY_AGAIN_LATER
 CLOSE_TOO_MANY = 4029  # application range: this address has too many sockets open
 _POLL_CHANGES = (events.POLL_CREATED, events.POLL_OPENED, events.POLL_CLOSED, events.POLL_UPDATED)
+# The events the sockets follow (app.py subscribes `Broadcaster.on_event` to them).
+LIVE_EVENTS = (events.POLL_VOTE_CAST, *_POLL_CHANGES, events.POLL_DELETED, events.ROOM_UPDATED,
+               events.ROOM_DELETED, events.QUESTION_UPDATED)
 _HIGH_WATER = 64 * 1024  # bytes buffered for one socket before it counts as slow
 
 

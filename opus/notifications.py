@@ -6,7 +6,6 @@ request handler; a notification exists once per voter and event."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -19,7 +18,8 @@ from opus.errors import NotFound
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
-_KINDS = (events.POLL_CREATED, events.POLL_OPENED, events.POLL_CLOSED)
+# The events that notify voters (app.py subscribes `fan_out` to them).
+NOTIFIED_EVENTS = (events.POLL_CREATED, events.POLL_OPENED, events.POLL_CLOSED)
 _LIST_LIMIT = 100
 
 Push = Callable[[str, dict[str, Any]], None]  # (voter_id, notification)
@@ -65,20 +65,6 @@ class Notifier:
         self._db = db
         self._push = push
         self._online = online
-        self._events: asyncio.Queue[events.Envelope] = asyncio.Queue()
-
-    async def on_event(self, event: events.Envelope) -> None:
-        if event["event_type"] in _KINDS:
-            self._events.put_nowait(event)
-
-    async def run(self) -> None:
-        while True:
-            event = await self._events.get()
-            try:
-                await self.fan_out(event)
-            except Exception:
-                # The event stays in the outbox history; log and go on with the next one.
-                log.exception("notification fan-out failed for %s", event["event_id"])
 
     async def fan_out(self, event: events.Envelope) -> int:
         """Write the event's notification for every recipient; returns how many were new."""

@@ -79,7 +79,7 @@ class Relay:
             if row["seq"] <= self._published_seq:
                 continue
             event: Envelope = json.loads(row["envelope"])
-            published = await self._hub.publish(event)
+            published = self._hub.publish(event)
             self._published_seq = row["seq"]
             # One line per event; votes (thousands a second) only at debug level.
             if published and (votes_at_debug or event["event_type"] != POLL_VOTE_CAST):

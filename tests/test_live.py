@@ -373,3 +373,41 @@ async def test_host_feed_shows_the_hall_at_a_glance(
         assert feed["participants_online"] == 1 and feed["watchers"] == 2
         assert feed["votes_per_minute"] == 1 and feed["queue_depth"] == 0
         assert feed["p99_ms"] > 0
+
+
+async def test_a_slow_subscriber_holds_back_neither_the_relay_nor_the_others() -> None:
+    """The hub hands events over: a subscriber stuck on one event (a slow SQLite read, a
+    notification per voter) does not stop publishing or the other subscribers, and gets its
+    events in order once it moves again."""
+    from opus.events import POLL_OPENED, POLL_VOTE_CAST, envelope
+    from opus.hub import Hub
+
+    hub = Hub()
+    release = asyncio.Event()
+    slow_seen: list[str] = []
+    fast_seen: list[str] = []
+
+    async def slow(event: Any) -> None:
+        await release.wait()
+        slow_seen.append(event["event_id"])
+
+    async def fast(event: Any) -> None:
+        fast_seen.append(event["event_id"])
+
+    hub.subscribe("slow", slow, [POLL_VOTE_CAST, POLL_OPENED])
+    hub.subscribe("fast", fast, [POLL_VOTE_CAST])
+    sent = [envelope(POLL_VOTE_CAST, {"poll_id": str(i)}, source="t", actor="t")
+            for i in range(5)]
+    opened = envelope(POLL_OPENED, {"poll_id": "p"}, source="t", actor="t")
+    for event in [*sent, opened]:
+        assert hub.publish(event)  # returns at once: nothing awaited a subscriber
+    assert not hub.publish(sent[0])  # a duplicate is dropped
+    deadline = time.monotonic() + 5
+    while len(fast_seen) < len(sent):
+        assert time.monotonic() < deadline, fast_seen
+        await asyncio.sleep(0.01)
+    assert fast_seen == [e["event_id"] for e in sent]  # only the types it asked for
+    assert slow_seen == [] and hub.backlog() > 0
+    release.set()
+    await hub.close()
+    assert slow_seen == [e["event_id"] for e in [*sent, opened]]
