@@ -1,6 +1,6 @@
 """GET /ws?room=<room id or code>: live results for screens, notifications for voters, the
-activity feed for hosts. Who is calling comes from ?token= (a voter token: never the admin
-token), the Authorization header, or the voter cookie."""
+activity feed for hosts. Who is calling: callers.identify (a voter token in ?token=, either
+token in the Authorization header, the voter cookie; the console's session on /host/live)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import cast
 
 from aiohttp import WSMsgType, web
 
-from opus.auth import same_token
+from opus.callers import identify
 from opus.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from opus.identity import IdentityLimits
-from opus.keys import ADDRESSES, ADMIN_TOKEN, BROADCASTER, DB, SETTINGS, SIGNER
+from opus.keys import ADDRESSES, BROADCASTER, DB, SETTINGS
 from opus.live import CLOSE_FULL, CLOSE_TOO_MANY, Client, Transport, text_frame
 from opus.rooms import normalize_code
 
@@ -36,6 +36,12 @@ async def _room_id(request: web.Request, ref: str) -> str:
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
+    return await open_socket(request)
+
+
+async def open_socket(request: web.Request, *, session: bool = False) -> web.WebSocketResponse:
+    """A socket on the room; `session`: the host's console session makes a host socket (the
+    console's /host/live, where the browser holds a session, not the admin token)."""
     app = request.app
     settings, broadcaster = app[SETTINGS], app[BROADCASTER]
     ref = request.query.get("room", "").strip()
@@ -43,19 +49,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         raise BadRequest("Say which room: /ws?room=<room id or code>.", code="room_required")
     room_id = await _room_id(request, ref[:64])
 
-    header = request.headers.get("Authorization", "")
-    in_url = request.query.get("token", "")
-    if in_url and same_token(in_url, app[ADMIN_TOKEN]):
-        # URLs end up in logs, proxies and browser history: a voter's token may go there,
-        # the host's may not.
-        raise BadRequest("The admin token goes in the Authorization header, never in a URL.",
-                         code="token_in_url")
-    token = (in_url or (header[7:] if header[:7].lower() == "bearer " else "")
-             or request.cookies.get("opus_voter", ""))
-    is_host = bool(token) and same_token(token, app[ADMIN_TOKEN])
-    voter = None if is_host or not token else app[SIGNER].voter(token)
-    if token and not is_host and voter is None:
+    caller = identify(request, query=True, session=session)
+    if caller.bad_token:
         raise Unauthorized("The token is not valid; join the room again.", code="bad_token")
+    is_host, voter = caller.host, caller.voter
     if voter is not None and voter.room_id != room_id:
         raise Forbidden("You joined another room.", code="wrong_room")
 

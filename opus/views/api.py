@@ -10,14 +10,13 @@ from collections import deque
 from typing import Any
 
 from aiohttp import web
-from yarl import URL
 
 from opus import export
-from opus.auth import Voter, pseudonym, same_token
+from opus.auth import Voter, pseudonym
+from opus.callers import VOTER_COOKIE, VOTER_COOKIE_S, identify, origin_matches
 from opus.errors import BadRequest, Forbidden, NotFound, TooLarge, TooManyRequests, Unauthorized
 from opus.keys import (
     ADDRESSES,
-    ADMIN_TOKEN,
     CATALOG,
     INGEST,
     LEDGER,
@@ -28,7 +27,6 @@ from opus.keys import (
 )
 from opus.rooms import MODERATION_PAGE
 
-VOTER_COOKIE = "opus_voter"
 routes = web.RouteTableDef()
 # JSON may spell half of a UTF-16 surrogate pair (`"\ud800"`); Python decodes it to a string
 # that cannot be encoded again, so SQLite, the worker and every answer that holds it would fail.
@@ -62,68 +60,36 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return None
-
-
-def _voter_token(request: web.Request) -> str | None:
-    return _bearer(request) or request.cookies.get(VOTER_COOKIE)
-
-
 def require_admin(request: web.Request) -> None:
-    token = _bearer(request)
-    if not token:
-        raise Unauthorized("This call needs the admin token (Authorization: Bearer ...).")
-    if same_token(token, request.app[ADMIN_TOKEN]):
+    caller = identify(request)
+    if caller.host:
         return
-    if request.app[SIGNER].voter(token) is not None:
+    if caller.via != "header":
+        raise Unauthorized("This call needs the admin token (Authorization: Bearer ...).")
+    if caller.voter is not None:
         raise Forbidden("This call is for the host; an attendee token cannot make it.")
     raise Unauthorized("The admin token is wrong.", code="bad_token")
 
 
 def is_admin(request: web.Request) -> bool:
-    token = _bearer(request) or ""
-    return bool(token) and same_token(token, request.app[ADMIN_TOKEN])
+    return identify(request).host
 
 
 def require_voter(request: web.Request) -> Voter:
-    token = _bearer(request)
-    if not token:
-        token = request.cookies.get(VOTER_COOKIE)
-        if token and request.method not in ("GET", "HEAD") and not _json_or_same_origin(request):
-            # A browser sends the cookie with another site's form too: a write on the strength
-            # of the cookie must be JSON (a form cannot send that without the site's leave) or
-            # come from this site's own page.
-            raise Forbidden("This request came from another site's page.",
-                            code="cross_site_request")
-    if not token:
+    caller = identify(request)
+    if (caller.via == "cookie" and request.method not in ("GET", "HEAD")
+            and request.content_type != "application/json" and origin_matches(request) is not True):
+        # A browser sends the cookie with another site's form too: a write on the strength of
+        # the cookie must be JSON (a form cannot send that without the site's leave) or come
+        # from this site's own page.
+        raise Forbidden("This request came from another site's page.", code="cross_site_request")
+    if caller.voter is not None:
+        return caller.voter
+    if not caller.via:
         raise Unauthorized("Join the room first: this call needs a voter token.")
-    voter = request.app[SIGNER].voter(token)
-    if voter is not None:
-        return voter
-    if same_token(token, request.app[ADMIN_TOKEN]):
+    if caller.host:
         raise Forbidden("This call is for attendees; join the room to get a voter token.")
     raise Unauthorized("The voter token is not valid; join the room again.", code="bad_token")
-
-
-def origin_matches(request: web.BaseRequest) -> bool | None:
-    """Whether the page that sent this request is this server's (its Origin's scheme, host and
-    port); None when the browser did not say (no Origin, or "null")."""
-    origin = request.headers.get("Origin")
-    if not origin or origin == "null":
-        return None
-    try:
-        given, here = URL(origin), request.url
-        return (given.scheme, given.host, given.port) == (here.scheme, here.host, here.port)
-    except ValueError:
-        return False
-
-
-def _json_or_same_origin(request: web.Request) -> bool:
-    return request.content_type == "application/json" or origin_matches(request) is True
 
 
 class JoinThrottle:
@@ -336,8 +302,7 @@ async def join(request: web.Request) -> web.Response:
     if not isinstance(code, str) or not code.strip():
         raise BadRequest("'code' must be the room's code, as shown on the screen.",
                          code="invalid_field")
-    token = _voter_token(request)
-    known = request.app[SIGNER].voter(token) if token else None
+    known = identify(request).voter
     try:
         voter = await request.app[ROOMS].join(code[:64], known, address=address,
                                               passcode=body.get("passcode"))
@@ -351,7 +316,7 @@ async def join(request: web.Request) -> web.Response:
          "name": pseudonym(voter.voter_id)},
         status=201,
     )
-    response.set_cookie(VOTER_COOKIE, token, max_age=7 * 24 * 3600, httponly=True,
+    response.set_cookie(VOTER_COOKIE, token, max_age=VOTER_COOKIE_S, httponly=True,
                         samesite="Lax")
     return response
 

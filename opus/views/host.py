@@ -11,20 +11,16 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from opus import export, ws
 from opus.auth import same_token
+from opus.callers import HOST_COOKIE, SESSION_S, end_session, new_session
 from opus.errors import BadRequest, NotFound, OpusError, Unprocessable
 from opus.keys import ADMIN_TOKEN, IDENTITIES, ROOMS
 from opus.views import api
 from opus.views.pages import (
-    HOST_COOKIE,
-    SESSION_S,
     Form,
-    end_session,
     field,
-    host_cookie,
     is_host,
     join_base,
     not_found,
@@ -94,14 +90,6 @@ def action(handler: Action) -> Callable[[web.Request], Awaitable[web.StreamRespo
     return wrapped
 
 
-def as_host(request: web.Request) -> web.Request:
-    """The same request, carrying the admin token the way the API and the socket expect it.
-    The token stays on the server: the browser only ever holds its session cookie."""
-    headers = CIMultiDict(request.headers)
-    headers["Authorization"] = f"Bearer {request.app[ADMIN_TOKEN]}"
-    return request.clone(headers=headers)
-
-
 # -- session ------------------------------------------------------------------------------
 
 
@@ -127,7 +115,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return render(request, "host/login.html", status=401, title="Host login",
                       next=following, error="This is not the admin token.")
     response = redirect(following)
-    response.set_cookie(HOST_COOKIE, host_cookie(request), max_age=SESSION_S, httponly=True,
+    response.set_cookie(HOST_COOKIE, new_session(request), max_age=SESSION_S, httponly=True,
                         samesite="Lax", path="/")
     return response
 
@@ -429,7 +417,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     admin token, which is added here, on the server, and never sent to the page."""
     if not is_host(request) or not same_origin(request):
         raise web.HTTPForbidden(text="Log in to the host console first.")
-    return await ws.websocket(as_host(request))
+    return await ws.open_socket(request, session=True)
 
 
 def setup(app: web.Application) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from opus import __version__
+from opus.callers import VOTER_COOKIE
 from opus.ingest import ASKS_PER_MINUTE, QUESTIONS_PER_VOTER
 from opus.kinds import (
     DEFAULT_TIME_LIMIT_S,
@@ -37,7 +38,7 @@ from opus.rooms import (
     MIN_PASSCODE,
     MODERATION_PAGE,
 )
-from opus.views.api import VOTER_COOKIE, JoinThrottle
+from opus.views.api import JoinThrottle
 
 JSON = dict[str, Any]
 

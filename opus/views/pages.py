@@ -27,15 +27,14 @@ import segno.helpers
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from opus import __version__, auth
+from opus import __version__, auth, callers
 from opus.auth import Voter
+from opus.callers import VOTER_COOKIE, VOTER_COOKIE_S, identify, origin_matches, sign
 from opus.errors import NotFound, OpusError, Unprocessable
 from opus.identity import is_loopback
 from opus.keys import (
     ADDRESSES,
-    ADMIN_TOKEN,
     CATALOG,
-    DB,
     INGEST,
     LEDGER,
     NOTIFIER,
@@ -48,13 +47,10 @@ from opus.keys import (
 from opus.network import attendee_urls  # the same guess the start banner prints
 from opus.resources import static_dir, templates_dir
 from opus.rooms import display_code, normalize_code
-from opus.views.api import VOTER_COOKIE, JoinThrottle, origin_matches
+from opus.views.api import JoinThrottle
 
-HOST_COOKIE = "opus_host"
 CSRF_COOKIE = "opus_csrf"
 FLASH_COOKIE = "opus_flash"
-SESSION_S = 12 * 3600  # one working day of events, then log in again
-VOTER_COOKIE_S = 7 * 24 * 3600  # as the API's join
 
 # Scripts only from this server, nothing from outside: the venue may have no internet, and
 # a page that loads nothing foreign cannot leak a vote or the host's session to it.
@@ -78,66 +74,12 @@ FRIENDLY = {
 }
 
 Form = MultiDictProxy[Any]
-_REVOKED = web.AppKey("revoked_host_sessions", set[str])  # nonces of logged-out sessions
 _page_throttle = web.AppKey("page_join_throttle", JoinThrottle)
 
 
-# -- signing: host session and CSRF ---------------------------------------------------------
-
-
-def _sign(request: web.Request, purpose: str, value: str) -> str:
-    digest = hmac.digest(request.app[PAGE_SECRET], f"{purpose}:{value}".encode(), "sha256")
-    return base64.urlsafe_b64encode(digest[:18]).decode()
-
-
-def _host_purpose(request: web.Request) -> str:
-    # The admin token is part of what is signed: changing it ends every host session.
-    return "host:" + request.app[ADMIN_TOKEN]
-
-
-def host_cookie(request: web.Request) -> str:
-    """A new host session: `expires.nonce.mac` (the nonce names it, for logging out)."""
-    session = f"{int(time.time()) + SESSION_S}.{secrets.token_urlsafe(12)}"
-    return f"{session}.{_sign(request, _host_purpose(request), session)}"
-
-
-def _session(request: web.Request) -> tuple[int, str] | None:
-    """This browser's live host session (signed, not expired, not logged out): its expiry and
-    nonce, or None."""
-    expires, nonce, mac = [*request.cookies.get(HOST_COOKIE, "").split("."), "", ""][:3]
-    if not expires.isdigit() or int(expires) < time.time() or not nonce:
-        return None
-    if not hmac.compare_digest(mac, _sign(request, _host_purpose(request),
-                                          f"{expires}.{nonce}")):
-        return None
-    if nonce in request.app[_REVOKED]:
-        return None
-    return int(expires), nonce
-
-
 def is_host(request: web.Request) -> bool:
-    """Whether this browser holds a live host session."""
-    return _session(request) is not None
-
-
-async def end_session(request: web.Request) -> None:
-    """Log out for good: the session's cookie stops working on this server even if it was
-    copied, and stays refused across restarts until it would have expired."""
-    session = _session(request)
-    if session is None:
-        return
-    expires, nonce = session
-    with request.app[DB].write() as conn:
-        conn.execute("DELETE FROM revoked_sessions WHERE expires < ?", (int(time.time()),))
-        conn.execute("INSERT OR IGNORE INTO revoked_sessions (nonce, expires) VALUES (?, ?)",
-                     (nonce, expires))
-    request.app[_REVOKED].add(nonce)
-
-
-async def _load_revoked(app: web.Application) -> None:
-    rows = await app[DB].fetchall("SELECT nonce FROM revoked_sessions WHERE expires >= ?",
-                                  (int(time.time()),))
-    app[_REVOKED].update(r["nonce"] for r in rows)
+    """Whether this browser holds a live host session (callers.py)."""
+    return identify(request, session=True).host
 
 
 # A CSRF cookie made while rendering this request, for the response to set.
@@ -152,7 +94,7 @@ def csrf_token(request: web.Request) -> str:
     cookie = request.cookies.get(CSRF_COOKIE) or request.get(_NEW_CSRF)
     if not cookie:
         cookie = request[_NEW_CSRF] = secrets.token_urlsafe(18)
-    return _sign(request, "csrf", cookie)
+    return sign(request, "csrf", cookie)
 
 
 def same_origin(request: web.Request) -> bool:
@@ -168,7 +110,7 @@ async def read_form(request: web.Request) -> Form | None:
     given = form.get("csrf")
     if not cookie or not isinstance(given, str) or not same_origin(request):
         return None
-    if not hmac.compare_digest(given, _sign(request, "csrf", cookie)):
+    if not hmac.compare_digest(given, sign(request, "csrf", cookie)):
         return None
     return form
 
@@ -379,8 +321,8 @@ def _bad_code(request: web.Request) -> web.Response:
 
 
 def _voter(request: web.Request, room: dict[str, Any]) -> Voter | None:
-    token = request.cookies.get(VOTER_COOKIE)
-    voter = request.app[SIGNER].voter(token) if token else None
+    """This phone's voter in this room (its cookie), or None."""
+    voter = identify(request).voter
     return voter if voter is not None and voter.room_id == room["id"] else None
 
 
@@ -609,7 +551,6 @@ def setup(app: web.Application) -> None:
     app[PAGE_SECRET] = hmac.digest(secret, b"opus pages", "sha256")
     app[TEMPLATES] = environment()
     app[_page_throttle] = JoinThrottle()
-    app[_REVOKED] = set()
-    app.on_startup.append(_load_revoked)
+    callers.setup(app)
     app.router.add_routes(routes)
     app.router.add_static("/static", static_dir())
