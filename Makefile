@@ -33,6 +33,7 @@ run: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check opus tests bench
+	$(VENV)/bin/ruff format --check opus tests bench
 	$(VENV)/bin/mypy opus
 	$(VENV)/bin/python -m pytest -q
 

@@ -48,8 +48,11 @@ def start_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def restore(archive: Path, data_dir: Path) -> None:
-    subprocess.run([OPUS, "restore", str(archive), "--data-dir", str(data_dir)],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [OPUS, "restore", str(archive), "--data-dir", str(data_dir)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def log(message: str) -> None:
@@ -73,14 +76,19 @@ async def run(votes: int, concurrency: int, write: Path | None) -> int:
     work = Path(tempfile.mkdtemp(prefix="opus-bench-backup-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "OPUS_ADMIN_TOKEN": ADMIN["Authorization"][7:],
-           "OPUS_HOST": "127.0.0.1", "OPUS_PORT": str(port),
-           "OPUS_DATA_DIR": str(work / "data")}
+    env = {
+        **os.environ,
+        "OPUS_ADMIN_TOKEN": ADMIN["Authorization"][7:],
+        "OPUS_HOST": "127.0.0.1",
+        "OPUS_PORT": str(port),
+        "OPUS_DATA_DIR": str(work / "data"),
+    }
     server = start_server(env)
     try:
         await wait_ready(base)
         connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(connector=connector) as http:
+
             async def post(path: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
                 async with http.post(base + path, json=body, headers=headers) as r:
                     assert r.status in (201, 202, 200), (r.status, await r.text())
@@ -89,9 +97,11 @@ async def run(votes: int, concurrency: int, write: Path | None) -> int:
             room = await post("/api/v1/rooms", {"title": "bench"}, ADMIN)
             polls = []
             for _ in range(2):
-                poll = await post(f"/api/v1/rooms/{room['id']}/polls",
-                                  {"question": "?", "kind": "single",
-                                   "options": ["A", "B", "C"]}, ADMIN)
+                poll = await post(
+                    f"/api/v1/rooms/{room['id']}/polls",
+                    {"question": "?", "kind": "single", "options": ["A", "B", "C"]},
+                    ADMIN,
+                )
                 await post(f"/api/v1/polls/{poll['id']}/open", {}, ADMIN)
                 polls.append(poll)
 
@@ -107,14 +117,16 @@ async def run(votes: int, concurrency: int, write: Path | None) -> int:
                 return results
 
             log(f"joining {votes} voters")
-            voters = await in_parallel(votes, lambda _: post(
-                "/api/v1/join", {"code": room["code"]}, {}))
+            voters = await in_parallel(
+                votes, lambda _: post("/api/v1/join", {"code": room["code"]}, {})
+            )
             headers = [{"Authorization": f"Bearer {v['voter_token']}"} for v in voters]
 
             def vote(poll: dict[str, Any], i: int) -> Any:
                 option = poll["options"][i % 3]["id"]
-                return post(f"/api/v1/polls/{poll['id']}/votes", {"option_ids": [option]},
-                            headers[i])
+                return post(
+                    f"/api/v1/polls/{poll['id']}/votes", {"option_ids": [option]}, headers[i]
+                )
 
             log(f"casting {votes} votes")
             await in_parallel(votes, lambda i: vote(polls[0], i))
@@ -123,8 +135,13 @@ async def run(votes: int, concurrency: int, write: Path | None) -> int:
                 target = work / name
                 started = time.perf_counter()
                 done = await asyncio.create_subprocess_exec(
-                    OPUS, "backup", str(target), "--data-dir", str(work / "data"),
-                    stdout=asyncio.subprocess.PIPE)
+                    OPUS,
+                    "backup",
+                    str(target),
+                    "--data-dir",
+                    str(work / "data"),
+                    stdout=asyncio.subprocess.PIPE,
+                )
                 out, _ = await done.communicate()
                 assert done.returncode == 0, out
                 return time.perf_counter() - started, target
@@ -159,30 +176,38 @@ async def run(votes: int, concurrency: int, write: Path | None) -> int:
         server = start_server(env)
         await wait_ready(base)
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"{base}/api/v1/polls/{polls[1]['id']}/results",
-                                headers=ADMIN) as r:
+            async with http.get(
+                f"{base}/api/v1/polls/{polls[1]['id']}/results", headers=ADMIN
+            ) as r:
                 counted = (await r.json())["total_votes"]
         missing = max(0, acked_before - counted)
         server.terminate()
         stopped.append(server.wait(30))
-        table = "\n".join([
-            "| measure | figure |",
-            "| --- | --- |",
-            f"| votes in the data dir | {votes} (opus.db {db_mb:.1f} MB) |",
-            f"| `opus backup`, server idle | {idle_s:.2f} s,"
-            f" {(work / 'idle.tar.gz').stat().st_size / 2**20:.1f} MB archive |",
-            f"| `opus backup` while votes flow | {busy_s:.2f} s |",
-            f"| vote rate during : before the backup | {during / max(busy_s, 1e-9):.0f} :"
-            f" {before_rate:.0f} votes/s = {during / max(busy_s, 1e-9) / before_rate:.2f} |",
-            f"| votes acknowledged before the backup, counted after restore |"
-            f" {min(counted, acked_before)} of {acked_before} ({missing} missing) |",
-            f"| exit status of the two servers after SIGTERM | {stopped[0]} {stopped[1]} |",
-        ])
+        table = "\n".join(
+            [
+                "| measure | figure |",
+                "| --- | --- |",
+                f"| votes in the data dir | {votes} (opus.db {db_mb:.1f} MB) |",
+                f"| `opus backup`, server idle | {idle_s:.2f} s,"
+                f" {(work / 'idle.tar.gz').stat().st_size / 2**20:.1f} MB archive |",
+                f"| `opus backup` while votes flow | {busy_s:.2f} s |",
+                f"| vote rate during : before the backup | {during / max(busy_s, 1e-9):.0f} :"
+                f" {before_rate:.0f} votes/s = {during / max(busy_s, 1e-9) / before_rate:.2f} |",
+                f"| votes acknowledged before the backup, counted after restore |"
+                f" {min(counted, acked_before)} of {acked_before} ({missing} missing) |",
+                f"| exit status of the two servers after SIGTERM | {stopped[0]} {stopped[1]} |",
+            ]
+        )
         print(table)
         if write:
-            replace_section(write, "Backup", (
-                f"{time.strftime('%Y-%m-%d')}: `bench/backup.py --votes {votes}` on "
-                f"{machine_facts()}.\n\n{table}"))
+            replace_section(
+                write,
+                "Backup",
+                (
+                    f"{time.strftime('%Y-%m-%d')}: `bench/backup.py --votes {votes}` on "
+                    f"{machine_facts()}.\n\n{table}"
+                ),
+            )
         return 1 if missing or stopped != [0, 0] else 0
     finally:
         if server.poll() is None:
@@ -195,8 +220,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--votes", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--write", type=Path, metavar="FILE",
-                        help="replace the '## Backup' section of FILE")
+    parser.add_argument(
+        "--write", type=Path, metavar="FILE", help="replace the '## Backup' section of FILE"
+    )
     args = parser.parse_args()
     sys.exit(asyncio.run(run(args.votes, args.concurrency, args.write)))
 

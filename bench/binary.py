@@ -72,14 +72,25 @@ def start_to_ready(command: list[str], data_dir: Path, timeout: float = 30.0) ->
     """Seconds from starting `command` to /healthz 200; the server is then stopped (SIGTERM)
     and must exit 0."""
     port = free_port()
-    env = {**os.environ, "OPUS_HOST": "127.0.0.1", "OPUS_PORT": str(port),
-           "OPUS_DATA_DIR": str(data_dir), "OPUS_ADMIN_TOKEN": "bench-admin-token",
-           "OPUS_CONFIG": os.devnull}
+    env = {
+        **os.environ,
+        "OPUS_HOST": "127.0.0.1",
+        "OPUS_PORT": str(port),
+        "OPUS_DATA_DIR": str(data_dir),
+        "OPUS_ADMIN_TOKEN": "bench-admin-token",
+        "OPUS_CONFIG": os.devnull,
+    }
     env.pop("NOTIFY_SOCKET", None)
     started = time.perf_counter()
     # Its own session: killing the group reaches the binary's child if the bootloader dies.
-    proc = subprocess.Popen(command, env=env, cwd=data_dir.parent, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        cwd=data_dir.parent,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         while not healthy(port):
             if proc.poll() is not None or time.perf_counter() - started > timeout:
@@ -98,15 +109,18 @@ def start_to_ready(command: list[str], data_dir: Path, timeout: float = 30.0) ->
 
 
 def describe(times: list[float]) -> str:
-    return (f"{statistics.median(times):.2f} s (range {min(times):.2f}-{max(times):.2f} s, "
-            f"{len(times)} starts)")
+    return (
+        f"{statistics.median(times):.2f} s (range {min(times):.2f}-{max(times):.2f} s, "
+        f"{len(times)} starts)"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--starts", type=int, default=9, help="timed starts of each server")
-    parser.add_argument("--write", type=Path, metavar="FILE",
-                        help="replace the '## Single binary' section of FILE")
+    parser.add_argument(
+        "--write", type=Path, metavar="FILE", help="replace the '## Single binary' section of FILE"
+    )
     parser.add_argument("--data", type=Path, metavar="FILE", help="write the figures as JSON")
     args = parser.parse_args()
 
@@ -128,8 +142,10 @@ def main() -> int:
         for i in range(args.starts):
             for name, command in commands.items():
                 times[name].append(start_to_ready(command, Path(tmp) / name / "data"))
-            progress(f"start {i + 1}/{args.starts}: binary {times['binary'][-1]:.2f} s, "
-                     f"python {times['python'][-1]:.2f} s")
+            progress(
+                f"start {i + 1}/{args.starts}: binary {times['binary'][-1]:.2f} s, "
+                f"python {times['python'][-1]:.2f} s"
+            )
 
     binary_s = statistics.median(times["binary"])
     python_s = statistics.median(times["python"])
@@ -150,16 +166,20 @@ def main() -> int:
     table = "\n".join(rows)
     print(table)
     if args.write:
-        body = (f"{time.strftime('%Y-%m-%d')}: `bench/binary.py --starts {args.starts}` "
-                f"(`make bench-binary`) on {machine_facts()}.\n\n"
-                "Start to ready: from starting the process to the first `GET /healthz` 200, "
-                "restarting on an existing data dir; the binary unpacks itself into a "
-                "temporary folder on every start, which the Python run does not have to do.\n\n"
-                + table)
+        body = (
+            f"{time.strftime('%Y-%m-%d')}: `bench/binary.py --starts {args.starts}` "
+            f"(`make bench-binary`) on {machine_facts()}.\n\n"
+            "Start to ready: from starting the process to the first `GET /healthz` 200, "
+            "restarting on an existing data dir; the binary unpacks itself into a "
+            "temporary folder on every start, which the Python run does not have to do.\n\n" + table
+        )
         replace_section(args.write, "Single binary", body)
     if args.data:
-        args.data.write_text(json.dumps({"ok": True, "size_mb": size_mb, "times": times,
-                                         "build_s": build_s, "table": table}))
+        args.data.write_text(
+            json.dumps(
+                {"ok": True, "size_mb": size_mb, "times": times, "build_s": build_s, "table": table}
+            )
+        )
     return 0
 
 

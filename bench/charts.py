@@ -22,15 +22,17 @@ matplotlib.use("svg")
 import matplotlib.pyplot as plt  # after use(): the backend is chosen before pyplot loads
 from matplotlib.ticker import FixedLocator, FuncFormatter
 
-plt.rcParams.update({
-    "svg.hashsalt": "opus-bench",  # stable ids: a rerun with the same figures is the same file
-    "svg.fonttype": "none",
-    "figure.figsize": (7.5, 4.0),
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-})
+plt.rcParams.update(
+    {
+        "svg.hashsalt": "opus-bench",  # stable ids: a rerun with the same figures is the same file
+        "svg.fonttype": "none",
+        "figure.figsize": (7.5, 4.0),
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+    }
+)
 
 LEVEL_COLOURS = {0.25: "#1b9e77", 0.5: "#d95f02", 0.75: "#7570b3"}
 NINES = [0.5, 0.9, 0.99, 0.999, 0.9999]
@@ -79,8 +81,13 @@ def latency(ingest: dict[str, Any], path: Path) -> Path:
         colour = LEVEL_COLOURS.get(level["level"], None)
         pct = f"{100 * level['level']:.0f}%"
         xs, ys = _percentile_curve(level["votes_ms"])
-        ax.plot(xs, ys, color=colour, lw=1.6,
-                label=f"POST vote at {pct} of max ({level['achieved']:,.0f}/s)")
+        ax.plot(
+            xs,
+            ys,
+            color=colour,
+            lw=1.6,
+            label=f"POST vote at {pct} of max ({level['achieved']:,.0f}/s)",
+        )
         fx, fy = _percentile_curve(level["healthz_ms"])
         ax.plot(fx, fy, color=colour, lw=1.0, ls="--", label=f"GET /healthz at {pct} (floor)")
         most = max(most, xs[-1] if xs else 2.0)
@@ -119,15 +126,21 @@ def throughput(ingest: dict[str, Any], path: Path) -> Path:
     ts, counted = _rates(samples, 2)
     ax.plot(ts, counted, lw=1.0, label="votes counted by the workers per s")
     healthz = ingest["healthz_rate"]
-    ax.axhline(healthz, color="grey", lw=1.0, ls="--",
-               label=f"GET /healthz req/s, same run ({healthz:,.0f})")
+    ax.axhline(
+        healthz,
+        color="grey",
+        lw=1.0,
+        ls="--",
+        label=f"GET /healthz req/s, same run ({healthz:,.0f})",
+    )
     ax.axhline(0.6 * healthz, color="grey", lw=0.8, ls=":", label="goal: 0.6 x /healthz")
     ax.axvspan(0, ingest["wrk_seconds"], color="#cccccc", alpha=0.25, lw=0)
     ax.set_ylim(0, healthz * 1.1)
     ax.set_xlabel("seconds since wrk started (shaded: wrk running; /metrics every 0.25 s)")
     ax.set_ylabel("per second")
-    ax.set_title(f"Max-rate phase: {ingest['vote_rate']:,.0f} votes/s = "
-                 f"{ingest['ratio']:.2f} x /healthz")
+    ax.set_title(
+        f"Max-rate phase: {ingest['vote_rate']:,.0f} votes/s = {ingest['ratio']:.2f} x /healthz"
+    )
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
@@ -164,8 +177,13 @@ def live(data: dict[str, Any], path: Path) -> Path:
     most = 2.0
     for run in data["runs"]:
         xs, ys = _histogram_curve(run["histogram_ms"])
-        ax.plot(xs, ys, lw=1.5, drawstyle="steps-post",
-                label=f"{run['watchers']:,} watchers, {data['rate']:g} votes/s")
+        ax.plot(
+            xs,
+            ys,
+            lw=1.5,
+            drawstyle="steps-post",
+            label=f"{run['watchers']:,} watchers, {data['rate']:g} votes/s",
+        )
         most = max(most, xs[-1] if xs else 2.0)
     _nines_axis(ax, min(most, 1e5))
     ax.set_ylim(bottom=0)
@@ -176,18 +194,26 @@ def live(data: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def render(out: Path, ingest: dict[str, Any] | None, live_data: dict[str, Any] | None
-           ) -> list[tuple[str, Path]]:
+def render(
+    out: Path, ingest: dict[str, Any] | None, live_data: dict[str, Any] | None
+) -> list[tuple[str, Path]]:
     """Every chart the data allows; (caption, file) pairs."""
     made: list[tuple[str, Path]] = []
     if ingest and ingest.get("latency"):
-        made.append(("POST vote latency by percentile at 25/50/75% of the maximum rate, with "
-                     "the /healthz floor at the same rates", latency(ingest, out / "latency.svg")))
+        made.append(
+            (
+                "POST vote latency by percentile at 25/50/75% of the maximum rate, with "
+                "the /healthz floor at the same rates",
+                latency(ingest, out / "latency.svg"),
+            )
+        )
     if ingest and ingest.get("samples"):
-        made.append(("Votes per second over the max-rate phase",
-                     throughput(ingest, out / "throughput.svg")))
-        made.append(("Queue depth over the max-rate phase",
-                     queue_depth(ingest, out / "queue-depth.svg")))
+        made.append(
+            ("Votes per second over the max-rate phase", throughput(ingest, out / "throughput.svg"))
+        )
+        made.append(
+            ("Queue depth over the max-rate phase", queue_depth(ingest, out / "queue-depth.svg"))
+        )
     if live_data and live_data.get("runs"):
         made.append(("Vote -> screen latency by percentile", live(live_data, out / "live.svg")))
     return made
@@ -209,4 +235,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

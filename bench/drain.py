@@ -93,15 +93,27 @@ class Server:
         self._log = log_path.open("wb")
         started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [str(ROOT / ".venv/bin/opus"), "serve", "--host", HOST, "--port", str(self.port),
-             "--data-dir", str(data_dir)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                str(ROOT / ".venv/bin/opus"),
+                "serve",
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         while not healthy(self.port):
             if self.proc.poll() is not None or time.perf_counter() - started > timeout:
                 self._log.close()
-                raise RuntimeError(f"the server did not become ready; see {log_path}:\n"
-                                   + log_path.read_text()[-2000:])
+                raise RuntimeError(
+                    f"the server did not become ready; see {log_path}:\n"
+                    + log_path.read_text()[-2000:]
+                )
             time.sleep(0.005)  # short: the figure is this start time
         self.ready_s = time.perf_counter() - started
 
@@ -200,35 +212,59 @@ def bench(args: argparse.Namespace, work: Path) -> tuple[Results, dict[str, Any]
             if i == 2:
                 script = work / "healthz.lua"
                 script.write_text(LUA_DONE)
-                healthz = asyncio.run(run_wrk(server.base + "/healthz", script, args.seconds,
-                                              2, 64)).rate
+                healthz = asyncio.run(
+                    run_wrk(server.base + "/healthz", script, args.seconds, 2, 64)
+                ).rate
         finally:
             codes.append(server.stop())
 
     empty_s = statistics.median(empty)
     drain_s = max(with_backlog_s - empty_s, 1e-3)
     rate = args.votes / drain_s
-    res.add("votes queued while no worker ran (written in commits of 200)",
-            f"{args.votes:,} ({args.votes / write_s:,.0f} votes/s written)", "")
-    res.add("start to ready with that backlog / with an empty queue",
-            f"{with_backlog_s:.2f} s / {empty_s:.2f} s (median of {len(empty)})", "")
+    res.add(
+        "votes queued while no worker ran (written in commits of 200)",
+        f"{args.votes:,} ({args.votes / write_s:,.0f} votes/s written)",
+        "",
+    )
+    res.add(
+        "start to ready with that backlog / with an empty queue",
+        f"{with_backlog_s:.2f} s / {empty_s:.2f} s (median of {len(empty)})",
+        "",
+    )
     res.add("drain rate: backlog / difference", f"{rate:,.0f} votes/s ({drain_s:.2f} s)", "")
-    res.add("of which applying batches (opus_worker_apply_seconds_sum)",
-            f"{applying_s:.2f} s, {scrape.get('opus_worker_batch_size_count', 0):,.0f} batches", "")
+    res.add(
+        "of which applying batches (opus_worker_apply_seconds_sum)",
+        f"{applying_s:.2f} s, {scrape.get('opus_worker_batch_size_count', 0):,.0f} batches",
+        "",
+    )
     res.add("GET /healthz (wrk, same server, empty queue)", f"{healthz:,.0f} req/s", "baseline")
     res.add("ratio drain votes/s : healthz req/s", f"{rate / healthz:.2f}", "")
     if args.ingest_rate:
-        res.add("ratio drain votes/s : durable ingest votes/s (bench/ingest.py, this run)",
-                f"{rate / args.ingest_rate:.2f} ({args.ingest_rate:,.0f} votes/s)",
-                ">= 1: workers keep up", rate >= args.ingest_rate)
+        res.add(
+            "ratio drain votes/s : durable ingest votes/s (bench/ingest.py, this run)",
+            f"{rate / args.ingest_rate:.2f} ({args.ingest_rate:,.0f} votes/s)",
+            ">= 1: workers keep up",
+            rate >= args.ingest_rate,
+        )
     exact = applied == args.votes and total == args.votes and int(counted) == args.votes
-    res.add("applied (log) / opus_votes_counted_total / polls' total_votes",
-            f"{applied:,} / {int(counted):,} / {total:,}", f"all {args.votes:,}", exact)
+    res.add(
+        "applied (log) / opus_votes_counted_total / polls' total_votes",
+        f"{applied:,} / {int(counted):,} / {total:,}",
+        f"all {args.votes:,}",
+        exact,
+    )
     stopped = all(code == 0 for code in codes)
     res.add("exit status after each SIGTERM", " ".join(str(c) for c in codes), "0", stopped)
     res.ok = exact and stopped
-    data = {"votes": args.votes, "drain_s": drain_s, "rate": rate, "healthz_rate": healthz,
-            "ready_backlog_s": with_backlog_s, "ready_empty_s": empty, "applying_s": applying_s}
+    data = {
+        "votes": args.votes,
+        "drain_s": drain_s,
+        "rate": rate,
+        "healthz_rate": healthz,
+        "ready_backlog_s": with_backlog_s,
+        "ready_empty_s": empty,
+        "applying_s": applying_s,
+    }
     return res, data
 
 
@@ -237,10 +273,15 @@ def main() -> int:
     parser.add_argument("--votes", type=int, default=100_000, help="votes in the backlog")
     parser.add_argument("--polls", type=int, default=20, help="open polls in the room")
     parser.add_argument("--seconds", type=float, default=5, help="length of the wrk baseline")
-    parser.add_argument("--ingest-rate", type=float, metavar="VOTES_PER_S",
-                        help="durable vote rate measured in the same run, for a ratio")
-    parser.add_argument("--write", type=Path, metavar="FILE",
-                        help="replace the '## Worker drain' section of FILE")
+    parser.add_argument(
+        "--ingest-rate",
+        type=float,
+        metavar="VOTES_PER_S",
+        help="durable vote rate measured in the same run, for a ratio",
+    )
+    parser.add_argument(
+        "--write", type=Path, metavar="FILE", help="replace the '## Worker drain' section of FILE"
+    )
     parser.add_argument("--data", type=Path, metavar="FILE", help="write the figures as JSON")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -249,11 +290,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="opus-bench-drain-") as tmp:
         res, data = bench(args, Path(tmp))
     command = " ".join(["bench/drain.py", *sys.argv[1:]])
-    body = (f"{time.strftime('%Y-%m-%d')}: `{command}` on {machine_facts()}.\n\n"
-            "A backlog is written to the queue of a stopped server (as if it had been killed "
-            "with those votes acknowledged); on start, the server applies the whole queue "
-            "before it answers, so the drain time is the start-to-ready time less that of the "
-            "same restart on an empty queue.\n\n" + res.markdown())
+    body = (
+        f"{time.strftime('%Y-%m-%d')}: `{command}` on {machine_facts()}.\n\n"
+        "A backlog is written to the queue of a stopped server (as if it had been killed "
+        "with those votes acknowledged); on start, the server applies the whole queue "
+        "before it answers, so the drain time is the start-to-ready time less that of the "
+        "same restart on an empty queue.\n\n" + res.markdown()
+    )
     print(body)
     if args.write:
         replace_section(args.write, "Worker drain", body)

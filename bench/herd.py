@@ -130,9 +130,11 @@ Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 def vote_request(port: int, poll_id: str, ballot: Ballot, close: bool = True) -> bytes:
     body = json.dumps({"event_id": ballot.event_id, "option_ids": [ballot.option_id]}).encode()
-    head = (f"POST /api/v1/polls/{poll_id}/votes HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-            f"Authorization: Bearer {ballot.token}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{'Connection: close\r\n' if close else ''}\r\n")
+    head = (
+        f"POST /api/v1/polls/{poll_id}/votes HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        f"Authorization: Bearer {ballot.token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{'Connection: close\r\n' if close else ''}\r\n"
+    )
     return head.encode() + body
 
 
@@ -155,8 +157,15 @@ async def _attempt(port: int, request: bytes, held: Stream | None) -> tuple[int,
         writer.close()
 
 
-async def _vote(port: int, poll_id: str, ballot: Ballot, at: float, limit_s: float,
-                report: VoterReport, held: Stream | None) -> None:
+async def _vote(
+    port: int,
+    poll_id: str,
+    ballot: Ballot,
+    at: float,
+    limit_s: float,
+    report: VoterReport,
+    held: Stream | None,
+) -> None:
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, at - loop.time()))
     request = vote_request(port, poll_id, ballot)
@@ -198,8 +207,16 @@ async def _vote(port: int, poll_id: str, ballot: Ballot, at: float, limit_s: flo
         await asyncio.sleep(wait)  # the page re-sends the same vote, as the server asked
 
 
-async def _voters(port: int, poll_id: str, ballots: list[Ballot], total: int, burst: float,
-                  limit_s: float, keep_alive: bool, pipe: Connection) -> None:
+async def _voters(
+    port: int,
+    poll_id: str,
+    ballots: list[Ballot],
+    total: int,
+    burst: float,
+    limit_s: float,
+    keep_alive: bool,
+    pipe: Connection,
+) -> None:
     loop = asyncio.get_running_loop()
     report = VoterReport()
     held: dict[int, Stream] = {}
@@ -215,11 +232,20 @@ async def _voters(port: int, poll_id: str, ballots: list[Ballot], total: int, bu
     opened: float = await loop.run_in_executor(None, pipe.recv)
     # time.monotonic() is the same clock in every process: the parent's opening is our origin.
     start = loop.time() + (opened - time.monotonic())
-    await asyncio.gather(*(
-        _vote(port, poll_id, b, start + b.index * burst / total, limit_s, report,
-              held.get(b.index))
-        for b in ballots
-    ))
+    await asyncio.gather(
+        *(
+            _vote(
+                port,
+                poll_id,
+                b,
+                start + b.index * burst / total,
+                limit_s,
+                report,
+                held.get(b.index),
+            )
+            for b in ballots
+        )
+    )
     # Times back on the shared clock, relative to nothing: the parent subtracts the opening.
     shift = time.monotonic() - loop.time()
     report.accepted = {v: t + shift for v, t in report.accepted.items()}
@@ -227,8 +253,16 @@ async def _voters(port: int, poll_id: str, ballots: list[Ballot], total: int, bu
     pipe.send(report)
 
 
-def _voter_process(port: int, poll_id: str, ballots: list[Ballot], total: int, burst: float,
-                   limit_s: float, keep_alive: bool, pipe: Connection) -> None:
+def _voter_process(
+    port: int,
+    poll_id: str,
+    ballots: list[Ballot],
+    total: int,
+    burst: float,
+    limit_s: float,
+    keep_alive: bool,
+    pipe: Connection,
+) -> None:
     raise_nofile()
     run_loop(_voters(port, poll_id, ballots, total, burst, limit_s, keep_alive, pipe))
 
@@ -242,8 +276,14 @@ class Screen:
     closed: str | None = None
 
 
-async def watch(session: aiohttp.ClientSession, base: str, code: str, poll_id: str,
-                screen: Screen, ready: asyncio.Event) -> None:
+async def watch(
+    session: aiohttp.ClientSession,
+    base: str,
+    code: str,
+    poll_id: str,
+    screen: Screen,
+    ready: asyncio.Event,
+) -> None:
     async with session.ws_connect(f"{base}/ws?room={code}", heartbeat=None) as ws:
         async for message in ws:
             if message.type != aiohttp.WSMsgType.TEXT:
@@ -252,13 +292,23 @@ async def watch(session: aiohttp.ClientSession, base: str, code: str, poll_id: s
             if data["type"] == "snapshot":
                 ready.set()
             elif data["type"] == "results" and data["poll_id"] == poll_id:
-                screen.frames.append((time.monotonic(), data["total_votes"],
-                                      {o["id"]: o["votes"] for o in data["options"]}))
+                screen.frames.append(
+                    (
+                        time.monotonic(),
+                        data["total_votes"],
+                        {o["id"]: o["votes"] for o in data["options"]},
+                    )
+                )
         screen.closed = f"closed ({ws.close_code})"
 
 
-async def sample_results(session: aiohttp.ClientSession, base: str, poll_id: str,
-                         into: list[tuple[float, int]], stop: asyncio.Event) -> None:
+async def sample_results(
+    session: aiohttp.ClientSession,
+    base: str,
+    poll_id: str,
+    into: list[tuple[float, int]],
+    stop: asyncio.Event,
+) -> None:
     """The results call every 100 ms: when the count reached its final value."""
     while not stop.is_set():
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
@@ -288,8 +338,9 @@ def listen_overflows() -> int:
 # -- the run -----------------------------------------------------------------------------------
 
 
-async def join_voters(session: aiohttp.ClientSession, base: str, code: str,
-                      count: int) -> list[tuple[str, str]]:
+async def join_voters(
+    session: aiohttp.ClientSession, base: str, code: str, count: int
+) -> list[tuple[str, str]]:
     """(voter id, token) for `count` new voters, 64 joins at a time."""
     gate = asyncio.Semaphore(64)
     done = 0
@@ -344,28 +395,48 @@ async def herd(args: argparse.Namespace, work: Path) -> Results:
     res = Results()
     server = Server(work / "data", free_port(), args.env)
     connector = aiohttp.TCPConnector(limit=128)
-    async with aiohttp.ClientSession(connector=connector,
-                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
         await server.wait_ready(session)
         base = server.base
-        room = await api(session, "POST", base + "/api/v1/rooms", 201, headers=ADMIN,
-                         json={"title": "Thundering herd"})
-        poll = await api(session, "POST", f"{base}/api/v1/rooms/{room['id']}/polls", 201,
-                         headers=ADMIN, json={"question": "Which one?", "kind": "single",
-                                              "options": ["Red", "Green", "Blue", "Yellow"]})
+        room = await api(
+            session,
+            "POST",
+            base + "/api/v1/rooms",
+            201,
+            headers=ADMIN,
+            json={"title": "Thundering herd"},
+        )
+        poll = await api(
+            session,
+            "POST",
+            f"{base}/api/v1/rooms/{room['id']}/polls",
+            201,
+            headers=ADMIN,
+            json={
+                "question": "Which one?",
+                "kind": "single",
+                "options": ["Red", "Green", "Blue", "Yellow"],
+            },
+        )
         poll_id, options = poll["id"], [o["id"] for o in poll["options"]]
         progress(f"server on {base}; joining {args.voters:,} voters")
         started = time.monotonic()
         voters = await join_voters(session, base, room["code"], args.voters)
         progress(f"joined {len(voters):,} voters in {time.monotonic() - started:.1f} s")
-        ballots = [Ballot(i, v, t, options[i % len(options)], str(uuid.uuid4()))
-                   for i, (v, t) in enumerate(voters)]
+        ballots = [
+            Ballot(i, v, t, options[i % len(options)], str(uuid.uuid4()))
+            for i, (v, t) in enumerate(voters)
+        ]
         chosen = {b.voter_id: b.option_id for b in ballots}
 
         screens = [Screen() for _ in range(args.screens)]
         ready = [asyncio.Event() for _ in screens]
-        watchers = [asyncio.create_task(watch(session, base, room["code"], poll_id, s, r))
-                    for s, r in zip(screens, ready, strict=True)]
+        watchers = [
+            asyncio.create_task(watch(session, base, room["code"], poll_id, s, r))
+            for s, r in zip(screens, ready, strict=True)
+        ]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 30)
 
         ctx = mp.get_context("spawn")
@@ -373,16 +444,28 @@ async def herd(args: argparse.Namespace, work: Path) -> Results:
         procs = []
         for k in range(args.procs):
             mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_voter_process, daemon=True, args=(
-                server.port, poll_id, ballots[k::args.procs], len(ballots), args.burst,
-                args.timeout, args.keep_alive, theirs))
+            proc = ctx.Process(
+                target=_voter_process,
+                daemon=True,
+                args=(
+                    server.port,
+                    poll_id,
+                    ballots[k :: args.procs],
+                    len(ballots),
+                    args.burst,
+                    args.timeout,
+                    args.keep_alive,
+                    theirs,
+                ),
+            )
             proc.start()
             pipes.append(mine)
             procs.append(proc)
         for pipe in pipes:
             assert await asyncio.to_thread(pipe.recv) == "ready"
-        progress(f"{args.screens} screens watching, {args.procs} voter processes ready;"
-                 " opening the poll")
+        progress(
+            f"{args.screens} screens watching, {args.procs} voter processes ready; opening the poll"
+        )
 
         overflows = listen_overflows()
         load = os.getloadavg()[0]
@@ -394,8 +477,9 @@ async def herd(args: argparse.Namespace, work: Path) -> Results:
             pipe.send(opened)
         timeline: list[tuple[float, int]] = []
         stop_sampling = asyncio.Event()
-        sampler = asyncio.create_task(sample_results(session, base, poll_id, timeline,
-                                                     stop_sampling))
+        sampler = asyncio.create_task(
+            sample_results(session, base, poll_id, timeline, stop_sampling)
+        )
         reports: list[VoterReport] = []
         for pipe in pipes:
             reports.append(await asyncio.to_thread(pipe.recv))
@@ -423,103 +507,162 @@ async def herd(args: argparse.Namespace, work: Path) -> Results:
         await sampler
         after = await metrics(session, base)
         final = await api(session, "GET", f"{base}/api/v1/polls/{poll_id}/results", 200)
-        export = await api(session, "GET", f"{base}/api/v1/polls/{poll_id}/export?format=json",
-                           200, headers=ADMIN)
+        export = await api(
+            session, "GET", f"{base}/api/v1/polls/{poll_id}/export?format=json", 200, headers=ADMIN
+        )
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
     code, _ = server.stop()
     with contextlib.closing(sqlite3.connect(work / "data" / "opus.db")) as db:
-        rows, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT voter_id) FROM votes"
-                                    " WHERE poll_id = ?", (poll_id,)).fetchone()
+        rows, distinct = db.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT voter_id) FROM votes WHERE poll_id = ?", (poll_id,)
+        ).fetchone()
 
     # -- the table --------------------------------------------------------------------------
     first_sent = sorted(t for r in reports for t in r.first_sent)
     first_answer = [s for r in reports for s in r.first_answer_s]
     refusals = answers["429"] + answers["503"]
     no_retry_after = sum(r.refusals_without_retry_after for r in reports)
-    other = {k: n for k, n in answers.items()
-             if k not in ("202", "429", "503", "timeout", "connection error")}
+    other = {
+        k: n
+        for k, n in answers.items()
+        if k not in ("202", "429", "503", "timeout", "connection error")
+    }
     last_202 = max(accepted.values()) - opened if accepted else None
     counted = _reached(timeline, total)
     exported = [v["voter_id"] for v in export["votes"]]
     server_counted = None
     if export["votes"] and export["poll"].get("opened_at"):
         last = max(datetime.fromisoformat(v["counted_at"]) for v in export["votes"])
-        server_counted = (last - datetime.fromisoformat(export["poll"]["opened_at"])
-                          ).total_seconds()
+        server_counted = (
+            last - datetime.fromisoformat(export["poll"]["opened_at"])
+        ).total_seconds()
     right_screens = 0
     screen_times: list[float] = []
     for s in screens:
-        if s.frames and s.frames[-1][1] == total and s.frames[-1][2] == {
-                o: expected[o] for o in options}:
+        if (
+            s.frames
+            and s.frames[-1][1] == total
+            and s.frames[-1][2] == {o: expected[o] for o in options}
+        ):
             right_screens += 1
             # When this screen first showed the final tally.
             final_frames = [t for t, n, _ in s.frames if n == total]
             screen_times.append(final_frames[0] - opened)
     final_counts = {o["id"]: o["votes"] for o in final["options"]}
 
-    res.add("load average of the machine before the opening (other work sharing the cores)",
-            f"{load:.1f}")
-    res.add("voters joined before the opening / screens watching",
-            f"{len(ballots):,} / {args.screens}")
-    res.add("first tries sent, opening -> last sent",
-            f"{len(first_sent):,} in {first_sent[-1] - opened:.2f} s" if first_sent else "none",
-            f"all within about {args.burst:g} s")
-    verdict(res, "answers: 202 / 429 / 503 / other",
-            f"{answers['202']:,} / {answers['429']:,} / {answers['503']:,} / "
-            f"{sum(other.values())}" + (f" {dict(other)}" if other else ""),
-            "other = 0", not other)
-    verdict(res, "timeouts / connection errors",
-            f"{answers['timeout']} / {answers['connection error']}"
-            + (f" ({dict(errors)})" if errors else ""),
-            "0 / 0", not answers["timeout"] and not answers["connection error"])
-    verdict(res, "429 and 503 answers carrying Retry-After",
-            f"{refusals - no_retry_after:,} of {refusals:,}", "all",
-            no_retry_after == 0)
-    verdict(res, "voters with a 202 in the end / most tries by one voter",
-            f"{total:,} of {len(ballots):,} / {max((r.max_tries for r in reports), default=0)}",
-            "all", total == len(ballots) and not failed)
-    res.add("first try: scheduled send -> answer, p50 / p99 / max",
-            " / ".join(f"{1000 * percentile(first_answer, q):,.0f} ms" for q in (0.5, 0.99, 1.0)))
+    res.add(
+        "load average of the machine before the opening (other work sharing the cores)",
+        f"{load:.1f}",
+    )
+    res.add(
+        "voters joined before the opening / screens watching", f"{len(ballots):,} / {args.screens}"
+    )
+    res.add(
+        "first tries sent, opening -> last sent",
+        f"{len(first_sent):,} in {first_sent[-1] - opened:.2f} s" if first_sent else "none",
+        f"all within about {args.burst:g} s",
+    )
+    verdict(
+        res,
+        "answers: 202 / 429 / 503 / other",
+        f"{answers['202']:,} / {answers['429']:,} / {answers['503']:,} / "
+        f"{sum(other.values())}" + (f" {dict(other)}" if other else ""),
+        "other = 0",
+        not other,
+    )
+    verdict(
+        res,
+        "timeouts / connection errors",
+        f"{answers['timeout']} / {answers['connection error']}"
+        + (f" ({dict(errors)})" if errors else ""),
+        "0 / 0",
+        not answers["timeout"] and not answers["connection error"],
+    )
+    verdict(
+        res,
+        "429 and 503 answers carrying Retry-After",
+        f"{refusals - no_retry_after:,} of {refusals:,}",
+        "all",
+        no_retry_after == 0,
+    )
+    verdict(
+        res,
+        "voters with a 202 in the end / most tries by one voter",
+        f"{total:,} of {len(ballots):,} / {max((r.max_tries for r in reports), default=0)}",
+        "all",
+        total == len(ballots) and not failed,
+    )
+    res.add(
+        "first try: scheduled send -> answer, p50 / p99 / max",
+        " / ".join(f"{1000 * percentile(first_answer, q):,.0f} ms" for q in (0.5, 0.99, 1.0)),
+    )
     res.add("opening -> last 202", seconds(last_202))
-    res.add("opening -> last vote counted (results call at the final total, 100 ms samples)",
-            seconds(None if counted is None else counted - opened), "within seconds")
-    res.add("opening -> last vote counted (server: last counted_at - opened_at)",
-            seconds(server_counted))
-    res.add("opening -> last screen showing the final tally",
-            seconds(max(screen_times)) if len(screen_times) == len(screens) else "never")
-    verdict(res, "screens whose last frame shows the right counts",
-            f"{right_screens} of {len(screens)}", "all", right_screens == len(screens))
-    verdict(res, "counted: results call / export / DB rows / distinct voters in DB",
-            f"{final['total_votes']:,} / {len(exported):,} / {rows:,} / {distinct:,}",
-            f"all = {total:,} (the 202s)",
-            final["total_votes"] == len(exported) == rows == distinct == total)
-    verdict(res, "results per option = the 202s' choices; export's voters = the 202s' voters",
-            "yes" if final_counts == {o: expected[o] for o in options}
-            and sorted(exported) == sorted(accepted) else "NO", "yes",
-            final_counts == {o: expected[o] for o in options}
-            and sorted(exported) == sorted(accepted))
+    res.add(
+        "opening -> last vote counted (results call at the final total, 100 ms samples)",
+        seconds(None if counted is None else counted - opened),
+        "within seconds",
+    )
+    res.add(
+        "opening -> last vote counted (server: last counted_at - opened_at)",
+        seconds(server_counted),
+    )
+    res.add(
+        "opening -> last screen showing the final tally",
+        seconds(max(screen_times)) if len(screen_times) == len(screens) else "never",
+    )
+    verdict(
+        res,
+        "screens whose last frame shows the right counts",
+        f"{right_screens} of {len(screens)}",
+        "all",
+        right_screens == len(screens),
+    )
+    verdict(
+        res,
+        "counted: results call / export / DB rows / distinct voters in DB",
+        f"{final['total_votes']:,} / {len(exported):,} / {rows:,} / {distinct:,}",
+        f"all = {total:,} (the 202s)",
+        final["total_votes"] == len(exported) == rows == distinct == total,
+    )
+    verdict(
+        res,
+        "results per option = the 202s' choices; export's voters = the 202s' voters",
+        "yes"
+        if final_counts == {o: expected[o] for o in options}
+        and sorted(exported) == sorted(accepted)
+        else "NO",
+        "yes",
+        final_counts == {o: expected[o] for o in options} and sorted(exported) == sorted(accepted),
+    )
 
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
     commits = delta("opus_group_commit_size_count")
-    res.add("durable group commits for the herd",
-            f"{commits:,.0f}, {delta('opus_group_commit_size_sum') / (commits or 1):,.0f} votes"
-            f" and {1000 * delta('opus_group_commit_seconds_sum') / (commits or 1):.1f} ms each")
+    res.add(
+        "durable group commits for the herd",
+        f"{commits:,.0f}, {delta('opus_group_commit_size_sum') / (commits or 1):,.0f} votes"
+        f" and {1000 * delta('opus_group_commit_seconds_sum') / (commits or 1):.1f} ms each",
+    )
     batches = delta("opus_worker_batch_size_count")
-    res.add("worker batches applying the herd",
-            f"{batches:,.0f}, {delta('opus_worker_batch_size_sum') / (batches or 1):,.0f} votes"
-            f" and {1000 * delta('opus_worker_apply_seconds_sum') / (batches or 1):.1f} ms each")
+    res.add(
+        "worker batches applying the herd",
+        f"{batches:,.0f}, {delta('opus_worker_batch_size_sum') / (batches or 1):,.0f} votes"
+        f" and {1000 * delta('opus_worker_apply_seconds_sum') / (batches or 1):.1f} ms each",
+    )
     if last_202:
-        res.add("server CPU from the opening to the last 202 (100% = one core)",
-                f"{100 * cpu_s / last_202:.0f}% ({cpu_s:.1f} s)")
+        res.add(
+            "server CPU from the opening to the last 202 (100% = one core)",
+            f"{100 * cpu_s / last_202:.0f}% ({cpu_s:.1f} s)",
+        )
         tries = sum(answers.values())
-        res.add("server CPU per answer: the herd's rate on one core of its own",
-                f"{1000 * cpu_s / tries:.2f} ms: {tries / cpu_s:,.0f} answers/s")
-    res.add("connections dropped by a full listen queue (kernel ListenOverflows)",
-            f"{overflows:,}")
+        res.add(
+            "server CPU per answer: the herd's rate on one core of its own",
+            f"{1000 * cpu_s / tries:.2f} ms: {tries / cpu_s:,.0f} answers/s",
+        )
+    res.add("connections dropped by a full listen queue (kernel ListenOverflows)", f"{overflows:,}")
     verdict(res, "exit status after SIGTERM", str(code), "0", code == 0)
     if failed:
         progress(f"{len(failed)} voters never got a 202")
@@ -530,35 +673,52 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--voters", type=int, default=10_000)
     parser.add_argument("--screens", type=int, default=20, help="WebSockets watching the room")
-    parser.add_argument("--burst", type=float, default=1.0,
-                        help="seconds over which the first tries are spread")
+    parser.add_argument(
+        "--burst", type=float, default=1.0, help="seconds over which the first tries are spread"
+    )
     parser.add_argument("--procs", type=int, default=4, help="voter client processes")
-    parser.add_argument("--timeout", type=float, default=30.0,
-                        help="seconds one try may take before it counts as a timeout")
-    parser.add_argument("--keep-alive", action="store_true",
-                        help="open each voter's connection before the poll opens (a phone whose"
-                             " page's connection is still open) instead of at its vote")
-    parser.add_argument("--env", action="append", default=[], metavar="OPUS_X=VALUE",
-                        help="a setting for the server, e.g. --env OPUS_MAX_BACKLOG=500")
-    parser.add_argument("--write", type=Path, metavar="FILE",
-                        help=f"replace the '## {SECTION}' section of FILE")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds one try may take before it counts as a timeout",
+    )
+    parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="open each voter's connection before the poll opens (a phone whose"
+        " page's connection is still open) instead of at its vote",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="OPUS_X=VALUE",
+        help="a setting for the server, e.g. --env OPUS_MAX_BACKLOG=500",
+    )
+    parser.add_argument(
+        "--write", type=Path, metavar="FILE", help=f"replace the '## {SECTION}' section of FILE"
+    )
     args = parser.parse_args()
     if not (ROOT / ".venv/bin/opus").exists():
         print("No .venv/bin/opus: run `make venv` first.", file=sys.stderr)
         return 2
     hard = raise_nofile()
     if hard < args.voters // args.procs + 1000:
-        progress(f"warning: the open-files limit is {hard}; raise it (ulimit -Hn) for"
-                 f" {args.voters:,} voters")
+        progress(
+            f"warning: the open-files limit is {hard}; raise it (ulimit -Hn) for"
+            f" {args.voters:,} voters"
+        )
     with tempfile.TemporaryDirectory(prefix="opus-bench-herd-") as tmp:
         res = run_loop(herd(args, Path(tmp)))
     command = " ".join(["bench/herd.py", *sys.argv[1:]])
-    connection = ("a connection opened before the opening" if args.keep_alive
-                  else "a new connection")
-    body = (f"{time.strftime('%Y-%m-%d')}: `{command}` ({args.voters:,} voters, first tries"
-            f" spread over {args.burst:g} s from {args.procs} client processes, each on"
-            f" {connection}; {args.screens} screens) on {machine_facts()}; server and clients"
-            " on this one machine.\n\n" + res.markdown() + "\n\n" + READING)
+    connection = "a connection opened before the opening" if args.keep_alive else "a new connection"
+    body = (
+        f"{time.strftime('%Y-%m-%d')}: `{command}` ({args.voters:,} voters, first tries"
+        f" spread over {args.burst:g} s from {args.procs} client processes, each on"
+        f" {connection}; {args.screens} screens) on {machine_facts()}; server and clients"
+        " on this one machine.\n\n" + res.markdown() + "\n\n" + READING
+    )
     print(body)
     if args.write:
         replace_section(args.write, SECTION, body)

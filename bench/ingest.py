@@ -187,8 +187,9 @@ def stolen_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
     return 100 * (after[1] - before[1]) / total if total else 0.0
 
 
-async def healthy(session: aiohttp.ClientSession, base: str, alive: Callable[[], bool],
-                  limit_s: float) -> bool:
+async def healthy(
+    session: aiohttp.ClientSession, base: str, alive: Callable[[], bool], limit_s: float
+) -> bool:
     """Whether GET {base}/healthz answers 200 within `limit_s`, while `alive()` holds."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline and alive():
@@ -207,19 +208,34 @@ class Server:
         self.port = port
         self.base = f"http://{HOST}:{port}"
         self.log_path = data_dir.parent / "server.log"
-        env = {**os.environ, **dict(e.split("=", 1) for e in extra_env),
-               "OPUS_ADMIN_TOKEN": ADMIN_TOKEN}
+        env = {
+            **os.environ,
+            **dict(e.split("=", 1) for e in extra_env),
+            "OPUS_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [str(ROOT / ".venv/bin/opus"), "serve", "--host", HOST, "--port", str(port),
-             "--data-dir", str(data_dir)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                str(ROOT / ".venv/bin/opus"),
+                "serve",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     async def wait_ready(self, session: aiohttp.ClientSession, limit_s: float = 30.0) -> None:
         if not await healthy(session, self.base, lambda: self.proc.poll() is None, limit_s):
-            raise RuntimeError(f"the server did not become ready; see {self.log_path}:\n"
-                               + self.log_path.read_text()[-2000:])
+            raise RuntimeError(
+                f"the server did not become ready; see {self.log_path}:\n"
+                + self.log_path.read_text()[-2000:]
+            )
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.proc.pid)
@@ -249,25 +265,32 @@ async def metrics(session: aiohttp.ClientSession, base: str) -> dict[str, float]
 def commit_figures(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
     """Group commits between two scrapes: mean votes and time per commit, and how busy the
     single commit thread was (near 100%: it is the bottleneck)."""
+
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
     commits = delta("opus_group_commit_size_count") or 1.0
-    return (f"{delta('opus_group_commit_size_sum') / commits:.1f} votes, "
-            f"{1000 * delta('opus_group_commit_seconds_sum') / commits:.1f} ms per commit; "
-            f"committer busy {100 * delta('opus_group_commit_seconds_sum') / seconds:.0f}%")
+    return (
+        f"{delta('opus_group_commit_size_sum') / commits:.1f} votes, "
+        f"{1000 * delta('opus_group_commit_seconds_sum') / commits:.1f} ms per commit; "
+        f"committer busy {100 * delta('opus_group_commit_seconds_sum') / seconds:.0f}%"
+    )
 
 
 def stall_figures(before: dict[str, float], after: dict[str, float]) -> str:
     """How often the event loop was held over 20 ms, and by worker batches in particular."""
+
     def over_20ms(name: str) -> int:
         total = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
-        fast = (after.get(f'{name}_bucket{{le="0.02"}}', 0.0)
-                - before.get(f'{name}_bucket{{le="0.02"}}', 0.0))
+        fast = after.get(f'{name}_bucket{{le="0.02"}}', 0.0) - before.get(
+            f'{name}_bucket{{le="0.02"}}', 0.0
+        )
         return int(total - fast)
 
-    return (f"loop late > 20 ms: {over_20ms('opus_event_loop_lag_seconds')} times; "
-            f"worker batches > 20 ms: {over_20ms('opus_worker_apply_seconds')}")
+    return (
+        f"loop late > 20 ms: {over_20ms('opus_event_loop_lag_seconds')} times; "
+        f"worker batches > 20 ms: {over_20ms('opus_worker_apply_seconds')}"
+    )
 
 
 async def wait_drained(session: aiohttp.ClientSession, base: str, limit_s: float = 120) -> float:
@@ -283,8 +306,9 @@ async def wait_drained(session: aiohttp.ClientSession, base: str, limit_s: float
 # -- setup through the API --------------------------------------------------------------------
 
 
-async def api(session: aiohttp.ClientSession, method: str, url: str, want: int,
-              **kw: Any) -> dict[str, Any]:
+async def api(
+    session: aiohttp.ClientSession, method: str, url: str, want: int, **kw: Any
+) -> dict[str, Any]:
     async with session.request(method, url, **kw) as r:
         body = await r.json()
         if r.status != want:
@@ -296,15 +320,25 @@ async def make_polls(
     session: aiohttp.ClientSession, base: str, count: int
 ) -> tuple[str, list[Poll]]:
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    room = await api(session, "POST", base + "/api/v1/rooms", 201, headers=admin,
-                     json={"title": "Ingest benchmark"})
+    room = await api(
+        session,
+        "POST",
+        base + "/api/v1/rooms",
+        201,
+        headers=admin,
+        json={"title": "Ingest benchmark"},
+    )
     polls = []
     for i in range(count):
         labels = [f"Option {j + 1}" for j in range(2 + i % 3)]  # 2-4 options
-        poll = await api(session, "POST", f"{base}/api/v1/rooms/{room['id']}/polls", 201,
-                         headers=admin,
-                         json={"question": f"Question {i + 1}?", "kind": "single",
-                               "options": labels})
+        poll = await api(
+            session,
+            "POST",
+            f"{base}/api/v1/rooms/{room['id']}/polls",
+            201,
+            headers=admin,
+            json={"question": f"Question {i + 1}?", "kind": "single", "options": labels},
+        )
         await api(session, "POST", f"{base}/api/v1/polls/{poll['id']}/open", 200, headers=admin)
         polls.append(Poll(poll["id"], [o["id"] for o in poll["options"]]))
     return room["code"], polls
@@ -324,12 +358,24 @@ async def join(session: aiohttp.ClientSession, base: str, code: str, count: int)
 # -- wrk ---------------------------------------------------------------------------------------
 
 
-async def run_wrk(url: str, script: Path, seconds: float, threads: int,
-                  connections: int) -> WrkResult:
+async def run_wrk(
+    url: str, script: Path, seconds: float, threads: int, connections: int
+) -> WrkResult:
     proc = await asyncio.create_subprocess_exec(
-        "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
-        "--timeout", "10s", "-s", str(script), url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await proc.communicate()
     text = out.decode()
@@ -337,9 +383,15 @@ async def run_wrk(url: str, script: Path, seconds: float, threads: int,
     if proc.returncode != 0 or match is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{text}")
     n = [float(x) for x in match.group(1).split()]
-    return WrkResult(requests=int(n[0]), duration_s=n[1] / 1e6,
-                     socket_errors=int(n[2] + n[3] + n[4] + n[6]), non_2xx=int(n[5]),
-                     wrapped=n[7] > 0, p50_ms=n[8] / 1000, p99_ms=n[9] / 1000)
+    return WrkResult(
+        requests=int(n[0]),
+        duration_s=n[1] / 1e6,
+        socket_errors=int(n[2] + n[3] + n[4] + n[6]),
+        non_2xx=int(n[5]),
+        wrapped=n[7] > 0,
+        p50_ms=n[8] / 1000,
+        p99_ms=n[9] / 1000,
+    )
 
 
 def vote_script(work: Path, tokens: list[str], polls: list[Poll], threads: int) -> Path:
@@ -347,18 +399,28 @@ def vote_script(work: Path, tokens: list[str], polls: list[Poll], threads: int) 
     tokens_file.write_text("\n".join(tokens) + "\n")
     polls_file.write_text("".join(f"{p.id} {','.join(p.option_ids)}\n" for p in polls))
     script = work / "votes.lua"
-    script.write_text(LUA_VOTES % {"tokens": json.dumps(str(tokens_file)),
-                                   "polls": json.dumps(str(polls_file)),
-                                   "nthreads": threads} + LUA_DONE)
+    script.write_text(
+        LUA_VOTES
+        % {
+            "tokens": json.dumps(str(tokens_file)),
+            "polls": json.dumps(str(polls_file)),
+            "nthreads": threads,
+        }
+        + LUA_DONE
+    )
     return script
 
 
 SAMPLED = ("opus_votes_accepted_total", "opus_votes_counted_total", "opus_queue_depth")
 
 
-async def sample_metrics(session: aiohttp.ClientSession, base: str,
-                         into: list[tuple[float, ...]], stop: asyncio.Event,
-                         every_s: float = 0.25) -> None:
+async def sample_metrics(
+    session: aiohttp.ClientSession,
+    base: str,
+    into: list[tuple[float, ...]],
+    stop: asyncio.Event,
+    every_s: float = 0.25,
+) -> None:
     """(seconds since the start, accepted total, counted total, queue depth) every `every_s`."""
     started = time.monotonic()
     while not stop.is_set():
@@ -373,14 +435,17 @@ async def sample_metrics(session: aiohttp.ClientSession, base: str,
 
 def vote_request(port: int, token: str, poll: Poll, option_id: str) -> bytes:
     body = json.dumps({"option_ids": [option_id]}).encode()
-    head = (f"POST /api/v1/polls/{poll.id}/votes HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"POST /api/v1/polls/{poll.id}/votes HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
-async def open_loop(port: int, requests: list[bytes], rate: float,
-                    connections: int) -> tuple[list[float], dict[int, int], float]:
+async def open_loop(
+    port: int, requests: list[bytes], rate: float, connections: int
+) -> tuple[list[float], dict[int, int], float]:
     """Send `requests` at a fixed `rate` over keep-alive connections; returns each latency
     (seconds, from the scheduled send time), the count per status, and the elapsed time."""
     # Not loop.time(): uvloop's counts whole milliseconds, too coarse for a 1 ms floor.
@@ -427,8 +492,9 @@ async def open_loop(port: int, requests: list[bytes], rate: float,
 def latency_ms(latencies: list[float]) -> dict[float, float]:
     """p50, p90, p99 and p99.9 in milliseconds (nearest rank)."""
     ordered = sorted(latencies)
-    return {q: 1000 * ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-            for q in (0.5, 0.9, 0.99, 0.999)}
+    return {
+        q: 1000 * ordered[max(0, math.ceil(q * len(ordered)) - 1)] for q in (0.5, 0.9, 0.99, 0.999)
+    }
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -457,8 +523,10 @@ class Run:
         self.data.setdefault("steal_pct", {})[phase] = round(pct, 1)
         self.data["steal_warn_pct"] = STEAL_WARN_PCT
         if pct > STEAL_WARN_PCT:
-            progress(f"WARNING: the host took {pct:.0f}% of this machine's CPU during "
-                     f"{phase}: the figures of this run are not comparable")
+            progress(
+                f"WARNING: the host took {pct:.0f}% of this machine's CPU during "
+                f"{phase}: the figures of this run are not comparable"
+            )
 
 
 async def phase_setup(run: Run) -> list[str]:
@@ -480,8 +548,9 @@ async def phase_healthz(run: Run) -> float:
     script = run.work / "healthz.lua"
     script.write_text(LUA_DONE)
     cpu, ticks = run.server.cpu_seconds(), machine_ticks()
-    health = await run_wrk(run.base + "/healthz", script, args.seconds, args.wrk_threads,
-                           args.wrk_connections)
+    health = await run_wrk(
+        run.base + "/healthz", script, args.seconds, args.wrk_threads, args.wrk_connections
+    )
     cpu = (run.server.cpu_seconds() - cpu) / health.requests
     run.note_steal("GET /healthz", ticks)
     run.res.add("GET /healthz (wrk)", f"{health.rate:,.0f} req/s", "baseline")
@@ -499,8 +568,9 @@ async def phase_max_rate(run: Run, tokens: list[str], healthz_rate: float) -> fl
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_metrics(run.session, run.base, samples, stop))
     cpu, ticks = run.server.cpu_seconds(), machine_ticks()
-    votes = await run_wrk(run.base + "/", script, args.seconds, args.wrk_threads,
-                          args.wrk_connections)
+    votes = await run_wrk(
+        run.base + "/", script, args.seconds, args.wrk_threads, args.wrk_connections
+    )
     run.note_steal("max vote rate", ticks)
     after = await run.scrape()
     drain = await wait_drained(run.session, run.base)
@@ -515,36 +585,68 @@ async def phase_max_rate(run: Run, tokens: list[str], healthz_rate: float) -> fl
     key = "opus_votes_accepted_total"
     rate = (after[key] - before[key]) / votes.duration_s
     res.add("durable votes (wrk; accepted delta / s)", f"{rate:,.0f} votes/s", "")
-    res.add("ratio votes/s : healthz req/s", f"{rate / healthz_rate:.2f}", ">= 0.6",
-            rate / healthz_rate >= 0.6)
+    res.add(
+        "ratio votes/s : healthz req/s",
+        f"{rate / healthz_rate:.2f}",
+        ">= 0.6",
+        rate / healthz_rate >= 0.6,
+    )
     health_cpu, vote_us = run.data["healthz_cpu_us"], vote_cpu * 1e6
-    res.add("server CPU per request: GET /healthz : vote (applied)",
-            f"{health_cpu:.0f} : {vote_us:.0f} µs = {health_cpu / vote_us:.2f}", "")
+    res.add(
+        "server CPU per request: GET /healthz : vote (applied)",
+        f"{health_cpu:.0f} : {vote_us:.0f} µs = {health_cpu / vote_us:.2f}",
+        "",
+    )
     # Where a vote's time goes on the one event loop, from the server's own histograms.
     counted = (drained["opus_votes_counted_total"] - before["opus_votes_counted_total"]) or 1.0
-    applying = 1e6 * (drained["opus_worker_apply_seconds_sum"]
-                      - before["opus_worker_apply_seconds_sum"]) / counted
-    committing = 1e6 * (drained["opus_group_commit_seconds_sum"]
-                        - before["opus_group_commit_seconds_sum"]) / counted
-    res.add("per vote on the event loop: applying batches / group commit",
-            f"{applying:.0f} / {committing:.0f} µs (wall time, fsync included)", "")
-    res.add("CPU ratio with applying taken off this loop (a bound, not a run)",
-            f"{health_cpu / max(1.0, vote_us - applying):.2f}", "")
-    res.add("wrk vote requests / non-2xx / socket errors",
-            f"{votes.requests:,} / {votes.non_2xx:,} / {votes.socket_errors:,}", "0 / 0",
-            votes.non_2xx == 0 and votes.socket_errors == 0)
-    res.add("wrk latency p50 / p99 (closed loop)", f"{votes.p50_ms:.1f} / {votes.p99_ms:.1f} ms",
-            "")
+    applying = (
+        1e6
+        * (drained["opus_worker_apply_seconds_sum"] - before["opus_worker_apply_seconds_sum"])
+        / counted
+    )
+    committing = (
+        1e6
+        * (drained["opus_group_commit_seconds_sum"] - before["opus_group_commit_seconds_sum"])
+        / counted
+    )
+    res.add(
+        "per vote on the event loop: applying batches / group commit",
+        f"{applying:.0f} / {committing:.0f} µs (wall time, fsync included)",
+        "",
+    )
+    res.add(
+        "CPU ratio with applying taken off this loop (a bound, not a run)",
+        f"{health_cpu / max(1.0, vote_us - applying):.2f}",
+        "",
+    )
+    res.add(
+        "wrk vote requests / non-2xx / socket errors",
+        f"{votes.requests:,} / {votes.non_2xx:,} / {votes.socket_errors:,}",
+        "0 / 0",
+        votes.non_2xx == 0 and votes.socket_errors == 0,
+    )
+    res.add(
+        "wrk latency p50 / p99 (closed loop)", f"{votes.p50_ms:.1f} / {votes.p99_ms:.1f} ms", ""
+    )
     res.add("group commits at max rate", commit_figures(before, after, votes.duration_s), "")
     res.add("queue depth, max of 0.25 s samples", f"{max(depths, default=0):,.0f}", "bounded")
     res.add("queue drain time after the load", f"{drain:.2f} s", "")
     if votes.wrapped:
-        progress(f"WARNING: wrk ran out of fresh (voter, poll) pairs; raise --rate-cap "
-                 f"(now {args.rate_cap})")
+        progress(
+            f"WARNING: wrk ran out of fresh (voter, poll) pairs; raise --rate-cap "
+            f"(now {args.rate_cap})"
+        )
     res.ok &= votes.non_2xx == 0 and votes.socket_errors == 0 and not votes.wrapped
-    run.data.update(vote_cpu_us=vote_us, apply_us=applying, commit_us=committing,
-                    vote_rate=rate, ratio=rate / healthz_rate, wrk_seconds=votes.duration_s,
-                    samples=samples, sampled=["seconds", *SAMPLED])
+    run.data.update(
+        vote_cpu_us=vote_us,
+        apply_us=applying,
+        commit_us=committing,
+        vote_rate=rate,
+        ratio=rate / healthz_rate,
+        wrk_seconds=votes.duration_s,
+        samples=samples,
+        sampled=["seconds", *SAMPLED],
+    )
     return rate
 
 
@@ -585,21 +687,34 @@ async def phase_framework(run: Run) -> None:
     progress(f"framework floor: bare aiohttp GET and POST for {seconds:g} s each")
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", BARE_APP, HOST, str(port),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-c",
+        BARE_APP,
+        HOST,
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
-        if not await healthy(run.session, f"http://{HOST}:{port}",
-                             lambda: proc.returncode is None, 20):
+        if not await healthy(
+            run.session, f"http://{HOST}:{port}", lambda: proc.returncode is None, 20
+        ):
             raise RuntimeError("the bare aiohttp app did not start")
         get_lua, post_lua = run.work / "bare_get.lua", run.work / "bare_post.lua"
         get_lua.write_text(LUA_DONE)
         post_lua.write_text(LUA_BARE_POST + LUA_DONE)
         cpu, ticks = [cpu_seconds(proc.pid)], machine_ticks()
-        get = await run_wrk(f"http://{HOST}:{port}/healthz", get_lua, seconds,
-                            args.wrk_threads, args.wrk_connections)
+        get = await run_wrk(
+            f"http://{HOST}:{port}/healthz",
+            get_lua,
+            seconds,
+            args.wrk_threads,
+            args.wrk_connections,
+        )
         cpu.append(cpu_seconds(proc.pid))
-        post = await run_wrk(f"http://{HOST}:{port}/", post_lua, seconds,
-                             args.wrk_threads, args.wrk_connections)
+        post = await run_wrk(
+            f"http://{HOST}:{port}/", post_lua, seconds, args.wrk_threads, args.wrk_connections
+        )
         cpu.append(cpu_seconds(proc.pid))
         run.note_steal("bare aiohttp", ticks)
     finally:
@@ -608,11 +723,18 @@ async def phase_framework(run: Run) -> None:
     ratio = post.rate / get.rate if get.rate else 0.0
     get_us = 1e6 * (cpu[1] - cpu[0]) / max(1, get.requests)
     post_us = 1e6 * (cpu[2] - cpu[1]) / max(1, post.requests)
-    run.res.add("bare aiohttp, no Opus code: POST with JSON : GET",
-                f"{post.rate:,.0f} : {get.rate:,.0f} req/s = {ratio:.2f}; CPU per request "
-                f"{get_us:.0f} : {post_us:.0f} µs = {get_us / post_us:.2f}", "the ceiling")
-    run.data.update(bare_get_rate=get.rate, bare_post_rate=post.rate, bare_ratio=ratio,
-                    bare_cpu_ratio=get_us / post_us)
+    run.res.add(
+        "bare aiohttp, no Opus code: POST with JSON : GET",
+        f"{post.rate:,.0f} : {get.rate:,.0f} req/s = {ratio:.2f}; CPU per request "
+        f"{get_us:.0f} : {post_us:.0f} µs = {get_us / post_us:.2f}",
+        "the ceiling",
+    )
+    run.data.update(
+        bare_get_rate=get.rate,
+        bare_post_rate=post.rate,
+        bare_ratio=ratio,
+        bare_cpu_ratio=get_us / post_us,
+    )
 
 
 async def phase_latency(run: Run, max_rate: float, level: float) -> None:
@@ -622,35 +744,51 @@ async def phase_latency(run: Run, max_rate: float, level: float) -> None:
     target = level * max_rate
     count = math.ceil(target * args.seconds)
     voters = math.ceil(count / len(polls))
-    progress(f"latency at {pct}: joining {voters} voters, then {count:,} votes at "
-             f"{target:,.0f}/s, open loop, {args.latency_connections} connections")
+    progress(
+        f"latency at {pct}: joining {voters} voters, then {count:,} votes at "
+        f"{target:,.0f}/s, open loop, {args.latency_connections} connections"
+    )
     tokens = await join(run.session, run.base, run.code, voters)
     requests = [
-        vote_request(run.server.port, tokens[i // len(polls)], polls[i % len(polls)],
-                     polls[i % len(polls)].option_ids[(i // len(polls)) % 2])
+        vote_request(
+            run.server.port,
+            tokens[i // len(polls)],
+            polls[i % len(polls)],
+            polls[i % len(polls)].option_ids[(i // len(polls)) % 2],
+        )
         for i in range(count)
     ]
     before, ticks = await run.scrape(), machine_ticks()
-    latencies, statuses, elapsed = await open_loop(run.server.port, requests, target,
-                                                   args.latency_connections)
+    latencies, statuses, elapsed = await open_loop(
+        run.server.port, requests, target, args.latency_connections
+    )
     run.note_steal(f"votes at {pct}", ticks)
     after = await run.scrape()
     ms = latency_ms(latencies)
     achieved = len(latencies) / elapsed
-    res.add(f"open loop at {pct}: target / achieved rate",
-            f"{target:,.0f} / {achieved:,.0f} votes/s", "achieved = target",
-            achieved >= 0.95 * target)
+    res.add(
+        f"open loop at {pct}: target / achieved rate",
+        f"{target:,.0f} / {achieved:,.0f} votes/s",
+        "achieved = target",
+        achieved >= 0.95 * target,
+    )
     # Issue 2's goal is set at half the maximum rate; the other levels show the curve.
     goal, met = ("p99 < 20 ms", ms[0.99] < 20) if level == 0.5 else ("", None)
-    res.add(f"open loop at {pct}: vote latency p50 / p99 / p99.9",
-            f"{ms[0.5]:.1f} / {ms[0.99]:.1f} / {ms[0.999]:.1f} ms", goal, met)
+    res.add(
+        f"open loop at {pct}: vote latency p50 / p99 / p99.9",
+        f"{ms[0.5]:.1f} / {ms[0.99]:.1f} / {ms[0.999]:.1f} ms",
+        goal,
+        met,
+    )
     res.add(f"group commits at {pct}", commit_figures(before, after, elapsed), "")
     res.add(f"event loop stalls at {pct}", stall_figures(before, after), "")
     not_202 = {status: n for status, n in statuses.items() if status != 202}
     res.add(f"open loop at {pct}: answers other than 202", str(not_202 or 0), "0", not not_202)
     if achieved < 0.95 * target:
-        progress("WARNING: the generator fell behind its target rate: the server or this "
-                 "process could not keep up (latencies include the delay)")
+        progress(
+            "WARNING: the generator fell behind its target rate: the server or this "
+            "process could not keep up (latencies include the delay)"
+        )
     res.ok &= not not_202
 
     # The same generator at the same rate on GET /healthz: what the client, the machine and
@@ -658,16 +796,24 @@ async def phase_latency(run: Run, max_rate: float, level: float) -> None:
     seconds = min(3.0, args.seconds)
     progress(f"latency floor at {pct}: GET /healthz at {target:,.0f}/s for {seconds:g} s")
     healthz = f"GET /healthz HTTP/1.1\r\nHost: {HOST}:{run.server.port}\r\n\r\n".encode()
-    floor, _, _ = await open_loop(run.server.port, [healthz] * math.ceil(target * seconds),
-                                  target, args.latency_connections)
+    floor, _, _ = await open_loop(
+        run.server.port, [healthz] * math.ceil(target * seconds), target, args.latency_connections
+    )
     floor_ms = latency_ms(floor)
-    res.add(f"open loop at {pct}: GET /healthz p50 / p99 / p99.9 (floor)",
-            f"{floor_ms[0.5]:.1f} / {floor_ms[0.99]:.1f} / {floor_ms[0.999]:.1f} ms", "")
-    run.data.setdefault("latency", []).append({
-        "level": level, "target": target, "achieved": achieved,
-        "votes_ms": [round(1000 * x, 3) for x in latencies],
-        "healthz_ms": [round(1000 * x, 3) for x in floor],
-    })
+    res.add(
+        f"open loop at {pct}: GET /healthz p50 / p99 / p99.9 (floor)",
+        f"{floor_ms[0.5]:.1f} / {floor_ms[0.99]:.1f} / {floor_ms[0.999]:.1f} ms",
+        "",
+    )
+    run.data.setdefault("latency", []).append(
+        {
+            "level": level,
+            "target": target,
+            "achieved": achieved,
+            "votes_ms": [round(1000 * x, 3) for x in latencies],
+            "healthz_ms": [round(1000 * x, 3) for x in floor],
+        }
+    )
 
 
 async def phase_check(run: Run) -> None:
@@ -680,8 +826,12 @@ async def phase_check(run: Run) -> None:
         total += body["total_votes"]
     accepted = int((await run.scrape())["opus_votes_accepted_total"])
     same = total == accepted
-    run.res.add("sum of polls' total_votes vs opus_votes_accepted_total",
-                f"{total:,} vs {accepted:,}", "equal", same)
+    run.res.add(
+        "sum of polls' total_votes vs opus_votes_accepted_total",
+        f"{total:,} vs {accepted:,}",
+        "equal",
+        same,
+    )
     run.res.ok &= same
 
 
@@ -700,9 +850,11 @@ async def bench(args: argparse.Namespace, work: Path) -> tuple[Results, dict[str
                 await phase_latency(run, max_rate, level)
             await phase_check(run)
             steal = run.data.get("steal_pct", {})
-            res.add("CPU stolen by the host (other guests) during each load phase",
-                    ", ".join(f"{phase} {pct:.0f}%" for phase, pct in steal.items()),
-                    f"< {STEAL_WARN_PCT}% for comparable figures")
+            res.add(
+                "CPU stolen by the host (other guests) during each load phase",
+                ", ".join(f"{phase} {pct:.0f}%" for phase, pct in steal.items()),
+                f"< {STEAL_WARN_PCT}% for comparable figures",
+            )
         finally:
             code, took = server.stop()
             progress(f"server stopped: exit {code} after {took:.1f} s")
@@ -721,8 +873,10 @@ def machine_facts() -> str:
     with contextlib.suppress(OSError, AttributeError):
         found = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
         memory = f"{int(found.group(1)) / 1024**2:.1f} GiB memory"  # type: ignore[union-attr]
-    return (f"{os.cpu_count()} cores, {memory}, Python {sys.version.split()[0]}, "
-            f"SQLite {sqlite3.sqlite_version}")
+    return (
+        f"{os.cpu_count()} cores, {memory}, Python {sys.version.split()[0]}, "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
 
 
 def replace_section(path: Path, title: str, body: str) -> None:
@@ -730,9 +884,11 @@ def replace_section(path: Path, title: str, body: str) -> None:
     if path.exists():
         text = path.read_text()
     else:
-        text = ("# Benchmarks\n\nThe server and the load generators share one machine: "
-                f"{machine_facts()}.\n\nEach section comes from its script in bench/ "
-                "(`make bench-ingest`, `make bench-live`), which says what each figure means.\n")
+        text = (
+            "# Benchmarks\n\nThe server and the load generators share one machine: "
+            f"{machine_facts()}.\n\nEach section comes from its script in bench/ "
+            "(`make bench-ingest`, `make bench-live`), which says what each figure means.\n"
+        )
     section = f"## {title}\n\n" + body.strip() + "\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.M | re.S)
     if pattern.search(text):
@@ -747,19 +903,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10, help="length of each load phase")
     parser.add_argument("--polls", type=int, default=20, help="open polls in the room")
-    parser.add_argument("--rate-cap", type=int, default=8000,
-                        help="highest vote rate to prepare fresh pairs for (votes/s)")
+    parser.add_argument(
+        "--rate-cap",
+        type=int,
+        default=8000,
+        help="highest vote rate to prepare fresh pairs for (votes/s)",
+    )
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--wrk-connections", type=int, default=64)
     parser.add_argument("--latency-connections", type=int, default=128)
-    parser.add_argument("--levels", type=float, nargs="+", default=[0.25, 0.5, 0.75],
-                        help="open-loop rates, as fractions of the measured maximum")
-    parser.add_argument("--env", action="append", default=[], metavar="OPUS_X=VALUE",
-                        help="a setting for the server, e.g. --env OPUS_WORKERS=2 (repeatable)")
-    parser.add_argument("--write", type=Path, metavar="FILE",
-                        help="replace the '## Ingest' section of FILE (e.g. docs/benchmarks.md)")
-    parser.add_argument("--data", type=Path, metavar="FILE",
-                        help="write the raw figures as JSON (for bench/charts.py)")
+    parser.add_argument(
+        "--levels",
+        type=float,
+        nargs="+",
+        default=[0.25, 0.5, 0.75],
+        help="open-loop rates, as fractions of the measured maximum",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="OPUS_X=VALUE",
+        help="a setting for the server, e.g. --env OPUS_WORKERS=2 (repeatable)",
+    )
+    parser.add_argument(
+        "--write",
+        type=Path,
+        metavar="FILE",
+        help="replace the '## Ingest' section of FILE (e.g. docs/benchmarks.md)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE",
+        help="write the raw figures as JSON (for bench/charts.py)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench/ingest.py needs wrk: apt-get install wrk", file=sys.stderr)
@@ -769,6 +947,7 @@ def main() -> int:
         return 2
     try:
         import uvloop
+
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
@@ -777,9 +956,10 @@ def main() -> int:
     if args.data:
         args.data.write_text(json.dumps({**data, "ok": res.ok, "table": res.markdown()}))
     command = " ".join(["bench/ingest.py", *sys.argv[1:]])
-    body = (f"{time.strftime('%Y-%m-%d')}: `{command}` (phases of {args.seconds:g} s, wrk "
-            f"-t{args.wrk_threads} -c{args.wrk_connections}) on {machine_facts()}.\n\n"
-            + res.markdown())
+    body = (
+        f"{time.strftime('%Y-%m-%d')}: `{command}` (phases of {args.seconds:g} s, wrk "
+        f"-t{args.wrk_threads} -c{args.wrk_connections}) on {machine_facts()}.\n\n" + res.markdown()
+    )
     print(body)
     if args.write:
         replace_section(args.write, "Ingest", body)

@@ -68,8 +68,9 @@ class _Watcher(asyncio.Protocol):
     more CPU parsing than the server spends sending, and would measure themselves. This one
     only splits frames, answers pings, and notes when each results message arrived."""
 
-    def __init__(self, request: bytes, ready: asyncio.Future[None],
-                 seen: list[tuple[float, int]]) -> None:
+    def __init__(
+        self, request: bytes, ready: asyncio.Future[None], seen: list[tuple[float, int]]
+    ) -> None:
         self._request = request
         self._ready = ready
         self._seen = seen
@@ -121,15 +122,18 @@ async def _watch(port: int, room: str, count: int, pipe: Connection) -> None:
     transports: list[asyncio.BaseTransport] = []
     gate = asyncio.Semaphore(100)
     key = base64.b64encode(os.urandom(16)).decode()
-    request = (f"GET /ws?room={room} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    request = (
+        f"GET /ws?room={room} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
 
     async def open_one(i: int) -> None:
         async with gate:
             ready: asyncio.Future[None] = loop.create_future()
             transport, _ = await loop.create_connection(
-                lambda: _Watcher(request, ready, frames[i]), "127.0.0.1", port)
+                lambda: _Watcher(request, ready, frames[i]), "127.0.0.1", port
+            )
             await asyncio.wait_for(ready, 60)
             transports.append(transport)
 
@@ -146,8 +150,7 @@ async def _watch(port: int, room: str, count: int, pipe: Connection) -> None:
                 histogram[min(_BUCKETS - 1, int(ms / _BUCKET_MS))] += 1
                 r += 1
         missing += len(accepted) - r
-    pipe.send({"histogram": histogram, "missing": missing,
-               "messages": sum(len(s) for s in frames)})
+    pipe.send({"histogram": histogram, "missing": missing, "messages": sum(len(s) for s in frames)})
     await loop.run_in_executor(None, pipe.recv)  # hold the sockets until told
     for transport in transports:
         transport.close()
@@ -221,16 +224,29 @@ def percentile(histogram: list[int], q: float) -> float:
 
 async def _room(session: aiohttp.ClientSession, base: str) -> tuple[dict[str, Any], dict[str, Any]]:
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    room = await api(session, "POST", base + "/api/v1/rooms", 201, headers=admin,
-                     json={"title": "Live benchmark"})
-    poll = await api(session, "POST", f"{base}/api/v1/rooms/{room['id']}/polls", 201,
-                     headers=admin, json={"question": "Which?", "options": ["A", "B", "C"]})
+    room = await api(
+        session,
+        "POST",
+        base + "/api/v1/rooms",
+        201,
+        headers=admin,
+        json={"title": "Live benchmark"},
+    )
+    poll = await api(
+        session,
+        "POST",
+        f"{base}/api/v1/rooms/{room['id']}/polls",
+        201,
+        headers=admin,
+        json={"question": "Which?", "options": ["A", "B", "C"]},
+    )
     await api(session, "POST", f"{base}/api/v1/polls/{poll['id']}/open", 200, headers=admin)
     return room, poll
 
 
-async def _steady_votes(session: aiohttp.ClientSession, base: str, poll: dict[str, Any],
-                        tokens: list[str], rate: float) -> tuple[list[float], int]:
+async def _steady_votes(
+    session: aiohttp.ClientSession, base: str, poll: dict[str, Any], tokens: list[str], rate: float
+) -> tuple[list[float], int]:
     """One vote per token at `rate`/s; returns the 202 times (sorted) and the failures."""
     accepted: list[float] = []
     failed = 0
@@ -240,9 +256,11 @@ async def _steady_votes(session: aiohttp.ClientSession, base: str, poll: dict[st
         nonlocal failed
         await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
         option = poll["options"][i % len(poll["options"])]["id"]
-        async with session.post(f"{base}/api/v1/polls/{poll['id']}/votes",
-                                json={"option_ids": [option]},
-                                headers={"Authorization": f"Bearer {token}"}) as r:
+        async with session.post(
+            f"{base}/api/v1/polls/{poll['id']}/votes",
+            json={"option_ids": [option]},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as r:
             await r.read()
             if r.status == 202:
                 accepted.append(time.monotonic())
@@ -253,8 +271,9 @@ async def _steady_votes(session: aiohttp.ClientSession, base: str, poll: dict[st
     return sorted(accepted), failed
 
 
-async def _counted(session: aiohttp.ClientSession, base: str, poll: dict[str, Any],
-                   want: int) -> int:
+async def _counted(
+    session: aiohttp.ClientSession, base: str, poll: dict[str, Any], want: int
+) -> int:
     """The poll's total_votes once it reaches `want` (or after 30 s, whatever it is then)."""
     deadline = time.monotonic() + 30
     while True:
@@ -265,8 +284,9 @@ async def _counted(session: aiohttp.ClientSession, base: str, poll: dict[str, An
         await asyncio.sleep(0.2)
 
 
-async def latency_run(session: aiohttp.ClientSession, base: str, port: int, watchers: int,
-                      rate: float, seconds: float) -> dict[str, Any]:
+async def latency_run(
+    session: aiohttp.ClientSession, base: str, port: int, watchers: int, rate: float, seconds: float
+) -> dict[str, Any]:
     room, poll = await _room(session, base)
     tokens = await join(session, base, room["code"], int(rate * seconds))
     progress(f"{watchers} watchers: connecting")
@@ -282,11 +302,18 @@ async def latency_run(session: aiohttp.ClientSession, base: str, port: int, watc
         held.close()
     h = outcome["histogram"]
     used = max((i for i, n in enumerate(h) if n), default=0) + 1
-    return {"watchers": watchers, "votes": len(accepted), "failed": failed,
-            "counted": counted, "p50": percentile(h, 0.5), "p99": percentile(h, 0.99),
-            "max": percentile(h, 1.0), "missing": outcome["missing"],
-            "messages_per_watcher": outcome["messages"] / watchers,
-            "histogram_ms": h[:used]}
+    return {
+        "watchers": watchers,
+        "votes": len(accepted),
+        "failed": failed,
+        "counted": counted,
+        "p50": percentile(h, 0.5),
+        "p99": percentile(h, 0.99),
+        "max": percentile(h, 1.0),
+        "missing": outcome["missing"],
+        "messages_per_watcher": outcome["messages"] / watchers,
+        "histogram_ms": h[:used],
+    }
 
 
 def rss_mb(pid: int) -> float:
@@ -296,8 +323,9 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def idle_run(session: aiohttp.ClientSession, base: str, port: int, pid: int,
-                   count: int) -> dict[str, float]:
+async def idle_run(
+    session: aiohttp.ClientSession, base: str, port: int, pid: int, count: int
+) -> dict[str, float]:
     room, _ = await _room(session, base)
     before = rss_mb(pid)
     progress(f"{count} idle sockets: connecting")
@@ -308,16 +336,22 @@ async def idle_run(session: aiohttp.ClientSession, base: str, port: int, pid: in
         after = rss_mb(pid)
     finally:
         held.close()
-    return {"sockets": count, "before": before, "after": after,
-            "per_socket_kb": (after - before) * 1024 / count}
+    return {
+        "sockets": count,
+        "before": before,
+        "after": after,
+        "per_socket_kb": (after - before) * 1024 / count,
+    }
 
 
 async def bench(args: argparse.Namespace, work: Path) -> tuple[str, dict[str, Any]]:
     server = Server(work / "data", free_port(), [])
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
         await server.wait_ready(session)
-        runs = [await latency_run(session, server.base, server.port, n, args.rate, args.seconds)
-                for n in args.watchers]
+        runs = [
+            await latency_run(session, server.base, server.port, n, args.rate, args.seconds)
+            for n in args.watchers
+        ]
         idle = await idle_run(session, server.base, server.port, server.proc.pid, args.idle)
     code, _ = server.stop()
     goals = {1000: 150.0, 5000: 300.0}
@@ -357,10 +391,18 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="votes per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--idle", type=int, default=10_000, help="idle sockets for RSS")
-    parser.add_argument("--write", type=Path, metavar="FILE",
-                        help="replace the '## Live' section of FILE (e.g. docs/benchmarks.md)")
-    parser.add_argument("--data", type=Path, metavar="FILE",
-                        help="write the latency histograms as JSON (for bench/charts.py)")
+    parser.add_argument(
+        "--write",
+        type=Path,
+        metavar="FILE",
+        help="replace the '## Live' section of FILE (e.g. docs/benchmarks.md)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE",
+        help="write the latency histograms as JSON (for bench/charts.py)",
+    )
     args = parser.parse_args()
     _raise_nofile()
     with tempfile.TemporaryDirectory(prefix="opus-bench-live-") as tmp:
@@ -371,8 +413,10 @@ def main() -> int:
     if args.data:
         args.data.write_text(json.dumps({**data, "table": report}))
     if not data["ok"]:
-        progress("FAILED: a vote was not answered 202 or not counted once, or the server "
-                 "did not stop cleanly")
+        progress(
+            "FAILED: a vote was not answered 202 or not counted once, or the server "
+            "did not stop cleanly"
+        )
     return 0 if data["ok"] else 1
 
 

@@ -46,10 +46,27 @@ BENCH = ROOT / "bench"
 PY = sys.executable
 
 # The document's sections in order; the runner owns all but the hand-written first one.
-ORDER = ["Summary", "Where the time goes", "Ingest", "Charts", "Worker drain", "Live",
-         "Thundering herd", "Single binary", "Backup"]
-OWNED = {"Summary", "Charts", "Ingest", "Worker drain", "Live", "Thundering herd",
-         "Single binary", "Backup"}
+ORDER = [
+    "Summary",
+    "Where the time goes",
+    "Ingest",
+    "Charts",
+    "Worker drain",
+    "Live",
+    "Thundering herd",
+    "Single binary",
+    "Backup",
+]
+OWNED = {
+    "Summary",
+    "Charts",
+    "Ingest",
+    "Worker drain",
+    "Live",
+    "Thundering herd",
+    "Single binary",
+    "Backup",
+}
 HERD = BENCH / "herd.py"
 START_LOAD = os.getloadavg()
 
@@ -107,8 +124,14 @@ def run_step(step: Step, index: int, total: int, work: Path, progress: Progress)
     with step.log.open("w") as log:
         log.write("$ " + " ".join(args) + "\n")
         log.flush()
-        proc = subprocess.Popen([PY, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, bufsize=1)
+        proc = subprocess.Popen(
+            [PY, *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
         out: list[str] = []
 
         def read_out() -> None:
@@ -124,8 +147,10 @@ def run_step(step: Step, index: int, total: int, work: Path, progress: Progress)
                 if line.strip():
                     latest = re.sub(r"^\[bench [\d:]+\] ", "", line.strip())
 
-        readers = [threading.Thread(target=read_out, daemon=True),
-                   threading.Thread(target=read_err, daemon=True)]
+        readers = [
+            threading.Thread(target=read_out, daemon=True),
+            threading.Thread(target=read_err, daemon=True),
+        ]
         for reader in readers:
             reader.start()
         while proc.poll() is None:
@@ -153,8 +178,9 @@ def sections(text: str) -> tuple[str, dict[str, str]]:
 
 def git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
 
@@ -170,9 +196,11 @@ def machine(started: float) -> str:
         commit += " plus uncommitted changes in the working tree"
     load = ", ".join(f"{x:.1f}" for x in START_LOAD)
     facts = machine_facts().replace(" cores", f" cores{cpu}", 1)
-    return (f"Run {time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(started))} at commit "
-            f"{commit}; {facts}, Linux {platform.release()}; load average (1, 5, 15 min) "
-            f"{load} at the start, {os.getloadavg()[0]:.1f} at the end.")
+    return (
+        f"Run {time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(started))} at commit "
+        f"{commit}; {facts}, Linux {platform.release()}; load average (1, 5, 15 min) "
+        f"{load} at the start, {os.getloadavg()[0]:.1f} at the end."
+    )
 
 
 def how_to_read(quick: bool, took: float, started: float) -> str:
@@ -204,35 +232,61 @@ def summary(steps: dict[str, Step], herd_section: str = "") -> str:
     ingest = steps["ingest"].load()
     if ingest:
         ratio = ingest["ratio"]
-        rows.append(("durable votes/s : GET /healthz req/s",
-                     f"{ingest['vote_rate']:,.0f} : {ingest['healthz_rate']:,.0f} = {ratio:.2f}",
-                     ">= 0.6 " + ("(met)" if ratio >= 0.6 else "(missed)")))
+        rows.append(
+            (
+                "durable votes/s : GET /healthz req/s",
+                f"{ingest['vote_rate']:,.0f} : {ingest['healthz_rate']:,.0f} = {ratio:.2f}",
+                ">= 0.6 " + ("(met)" if ratio >= 0.6 else "(missed)"),
+            )
+        )
         if "vote_cpu_us" in ingest:
             health_cpu, vote_cpu = ingest["healthz_cpu_us"], ingest["vote_cpu_us"]
-            rows.append(("server CPU per request, GET /healthz : vote (applied)",
-                         f"{health_cpu:.0f} : {vote_cpu:.0f} µs = {health_cpu / vote_cpu:.2f}; "
-                         f"applying {ingest['apply_us']:.0f} µs and group commit "
-                         f"{ingest['commit_us']:.0f} µs of it", ""))
+            rows.append(
+                (
+                    "server CPU per request, GET /healthz : vote (applied)",
+                    f"{health_cpu:.0f} : {vote_cpu:.0f} µs = {health_cpu / vote_cpu:.2f}; "
+                    f"applying {ingest['apply_us']:.0f} µs and group commit "
+                    f"{ingest['commit_us']:.0f} µs of it",
+                    "",
+                )
+            )
         if "bare_ratio" in ingest:
-            rows.append(("bare aiohttp, no Opus code: POST with JSON : GET req/s",
-                         f"{ingest['bare_post_rate']:,.0f} : {ingest['bare_get_rate']:,.0f} = "
-                         f"{ingest['bare_ratio']:.2f}"
-                         + (f" (CPU per request: {ingest['bare_cpu_ratio']:.2f})"
-                            if "bare_cpu_ratio" in ingest else ""), "the ratio's ceiling"))
+            rows.append(
+                (
+                    "bare aiohttp, no Opus code: POST with JSON : GET req/s",
+                    f"{ingest['bare_post_rate']:,.0f} : {ingest['bare_get_rate']:,.0f} = "
+                    f"{ingest['bare_ratio']:.2f}"
+                    + (
+                        f" (CPU per request: {ingest['bare_cpu_ratio']:.2f})"
+                        if "bare_cpu_ratio" in ingest
+                        else ""
+                    ),
+                    "the ratio's ceiling",
+                )
+            )
         if ingest.get("steal_pct"):
-            rows.append(("CPU the host gave other guests, per ingest phase",
-                         ", ".join(f"{k} {v:.0f}%" for k, v in ingest["steal_pct"].items()),
-                         f"< {ingest.get('steal_warn_pct', 5)}% for comparable figures"))
+            rows.append(
+                (
+                    "CPU the host gave other guests, per ingest phase",
+                    ", ".join(f"{k} {v:.0f}%" for k, v in ingest["steal_pct"].items()),
+                    f"< {ingest.get('steal_warn_pct', 5)}% for comparable figures",
+                )
+            )
         for level in ingest.get("latency", []):
             pct = f"{100 * level['level']:.0f}%"
             votes, floor = _quantiles(level["votes_ms"]), _quantiles(level["healthz_ms"])
             goal = ""
             if level["level"] == 0.5:
                 goal = "p99 < 20 ms " + ("(met)" if votes[1] < 20 else "(missed)")
-            rows.append((f"POST vote p50 / p99 / p99.9 at {pct} of max "
-                         f"({level['achieved']:,.0f}/s); /healthz floor",
-                         f"{votes[0]:.1f} / {votes[1]:.1f} / {votes[2]:.1f} ms; "
-                         f"{floor[0]:.1f} / {floor[1]:.1f} / {floor[2]:.1f} ms", goal))
+            rows.append(
+                (
+                    f"POST vote p50 / p99 / p99.9 at {pct} of max "
+                    f"({level['achieved']:,.0f}/s); /healthz floor",
+                    f"{votes[0]:.1f} / {votes[1]:.1f} / {votes[2]:.1f} ms; "
+                    f"{floor[0]:.1f} / {floor[1]:.1f} / {floor[2]:.1f} ms",
+                    goal,
+                )
+            )
     drain = steps["drain"].load()
     if drain:
         text = f"{drain['rate']:,.0f} votes/s = {drain['rate'] / drain['healthz_rate']:.2f} x "
@@ -248,41 +302,72 @@ def summary(steps: dict[str, Step], herd_section: str = "") -> str:
         goals = {1000: 150.0, 5000: 300.0}
         for run in live["runs"]:
             goal = goals.get(run["watchers"])
-            mark = "" if goal is None else (
-                f"p99 <= {goal:.0f} ms " + ("(met)" if run["p99"] <= goal else "(missed)"))
-            rows.append((f"vote -> screen p50 / p99 with {run['watchers']:,} watchers",
-                         f"{run['p50']:.0f} / {run['p99']:.0f} ms, {run['missing']} missing",
-                         mark))
+            mark = (
+                ""
+                if goal is None
+                else (f"p99 <= {goal:.0f} ms " + ("(met)" if run["p99"] <= goal else "(missed)"))
+            )
+            rows.append(
+                (
+                    f"vote -> screen p50 / p99 with {run['watchers']:,} watchers",
+                    f"{run['p50']:.0f} / {run['p99']:.0f} ms, {run['missing']} missing",
+                    mark,
+                )
+            )
         idle = live["idle"]
         at_10k = idle["before"] + idle["per_socket_kb"] * 10_000 / 1024
-        rows.append(("memory per idle WebSocket",
-                     f"{idle['per_socket_kb']:.1f} KB ({idle['sockets']:,} sockets: "
-                     f"{idle['before']:.0f} -> {idle['after']:.0f} MB RSS)",
-                     "10,000 in <= 600 MB " + ("(met)" if at_10k <= 600 else "(missed)")))
+        rows.append(
+            (
+                "memory per idle WebSocket",
+                f"{idle['per_socket_kb']:.1f} KB ({idle['sockets']:,} sockets: "
+                f"{idle['before']:.0f} -> {idle['after']:.0f} MB RSS)",
+                "10,000 in <= 600 MB " + ("(met)" if at_10k <= 600 else "(missed)"),
+            )
+        )
     binary = steps["binary"].load()
     if binary:
         b = sorted(binary["times"]["binary"])[len(binary["times"]["binary"]) // 2]
         p = sorted(binary["times"]["python"])[len(binary["times"]["python"]) // 2]
-        rows.append(("start to ready, dist/opus : python -m opus serve (medians)",
-                     f"{b:.2f} s : {p:.2f} s = {b / p:.2f}",
-                     "binary < 1.5 s " + ("(met)" if b < 1.5 else "(missed)")))
+        rows.append(
+            (
+                "start to ready, dist/opus : python -m opus serve (medians)",
+                f"{b:.2f} s : {p:.2f} s = {b / p:.2f}",
+                "binary < 1.5 s " + ("(met)" if b < 1.5 else "(missed)"),
+            )
+        )
     if steps.get("herd") and steps["herd"].ran:
         # bench/herd.py writes no --data; its headline row is read from its own table.
-        found = re.search(r"^\| (opening -> last vote counted[^|]*)\| ([^|]+)\|", herd_section,
-                          re.M)
-        rows.append((f"thundering herd: {found.group(1).strip()}" if found else
-                     "thundering herd", found.group(2).strip() if found else "see its section",
-                     ""))
+        found = re.search(
+            r"^\| (opening -> last vote counted[^|]*)\| ([^|]+)\|", herd_section, re.M
+        )
+        rows.append(
+            (
+                f"thundering herd: {found.group(1).strip()}" if found else "thundering herd",
+                found.group(2).strip() if found else "see its section",
+                "",
+            )
+        )
     for step in steps.values():
         if step.ran:
             verdict = "passed" if step.code == 0 else f"FAILED (exit {step.code})"
-            rows.append((f"correctness checks: {step.name}",
-                         f"{verdict} ({step.seconds:.0f} s; load average {step.load_avg:.1f} "
-                         "at its start)", ""))
+            rows.append(
+                (
+                    f"correctness checks: {step.name}",
+                    f"{verdict} ({step.seconds:.0f} s; load average {step.load_avg:.1f} "
+                    "at its start)",
+                    "",
+                )
+            )
         else:
             rows.append((f"{step.name}", "not run", ""))
-    lines = ["## Summary", "", "Written by `bench/run.py` from the sections below.", "",
-             "| figure | this run | goal |", "| --- | --- | --- |"]
+    lines = [
+        "## Summary",
+        "",
+        "Written by `bench/run.py` from the sections below.",
+        "",
+        "| figure | this run | goal |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines) + "\n"
 
@@ -295,10 +380,14 @@ def _quantiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def charts_section(made: list[tuple[str, Path]], doc: Path) -> str:
-    lines = ["## Charts", "",
-             "From the Ingest and Live runs above (`bench/charts.py`, matplotlib). The latency "
-             "charts put percentiles on a log axis (p50, p90, p99, p99.9 evenly spaced), so "
-             "the tail is visible.", ""]
+    lines = [
+        "## Charts",
+        "",
+        "From the Ingest and Live runs above (`bench/charts.py`, matplotlib). The latency "
+        "charts put percentiles on a log axis (p50, p90, p99, p99.9 evenly spaced), so "
+        "the tail is visible.",
+        "",
+    ]
     for caption, path in made:
         rel = os.path.relpath(path, doc.parent)
         lines += [f"![{caption}]({rel})", ""]
@@ -328,9 +417,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter phases (about 4 min)")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--charts", type=Path, default=ROOT / "docs" / "bench")
-    parser.add_argument("--only", nargs="+", metavar="STEP",
-                        help="run only these steps (ingest drain live herd binary backup); "
-                        "the other sections stay as they were: for trying, not for committing")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="STEP",
+        help="run only these steps (ingest drain live herd binary backup); "
+        "the other sections stay as they were: for trying, not for committing",
+    )
     args = parser.parse_args()
     started = time.time()
     work = Path(tempfile.mkdtemp(prefix="opus-bench-run-"))
@@ -348,23 +441,66 @@ def main() -> int:
         return ["--ingest-rate", f"{loaded['vote_rate']:.1f}"] if loaded else []
 
     common = ["--write", str(draft)]
-    steps["ingest"] = Step("ingest", "Ingest", lambda: [
-        "bench/ingest.py", *common, "--data", str(data("ingest")),
-        *(["--seconds", "4"] if quick else [])], data("ingest"))
-    steps["drain"] = Step("drain", "Worker drain", lambda: [
-        "bench/drain.py", *common, "--data", str(data("drain")), *ingest_rate(),
-        *(["--votes", "20000", "--seconds", "3"] if quick else [])], data("drain"))
-    steps["live"] = Step("live", "Live", lambda: [
-        "bench/live.py", *common, "--data", str(data("live")),
-        *(["--seconds", "4", "--idle", "5000"] if quick else [])], data("live"))
+    steps["ingest"] = Step(
+        "ingest",
+        "Ingest",
+        lambda: [
+            "bench/ingest.py",
+            *common,
+            "--data",
+            str(data("ingest")),
+            *(["--seconds", "4"] if quick else []),
+        ],
+        data("ingest"),
+    )
+    steps["drain"] = Step(
+        "drain",
+        "Worker drain",
+        lambda: [
+            "bench/drain.py",
+            *common,
+            "--data",
+            str(data("drain")),
+            *ingest_rate(),
+            *(["--votes", "20000", "--seconds", "3"] if quick else []),
+        ],
+        data("drain"),
+    )
+    steps["live"] = Step(
+        "live",
+        "Live",
+        lambda: [
+            "bench/live.py",
+            *common,
+            "--data",
+            str(data("live")),
+            *(["--seconds", "4", "--idle", "5000"] if quick else []),
+        ],
+        data("live"),
+    )
     if HERD.exists():
-        steps["herd"] = Step("herd", "Thundering herd", lambda: [
-            "bench/herd.py", *common, *(["--voters", "2000"] if quick else [])])
-    steps["binary"] = Step("binary", "Single binary", lambda: [
-        "bench/binary.py", *common, "--data", str(data("binary")),
-        *(["--starts", "3"] if quick else [])], data("binary"))
-    steps["backup"] = Step("backup", "Backup", lambda: [
-        "bench/backup.py", *common, *(["--votes", "5000"] if quick else [])])
+        steps["herd"] = Step(
+            "herd",
+            "Thundering herd",
+            lambda: ["bench/herd.py", *common, *(["--voters", "2000"] if quick else [])],
+        )
+    steps["binary"] = Step(
+        "binary",
+        "Single binary",
+        lambda: [
+            "bench/binary.py",
+            *common,
+            "--data",
+            str(data("binary")),
+            *(["--starts", "3"] if quick else []),
+        ],
+        data("binary"),
+    )
+    steps["backup"] = Step(
+        "backup",
+        "Backup",
+        lambda: ["bench/backup.py", *common, *(["--votes", "5000"] if quick else [])],
+    )
     chosen = [s for name, s in steps.items() if not args.only or name in args.only]
 
     progress = Progress()
@@ -382,16 +518,22 @@ def main() -> int:
     made = charts.render(args.charts, steps["ingest"].load(), steps["live"].load())
     text = draft.read_text() if draft.exists() else ""
     herd_section = sections(text)[1].get("Thundering herd", "")
-    own: dict[str, str] = {"Charts": charts_section(made, args.doc),
-                           "Summary": summary(steps, herd_section)}
+    own: dict[str, str] = {
+        "Charts": charts_section(made, args.doc),
+        "Summary": summary(steps, herd_section),
+    }
     if not HERD.exists():
-        own["Thundering herd"] = ("## Thundering herd\n\nNot measured in this run: "
-                                  "bench/herd.py is not in this checkout.\n")
+        own["Thundering herd"] = (
+            "## Thundering herd\n\nNot measured in this run: "
+            "bench/herd.py is not in this checkout.\n"
+        )
     head = how_to_read(quick, time.time() - started, started)
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(assemble(text, head, own, draft, args.doc))
-    progress.done(f"[{total}/{total}] wrote {args.doc} and {len(made)} charts in "
-                  f"{args.charts}, {(time.time() - started) / 60:.1f} min; logs in {work}")
+    progress.done(
+        f"[{total}/{total}] wrote {args.doc} and {len(made)} charts in "
+        f"{args.charts}, {(time.time() - started) / 60:.1f} min; logs in {work}"
+    )
 
     for step in chosen:
         print(f"\n### {step.name} ({step.seconds:.0f} s, exit {step.code})\n")

@@ -57,7 +57,9 @@ _LAG_TICK_S = 0.05
 def load_node_id(data_dir: Path) -> str:
     """This appliance's stable id: the `source` of every event it creates."""
     return files.read_or_create(
-        data_dir / "node_id", uuid7, min_length=len(uuid7()),
+        data_dir / "node_id",
+        uuid7,
+        min_length=len(uuid7()),
         consequence="this box gets a new node id (events it made keep the old one)",
     )
 
@@ -190,13 +192,16 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics_view(request: web.Request) -> web.Response:
     """Prometheus text, for the box itself and the admin token (`--metrics-public` opens it to
     everyone): it tells how busy every room is."""
-    if not (request.app[SETTINGS].metrics_public
-            or is_loopback(request.app[ADDRESSES].of(request))):
+    if not (
+        request.app[SETTINGS].metrics_public or is_loopback(request.app[ADDRESSES].of(request))
+    ):
         header = request.headers.get("Authorization", "")
-        if not same_token(header[7:] if header[:7].lower() == "bearer " else "",
-                          request.app[ADMIN_TOKEN]):
-            raise Unauthorized("/metrics needs the admin token from other machines.",
-                               code="unauthorized")
+        if not same_token(
+            header[7:] if header[:7].lower() == "bearer " else "", request.app[ADMIN_TOKEN]
+        ):
+            raise Unauthorized(
+                "/metrics needs the admin token from other machines.", code="unauthorized"
+            )
     return web.Response(
         body=request.app[METRICS].render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

@@ -58,8 +58,9 @@ class Plan:
                 self.words[(poll_id, word)] = self.words.get((poll_id, word), 0) + delta
 
     def reject(self, vote: Vote, reason: str, now: str) -> None:
-        self.processed.append((vote.claim.event_id, vote.poll_id, vote.voter_id, "rejected",
-                               reason, vote.choice, now))
+        self.processed.append(
+            (vote.claim.event_id, vote.poll_id, vote.voter_id, "rejected", reason, vote.choice, now)
+        )
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
 
@@ -113,11 +114,13 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
             [x for key in keys for x in key],
         ):
             existing[(r["poll_id"], r["voter_id"])] = (
-                r["event_id"], kinds.decode(r["choice"]), r["accepted_ns"], r["queued_id"]
+                r["event_id"],
+                kinds.decode(r["choice"]),
+                r["accepted_ns"],
+                r["queued_id"],
             )
 
-    targets = sorted({v.value["u"] for v in votes if isinstance(v.value, dict)
-                      and "u" in v.value})
+    targets = sorted({v.value["u"] for v in votes if isinstance(v.value, dict) and "u" in v.value})
     questions: dict[str, tuple[str, str]] = {}  # id -> (poll id, status)
     upvoted: set[tuple[str, str]] = set()
     if targets:
@@ -127,8 +130,13 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
             targets,
         ):
             questions[r["id"]] = (r["poll_id"], r["status"])
-        pairs = sorted({(v.value["u"], v.voter_id) for v in votes
-                        if isinstance(v.value, dict) and "u" in v.value})
+        pairs = sorted(
+            {
+                (v.value["u"], v.voter_id)
+                for v in votes
+                if isinstance(v.value, dict) and "u" in v.value
+            }
+        )
         upvoted = {
             (r[0], r[1])
             for r in fetchall(
@@ -156,8 +164,9 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
             continue
         if isinstance(value, dict) and "q" in value:
             status = "pending" if poll["moderated"] else "visible"
-            result.questions.append((event_id, vote.poll_id, vote.voter_id, value["q"], status,
-                                     now))
+            result.questions.append(
+                (event_id, vote.poll_id, vote.voter_id, value["q"], status, now)
+            )
             questions[event_id] = (vote.poll_id, status)
             result.totals[vote.poll_id] = result.totals.get(vote.poll_id, 0) + 1
             extra["question_id"] = event_id
@@ -188,16 +197,30 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
                 old_event, old_value, _, _ = existing[key]
                 result.add(vote.poll_id, old_value, -1)
                 result.replaces.append(
-                    (event_id, vote.choice, vote.claim.in_time_ns, vote.claim.message_id,
-                     points, now, *key)
+                    (
+                        event_id,
+                        vote.choice,
+                        vote.claim.in_time_ns,
+                        vote.claim.message_id,
+                        points,
+                        now,
+                        *key,
+                    )
                 )
                 result.processed.append(
                     (old_event, vote.poll_id, vote.voter_id, "rejected", "replaced", "[]", now)
                 )
             else:
                 result.inserts.append(
-                    (*key, event_id, vote.choice, vote.claim.in_time_ns, vote.claim.message_id,
-                     points, now)
+                    (
+                        *key,
+                        event_id,
+                        vote.choice,
+                        vote.claim.in_time_ns,
+                        vote.claim.message_id,
+                        points,
+                        now,
+                    )
                 )
                 result.totals[vote.poll_id] = result.totals.get(vote.poll_id, 0) + 1
             existing[key] = (event_id, value, vote.claim.in_time_ns, vote.claim.message_id)
@@ -319,5 +342,4 @@ def write(conn: sqlite3.Connection, batch: Plan) -> None:
             batch.processed,
         )
         ids = [p[0] for p in batch.processed]
-        conn.execute(f"DELETE FROM delivery_failures WHERE event_id IN ({placeholders(ids)})",
-                     ids)
+        conn.execute(f"DELETE FROM delivery_failures WHERE event_id IN ({placeholders(ids)})", ids)

@@ -21,7 +21,9 @@ ADMIN_TOKEN_MIN = 16  # characters; the server makes 32
 def load_secret(data_dir: Path) -> bytes:
     """The key that signs voter tokens; made on first start, written whole (files.py)."""
     return files.read_or_create(
-        data_dir / "secret", lambda: secrets.token_hex(32), min_length=SECRET_LENGTH,
+        data_dir / "secret",
+        lambda: secrets.token_hex(32),
+        min_length=SECRET_LENGTH,
         consequence="every attendee's phone has to join its room again",
     ).encode()
 
@@ -35,7 +37,9 @@ def load_admin_token(data_dir: Path, configured: str | None) -> tuple[str, Path 
         return configured, None
     path = data_dir / "admin_token"
     token = files.read_or_create(
-        path, lambda: secrets.token_urlsafe(24), min_length=ADMIN_TOKEN_MIN,
+        path,
+        lambda: secrets.token_urlsafe(24),
+        min_length=ADMIN_TOKEN_MIN,
         consequence="the next start makes a new admin token and prints where it is",
     )
     return token, path
@@ -94,7 +98,8 @@ def same_token(given: str, expected: str) -> bool:
     """Constant-time equality. A header's stray bytes decode to surrogates, which cannot be
     encoded: such a token is simply not the expected one. An empty token is never one."""
     return bool(given and expected) and hmac.compare_digest(
-        given.encode(errors="replace"), expected.encode())
+        given.encode(errors="replace"), expected.encode()
+    )
 
 
 _ADJECTIVES = (

@@ -57,8 +57,10 @@ class Summary:
     failed: int  # dead-lettered votes, kept as they were
 
     def describe(self) -> str:
-        return (f"{self.rooms} rooms, {self.polls} polls, {self.votes} counted votes,"
-                f" {self.queued} votes waiting in the queue, {self.failed} failed")
+        return (
+            f"{self.rooms} rooms, {self.polls} polls, {self.votes} counted votes,"
+            f" {self.queued} votes waiting in the queue, {self.failed} failed"
+        )
 
 
 def create(data_dir: Path, target: Path) -> Summary:
@@ -118,8 +120,9 @@ def restore(archive: Path, data_dir: Path) -> tuple[Summary, Path | None]:
                 names = set(tar.getnames())
                 unexpected = names - {MANIFEST, *DATABASES, *KEPT_FILES}
                 if unexpected or "opus.db" not in names:
-                    raise BackupError(f"{archive} is not an Opus backup (it holds"
-                                      f" {', '.join(sorted(names))})")
+                    raise BackupError(
+                        f"{archive} is not an Opus backup (it holds {', '.join(sorted(names))})"
+                    )
                 tar.extractall(staging, filter="data")
             summary = _check(staging)
             aside = _move_aside(data_dir)
@@ -171,7 +174,8 @@ def _check(folder: Path) -> Summary:
 def _move_aside(data_dir: Path) -> Path | None:
     """Move the data dir's current state into `pre-restore-<time>/`; never delete it."""
     present = [
-        p for name in (*DATABASES, *KEPT_FILES)
+        p
+        for name in (*DATABASES, *KEPT_FILES)
         for p in (data_dir / name, data_dir / f"{name}-wal", data_dir / f"{name}-shm")
         if p.exists()
     ]

@@ -63,10 +63,14 @@ def identify(request: web.Request, *, query: bool = False, session: bool = False
     app = request.app
     in_url = request.query.get("token", "") if query else ""
     if in_url and same_token(in_url, app[ADMIN_TOKEN]):
-        raise BadRequest("The admin token goes in the Authorization header, never in a URL.",
-                         code="token_in_url")
-    for via, token in (("query", in_url), ("header", bearer(request)),
-                       ("cookie", request.cookies.get(VOTER_COOKIE, ""))):
+        raise BadRequest(
+            "The admin token goes in the Authorization header, never in a URL.", code="token_in_url"
+        )
+    for via, token in (
+        ("query", in_url),
+        ("header", bearer(request)),
+        ("cookie", request.cookies.get(VOTER_COOKIE, "")),
+    ):
         if not token:
             continue
         if via == "header" and same_token(token, app[ADMIN_TOKEN]):
@@ -116,8 +120,7 @@ def _session(request: web.Request) -> tuple[int, str] | None:
     expires, nonce, mac = [*request.cookies.get(HOST_COOKIE, "").split("."), "", ""][:3]
     if not expires.isdigit() or int(expires) < time.time() or not nonce:
         return None
-    if not hmac.compare_digest(mac, sign(request, _host_purpose(request),
-                                         f"{expires}.{nonce}")):
+    if not hmac.compare_digest(mac, sign(request, _host_purpose(request), f"{expires}.{nonce}")):
         return None
     if nonce in request.app[_REVOKED]:
         return None
@@ -133,14 +136,17 @@ async def end_session(request: web.Request) -> None:
     expires, nonce = session
     with request.app[DB].write() as conn:
         conn.execute("DELETE FROM revoked_sessions WHERE expires < ?", (int(time.time()),))
-        conn.execute("INSERT OR IGNORE INTO revoked_sessions (nonce, expires) VALUES (?, ?)",
-                     (nonce, expires))
+        conn.execute(
+            "INSERT OR IGNORE INTO revoked_sessions (nonce, expires) VALUES (?, ?)",
+            (nonce, expires),
+        )
     request.app[_REVOKED].add(nonce)
 
 
 async def _load_revoked(app: web.Application) -> None:
-    rows = await app[DB].fetchall("SELECT nonce FROM revoked_sessions WHERE expires >= ?",
-                                  (int(time.time()),))
+    rows = await app[DB].fetchall(
+        "SELECT nonce FROM revoked_sessions WHERE expires >= ?", (int(time.time()),)
+    )
     app[_REVOKED].update(r["nonce"] for r in rows)
 
 

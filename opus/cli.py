@@ -71,24 +71,39 @@ def _settings_options(fn: Any) -> Any:
         flag = "--" + f.name.replace("_", "-")
         if kind.startswith("bool"):
             decl = f"{flag}/--no-{f.name.replace('_', '-')}"
-            fn = click.option(decl, f.name, default=None, envvar=env_name(f.name),
-                              help=f.metadata["help"], show_envvar=True)(fn)
+            fn = click.option(
+                decl,
+                f.name,
+                default=None,
+                envvar=env_name(f.name),
+                help=f.metadata["help"],
+                show_envvar=True,
+            )(fn)
             continue
-        param_type: Any = {
-            "int": int, "float": float, "Path": click.Path(path_type=Path)
-        }.get(kind.split(" ")[0], str)
-        fn = click.option(flag, f.name, type=param_type, default=None, envvar=env_name(f.name),
-                          show_envvar=True,
-                          help=f"{f.metadata['help']} [default: {f.default}]")(fn)
+        param_type: Any = {"int": int, "float": float, "Path": click.Path(path_type=Path)}.get(
+            kind.split(" ")[0], str
+        )
+        fn = click.option(
+            flag,
+            f.name,
+            type=param_type,
+            default=None,
+            envvar=env_name(f.name),
+            show_envvar=True,
+            help=f"{f.metadata['help']} [default: {f.default}]",
+        )(fn)
     return _config_option(fn)
 
 
 def _config_option(fn: Any) -> Any:
     return click.option(
-        "--config", type=click.Path(path_type=Path, dir_okay=False), default=None,
-        envvar=CONFIG_ENV, show_envvar=True,
+        "--config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        envvar=CONFIG_ENV,
+        show_envvar=True,
         help=f"Settings file (TOML; keys are the setting names, as in opus config show)."
-             f" [default: {DEFAULT_CONFIG_FILE} when it exists]",
+        f" [default: {DEFAULT_CONFIG_FILE} when it exists]",
     )(fn)
 
 
@@ -101,8 +116,13 @@ class SettingsError(click.ClickException):
 class _SettingsCommand(click.Command):
     """A command whose bad flag or OPUS_* value is reported in one line, like a bad file."""
 
-    def make_context(self, info_name: str | None, args: list[str],
-                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.BadParameter as exc:
@@ -116,7 +136,8 @@ def _resolve(options: dict[str, Any], ctx: click.Context | None = None) -> Resol
     options = dict(options)
     given = options.pop("config", None)
     flags = {
-        name: value for name, value in options.items()
+        name: value
+        for name, value in options.items()
         if value is not None
         and (ctx is None or ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE)
     }
@@ -156,13 +177,18 @@ def serve(**options: Any) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     running = lock.holder(settings.data_dir)
     if running is not None:
-        raise click.ClickException(f"{settings.data_dir} is already served by a running Opus"
-                                   f" ({running.describe()}): stop it, or use another data dir.")
+        raise click.ClickException(
+            f"{settings.data_dir} is already served by a running Opus"
+            f" ({running.describe()}): stop it, or use another data dir."
+        )
     # Each phone's connection, and each screen's and phone's socket, is an open file.
     limit = network.raise_open_files()
     if limit < network.HALL:
-        log.warning("open files are limited to %d: fewer connections than a hall may open at"
-                    " once (raise LimitNOFILE= or ulimit -Hn)", limit)
+        log.warning(
+            "open files are limited to %d: fewer connections than a hall may open at"
+            " once (raise LimitNOFILE= or ulimit -Hn)",
+            limit,
+        )
     try:
         sockets = network.listening_sockets(settings.host, settings.port)  # a taken port: now
     except network.CannotListen as exc:
@@ -183,10 +209,13 @@ def serve(**options: Any) -> None:
         else:
             lines.append("Admin token: the one set in OPUS_ADMIN_TOKEN / --admin-token")
         lines.append("Attendees reach this box at: " + "  ".join(network.attendee_urls(settings)))
-        lines.append("  (they open it and type the room code; the projector page"
-                     " /screen/<code> shows the code and a QR code)")
-        lines.append(f"Host console: http://localhost:{settings.port}/host"
-                     "  (log in with the admin token)")
+        lines.append(
+            "  (they open it and type the room code; the projector page"
+            " /screen/<code> shows the code and a QR code)"
+        )
+        lines.append(
+            f"Host console: http://localhost:{settings.port}/host  (log in with the admin token)"
+        )
         lines.append(f"Data: {settings.data_dir.resolve()}")
         if settings.log_format == "json":
             for line in lines:  # a JSON log stays one JSON object per line
@@ -235,8 +264,11 @@ def _data_dir_option(fn: Any) -> Any:
     """--data-dir and --config, resolved as `opus serve` does (so OPUS_DATA_DIR and the
     settings file name the same folder the server uses)."""
     fn = click.option(
-        "--data-dir", type=click.Path(path_type=Path), envvar=env_name("data_dir"),
-        default=None, show_envvar=True,
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        envvar=env_name("data_dir"),
+        default=None,
+        show_envvar=True,
         help="The server's data folder. [default: the settings file's, else opus-data]",
     )(fn)
     return _config_option(fn)
@@ -302,8 +334,9 @@ def queue_failed(data_dir: Path | None, config: Path | None) -> None:
 @click.argument("message_id", required=False)
 @click.option("--all", "retry_all", is_flag=True, help="Retry every failed message.")
 @_data_dir_option
-def queue_retry(message_id: str | None, retry_all: bool, data_dir: Path | None,
-                config: Path | None) -> None:
+def queue_retry(
+    message_id: str | None, retry_all: bool, data_dir: Path | None, config: Path | None
+) -> None:
     """Put a failed message (or --all) back in the queue; a running server picks it up."""
     from opus.db import Database
 
@@ -337,8 +370,12 @@ def queue_retry(message_id: str | None, retry_all: bool, data_dir: Path | None,
 
 
 @queue.command("prune")
-@click.option("--older-than", default="0s", show_default=True,
-              help="Only votes applied longer ago than this: 90s, 30m, 12h or 7d.")
+@click.option(
+    "--older-than",
+    default="0s",
+    show_default=True,
+    help="Only votes applied longer ago than this: 90s, 30m, 12h or 7d.",
+)
 @_data_dir_option
 def queue_prune(older_than: str, data_dir: Path | None, config: Path | None) -> None:
     """Delete applied (done) votes from the queue; the database keeps every vote. Failed votes
@@ -362,8 +399,9 @@ def _duration(text: str) -> float:
             return float(text[:-1]) * units[text[-1]]
         return float(text)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a duration such as 90s, 30m, 12h or 7d",
-                                 param_hint="--older-than") from None
+        raise click.BadParameter(
+            f"{text!r} is not a duration such as 90s, 30m, 12h or 7d", param_hint="--older-than"
+        ) from None
 
 
 # -- settings -----------------------------------------------------------------------------
@@ -385,8 +423,10 @@ def config_show(**options: Any) -> None:
     if resolved.config_file is not None:
         click.echo(f"Settings file: {resolved.config_file}")
     else:
-        click.echo(f"Settings file: none (--config FILE or {CONFIG_ENV};"
-                   f" {DEFAULT_CONFIG_FILE} when it exists)")
+        click.echo(
+            f"Settings file: none (--config FILE or {CONFIG_ENV};"
+            f" {DEFAULT_CONFIG_FILE} when it exists)"
+        )
     width = max(len(f.name) for f in settings_fields())
     for f in settings_fields():
         value = getattr(resolved.settings, f.name)
@@ -403,8 +443,13 @@ def config_show(**options: Any) -> None:
 
 
 @main.command("doctor", cls=_SettingsCommand)
-@click.option("--min-free-mb", type=int, default=500, show_default=True,
-              help="Warn when the data dir's filesystem has less free space than this.")
+@click.option(
+    "--min-free-mb",
+    type=int,
+    default=500,
+    show_default=True,
+    help="Warn when the data dir's filesystem has less free space than this.",
+)
 @_settings_options
 def doctor_command(min_free_mb: int, **options: Any) -> None:
     """Check this box before the audience arrives: the data dir, free disk, the port, the
@@ -452,12 +497,15 @@ def restore_command(file: Path, data_dir: Path | None, config: Path | None) -> N
     try:
         summary, aside = backup.restore(file, settings.data_dir)
     except lock.DataDirLocked as exc:
-        raise click.ClickException(f"{exc}: stop it first (systemctl stop opus, or Ctrl-C in"
-                                   " its terminal), then restore.") from None
+        raise click.ClickException(
+            f"{exc}: stop it first (systemctl stop opus, or Ctrl-C in its terminal), then restore."
+        ) from None
     except backup.BackupError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"Restored the backup of {summary.created_at} into {settings.data_dir}:"
-               f" {summary.describe()}.")
+    click.echo(
+        f"Restored the backup of {summary.created_at} into {settings.data_dir}:"
+        f" {summary.describe()}."
+    )
     if aside is not None:
         click.echo(f"The files it replaced are in {aside}.")
     if summary.queued:
@@ -466,19 +514,26 @@ def restore_command(file: Path, data_dir: Path | None, config: Path | None) -> N
 
 @main.command("export")
 @click.argument("room")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="json",
-              show_default=True)
-@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write to this file instead of printing.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="json", show_default=True
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write to this file instead of printing.",
+)
 @_data_dir_option
-def export_command(room: str, fmt: str, output: Path | None, data_dir: Path | None,
-                   config: Path | None) -> None:
+def export_command(
+    room: str, fmt: str, output: Path | None, data_dir: Path | None, config: Path | None
+) -> None:
     """Export ROOM (its id or its join code): every poll with its results and counted
     votes, as JSON or CSV. Works while the server runs."""
     settings = _operator(data_dir, config).settings
     if not settings.db_path.is_file():
-        raise click.ClickException(f"No database in {settings.data_dir}: is this the server's"
-                                   " data dir?")
+        raise click.ClickException(
+            f"No database in {settings.data_dir}: is this the server's data dir?"
+        )
     text = asyncio.run(_export_room(settings, room, fmt))
     if output is None:
         click.echo(text, nl=False)
@@ -514,8 +569,7 @@ def admin() -> None:
 
 
 @admin.command("token")
-@click.option("--rotate", is_flag=True,
-              help="Replace the token in the data dir with a new one.")
+@click.option("--rotate", is_flag=True, help="Replace the token in the data dir with a new one.")
 @_data_dir_option
 def admin_token(rotate: bool, data_dir: Path | None, config: Path | None) -> None:
     """Print the admin token (on standard output; where it lives on standard error), or
@@ -534,19 +588,28 @@ def admin_token(rotate: bool, data_dir: Path | None, config: Path | None) -> Non
             click.echo(f"Admin token file: {path.absolute()}", err=True)
             click.echo(path.read_text().strip())
         else:
-            raise click.ClickException(f"No admin token yet: the server makes {path} on its"
-                                       " first start (or run opus admin token --rotate).")
+            raise click.ClickException(
+                f"No admin token yet: the server makes {path} on its"
+                " first start (or run opus admin token --rotate)."
+            )
         return
     token = secrets.token_urlsafe(24)
     files.write_whole(path, (token + "\n").encode())
-    click.echo(f"Wrote a new admin token to {path.absolute()} (readable by its owner only).",
-               err=True)
+    click.echo(
+        f"Wrote a new admin token to {path.absolute()} (readable by its owner only).", err=True
+    )
     if configured:
-        click.echo(f"Note: the server takes its token from {origin}, so this file has no"
-                   " effect until that is removed.", err=True)
+        click.echo(
+            f"Note: the server takes its token from {origin}, so this file has no"
+            " effect until that is removed.",
+            err=True,
+        )
     running = lock.holder(settings.data_dir)
     if running is not None:
-        click.echo(f"The server running on this data dir ({running.describe()}) accepts the"
-                   " old token until it restarts: systemctl restart opus, or stop and start"
-                   " opus serve. Nothing is lost in a restart.", err=True)
+        click.echo(
+            f"The server running on this data dir ({running.describe()}) accepts the"
+            " old token until it restarts: systemctl restart opus, or stop and start"
+            " opus serve. Nothing is lost in a restart.",
+            err=True,
+        )
     click.echo(token)

@@ -61,20 +61,24 @@ class Settings:
         20_000, "Most WebSocket connections at once; more are refused with a close reason."
     )
     max_sockets_per_address: int = _setting(
-        50, "Most WebSocket connections from one client address (0: no limit; loopback is not"
-        " limited)."
+        50,
+        "Most WebSocket connections from one client address (0: no limit; loopback is not"
+        " limited).",
     )
     join_rate_per_minute: int = _setting(
-        30, "New voters one client address may become per minute, in all rooms (0: no limit;"
-        " loopback is not limited)."
+        30,
+        "New voters one client address may become per minute, in all rooms (0: no limit;"
+        " loopback is not limited).",
     )
     identities_per_address: int = _setting(
-        5, "Voters one client address may become in one room (0: no limit). Where many phones"
-        " share one address (a guest network behind NAT), use 0 and a room passcode."
+        5,
+        "Voters one client address may become in one room (0: no limit). Where many phones"
+        " share one address (a guest network behind NAT), use 0 and a room passcode.",
     )
     trusted_proxies: str = _setting(
-        "", "Addresses or networks (comma-separated) of reverse proxies whose X-Forwarded-For"
-        " names the client; the header is ignored from anyone else."
+        "",
+        "Addresses or networks (comma-separated) of reverse proxies whose X-Forwarded-For"
+        " names the client; the header is ignored from anyone else.",
     )
     ws_heartbeat_s: float = _setting(20.0, "Seconds between pings that find dead sockets.")
     ws_send_timeout_s: float = _setting(
@@ -94,8 +98,9 @@ class Settings:
     log_level: str = _setting("info", "debug, info, warning or error.")
     access_log: bool = _setting(False, "Log every HTTP request (halves the request rate).")
     metrics_public: bool = _setting(
-        False, "Serve /metrics to every address; otherwise only to the box itself and to"
-        " requests with the admin token."
+        False,
+        "Serve /metrics to every address; otherwise only to the box itself and to"
+        " requests with the admin token.",
     )
     wifi_ssid: str | None = _setting(
         None, "Venue Wi-Fi name: the screen then shows a second QR code that joins it."
@@ -117,10 +122,16 @@ class Settings:
             problems.append("worker_linger_ms and commit_interval_ms are 0 or more")
         if self.prune_interval_s <= 0:
             problems.append("prune_interval_s is more than 0")
-        if min(self.max_sockets_per_address, self.join_rate_per_minute,
-               self.identities_per_address) < 0:
-            problems.append("max_sockets_per_address, join_rate_per_minute and"
-                            " identities_per_address are 0 (no limit) or more")
+        if (
+            min(
+                self.max_sockets_per_address, self.join_rate_per_minute, self.identities_per_address
+            )
+            < 0
+        ):
+            problems.append(
+                "max_sockets_per_address, join_rate_per_minute and"
+                " identities_per_address are 0 (no limit) or more"
+            )
         try:
             parse_networks(self.trusted_proxies)
         except ValueError as exc:
@@ -184,8 +195,12 @@ def _from_toml(f: dataclasses.Field[Any], value: Any) -> Any:
         return value
     if kind in ("str", "Path") and isinstance(value, str):
         return Path(value) if kind == "Path" else value
-    wanted = {"int": "a whole number", "float": "a number", "bool": "true or false",
-              "Path": "a path in quotes"}.get(kind, "a string in quotes")
+    wanted = {
+        "int": "a whole number",
+        "float": "a number",
+        "bool": "true or false",
+        "Path": "a path in quotes",
+    }.get(kind, "a string in quotes")
     raise ValueError(f"{f.name} must be {wanted}, not {value!r}")
 
 

@@ -272,7 +272,6 @@ class Database:
         return rows[0] if rows else None
 
 
-
 # synchronous=FULL: a commit is on disk (the WAL fsync'd) before it returns, so what a worker
 # applied is durable before its queue messages are marked done, and a room, poll or token is
 # durable before its 201. NORMAL lost such commits in power cuts (README, "What survives a

@@ -119,18 +119,29 @@ def check_port(settings: Settings, running: lock.Holder | None) -> Check:
     if answer is None:
         return Check(FAIL, "port", f"port {port} is taken by another program")
     if running is not None and running.port == port:
-        return Check(OK, "port", f"port {port} is served by the Opus running on this data dir"
-                                 f" ({running.describe()})")
-    return Check(WARN, "port", f"port {port} is served by another Opus (node"
-                               f" {answer.get('node_id')}); this data dir's server cannot use it")
+        return Check(
+            OK,
+            "port",
+            f"port {port} is served by the Opus running on this data dir ({running.describe()})",
+        )
+    return Check(
+        WARN,
+        "port",
+        f"port {port} is served by another Opus (node"
+        f" {answer.get('node_id')}); this data dir's server cannot use it",
+    )
 
 
 def check_network(settings: Settings) -> Check:
     urls = attendee_urls(settings)
     reachable = [u for u in urls if "//127." not in u and "//localhost" not in u]
     if not reachable:
-        return Check(WARN, "network", "no network address besides loopback: phones cannot"
-                                      " reach this box (join the venue's Wi-Fi)")
+        return Check(
+            WARN,
+            "network",
+            "no network address besides loopback: phones cannot"
+            " reach this box (join the venue's Wi-Fi)",
+        )
     return Check(OK, "network", "attendees join at " + "  ".join(reachable))
 
 
@@ -139,22 +150,35 @@ def check_limits() -> Check:
     that does not drop the handshakes of a hall voting at once."""
     _, hard = network.open_files_limit()
     queue = network.somaxconn()
-    message = (f"open files up to {hard:,} (serve raises its limit to this); accept queue"
-               f" {queue:,} per listening socket (net.core.somaxconn)")
+    message = (
+        f"open files up to {hard:,} (serve raises its limit to this); accept queue"
+        f" {queue:,} per listening socket (net.core.somaxconn)"
+    )
     if hard < network.HALL:
-        return Check(WARN, "limits", message + f": fewer than {network.HALL:,} connections at once;"
-                     " raise the hard limit (LimitNOFILE= in the service, or ulimit -Hn)")
+        return Check(
+            WARN,
+            "limits",
+            message + f": fewer than {network.HALL:,} connections at once;"
+            " raise the hard limit (LimitNOFILE= in the service, or ulimit -Hn)",
+        )
     if queue < 1024:
-        return Check(WARN, "limits", message + ": a hall connecting at once overflows it;"
-                     f" sysctl -w net.core.somaxconn={network.BACKLOG}")
+        return Check(
+            WARN,
+            "limits",
+            message + ": a hall connecting at once overflows it;"
+            f" sysctl -w net.core.somaxconn={network.BACKLOG}",
+        )
     return Check(OK, "limits", message)
 
 
 def check_clock_and_database(path: Path) -> list[Check]:
     now = datetime.now(UTC)
     if now.year < MIN_YEAR:
-        clock = Check(FAIL, "clock", f"the clock says {now:%Y-%m-%d %H:%M}; set it (NTP, or"
-                                     " date -s) before serving")
+        clock = Check(
+            FAIL,
+            "clock",
+            f"the clock says {now:%Y-%m-%d %H:%M}; set it (NTP, or date -s) before serving",
+        )
     else:
         clock = Check(OK, "clock", f"{now:%Y-%m-%d %H:%M:%S} UTC")
     if not path.is_file():
@@ -168,8 +192,12 @@ def check_clock_and_database(path: Path) -> list[Check]:
     if clock.status == OK and newest:
         behind = datetime.fromisoformat(str(newest)).timestamp() - now.timestamp()
         if behind > CLOCK_SLACK_S:
-            clock = Check(FAIL, "clock", f"the clock ({now:%Y-%m-%d %H:%M:%S}) is behind the"
-                                         f" newest record ({newest}): set it before serving")
+            clock = Check(
+                FAIL,
+                "clock",
+                f"the clock ({now:%Y-%m-%d %H:%M:%S}) is behind the"
+                f" newest record ({newest}): set it before serving",
+            )
     return [clock, _database_check(path, facts)]
 
 
@@ -192,8 +220,10 @@ def _database_check(path: Path, facts: dict[str, object]) -> Check:
     version, latest = int(str(facts["version"])), db.latest_version()
     wal = Path(f"{path}-wal")
     wal_mb = wal.stat().st_size / 2**20 if wal.exists() else 0.0
-    message = (f"schema {version}, journal {facts['mode']}, WAL {wal_mb:.1f} MB,"
-               f" integrity {facts['verdict']}")
+    message = (
+        f"schema {version}, journal {facts['mode']}, WAL {wal_mb:.1f} MB,"
+        f" integrity {facts['verdict']}"
+    )
     if facts["verdict"] != "ok":
         return Check(FAIL, "database", message + " (restore a backup: opus restore FILE)")
     if version > latest:

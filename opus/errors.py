@@ -58,5 +58,6 @@ class StorageFull(Unavailable):
     code = "storage_full"
 
     def __init__(self) -> None:
-        super().__init__("The server's disk is full, so nothing was saved; try again shortly.",
-                         retry_after=5)
+        super().__init__(
+            "The server's disk is full, so nothing was saved; try again shortly.", retry_after=5
+        )

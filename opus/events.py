@@ -33,7 +33,7 @@ def _random_bits() -> int:
     global _pool, _taken
     if _taken >= len(_pool):
         _pool, _taken = os.urandom(_POOL_BYTES), 0
-    chunk = _pool[_taken:_taken + 8]
+    chunk = _pool[_taken : _taken + 8]
     _taken += 8
     return int.from_bytes(chunk) >> 2
 
@@ -91,7 +91,12 @@ class Envelope(TypedDict):
 
 
 def envelope(
-    event_type: str, data: dict[str, Any], *, source: str, actor: str, event_id: str | None = None,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    source: str,
+    actor: str,
+    event_id: str | None = None,
     timestamp: str | None = None,
 ) -> Envelope:
     return {

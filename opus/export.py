@@ -15,8 +15,16 @@ from opus.events import now_iso
 from opus.rooms import Rooms
 
 FORMATS = ("json", "csv")
-POLL_COLUMNS = ["record", "option_id", "option_label", "votes", "event_id", "voter_id",
-                "counted_at", "value"]
+POLL_COLUMNS = [
+    "record",
+    "option_id",
+    "option_label",
+    "votes",
+    "event_id",
+    "voter_id",
+    "counted_at",
+    "value",
+]
 ROOM_COLUMNS = ["poll_id", "question", "kind", *POLL_COLUMNS]
 # The keys every vote and every results body has; anything else is a kind's extra.
 _VOTE_KEYS = {"event_id", "voter_id", "option_ids", "counted_at"}

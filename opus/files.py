@@ -72,8 +72,9 @@ def sync_file(path: Path) -> None:
         os.close(fd)
 
 
-def read_or_create(path: Path, make: Callable[[], str], *, min_length: int,
-                   consequence: str) -> str:
+def read_or_create(
+    path: Path, make: Callable[[], str], *, min_length: int, consequence: str
+) -> str:
     """The one line kept in `path`, or a new one from `make()` written whole on first use.
 
     A file that exists but holds fewer than `min_length` characters was cut short (by a power

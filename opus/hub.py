@@ -41,8 +41,9 @@ class _Subscription:
                 await self.handler(event)
             except Exception:
                 # One broken event must not stop this subscriber, the others or the relay.
-                log.exception("%s failed on %s %s", self.name, event["event_type"],
-                              event["event_id"])
+                log.exception(
+                    "%s failed on %s %s", self.name, event["event_type"], event["event_id"]
+                )
             finally:
                 self.queue.task_done()
 

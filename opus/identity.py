@@ -55,8 +55,11 @@ class ClientAddresses:
         address = request.remote or "?"
         if not self._trusted or not self._trusted_address(address):
             return address
-        forwarded = [a.strip() for a in ",".join(
-            request.headers.getall("X-Forwarded-For", [])).split(",") if a.strip()]
+        forwarded = [
+            a.strip()
+            for a in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+            if a.strip()
+        ]
         for hop in reversed(forwarded):
             if not self._trusted_address(hop):
                 return hop[:64]
@@ -78,7 +81,8 @@ class IdentityLimits:
     async def load(self, db: Database) -> None:
         rows = await db.fetchall(
             "SELECT room_id, COALESCE(address, '?') AS address, COUNT(*) AS n FROM voters"
-            " GROUP BY room_id, address")
+            " GROUP BY room_id, address"
+        )
         self._per_room = Counter({(r["room_id"], r["address"]): r["n"] for r in rows})
 
     @staticmethod
@@ -94,7 +98,9 @@ class IdentityLimits:
                 f"This network address has already joined this room {self.cap}"
                 f" time{'' if self.cap == 1 else 's'}, the most allowed for one device. Use the"
                 " phone that joined before, or ask the host.",
-                code="too_many_identities", retry_after=3600)
+                code="too_many_identities",
+                retry_after=3600,
+            )
         if self.rate:
             recent = self._joins.get(address)
             if recent:
@@ -105,7 +111,10 @@ class IdentityLimits:
                     retry = int(recent[0] + _WINDOW_S - now) + 1
                     raise TooManyRequests(
                         "Too many people joined from this network address just now; try again"
-                        f" in {retry} seconds.", code="too_many_joins", retry_after=retry)
+                        f" in {retry} seconds.",
+                        code="too_many_joins",
+                        retry_after=retry,
+                    )
 
     def record(self, room_id: str, address: str) -> None:
         """A voter was minted for this address in this room."""
@@ -118,8 +127,7 @@ class IdentityLimits:
 
     def busiest(self, room_id: str, n: int = 5) -> list[tuple[str, int]]:
         """The addresses that minted the most identities in this room, most first."""
-        mine = Counter({a: c for (r, a), c in self._per_room.items()
-                        if r == room_id and a != "?"})
+        mine = Counter({a: c for (r, a), c in self._per_room.items() if r == room_id and a != "?"})
         return mine.most_common(n)
 
     def total(self, room_id: str) -> int:

@@ -83,17 +83,23 @@ class Ingest:
     def _check_asking(self, poll_id: str, voter_id: str) -> None:
         """One voter must not fill a Q&A (and every screen's results) with questions."""
         if self._ledger.asked[(poll_id, voter_id)] >= QUESTIONS_PER_VOTER:
-            raise Conflict(f"You have asked {QUESTIONS_PER_VOTER} questions in this Q&A, the"
-                           " most one person may ask.", code="question_limit")
+            raise Conflict(
+                f"You have asked {QUESTIONS_PER_VOTER} questions in this Q&A, the"
+                " most one person may ask.",
+                code="question_limit",
+            )
         now = time.monotonic()
         recent = self._asks.setdefault(voter_id, deque())
         while recent and recent[0] < now - _ASK_WINDOW_S:
             recent.popleft()
         if len(recent) >= ASKS_PER_MINUTE:
             retry = int(recent[0] + _ASK_WINDOW_S - now) + 1
-            raise TooManyRequests(f"You are asking faster than {ASKS_PER_MINUTE} questions a"
-                                  f" minute; wait {retry} seconds.", code="too_many_questions",
-                                  retry_after=retry)
+            raise TooManyRequests(
+                f"You are asking faster than {ASKS_PER_MINUTE} questions a"
+                f" minute; wait {retry} seconds.",
+                code="too_many_questions",
+                retry_after=retry,
+            )
         recent.append(now)
         if len(self._asks) > 100_000:  # a long day: forget who asked an hour ago
             self._asks = {v: q for v, q in self._asks.items() if q and q[-1] > now - 60}
@@ -147,11 +153,11 @@ class Ingest:
         if entry.choice.startswith('{"u":'):
             asked = self._ledger.by_event.get(entry.choice[6:-2])
             if asked is None or asked.poll_id != poll_id or not asked.choice.startswith('{"q":'):
-                raise NotFound("No question in this poll has this id.",
-                               code="question_not_found")
+                raise NotFound("No question in this poll has this id.", code="question_not_found")
         if len(self._ledger.pending) >= self._settings.max_backlog:
-            raise Unavailable("Too many votes are waiting; try again.", code="queue_full",
-                              retry_after=1)
+            raise Unavailable(
+                "Too many votes are waiting; try again.", code="queue_full", retry_after=1
+            )
 
         previous = self._ledger.accept(event_id, entry)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -187,9 +193,15 @@ class Ingest:
                 outcome = self._queue.put_many([(e, d) for e, d, _ in batch])
             except Exception as exc:  # disk full, I/O error: nothing was acknowledged
                 log.error("vote commit failed for %d votes: %s", len(batch), exc)
-                error = StorageFull() if is_disk_full(exc) else Unavailable(
-                    "Votes cannot be saved right now; try again.", code="storage_error",
-                    retry_after=2)
+                error = (
+                    StorageFull()
+                    if is_disk_full(exc)
+                    else Unavailable(
+                        "Votes cannot be saved right now; try again.",
+                        code="storage_error",
+                        retry_after=2,
+                    )
+                )
                 for _, _, future in batch:
                     future.set_exception(error)
                 continue
@@ -197,9 +209,12 @@ class Ingest:
             self._metrics.group_commit_size.observe(len(batch))
             for (_, _, future), problem in zip(batch, outcome, strict=True):
                 if isinstance(problem, DuplicateKey):
-                    future.set_exception(Conflict(
-                        "This event_id was already used for a different vote.",
-                        code="event_id_conflict"))
+                    future.set_exception(
+                        Conflict(
+                            "This event_id was already used for a different vote.",
+                            code="event_id_conflict",
+                        )
+                    )
                 else:
                     future.set_result(None)
             self._work_available.set()

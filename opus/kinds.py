@@ -110,21 +110,28 @@ def spec(kind: str, body: dict[str, Any]) -> Spec:
         if not isinstance(raw, list) or not all(
             isinstance(i, int) and not isinstance(i, bool) for i in raw
         ):
-            raise BadRequest("'correct' must be a list of option positions (0, 1, ...).",
-                             code="invalid_field")
+            raise BadRequest(
+                "'correct' must be a list of option positions (0, 1, ...).", code="invalid_field"
+            )
         correct = sorted(set(raw))
         if not correct or not all(0 <= i < len(labels) for i in correct):
-            raise Unprocessable("A quiz needs at least one correct option among its options.",
-                                code="invalid_correct")
+            raise Unprocessable(
+                "A quiz needs at least one correct option among its options.",
+                code="invalid_correct",
+            )
         time_limit = body.get("time_limit_s", DEFAULT_TIME_LIMIT_S)
         if time_limit is not None:
             if isinstance(time_limit, bool) or not isinstance(time_limit, int):
-                raise BadRequest("'time_limit_s' must be a whole number of seconds or null.",
-                                 code="invalid_field")
+                raise BadRequest(
+                    "'time_limit_s' must be a whole number of seconds or null.",
+                    code="invalid_field",
+                )
             low, high = TIME_LIMIT_RANGE
             if not low <= time_limit <= high:
-                raise Unprocessable(f"'time_limit_s' is between {low} and {high} seconds.",
-                                    code="invalid_time_limit")
+                raise Unprocessable(
+                    f"'time_limit_s' is between {low} and {high} seconds.",
+                    code="invalid_time_limit",
+                )
     return Spec(
         labels=labels,
         correct=correct,
@@ -150,16 +157,16 @@ def _short_text(body: dict[str, Any], limit: int) -> str:
     return text
 
 
-def option_choice(kind: str, options: tuple[str, ...], allowed: frozenset[str],
-                  body: dict[str, Any]) -> str:
+def option_choice(
+    kind: str, options: tuple[str, ...], allowed: frozenset[str], body: dict[str, Any]
+) -> str:
     """The canonical choice of a vote on an option kind (options in the poll's order)."""
     if kind == "rating" and "value" in body:
         value = body["value"]
         if isinstance(value, bool) or not isinstance(value, int):
             raise BadRequest("'value' must be a whole number.", code="invalid_field")
         if not 1 <= value <= len(options):
-            raise Unprocessable(f"'value' is between 1 and {len(options)}.",
-                                code="invalid_value")
+            raise Unprocessable(f"'value' is between 1 and {len(options)}.", code="invalid_value")
         return canonical([options[value - 1]])
     option_ids = body.get("option_ids")
     if not isinstance(option_ids, list) or not all(isinstance(o, str) for o in option_ids):

@@ -110,9 +110,9 @@ class Ledger:
             "SELECT q.poll_id, u.voter_id, u.question_id, u.event_id"
             " FROM upvotes u JOIN questions q ON q.id = u.question_id"
         ):
-            self.by_key[(row["poll_id"], f"{row['voter_id']}/{row['question_id']}")] = (
-                row["event_id"]
-            )
+            self.by_key[(row["poll_id"], f"{row['voter_id']}/{row['question_id']}")] = row[
+                "event_id"
+            ]
         # Dead-lettered votes were acknowledged: they still hold the voter's place.
         for row in await db.fetchall(
             "SELECT event_id, poll_id, voter_id, choice FROM delivery_failures WHERE dead = 1"

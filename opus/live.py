@@ -32,8 +32,14 @@ CLOSE_FULL = WSCloseCode.TRY_AGAIN_LATER
 CLOSE_TOO_MANY = 4029  # application range: this address has too many sockets open
 _POLL_CHANGES = (events.POLL_CREATED, events.POLL_OPENED, events.POLL_CLOSED, events.POLL_UPDATED)
 # The events the sockets follow (app.py subscribes `Broadcaster.on_event` to them).
-LIVE_EVENTS = (events.POLL_VOTE_CAST, *_POLL_CHANGES, events.POLL_DELETED, events.ROOM_UPDATED,
-               events.ROOM_DELETED, events.QUESTION_UPDATED)
+LIVE_EVENTS = (
+    events.POLL_VOTE_CAST,
+    *_POLL_CHANGES,
+    events.POLL_DELETED,
+    events.ROOM_UPDATED,
+    events.ROOM_DELETED,
+    events.QUESTION_UPDATED,
+)
 _HIGH_WATER = 64 * 1024  # bytes buffered for one socket before it counts as slow
 
 
@@ -69,9 +75,16 @@ class Client:
     older one for the same poll) that a writer task drains, closing the socket when it cannot
     keep up."""
 
-    def __init__(self, ws: web.WebSocketResponse, transport: Transport, room_id: str,
-                 voter_id: str | None, is_host: bool, settings: Settings,
-                 address: str = "?") -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: Transport,
+        room_id: str,
+        voter_id: str | None,
+        is_host: bool,
+        settings: Settings,
+        address: str = "?",
+    ) -> None:
         self.ws = ws
         self.address = address
         self.room_id = room_id
@@ -87,8 +100,11 @@ class Client:
 
     def caught_up(self) -> bool:
         """Nothing waits for this socket: it took everything it was sent."""
-        return (not self._frames and not self._results
-                and self._transport.get_write_buffer_size() < _HIGH_WATER)
+        return (
+            not self._frames
+            and not self._results
+            and self._transport.get_write_buffer_size() < _HIGH_WATER
+        )
 
     def send_first(self, frame: bytes) -> None:
         """The snapshot goes ahead of anything queued while it was being read."""
@@ -99,8 +115,12 @@ class Client:
     def send(self, frame: bytes, poll_id: str | None = None) -> None:
         if self._gone:
             return
-        if (self._ready and not self._frames and not self._results
-                and self._transport.get_write_buffer_size() < _HIGH_WATER):
+        if (
+            self._ready
+            and not self._frames
+            and not self._results
+            and self._transport.get_write_buffer_size() < _HIGH_WATER
+        ):
             if not self._transport.is_closing():
                 self._transport.write(frame)
             return
@@ -148,7 +168,8 @@ class Client:
             self._transport.abort()
         else:
             asyncio.get_running_loop().call_later(
-                self._settings.ws_send_timeout_s, self._transport.abort)
+                self._settings.ws_send_timeout_s, self._transport.abort
+            )
 
     async def _drain(self) -> None:
         blocked_since: float | None = None
@@ -178,8 +199,14 @@ class Client:
 
 
 class Broadcaster:
-    def __init__(self, settings: Settings, rooms: Rooms, catalog: Catalog,
-                 depth: Callable[[], int], latency: LatencyWindow) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rooms: Rooms,
+        catalog: Catalog,
+        depth: Callable[[], int],
+        latency: LatencyWindow,
+    ) -> None:
         self._settings = settings
         self._rooms = rooms
         self._catalog = catalog
@@ -230,8 +257,10 @@ class Broadcaster:
     async def close_all(self) -> None:
         sockets = [c.ws for room in self.clients.values() for c in room]
         await asyncio.gather(
-            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
-              for ws in sockets),
+            *(
+                ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+                for ws in sockets
+            ),
             return_exceptions=True,
         )
 
@@ -276,9 +305,17 @@ class Broadcaster:
             public_poll = await self._rooms.poll(poll_id, for_host=False)
             seq = self.next_seq()
             frames = {
-                is_host: text_frame(json.dumps({"type": "poll", "poll_id": poll_id,
-                                                "status": poll["status"], "poll": poll,
-                                                "seq": seq}))
+                is_host: text_frame(
+                    json.dumps(
+                        {
+                            "type": "poll",
+                            "poll_id": poll_id,
+                            "status": poll["status"],
+                            "poll": poll,
+                            "seq": seq,
+                        }
+                    )
+                )
                 for is_host, poll in ((True, host_poll), (False, public_poll))
             }
             for client in self.clients.get(room_id, ()):
@@ -288,8 +325,16 @@ class Broadcaster:
                 self._dirty.add(poll_id)  # the final (or first visible) results
                 self._wake.set()
         elif kind == events.POLL_DELETED:
-            frame = text_frame(json.dumps({"type": "poll", "poll_id": data["poll_id"],
-                                           "status": "deleted", "seq": self.next_seq()}))
+            frame = text_frame(
+                json.dumps(
+                    {
+                        "type": "poll",
+                        "poll_id": data["poll_id"],
+                        "status": "deleted",
+                        "seq": self.next_seq(),
+                    }
+                )
+            )
             for client in self.clients.get(data["room_id"], ()):
                 client.send(frame)
         elif kind in (events.ROOM_UPDATED, events.ROOM_DELETED):
@@ -309,8 +354,11 @@ class Broadcaster:
             if deleted:
                 body: dict[str, Any] = {"type": "room", "room_id": room_id, "deleted": True}
             else:
-                body = {"type": "room", "room_id": room_id,
-                        "room": await self._rooms.room(room_id, include_drafts=is_host)}
+                body = {
+                    "type": "room",
+                    "room_id": room_id,
+                    "room": await self._rooms.room(room_id, include_drafts=is_host),
+                }
             frames[is_host] = text_frame(json.dumps({**body, "seq": seq}))
         for client in clients:
             client.send(frames[client.is_host])
@@ -337,11 +385,15 @@ class Broadcaster:
                 seq = self.next_seq()
                 try:
                     frames = {
-                        is_host: text_frame(json.dumps({
-                            "type": "results",
-                            **await self._rooms.results(poll_id, for_host=is_host),
-                            "seq": seq,
-                        }))
+                        is_host: text_frame(
+                            json.dumps(
+                                {
+                                    "type": "results",
+                                    **await self._rooms.results(poll_id, for_host=is_host),
+                                    "seq": seq,
+                                }
+                            )
+                        )
                         for is_host in ((False, True) if private else (False,))
                     }
                 except Exception:
@@ -365,14 +417,18 @@ class Broadcaster:
                     votes.popleft()
                 if not hosts:
                     continue
-                frame = text_frame(json.dumps({
-                    "type": "activity",
-                    "room_id": room_id,
-                    "participants_online": len({c.voter_id for c in clients if c.voter_id}),
-                    "watchers": len(clients),
-                    "votes_per_minute": len(votes),
-                    "queue_depth": self._depth(),
-                    "p99_ms": round(self._latency.p99() * 1000, 1),
-                }))
+                frame = text_frame(
+                    json.dumps(
+                        {
+                            "type": "activity",
+                            "room_id": room_id,
+                            "participants_online": len({c.voter_id for c in clients if c.voter_id}),
+                            "watchers": len(clients),
+                            "votes_per_minute": len(votes),
+                            "queue_depth": self._depth(),
+                            "p99_ms": round(self._latency.p99() * 1000, 1),
+                        }
+                    )
+                )
                 for client in hosts:
                     client.send(frame)

@@ -60,8 +60,11 @@ class DataDirLock:
                     os.close(fd)
                     raise DataDirLocked(self.data_dir, holder) from None
                 time.sleep(0.05)
-        record = {"pid": os.getpid(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  **self._info}
+        record = {
+            "pid": os.getpid(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **self._info,
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
         self._fd = fd

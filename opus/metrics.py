@@ -50,14 +50,18 @@ class Metrics:
             "opus_group_commit_size", "Votes per durable queue commit.", buckets=_SIZES, registry=r
         )
         self.group_commit_seconds = Histogram(
-            "opus_group_commit_seconds", "Time of one durable queue commit.", buckets=_FAST,
+            "opus_group_commit_seconds",
+            "Time of one durable queue commit.",
+            buckets=_FAST,
             registry=r,
         )
         self.worker_batch_size = Histogram(
             "opus_worker_batch_size", "Votes per worker batch.", buckets=_SIZES, registry=r
         )
         self.worker_apply_seconds = Histogram(
-            "opus_worker_apply_seconds", "Time to apply one batch to SQLite.", buckets=_FAST,
+            "opus_worker_apply_seconds",
+            "Time to apply one batch to SQLite.",
+            buckets=_FAST,
             registry=r,
         )
         self.worker_retries = Counter(

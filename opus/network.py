@@ -56,7 +56,8 @@ def lan_addresses() -> list[str]:
         for _, name in socket.if_nameindex():
             try:
                 packed = fcntl.ioctl(
-                    sock.fileno(), 0x8915,  # SIOCGIFADDR: the interface's IPv4 address
+                    sock.fileno(),
+                    0x8915,  # SIOCGIFADDR: the interface's IPv4 address
                     struct.pack("256s", name.encode()[:15]),
                 )
             except OSError:
@@ -92,8 +93,7 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
     them, and the loop accepts from all of them.
     """
     probe_host = host or None
-    infos = socket.getaddrinfo(probe_host, port, type=socket.SOCK_STREAM,
-                               flags=socket.AI_PASSIVE)
+    infos = socket.getaddrinfo(probe_host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in infos))
     # SO_REUSEPORT would also let a second server join this port and take half the hall:
     # bind it once without the option first, as the only owner.
@@ -125,6 +125,7 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
         for sock in sockets:
             sock.close()
         raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    log.debug("listening on %s:%d: %d sockets per address, accept queues of %d",
-              host, port, count, queue)
+    log.debug(
+        "listening on %s:%d: %d sockets per address, accept queues of %d", host, port, count, queue
+    )
     return sockets

@@ -89,8 +89,9 @@ class Notifier:
         after = -1
         now = events.now_iso()
         while True:
-            batch = await self._db.fetchall(f"{recipients} ORDER BY rowid LIMIT {_BATCH}",
-                                            (scope, after))
+            batch = await self._db.fetchall(
+                f"{recipients} ORDER BY rowid LIMIT {_BATCH}", (scope, after)
+            )
             if not batch:
                 break
             after = batch[-1][0]
@@ -98,8 +99,10 @@ class Notifier:
                 cursor = conn.executemany(
                     "INSERT OR IGNORE INTO notifications (voter_id, event_id, type, title,"
                     " message, source_id, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(r[1], event["event_id"], kind, title, message, poll_id, extra, now)
-                     for r in batch],
+                    [
+                        (r[1], event["event_id"], kind, title, message, poll_id, extra, now)
+                        for r in batch
+                    ],
                 )
                 created += max(cursor.rowcount, 0)
         if created:
@@ -144,6 +147,7 @@ class Notifier:
                 (notification_id, voter_id),
             )
             if cursor.rowcount == 0:
-                raise NotFound("You have no notification with this id.",
-                               code="notification_not_found")
+                raise NotFound(
+                    "You have no notification with this id.", code="notification_not_found"
+                )
             return 1

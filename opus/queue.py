@@ -73,8 +73,9 @@ class VoteQueue:
         finally:
             self._q.conn.execute("PRAGMA synchronous = NORMAL")
 
-    def _put_rows(self, items: list[tuple[str, str]], rows: str,
-                  now: int) -> list[Exception | None]:
+    def _put_rows(
+        self, items: list[tuple[str, str]], rows: str, now: int
+    ) -> list[Exception | None]:
         with self._q.transaction(mode="IMMEDIATE"):
             conflicts = {
                 r[0]
@@ -122,8 +123,9 @@ class VoteQueue:
                 {"now": time.time_ns(), "limit": limit},
             ).fetchall()
         claims = [
-            Claim(r["message_id"], r["claim_id"], r["idempotency_key"] or "", r["data"],
-                  r["in_time"])
+            Claim(
+                r["message_id"], r["claim_id"], r["idempotency_key"] or "", r["data"], r["in_time"]
+            )
             for r in rows
         ]
         claims.sort(key=lambda c: c.message_id)

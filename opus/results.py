@@ -20,8 +20,9 @@ LEADERBOARD_SIZE = 10
 QUESTIONS_SHOWN = 50  # the top Q&A questions in results and snapshots
 
 
-def poll_results(conn: sqlite3.Connection, poll_id: str, *, for_host: bool = False
-                 ) -> dict[str, Any]:
+def poll_results(
+    conn: sqlite3.Connection, poll_id: str, *, for_host: bool = False
+) -> dict[str, Any]:
     """The contract's results body, with each kind's extras. Hosts also see a Q&A's pending and
     hidden questions and a quiz's right answers before it closes."""
     rows = fetchall(
@@ -64,7 +65,8 @@ def poll_results(conn: sqlite3.Connection, poll_id: str, *, for_host: bool = Fal
         weight = sum(o["votes"] for o in options)
         body["average"] = (
             round(sum(int(o["label"]) * o["votes"] for o in options) / weight, 2)
-            if weight else None
+            if weight
+            else None
         )
     elif kind == "text":
         blocked = json.loads(poll["blocked_words"])
@@ -84,14 +86,16 @@ def poll_results(conn: sqlite3.Connection, poll_id: str, *, for_host: bool = Fal
         body["questions"] = questions(conn, poll_id, for_host=for_host, limit=QUESTIONS_SHOWN)
         shown = "" if for_host else " AND status = 'visible'"
         (body["question_count"],) = fetchall(
-            conn, f"SELECT COUNT(*) FROM questions WHERE poll_id = ?{shown}", (poll_id,))[0]
+            conn, f"SELECT COUNT(*) FROM questions WHERE poll_id = ?{shown}", (poll_id,)
+        )[0]
     elif kind == "quiz":
         body["leaderboard"] = leaderboard(conn, poll["room_id"])
     return body
 
 
-def questions(conn: sqlite3.Connection, poll_id: str, *, for_host: bool,
-              limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
+def questions(
+    conn: sqlite3.Connection, poll_id: str, *, for_host: bool, limit: int = -1, offset: int = 0
+) -> list[dict[str, Any]]:
     """Pinned first, then the most upvoted, then the oldest (`limit` of them, -1: all)."""
     shown = "" if for_host else " AND status = 'visible'"
     return [
@@ -113,8 +117,9 @@ def questions(conn: sqlite3.Connection, poll_id: str, *, for_host: bool,
     ]
 
 
-def leaderboard(conn: sqlite3.Connection, room_id: str,
-                limit: int = LEADERBOARD_SIZE) -> list[dict[str, Any]]:
+def leaderboard(
+    conn: sqlite3.Connection, room_id: str, limit: int = LEADERBOARD_SIZE
+) -> list[dict[str, Any]]:
     """Points over the room's closed quizzes (an open one would give its answers away)."""
     return [
         {"name": pseudonym(r["voter_id"]), "points": r["points"], "correct": r["correct"]}

@@ -134,8 +134,9 @@ def _room_access(body: dict[str, Any]) -> dict[str, Any]:
             raise BadRequest("'passcode' must be a string or null.", code="invalid_field")
         value = (value or "").strip()
         if value and not MIN_PASSCODE <= len(value) <= MAX_PASSCODE:
-            raise Unprocessable(f"A passcode has {MIN_PASSCODE} to {MAX_PASSCODE} characters.",
-                                code="invalid_field")
+            raise Unprocessable(
+                f"A passcode has {MIN_PASSCODE} to {MAX_PASSCODE} characters.", code="invalid_field"
+            )
         changes["passcode"] = value or None
     if "show_passcode" in body:
         if not isinstance(body["show_passcode"], bool):
@@ -150,8 +151,9 @@ def check_passcode(room: Row | dict[str, Any], given: Any) -> None:
     if not expected:
         return
     if not isinstance(given, str) or not given.strip():
-        raise Forbidden("This room needs its passcode: the host shows it or tells it.",
-                        code="passcode_required")
+        raise Forbidden(
+            "This room needs its passcode: the host shows it or tells it.", code="passcode_required"
+        )
     if not secrets.compare_digest(given.strip().encode(errors="replace"), expected.encode()):
         raise Forbidden("That is not this room's passcode.", code="wrong_passcode")
 
@@ -183,8 +185,11 @@ def _poll_body(row: Row, options: list[Row], *, for_host: bool) -> dict[str, Any
         "allow_change": bool(row["allow_change"]),
         "hide_results": bool(row["hide_results"]),
         "options": [
-            {"id": o["id"], "label": o["label"],
-             **({"correct": bool(o["correct"])} if row["kind"] == "quiz" and reveal else {})}
+            {
+                "id": o["id"],
+                "label": o["label"],
+                **({"correct": bool(o["correct"])} if row["kind"] == "quiz" and reveal else {}),
+            }
             for o in options
         ],
         "total_votes": row["total_votes"],
@@ -206,7 +211,11 @@ def _poll_body(row: Row, options: list[Row], *, for_host: bool) -> dict[str, Any
 
 class Rooms:
     def __init__(
-        self, db: Database, catalog: Catalog, node_id: str, on_commit: Callable[[], None],
+        self,
+        db: Database,
+        catalog: Catalog,
+        node_id: str,
+        on_commit: Callable[[], None],
         identities: IdentityLimits | None = None,
     ) -> None:
         self.db = db
@@ -228,8 +237,9 @@ class Rooms:
         self._on_commit()
         return await self.room(room["id"], include_drafts=True)
 
-    def _insert_room(self, conn: sqlite3.Connection, title: str, actor: str,
-                     access: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _insert_room(
+        self, conn: sqlite3.Connection, title: str, actor: str, access: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         room = {"id": events.uuid7(), "title": title, "created_at": events.now_iso()}
         for _ in range(10):
             code = new_code()
@@ -250,13 +260,20 @@ class Rooms:
             " FROM rooms r ORDER BY r.created_at DESC, r.id DESC"
         )
         return [
-            {"id": r["id"], "code": r["code"], "code_display": display_code(r["code"]),
-             "title": r["title"], "created_at": r["created_at"], "poll_count": r["poll_count"]}
+            {
+                "id": r["id"],
+                "code": r["code"],
+                "code_display": display_code(r["code"]),
+                "title": r["title"],
+                "created_at": r["created_at"],
+                "poll_count": r["poll_count"],
+            }
             for r in rows
         ]
 
-    async def update_room(self, room_id: str, body: dict[str, Any],
-                          actor: str = "host") -> dict[str, Any]:
+    async def update_room(
+        self, room_id: str, body: dict[str, Any], actor: str = "host"
+    ) -> dict[str, Any]:
         """Change what the body names: the title, the passcode, whether the screen shows it."""
         access = _room_access(body)
         changes = dict(access)
@@ -265,22 +282,28 @@ class Rooms:
         with self.db.write() as conn:
             cursor = conn.execute(
                 f"UPDATE rooms SET {', '.join(f'{k} = :{k}' for k in changes)} WHERE id = :id",
-                {**changes, "id": room_id})
+                {**changes, "id": room_id},
+            )
             if cursor.rowcount == 0:
                 raise NotFound("No room has this id.", code="room_not_found")
             (title,) = fetchall(conn, "SELECT title FROM rooms WHERE id = ?", (room_id,))[0]
-            outbox.add(conn, [self._event(events.ROOM_UPDATED,
-                                          {"room_id": room_id, "title": title}, actor)])
+            outbox.add(
+                conn,
+                [self._event(events.ROOM_UPDATED, {"room_id": room_id, "title": title}, actor)],
+            )
         self._on_commit()
         return await self.room(room_id, include_drafts=True)
 
-    async def duplicate_room(self, room_id: str, body: dict[str, Any],
-                             actor: str = "host") -> dict[str, Any]:
+    async def duplicate_room(
+        self, room_id: str, body: dict[str, Any], actor: str = "host"
+    ) -> dict[str, Any]:
         """A new room with a new code and a draft copy of every poll: a template for the next
         session. Votes are not copied."""
         source = await self.room(room_id, include_drafts=True)
-        title = (_text(body, "title", MAX_TITLE, required=False)
-                 or f"{source['title']} (copy)"[:MAX_TITLE])
+        title = (
+            _text(body, "title", MAX_TITLE, required=False)
+            or f"{source['title']} (copy)"[:MAX_TITLE]
+        )
         created: list[tuple[dict[str, Any], list[str]]] = []
         with self.db.write() as conn:
             room = self._insert_room(conn, title, actor)
@@ -293,10 +316,19 @@ class Rooms:
                     moderated=poll["moderated"],
                     time_limit_s=poll["time_limit_s"],
                 )
-                created.append(self._insert_poll(
-                    conn, room["id"], position, poll["question"], poll["kind"], spec,
-                    allow_change=poll["allow_change"], hide_results=poll["hide_results"],
-                    actor=actor))
+                created.append(
+                    self._insert_poll(
+                        conn,
+                        room["id"],
+                        position,
+                        poll["question"],
+                        poll["kind"],
+                        spec,
+                        allow_change=poll["allow_change"],
+                        hide_results=poll["hide_results"],
+                        actor=actor,
+                    )
+                )
         for row, option_ids in created:
             self.catalog.put(row, option_ids)
         self._on_commit()
@@ -305,8 +337,9 @@ class Rooms:
     async def delete_room(self, room_id: str, actor: str = "host") -> None:
         """The room, its polls, votes and questions; receipts and notifications stay."""
         with self.db.write() as conn:
-            polls = [r[0] for r in fetchall(conn, "SELECT id FROM polls WHERE room_id = ?",
-                                            (room_id,))]
+            polls = [
+                r[0] for r in fetchall(conn, "SELECT id FROM polls WHERE room_id = ?", (room_id,))
+            ]
             cursor = conn.execute("DELETE FROM rooms WHERE id = ?", (room_id,))
             if cursor.rowcount == 0:
                 raise NotFound("No room has this id.", code="room_not_found")
@@ -320,8 +353,17 @@ class Rooms:
     # -- polls ---------------------------------------------------------------------------
 
     def _insert_poll(
-        self, conn: sqlite3.Connection, room_id: str, position: int, question: str, kind: str,
-        spec: kinds.Spec, *, allow_change: bool, hide_results: bool, actor: str,
+        self,
+        conn: sqlite3.Connection,
+        room_id: str,
+        position: int,
+        question: str,
+        kind: str,
+        spec: kinds.Spec,
+        *,
+        allow_change: bool,
+        hide_results: bool,
+        actor: str,
         poll_id: str | None = None,
     ) -> tuple[dict[str, Any], list[str]]:
         poll: dict[str, Any] = {
@@ -353,13 +395,16 @@ class Rooms:
         return poll, [o["id"] for o in options]
 
     @staticmethod
-    def _insert_options(conn: sqlite3.Connection, poll_id: str,
-                        spec: kinds.Spec) -> list[dict[str, Any]]:
+    def _insert_options(
+        conn: sqlite3.Connection, poll_id: str, spec: kinds.Spec
+    ) -> list[dict[str, Any]]:
         options = [{"id": events.uuid7(), "label": label} for label in spec.labels]
         conn.executemany(
             "INSERT INTO options (id, poll_id, position, label, correct) VALUES (?, ?, ?, ?, ?)",
-            [(o["id"], poll_id, i, o["label"], int(i in spec.correct))
-             for i, o in enumerate(options)],
+            [
+                (o["id"], poll_id, i, o["label"], int(i in spec.correct))
+                for i, o in enumerate(options)
+            ],
         )
         conn.executemany(
             "INSERT INTO tallies (option_id, poll_id, votes) VALUES (?, ?, 0)",
@@ -379,30 +424,43 @@ class Rooms:
             if not fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,)):
                 raise NotFound("No room has this id.", code="room_not_found")
             (position,) = fetchall(
-                conn, "SELECT COALESCE(MAX(position) + 1, 0) FROM polls WHERE room_id = ?",
+                conn,
+                "SELECT COALESCE(MAX(position) + 1, 0) FROM polls WHERE room_id = ?",
                 (room_id,),
             )[0]
             poll, option_ids = self._insert_poll(
-                conn, room_id, position, question, kind, spec, allow_change=allow_change,
-                hide_results=hide_results, actor=actor)
+                conn,
+                room_id,
+                position,
+                question,
+                kind,
+                spec,
+                allow_change=allow_change,
+                hide_results=hide_results,
+                actor=actor,
+            )
         self.catalog.put(poll, option_ids)
         self._on_commit()
         return await self.poll(poll["id"], for_host=True)
 
-    async def update_poll(self, poll_id: str, body: dict[str, Any],
-                          actor: str = "host") -> dict[str, Any]:
+    async def update_poll(
+        self, poll_id: str, body: dict[str, Any], actor: str = "host"
+    ) -> dict[str, Any]:
         """Change a poll: its shape while it is a draft, its display rules at any time."""
         unknown = set(body) - set(_DRAFT_FIELDS) - set(_LIVE_FIELDS)
         if unknown:
-            raise Unprocessable(f"These fields cannot be changed: {', '.join(sorted(unknown))}.",
-                                code="invalid_field")
+            raise Unprocessable(
+                f"These fields cannot be changed: {', '.join(sorted(unknown))}.",
+                code="invalid_field",
+            )
         current = await self.poll(poll_id, for_host=True)
         reshape = any(name in body for name in _DRAFT_FIELDS)
         # New options (and new option ids) only when the options themselves change.
         new_options = any(name in body for name in ("kind", "options", "correct", "scale"))
         if reshape and current["status"] != "draft":
-            raise Conflict("Only a draft poll can change its question, kind or options.",
-                           code="poll_not_draft")
+            raise Conflict(
+                "Only a draft poll can change its question, kind or options.", code="poll_not_draft"
+            )
         merged = {
             "question": current["question"],
             "kind": current["kind"],
@@ -428,19 +486,41 @@ class Rooms:
             conn.execute(
                 "UPDATE polls SET question = ?, kind = ?, allow_change = ?, hide_results = ?,"
                 " scale = ?, blocked_words = ?, moderated = ?, time_limit_s = ? WHERE id = ?",
-                (question, kind, int(allow_change), int(hide_results), spec.scale,
-                 json.dumps(spec.blocked_words), int(spec.moderated), spec.time_limit_s,
-                 poll_id),
+                (
+                    question,
+                    kind,
+                    int(allow_change),
+                    int(hide_results),
+                    spec.scale,
+                    json.dumps(spec.blocked_words),
+                    int(spec.moderated),
+                    spec.time_limit_s,
+                    poll_id,
+                ),
             )
             if new_options:
                 conn.execute("DELETE FROM options WHERE poll_id = ?", (poll_id,))
                 options = [o["id"] for o in self._insert_options(conn, poll_id, spec)]
-            outbox.add(conn, [self._event(events.POLL_UPDATED, {
-                "poll_id": poll_id, "room_id": current["room_id"],
-                "changed": sorted(body)}, actor)])
-        changes: dict[str, Any] = {"kind": kind, "allow_change": allow_change,
-                                   "hide_results": hide_results,
-                                   "time_limit_s": spec.time_limit_s}
+            outbox.add(
+                conn,
+                [
+                    self._event(
+                        events.POLL_UPDATED,
+                        {
+                            "poll_id": poll_id,
+                            "room_id": current["room_id"],
+                            "changed": sorted(body),
+                        },
+                        actor,
+                    )
+                ],
+            )
+        changes: dict[str, Any] = {
+            "kind": kind,
+            "allow_change": allow_change,
+            "hide_results": hide_results,
+            "time_limit_s": spec.time_limit_s,
+        }
         if options is not None:
             changes["options"], changes["option_ids"] = tuple(options), frozenset(options)
         self.catalog.update(poll_id, **changes)
@@ -453,27 +533,41 @@ class Rooms:
             if not rows:
                 raise NotFound("No poll has this id.", code="poll_not_found")
             conn.execute("DELETE FROM polls WHERE id = ?", (poll_id,))
-            outbox.add(conn, [self._event(events.POLL_DELETED, {
-                "poll_id": poll_id, "room_id": rows[0]["room_id"]}, actor)])
+            outbox.add(
+                conn,
+                [
+                    self._event(
+                        events.POLL_DELETED,
+                        {"poll_id": poll_id, "room_id": rows[0]["room_id"]},
+                        actor,
+                    )
+                ],
+            )
         self.catalog.polls.pop(poll_id, None)
         self._on_commit()
 
-    async def reorder_polls(self, room_id: str, poll_ids: Any,
-                            actor: str = "host") -> dict[str, Any]:
+    async def reorder_polls(
+        self, room_id: str, poll_ids: Any, actor: str = "host"
+    ) -> dict[str, Any]:
         if not isinstance(poll_ids, list) or not all(isinstance(p, str) for p in poll_ids):
             raise BadRequest("'poll_ids' must be a list of poll ids.", code="invalid_field")
         with self.db.write() as conn:
             if not fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,)):
                 raise NotFound("No room has this id.", code="room_not_found")
-            current = {r[0] for r in fetchall(conn, "SELECT id FROM polls WHERE room_id = ?",
-                                              (room_id,))}
+            current = {
+                r[0] for r in fetchall(conn, "SELECT id FROM polls WHERE room_id = ?", (room_id,))
+            }
             if set(poll_ids) != current or len(poll_ids) != len(current):
-                raise Unprocessable("List every poll of the room exactly once.",
-                                    code="invalid_order")
-            conn.executemany("UPDATE polls SET position = ? WHERE id = ?",
-                             list(enumerate(poll_ids)))
-            outbox.add(conn, [self._event(events.ROOM_UPDATED,
-                                          {"room_id": room_id, "order": poll_ids}, actor)])
+                raise Unprocessable(
+                    "List every poll of the room exactly once.", code="invalid_order"
+                )
+            conn.executemany(
+                "UPDATE polls SET position = ? WHERE id = ?", list(enumerate(poll_ids))
+            )
+            outbox.add(
+                conn,
+                [self._event(events.ROOM_UPDATED, {"room_id": room_id, "order": poll_ids}, actor)],
+            )
         self._on_commit()
         return await self.room(room_id, include_drafts=True)
 
@@ -494,8 +588,9 @@ class Rooms:
                     code="invalid_transition",
                 )
             if current != status:
-                conn.execute(f"UPDATE polls SET status = ?, {stamp} = ? WHERE id = ?",
-                             (status, now, poll_id))
+                conn.execute(
+                    f"UPDATE polls SET status = ?, {stamp} = ? WHERE id = ?", (status, now, poll_id)
+                )
                 data: dict[str, Any] = {
                     "poll_id": poll_id,
                     "room_id": rows[0]["room_id"],
@@ -510,8 +605,9 @@ class Rooms:
             self._on_commit()
         return await self.poll(poll_id, for_host=True)
 
-    async def moderate(self, question_id: str, body: dict[str, Any],
-                       actor: str = "host") -> dict[str, Any]:
+    async def moderate(
+        self, question_id: str, body: dict[str, Any], actor: str = "host"
+    ) -> dict[str, Any]:
         """Approve or hide a Q&A question, pin it, mark it answered."""
         changes: dict[str, Any] = {}
         if "status" in body:
@@ -522,8 +618,9 @@ class Rooms:
             if name in body:
                 changes[name] = int(kinds.flag(body, name))
         if not changes:
-            raise Unprocessable("Nothing to change: send status, pinned or answered.",
-                                code="invalid_field")
+            raise Unprocessable(
+                "Nothing to change: send status, pinned or answered.", code="invalid_field"
+            )
         with self.db.write() as conn:
             rows = fetchall(
                 conn,
@@ -534,13 +631,29 @@ class Rooms:
             if not rows:
                 raise NotFound("No question has this id.", code="question_not_found")
             assignments = ", ".join(f"{name} = :{name}" for name in changes)
-            conn.execute(f"UPDATE questions SET {assignments} WHERE id = :id",
-                         {**changes, "id": question_id})
-            outbox.add(conn, [self._event(events.QUESTION_UPDATED, {
-                "question_id": question_id, "poll_id": rows[0]["poll_id"],
-                "room_id": rows[0]["room_id"], **changes}, actor)])
-            (question,) = [q for q in results.questions(conn, rows[0]["poll_id"], for_host=True)
-                           if q["id"] == question_id]
+            conn.execute(
+                f"UPDATE questions SET {assignments} WHERE id = :id", {**changes, "id": question_id}
+            )
+            outbox.add(
+                conn,
+                [
+                    self._event(
+                        events.QUESTION_UPDATED,
+                        {
+                            "question_id": question_id,
+                            "poll_id": rows[0]["poll_id"],
+                            "room_id": rows[0]["room_id"],
+                            **changes,
+                        },
+                        actor,
+                    )
+                ],
+            )
+            (question,) = [
+                q
+                for q in results.questions(conn, rows[0]["poll_id"], for_host=True)
+                if q["id"] == question_id
+            ]
         self._on_commit()
         return question
 
@@ -573,18 +686,20 @@ class Rooms:
             "created_at": row["created_at"],
             "passcode_required": bool(row["passcode"]),
             # The host sees the passcode; everyone sees it when the screen shows it.
-            **({"passcode": row["passcode"], "show_passcode": bool(row["show_passcode"])}
-               if include_drafts or row["show_passcode"] else {}),
+            **(
+                {"passcode": row["passcode"], "show_passcode": bool(row["show_passcode"])}
+                if include_drafts or row["show_passcode"]
+                else {}
+            ),
             "polls": shown,
         }
 
     async def room_by_code(self, code: str) -> Row:
-        row = await self.db.fetchone(
-            "SELECT * FROM rooms WHERE code = ?", (normalize_code(code),)
-        )
+        row = await self.db.fetchone("SELECT * FROM rooms WHERE code = ?", (normalize_code(code),))
         if row is None:
-            raise NotFound("No room has this code. Check the code on the screen.",
-                           code="room_not_found")
+            raise NotFound(
+                "No room has this code. Check the code on the screen.", code="room_not_found"
+            )
         return row
 
     async def poll(self, poll_id: str, *, for_host: bool = True) -> dict[str, Any]:
@@ -600,8 +715,9 @@ class Rooms:
         with self.db.read() as conn:
             return results.poll_results(conn, poll_id, for_host=for_host)
 
-    async def questions(self, poll_id: str, limit: int = MODERATION_PAGE,
-                        offset: int = 0) -> list[dict[str, Any]]:
+    async def questions(
+        self, poll_id: str, limit: int = MODERATION_PAGE, offset: int = 0
+    ) -> list[dict[str, Any]]:
         """A page of a Q&A's questions, for the host (pending and hidden ones too), in the
         order of the results: pinned, most upvoted, oldest."""
         with self.db.read() as conn:
@@ -610,8 +726,9 @@ class Rooms:
     async def question_count(self, poll_id: str) -> int:
         """Every question of a Q&A, pending and hidden ones too."""
         with self.db.read() as conn:
-            (count,) = fetchall(conn, "SELECT COUNT(*) FROM questions WHERE poll_id = ?",
-                                (poll_id,))[0]
+            (count,) = fetchall(
+                conn, "SELECT COUNT(*) FROM questions WHERE poll_id = ?", (poll_id,)
+            )[0]
             return int(count)
 
     async def leaderboard(self, room_id: str) -> list[dict[str, Any]]:
@@ -625,11 +742,17 @@ class Rooms:
         poll = self.catalog.polls.get(poll_id)
         if poll is not None and poll.kind == "qa":
             return [
-                {"event_id": r["id"], "voter_id": r["voter_id"], "text": r["text"],
-                 "upvotes": r["upvotes"], "status": r["status"], "counted_at": r["created_at"]}
+                {
+                    "event_id": r["id"],
+                    "voter_id": r["voter_id"],
+                    "text": r["text"],
+                    "upvotes": r["upvotes"],
+                    "status": r["status"],
+                    "counted_at": r["created_at"],
+                }
                 for r in await self.db.fetchall(
-                    "SELECT * FROM questions WHERE poll_id = ? ORDER BY created_at, id",
-                    (poll_id,))
+                    "SELECT * FROM questions WHERE poll_id = ? ORDER BY created_at, id", (poll_id,)
+                )
             ]
         rows = await self.db.fetchall(
             "SELECT event_id, voter_id, choice, points, counted_at FROM votes WHERE poll_id = ?"
@@ -652,8 +775,9 @@ class Rooms:
 
     # -- attendees -----------------------------------------------------------------------
 
-    async def join(self, code: str, known: Voter | None = None, *, address: str = "?",
-                   passcode: Any = None) -> Voter:
+    async def join(
+        self, code: str, known: Voter | None = None, *, address: str = "?", passcode: Any = None
+    ) -> Voter:
         """A voter for the room; someone who already joined it (their token or cookie) stays
         the same voter, so joining again never gives a second vote. A new voter needs the
         room's passcode, if it has one, and is counted against the client's address."""

@@ -239,8 +239,7 @@ class Workers:
             )
             return
         self._metrics.worker_retries.inc()
-        log.warning("vote %s failed (attempt %d), will retry: %s", claim.event_id, attempts,
-                    error)
+        log.warning("vote %s failed (attempt %d), will retry: %s", claim.event_id, attempts, error)
         delay = _BACKOFF_BASE_S * 2 ** (attempts - 1)
         asyncio.get_running_loop().call_later(delay, self._retry_later, claim)
 
@@ -252,4 +251,3 @@ class Workers:
 
         if not self._stopping:
             asyncio.get_running_loop().create_task(retry())
-

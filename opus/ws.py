@@ -76,8 +76,7 @@ async def open_socket(request: web.Request, *, session: bool = False) -> web.Web
     if transport is None:  # the peer left during the handshake
         return ws
     voter_id = voter.voter_id if voter else None
-    client = Client(ws, cast(Transport, transport), room_id, voter_id, is_host, settings,
-                    address)
+    client = Client(ws, cast(Transport, transport), room_id, voter_id, is_host, settings, address)
     broadcaster.add(client)
     last_resume = time.monotonic()
     try:

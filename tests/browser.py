@@ -16,16 +16,30 @@ from playwright.sync_api import Browser, Playwright
 from conftest import ADMIN
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2,
-         "is_mobile": True, "has_touch": True}
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+}
 
 
 def launch(playwright: Playwright) -> Browser:
     if not CHROMIUM.exists():
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: the page tests need Debian's chromium "
-                    "package (apt-get install -y chromium; .ci/run installs it).")
+        pytest.fail(
+            f"Chromium is missing at {CHROMIUM}: the page tests need Debian's chromium "
+            "package (apt-get install -y chromium; .ci/run installs it)."
+        )
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
 
 
@@ -35,12 +49,16 @@ class Host:
     def __init__(self, base: str) -> None:
         self.base = base
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             token: str = ADMIN) -> tuple[int, Any]:
+    def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, token: str = ADMIN
+    ) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
-            self.base + path, data=data, method=method,
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, json.loads(response.read() or b"null")
@@ -84,6 +102,10 @@ class Host:
         """One more attendee, through the API: a fuller hall than browser windows make."""
         status, joined = self.call("POST", "/api/v1/join", {"code": code}, token="")
         assert status == 201, joined
-        status, answer = self.call("POST", f"/api/v1/polls/{poll_id}/votes",
-                                   {"option_ids": [option_id]}, token=joined["voter_token"])
+        status, answer = self.call(
+            "POST",
+            f"/api/v1/polls/{poll_id}/votes",
+            {"option_ids": [option_id]},
+            token=joined["voter_token"],
+        )
         assert status == 202, answer

@@ -46,21 +46,29 @@ class Api:
             return r.status, body
 
     async def room(self, title: str = "Room") -> dict[str, Any]:
-        status, body = await self.call("POST", "/api/v1/rooms", json={"title": title},
-                                       headers=self.admin)
+        status, body = await self.call(
+            "POST", "/api/v1/rooms", json={"title": title}, headers=self.admin
+        )
         assert status == 201, body
         return body  # type: ignore[no-any-return]
 
-    async def poll(self, room_id: str, options: list[str] | None = None, *, open: bool = True,
-                   **extra: Any) -> dict[str, Any]:
-        payload = {"question": "Which one?", "kind": "single",
-                   "options": options or ["Red", "Green", "Blue"], **extra}
-        status, body = await self.call("POST", f"/api/v1/rooms/{room_id}/polls", json=payload,
-                                       headers=self.admin)
+    async def poll(
+        self, room_id: str, options: list[str] | None = None, *, open: bool = True, **extra: Any
+    ) -> dict[str, Any]:
+        payload = {
+            "question": "Which one?",
+            "kind": "single",
+            "options": options or ["Red", "Green", "Blue"],
+            **extra,
+        }
+        status, body = await self.call(
+            "POST", f"/api/v1/rooms/{room_id}/polls", json=payload, headers=self.admin
+        )
         assert status == 201, body
         if open:
-            status, body = await self.call("POST", f"/api/v1/polls/{body['id']}/open",
-                                           headers=self.admin)
+            status, body = await self.call(
+                "POST", f"/api/v1/polls/{body['id']}/open", headers=self.admin
+            )
             assert status == 200, body
         return body  # type: ignore[no-any-return]
 
@@ -77,26 +85,31 @@ class Api:
         body["headers"] = {"Authorization": f"Bearer {body['voter_token']}"}
         return body  # type: ignore[no-any-return]
 
-    async def vote(self, voter: dict[str, Any], poll_id: str, option_ids: list[str],
-                   **extra: Any) -> tuple[int, Any]:
-        return await self.call("POST", f"/api/v1/polls/{poll_id}/votes",
-                               json={"option_ids": option_ids, **extra},
-                               headers=voter["headers"])
+    async def vote(
+        self, voter: dict[str, Any], poll_id: str, option_ids: list[str], **extra: Any
+    ) -> tuple[int, Any]:
+        return await self.call(
+            "POST",
+            f"/api/v1/polls/{poll_id}/votes",
+            json={"option_ids": option_ids, **extra},
+            headers=voter["headers"],
+        )
 
     async def results(self, poll_id: str) -> dict[str, Any]:
-        status, body = await self.call("GET", f"/api/v1/polls/{poll_id}/results",
-                                       headers=self.admin)
+        status, body = await self.call(
+            "GET", f"/api/v1/polls/{poll_id}/results", headers=self.admin
+        )
         assert status == 200, body
         return body  # type: ignore[no-any-return]
 
     async def receipt(self, voter: dict[str, Any], event_id: str) -> dict[str, Any]:
-        status, body = await self.call("GET", f"/api/v1/votes/{event_id}",
-                                       headers=voter["headers"])
+        status, body = await self.call("GET", f"/api/v1/votes/{event_id}", headers=voter["headers"])
         assert status == 200, body
         return body  # type: ignore[no-any-return]
 
-    async def settled(self, voter: dict[str, Any], event_id: str,
-                      timeout: float = 10.0) -> dict[str, Any]:
+    async def settled(
+        self, voter: dict[str, Any], event_id: str, timeout: float = 10.0
+    ) -> dict[str, Any]:
         """The receipt once a worker has settled the vote."""
         deadline = time.monotonic() + timeout
         while True:
@@ -105,8 +118,9 @@ class Api:
                 return receipt
             await asyncio.sleep(0.02)
 
-    async def total_when(self, poll_id: str, expected: int,
-                         timeout: float = 15.0) -> dict[str, Any]:
+    async def total_when(
+        self, poll_id: str, expected: int, timeout: float = 15.0
+    ) -> dict[str, Any]:
         """Results once total_votes reaches `expected` (or the timeout passes)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -138,8 +152,14 @@ class ServerProcess:
     def __init__(self, data_dir: Path, **env: str) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        self.env = {**os.environ, "OPUS_ADMIN_TOKEN": ADMIN, "OPUS_HOST": "127.0.0.1",
-                    "OPUS_PORT": str(self.port), "OPUS_DATA_DIR": str(data_dir), **env}
+        self.env = {
+            **os.environ,
+            "OPUS_ADMIN_TOKEN": ADMIN,
+            "OPUS_HOST": "127.0.0.1",
+            "OPUS_PORT": str(self.port),
+            "OPUS_DATA_DIR": str(data_dir),
+            **env,
+        }
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / "server.log"
 
@@ -151,8 +171,12 @@ class ServerProcess:
         """Start the process without waiting for it to be ready."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "opus", "serve"], env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "opus", "serve"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def start(self, timeout: float = 30.0) -> None:
         self.spawn()

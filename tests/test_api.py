@@ -27,8 +27,7 @@ async def test_room_poll_vote_round_trip(api: Api) -> None:
     assert results["total_votes"] == 3
     assert [(o["label"], o["votes"]) for o in results["options"]] == [("Tea", 1), ("Coffee", 2)]
 
-    status, closed = await api.call("POST", f"/api/v1/polls/{poll['id']}/close",
-                                    headers=api.admin)
+    status, closed = await api.call("POST", f"/api/v1/polls/{poll['id']}/close", headers=api.admin)
     assert status == 200 and closed["status"] == "closed"
     status, body = await api.vote(await api.join(room["code"]), poll["id"], [tea])
     assert status == 409 and body["error"]["code"] == "poll_not_open"
@@ -36,19 +35,23 @@ async def test_room_poll_vote_round_trip(api: Api) -> None:
     status, room_view = await api.call("GET", f"/api/v1/rooms/{room['id']}", headers=api.admin)
     assert status == 200 and room_view["polls"][0]["total_votes"] == 3
 
-    status, export = await api.call("GET", f"/api/v1/polls/{poll['id']}/export?format=json",
-                                    headers=api.admin)
+    status, export = await api.call(
+        "GET", f"/api/v1/polls/{poll['id']}/export?format=json", headers=api.admin
+    )
     assert status == 200
     assert export["results"]["total_votes"] == 3
     assert sorted(v["voter_id"] for v in export["votes"]) == sorted(v["voter_id"] for v in voters)
 
-    status, text = await api.call("GET", f"/api/v1/polls/{poll['id']}/export?format=csv",
-                                  headers=api.admin)
+    status, text = await api.call(
+        "GET", f"/api/v1/polls/{poll['id']}/export?format=csv", headers=api.admin
+    )
     assert status == 200
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["option_label"] for r in rows if r["record"] == "vote"].count("Coffee") == 2
     assert {r["option_label"]: r["votes"] for r in rows if r["record"] == "result"} == {
-        "Tea": "1", "Coffee": "2"}
+        "Tea": "1",
+        "Coffee": "2",
+    }
 
 
 async def test_multiple_choice_counts_each_option(api: Api) -> None:
@@ -129,17 +132,21 @@ async def test_voter_cookie_works_like_the_token(api: Api) -> None:
     poll = await api.poll(room["id"])
     status, _ = await api.call("POST", "/api/v1/join", json={"code": room["code"]})
     assert status == 201  # the test client keeps the cookie, as a browser would
-    status, body = await api.call("POST", f"/api/v1/polls/{poll['id']}/votes",
-                                  json={"option_ids": [poll["options"][0]["id"]]})
+    status, body = await api.call(
+        "POST", f"/api/v1/polls/{poll['id']}/votes", json={"option_ids": [poll["options"][0]["id"]]}
+    )
     assert status == 202, body
     status, view = await api.call("GET", f"/api/v1/rooms/{room['id']}")
     assert status == 200 and [p["id"] for p in view["polls"]] == [poll["id"]]
     # Scanning the QR code again keeps the same voter: no second vote that way.
     status, again = await api.call("POST", "/api/v1/join", json={"code": room["code"]})
     assert status == 201
-    status, body = await api.call("POST", f"/api/v1/polls/{poll['id']}/votes",
-                                  json={"option_ids": [poll["options"][1]["id"]]},
-                                  headers={"Authorization": f"Bearer {again['voter_token']}"})
+    status, body = await api.call(
+        "POST",
+        f"/api/v1/polls/{poll['id']}/votes",
+        json={"option_ids": [poll["options"][1]["id"]]},
+        headers={"Authorization": f"Bearer {again['voter_token']}"},
+    )
     assert status == 409 and body["error"]["code"] == "already_voted"
 
 
@@ -166,70 +173,170 @@ async def test_every_api_error_is_the_contract_json(api: Api) -> None:
     bad_admin = {"Authorization": "Bearer wrong"}
     cases = [
         (("POST", "/api/v1/rooms"), {"json": {"title": "x"}}, 401, "unauthorized"),
-        (("POST", "/api/v1/rooms"), {"json": {"title": "x"}, "headers": bad_admin}, 401,
-         "bad_token"),
-        (("POST", "/api/v1/rooms"), {"json": {"title": "x"}, "headers": voter["headers"]}, 403,
-         "forbidden"),
-        (("POST", f"/api/v1/polls/{poll['id']}/votes"),
-         {"json": {"option_ids": [option]}, "headers": api.admin}, 403, "forbidden"),
-        (("POST", f"/api/v1/polls/{poll['id']}/votes"), {"json": {"option_ids": [option]}}, 401,
-         "unauthorized"),
+        (
+            ("POST", "/api/v1/rooms"),
+            {"json": {"title": "x"}, "headers": bad_admin},
+            401,
+            "bad_token",
+        ),
+        (
+            ("POST", "/api/v1/rooms"),
+            {"json": {"title": "x"}, "headers": voter["headers"]},
+            403,
+            "forbidden",
+        ),
+        (
+            ("POST", f"/api/v1/polls/{poll['id']}/votes"),
+            {"json": {"option_ids": [option]}, "headers": api.admin},
+            403,
+            "forbidden",
+        ),
+        (
+            ("POST", f"/api/v1/polls/{poll['id']}/votes"),
+            {"json": {"option_ids": [option]}},
+            401,
+            "unauthorized",
+        ),
         (("GET", "/api/v1/rooms/nope"), {"headers": api.admin}, 404, "room_not_found"),
         (("POST", "/api/v1/polls/nope/open"), {"headers": api.admin}, 404, "poll_not_found"),
         (("GET", "/api/v1/nothing-here"), {}, 404, "not_found"),
         (("DELETE", "/api/v1/rooms"), {}, 405, "method_not_allowed"),
-        (("POST", "/api/v1/rooms"), {"data": b"{not json", "headers": api.admin}, 400,
-         "invalid_json"),
-        (("POST", "/api/v1/rooms"), {"json": ["a list"], "headers": api.admin}, 400,
-         "invalid_json"),
-        (("POST", "/api/v1/rooms"), {"json": {"title": "x" * 201}, "headers": api.admin}, 422,
-         "too_long"),
-        (("POST", "/api/v1/rooms"), {"json": {"title": 5}, "headers": api.admin}, 400,
-         "invalid_field"),
-        (("POST", f"/api/v1/rooms/{room['id']}/polls"),
-         {"json": {"question": "q", "options": "a, b"}, "headers": api.admin}, 400,
-         "invalid_field"),
-        (("POST", f"/api/v1/rooms/{room['id']}/polls"),
-         {"json": {"question": "q", "options": ["a", "b"], "allow_change": "yes"},
-          "headers": api.admin}, 400, "invalid_field"),
-        (("POST", f"/api/v1/rooms/{room['id']}/polls"),
-         {"json": {"question": "q", "options": ["only one"]}, "headers": api.admin}, 422,
-         "option_count"),
-        (("POST", f"/api/v1/rooms/{room['id']}/polls"),
-         {"json": {"question": "q", "options": ["a", "b"], "kind": "poem"},
-          "headers": api.admin}, 422, "invalid_kind"),
-        (("POST", f"/api/v1/rooms/{room['id']}/polls"),
-         {"json": {"question": "q", "options": [f"o{i}" for i in range(31)]},
-          "headers": api.admin}, 422, "option_count"),
-        (("POST", "/api/v1/rooms"), {"data": b"x" * 70_000, "headers": api.admin}, 413,
-         "body_too_large"),
-        (("POST", f"/api/v1/polls/{poll['id']}/votes"),
-         {"json": {"option_ids": "not a list"}, "headers": voter["headers"]}, 400,
-         "invalid_field"),
-        (("POST", f"/api/v1/polls/{poll['id']}/votes"),
-         {"json": {"option_ids": [option], "event_id": "not-a-uuid"},
-          "headers": voter["headers"]}, 400, "invalid_field"),
-        (("POST", f"/api/v1/polls/{poll['id']}/votes"),
-         {"json": {"option_ids": [other_poll["options"][0]["id"]]},
-          "headers": voter["headers"]}, 422, "invalid_option"),
-        (("POST", f"/api/v1/polls/{poll['id']}/votes"),
-         {"json": {"option_ids": [o["id"] for o in poll["options"]]},
-          "headers": voter["headers"]}, 422, "too_many_options"),
-        (("POST", f"/api/v1/polls/{other_poll['id']}/votes"),
-         {"json": {"option_ids": [other_poll["options"][0]["id"]]},
-          "headers": voter["headers"]}, 403, "wrong_room"),
-        (("POST", "/api/v1/polls/nope/votes"),
-         {"json": {"option_ids": [option]}, "headers": voter["headers"]}, 404,
-         "poll_not_found"),
-        (("GET", f"/api/v1/votes/{uuid.uuid4()}"), {"headers": voter["headers"]}, 404,
-         "vote_not_found"),
-        (("GET", f"/api/v1/polls/{poll['id']}/export?format=xml"), {"headers": api.admin}, 400,
-         "invalid_format"),
+        (
+            ("POST", "/api/v1/rooms"),
+            {"data": b"{not json", "headers": api.admin},
+            400,
+            "invalid_json",
+        ),
+        (
+            ("POST", "/api/v1/rooms"),
+            {"json": ["a list"], "headers": api.admin},
+            400,
+            "invalid_json",
+        ),
+        (
+            ("POST", "/api/v1/rooms"),
+            {"json": {"title": "x" * 201}, "headers": api.admin},
+            422,
+            "too_long",
+        ),
+        (
+            ("POST", "/api/v1/rooms"),
+            {"json": {"title": 5}, "headers": api.admin},
+            400,
+            "invalid_field",
+        ),
+        (
+            ("POST", f"/api/v1/rooms/{room['id']}/polls"),
+            {"json": {"question": "q", "options": "a, b"}, "headers": api.admin},
+            400,
+            "invalid_field",
+        ),
+        (
+            ("POST", f"/api/v1/rooms/{room['id']}/polls"),
+            {
+                "json": {"question": "q", "options": ["a", "b"], "allow_change": "yes"},
+                "headers": api.admin,
+            },
+            400,
+            "invalid_field",
+        ),
+        (
+            ("POST", f"/api/v1/rooms/{room['id']}/polls"),
+            {"json": {"question": "q", "options": ["only one"]}, "headers": api.admin},
+            422,
+            "option_count",
+        ),
+        (
+            ("POST", f"/api/v1/rooms/{room['id']}/polls"),
+            {
+                "json": {"question": "q", "options": ["a", "b"], "kind": "poem"},
+                "headers": api.admin,
+            },
+            422,
+            "invalid_kind",
+        ),
+        (
+            ("POST", f"/api/v1/rooms/{room['id']}/polls"),
+            {
+                "json": {"question": "q", "options": [f"o{i}" for i in range(31)]},
+                "headers": api.admin,
+            },
+            422,
+            "option_count",
+        ),
+        (
+            ("POST", "/api/v1/rooms"),
+            {"data": b"x" * 70_000, "headers": api.admin},
+            413,
+            "body_too_large",
+        ),
+        (
+            ("POST", f"/api/v1/polls/{poll['id']}/votes"),
+            {"json": {"option_ids": "not a list"}, "headers": voter["headers"]},
+            400,
+            "invalid_field",
+        ),
+        (
+            ("POST", f"/api/v1/polls/{poll['id']}/votes"),
+            {
+                "json": {"option_ids": [option], "event_id": "not-a-uuid"},
+                "headers": voter["headers"],
+            },
+            400,
+            "invalid_field",
+        ),
+        (
+            ("POST", f"/api/v1/polls/{poll['id']}/votes"),
+            {"json": {"option_ids": [other_poll["options"][0]["id"]]}, "headers": voter["headers"]},
+            422,
+            "invalid_option",
+        ),
+        (
+            ("POST", f"/api/v1/polls/{poll['id']}/votes"),
+            {
+                "json": {"option_ids": [o["id"] for o in poll["options"]]},
+                "headers": voter["headers"],
+            },
+            422,
+            "too_many_options",
+        ),
+        (
+            ("POST", f"/api/v1/polls/{other_poll['id']}/votes"),
+            {"json": {"option_ids": [other_poll["options"][0]["id"]]}, "headers": voter["headers"]},
+            403,
+            "wrong_room",
+        ),
+        (
+            ("POST", "/api/v1/polls/nope/votes"),
+            {"json": {"option_ids": [option]}, "headers": voter["headers"]},
+            404,
+            "poll_not_found",
+        ),
+        (
+            ("GET", f"/api/v1/votes/{uuid.uuid4()}"),
+            {"headers": voter["headers"]},
+            404,
+            "vote_not_found",
+        ),
+        (
+            ("GET", f"/api/v1/polls/{poll['id']}/export?format=xml"),
+            {"headers": api.admin},
+            400,
+            "invalid_format",
+        ),
         (("POST", "/api/v1/join"), {"json": {"code": 12}}, 400, "invalid_field"),
-        (("POST", "/api/v1/notifications/99999999999999999999999/read"),
-         {"headers": voter["headers"]}, 404, "notification_not_found"),
-        (("POST", "/api/v1/notifications/%C2%B2/read"), {"headers": voter["headers"]}, 404,
-         "notification_not_found"),
+        (
+            ("POST", "/api/v1/notifications/99999999999999999999999/read"),
+            {"headers": voter["headers"]},
+            404,
+            "notification_not_found",
+        ),
+        (
+            ("POST", "/api/v1/notifications/%C2%B2/read"),
+            {"headers": voter["headers"]},
+            404,
+            "notification_not_found",
+        ),
     ]
     for (method, path), kwargs, status, code in cases:
         got, body = await api.call(method, path, **kwargs)
@@ -243,8 +350,7 @@ async def test_someone_elses_receipt_is_not_shown(api: Api) -> None:
     poll = await api.poll(room["id"])
     alice, bob = await api.join(room["code"]), await api.join(room["code"])
     _, body = await api.vote(alice, poll["id"], [poll["options"][0]["id"]])
-    status, _ = await api.call("GET", f"/api/v1/votes/{body['event_id']}",
-                               headers=bob["headers"])
+    status, _ = await api.call("GET", f"/api/v1/votes/{body['event_id']}", headers=bob["headers"])
     assert status == 404
 
 
@@ -271,9 +377,14 @@ async def test_health_and_metrics(api: Api) -> None:
     assert status == 200
     assert "opus_votes_accepted_total 1.0" in text
     assert 'opus_votes_rejected_total{reason="already_voted"} 1.0' in text
-    for name in ("opus_queue_depth", "opus_group_commit_size_bucket",
-                 "opus_worker_batch_size_bucket", "opus_worker_apply_seconds_bucket",
-                 "opus_accept_to_counted_seconds_bucket", "opus_http_request_seconds_bucket"):
+    for name in (
+        "opus_queue_depth",
+        "opus_group_commit_size_bucket",
+        "opus_worker_batch_size_bucket",
+        "opus_worker_apply_seconds_bucket",
+        "opus_accept_to_counted_seconds_bucket",
+        "opus_http_request_seconds_bucket",
+    ):
         assert name in text
     assert 'route="/api/v1/polls/{poll_id}/votes"' in text
 

@@ -48,8 +48,9 @@ async def test_a_backup_taken_while_votes_flow_restores_every_acknowledged_vote(
             await asyncio.sleep(0.01)
         archive = tmp_path / "backups" / "opus.tar.gz"
         started = loop.time()
-        made = await asyncio.to_thread(opus, "backup", str(archive),
-                                       "--data-dir", str(server.data_dir))
+        made = await asyncio.to_thread(
+            opus, "backup", str(archive), "--data-dir", str(server.data_dir)
+        )
         assert made.exit_code == 0, made.output
         assert "counted votes" in made.output
         await asyncio.gather(*voting)
@@ -58,13 +59,19 @@ async def test_a_backup_taken_while_votes_flow_restores_every_acknowledged_vote(
         assert 80 <= len(before) < len(acknowledged) == 300
         with tarfile.open(archive) as tar:
             # (no admin_token file: this server takes its token from OPUS_ADMIN_TOKEN)
-            assert set(tar.getnames()) == {"opus-backup.json", "opus.db", "queue.db", "secret",
-                                           "node_id"}
+            assert set(tar.getnames()) == {
+                "opus-backup.json",
+                "opus.db",
+                "queue.db",
+                "secret",
+                "node_id",
+            }
         assert archive.stat().st_mode & 0o777 == 0o600
 
         # The data dir is in use: restoring into it is refused and changes nothing.
-        refused = await asyncio.to_thread(opus, "restore", str(archive),
-                                          "--data-dir", str(server.data_dir))
+        refused = await asyncio.to_thread(
+            opus, "restore", str(archive), "--data-dir", str(server.data_dir)
+        )
         assert refused.exit_code == 1 and "in use by a running Opus" in refused.output
         assert f"port {server.port}" in refused.output
         assert server.terminate() == 0
@@ -117,9 +124,11 @@ def test_restore_checks_what_the_archive_holds(tmp_path: Path, name: str) -> Non
     payload = tmp_path / "payload"
     payload.write_text("not a database")
     manifest = tmp_path / "opus-backup.json"
-    manifest.write_text('{"format": 1, "created_at": "x", "opus_version": "0", '
-                        '"schema_version": 1, "rooms": 0, "polls": 0, "votes": 0, '
-                        '"queued": 0, "failed": 0}')
+    manifest.write_text(
+        '{"format": 1, "created_at": "x", "opus_version": "0", '
+        '"schema_version": 1, "rooms": 0, "polls": 0, "votes": 0, '
+        '"queued": 0, "failed": 0}'
+    )
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(manifest, arcname="opus-backup.json")
         tar.add(payload, arcname=name)

@@ -45,8 +45,9 @@ def binary() -> Path:
 @pytest.fixture(scope="module")
 def deb(binary: Path) -> Path:
     make("deb")
-    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    arch = subprocess.run(
+        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     return ROOT / "dist" / f"opus_{__version__}_{arch}.deb"
 
 
@@ -73,7 +74,10 @@ class BinaryProcess(ServerProcess):
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 ["/bin/sh", "-c", 'export WATCHDOG_PID=$$; exec "$0" serve', str(self.binary)],
-                env=self.env, cwd=self.data_dir.parent, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.data_dir.parent,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # stop() reaches the child even if the bootloader dies
             )
 
@@ -114,8 +118,12 @@ def healthz(port: int) -> bool:
 async def test_binary_round_trip_under_systemds_protocol_then_sigterm(
     binary: Path, tmp_path: Path, notify_socket: NotifySocket, http: aiohttp.ClientSession
 ) -> None:
-    server = BinaryProcess(binary, tmp_path / "run" / "data",
-                           NOTIFY_SOCKET=notify_socket.env_value, WATCHDOG_USEC="400000")
+    server = BinaryProcess(
+        binary,
+        tmp_path / "run" / "data",
+        NOTIFY_SOCKET=notify_socket.env_value,
+        WATCHDOG_USEC="400000",
+    )
     server.launch()
     try:
         assert server.proc is not None
@@ -145,9 +153,13 @@ async def test_binary_round_trip_under_systemds_protocol_then_sigterm(
         # An operator's command, from the binary too, while it serves.
         archive = tmp_path / "backup.tar.gz"
         done = await asyncio.to_thread(
-            subprocess.run, [str(binary), "backup", "--data-dir", str(server.data_dir),
-                             str(archive)],
-            cwd=tmp_path, env=server.env, capture_output=True, text=True, timeout=60,
+            subprocess.run,
+            [str(binary), "backup", "--data-dir", str(server.data_dir), str(archive)],
+            cwd=tmp_path,
+            env=server.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert done.returncode == 0, done.stdout + done.stderr
         with tarfile.open(archive) as tar:
@@ -177,7 +189,8 @@ async def test_binary_round_trip_under_systemds_protocol_then_sigterm(
     try:
         again.wait_ready()
         status, body = await Api(http, again.base).call(
-            "GET", f"/api/v1/polls/{poll['id']}/results",
+            "GET",
+            f"/api/v1/polls/{poll['id']}/results",
             headers={"Authorization": f"Bearer {ADMIN}"},
         )
         assert status == 200 and body["total_votes"] == 3
@@ -188,8 +201,9 @@ async def test_binary_round_trip_under_systemds_protocol_then_sigterm(
 
 def test_binary_holds_python_and_the_resources(binary: Path, tmp_path: Path) -> None:
     viewer = Path(sys.executable).parent / "pyi-archive_viewer"
-    listing = subprocess.run([str(viewer), "--list", "--brief", str(binary)],
-                             capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        [str(viewer), "--list", "--brief", str(binary)], capture_output=True, text=True, check=True
+    ).stdout
     names = {line.strip() for line in listing.splitlines()}
     wanted = bundled_files()
     assert wanted and not [f for f in wanted if f not in names]
@@ -198,8 +212,14 @@ def test_binary_holds_python_and_the_resources(binary: Path, tmp_path: Path) -> 
     assert not [n for n in names if n.startswith(("tcl", "tk", "_tkinter", "pytest"))]
 
     clean_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no venv, no PYTHONPATH
-    done = subprocess.run([str(binary), "--version"], cwd=tmp_path, env=clean_env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(binary), "--version"],
+        cwd=tmp_path,
+        env=clean_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and __version__ in done.stdout
 
 
@@ -207,8 +227,7 @@ def test_binary_holds_python_and_the_resources(binary: Path, tmp_path: Path) -> 
 
 
 def dpkg_deb(*args: str) -> str:
-    return subprocess.run(["dpkg-deb", *args], capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(["dpkg-deb", *args], capture_output=True, text=True, check=True).stdout
 
 
 def test_deb_holds_binary_units_and_config(deb: Path, binary: Path, tmp_path: Path) -> None:
@@ -229,15 +248,15 @@ def test_deb_holds_binary_units_and_config(deb: Path, binary: Path, tmp_path: Pa
     assert "/var/lib/opus/" not in entries  # made by postinst, kept on remove
 
     conffiles = dpkg_deb("--info", str(deb), "conffiles").split()
-    assert sorted(conffiles) == ["/etc/opus/kiosk.env", "/etc/opus/opus.env",
-                                 "/etc/opus/opus.toml"]
+    assert sorted(conffiles) == ["/etc/opus/kiosk.env", "/etc/opus/opus.env", "/etc/opus/opus.toml"]
 
     unpacked = tmp_path / "unpacked"
     subprocess.run(["dpkg-deb", "--raw-extract", str(deb), str(unpacked)], check=True)
     assert (unpacked / "usr/bin/opus").read_bytes() == binary.read_bytes()
     for unit in ("opus.service", "opus-kiosk.service"):
-        assert (unpacked / "lib/systemd/system" / unit).read_text() == \
-            (ROOT / "systemd" / unit).read_text()
+        assert (unpacked / "lib/systemd/system" / unit).read_text() == (
+            ROOT / "systemd" / unit
+        ).read_text()
     postinst = (unpacked / "DEBIAN/postinst").read_text()
     assert "adduser --system" in postinst and "/var/lib/opus" in postinst
     postrm = (unpacked / "DEBIAN/postrm").read_text()
@@ -252,8 +271,11 @@ def test_shipped_settings_file_is_one_opus_reads(tmp_path: Path) -> None:
     """The default /etc/opus/opus.toml, and every example commented out in it."""
     shipped = ROOT / "packaging" / "deb" / "opus.toml"
     assert read_config_file(shipped)["data_dir"] == Path("/var/lib/opus")
-    examples = [line.removeprefix("# ") for line in shipped.read_text().splitlines()
-                if line.startswith("# ") and " = " in line]
+    examples = [
+        line.removeprefix("# ")
+        for line in shipped.read_text().splitlines()
+        if line.startswith("# ") and " = " in line
+    ]
     assert examples
     uncommented = tmp_path / "opus.toml"
     uncommented.write_text("\n".join(examples) + "\n")

@@ -43,8 +43,9 @@ def test_flags_beat_the_environment_which_beats_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_opus_env: None
 ) -> None:
     config = tmp_path / "opus.toml"
-    config.write_text('port = 9001\nworkers = 3\nlog_level = "warning"\n'
-                      'admin_token = "token-from-the-file"\n')
+    config.write_text(
+        'port = 9001\nworkers = 3\nlog_level = "warning"\nadmin_token = "token-from-the-file"\n'
+    )
     monkeypatch.setenv("OPUS_WORKERS", "4")
     monkeypatch.setenv("OPUS_LOG_LEVEL", "debug")
     with serve.make_context("serve", ["--config", str(config), "--log-level", "error"]) as ctx:
@@ -157,19 +158,37 @@ async def test_doctor_on_a_served_then_stopped_data_dir(
     api = Api(http, server.base)
     room = await api.room()
     poll = await api.poll(room["id"])
-    status, _ = await api.vote(await api.join(room["code"]), poll["id"],
-                               [poll["options"][1]["id"]])
+    status, _ = await api.vote(await api.join(room["code"]), poll["id"], [poll["options"][1]["id"]])
     assert status == 202
     await api.total_when(poll["id"], 1)
-    args = ["doctor", "--data-dir", str(server.data_dir), "--port", str(server.port),
-            "--host", "127.0.0.1", "--min-free-mb", "1"]
+    args = [
+        "doctor",
+        "--data-dir",
+        str(server.data_dir),
+        "--port",
+        str(server.port),
+        "--host",
+        "127.0.0.1",
+        "--min-free-mb",
+        "1",
+    ]
     result = await asyncio.to_thread(opus, *args)
     assert result.exit_code == 0, result.output
     checks = _checks(result.output)
-    assert set(checks) == {"data dir", "disk", "port", "network", "limits", "clock", "database",
-                           "queue"}
-    assert checks["port"][0] == "OK" and "served by the Opus running on this data dir" in (
-        checks["port"][1])
+    assert set(checks) == {
+        "data dir",
+        "disk",
+        "port",
+        "network",
+        "limits",
+        "clock",
+        "database",
+        "queue",
+    }
+    assert (
+        checks["port"][0] == "OK"
+        and "served by the Opus running on this data dir" in (checks["port"][1])
+    )
     assert checks["database"][0] == "OK" and "journal wal" in checks["database"][1]
     assert "integrity ok" in checks["database"][1]
     assert checks["queue"] == ("OK", "0 waiting, 1 done, 0 failed")
@@ -196,8 +215,9 @@ def test_doctor_fails_a_bad_data_dir_a_taken_port_and_a_clock_behind(
 ) -> None:
     not_a_dir = tmp_path / "data"
     not_a_dir.write_text("oops")
-    result = opus("doctor", "--data-dir", str(not_a_dir), "--host", "127.0.0.1",
-                  "--port", str(listener))
+    result = opus(
+        "doctor", "--data-dir", str(not_a_dir), "--host", "127.0.0.1", "--port", str(listener)
+    )
     assert result.exit_code == 1, result.output
     checks = _checks(result.output)
     assert checks["data dir"] == ("FAIL", f"{not_a_dir} is a file, not a folder")
@@ -213,8 +233,17 @@ def test_doctor_fails_a_bad_data_dir_a_taken_port_and_a_clock_behind(
             "CREATE TABLE outbox (created_at TEXT);"
             "INSERT INTO rooms VALUES ('2099-01-01T00:00:00.000Z');"
         )
-    result = opus("doctor", "--data-dir", str(data), "--host", "127.0.0.1",
-                  "--port", str(free_port()), "--min-free-mb", "1")
+    result = opus(
+        "doctor",
+        "--data-dir",
+        str(data),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+        "--min-free-mb",
+        "1",
+    )
     assert result.exit_code == 1, result.output
     status, message = _checks(result.output)["clock"]
     assert status == "FAIL" and "behind the newest record (2099-01-01" in message
@@ -241,16 +270,20 @@ async def test_a_dead_lettered_vote_is_retried_by_id_then_pruned(
 
         # A real SQLite failure for one voter's votes, as a broken disk would give.
         await asyncio.to_thread(
-            sql, "CREATE TRIGGER poison BEFORE INSERT ON votes WHEN NEW.voter_id = '"
-            + poisoned["voter_id"] + "' BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
+            sql,
+            "CREATE TRIGGER poison BEFORE INSERT ON votes WHEN NEW.voter_id = '"
+            + poisoned["voter_id"]
+            + "' BEGIN SELECT RAISE(ABORT, 'disk trouble'); END",
+        )
         option = poll["options"][0]["id"]
         _, bad = await api.vote(poisoned, poll["id"], [option])
         _, good = await api.vote(healthy, poll["id"], [option])
         assert (await api.settled(healthy, good["event_id"]))["status"] == "counted"
         data_dir = ["--data-dir", str(server.data_dir)]
         deadline = time.monotonic() + 20
-        while "failed   1" not in (await asyncio.to_thread(opus, "queue", "stats", *data_dir)
-                                   ).output:
+        while (
+            "failed   1" not in (await asyncio.to_thread(opus, "queue", "stats", *data_dir)).output
+        ):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
         listed = await asyncio.to_thread(opus, "queue", "failed", *data_dir)
@@ -275,8 +308,9 @@ async def test_a_dead_lettered_vote_is_retried_by_id_then_pruned(
         assert pruned.exit_code == 0 and "Pruned 2 applied message(s)" in pruned.output
         assert "done     0" in (await asyncio.to_thread(opus, "queue", "stats", *data_dir)).output
         assert (await api.results(poll["id"]))["total_votes"] == 2  # the database keeps them
-        bad_duration = await asyncio.to_thread(opus, "queue", "prune", "--older-than", "soon",
-                                               *data_dir)
+        bad_duration = await asyncio.to_thread(
+            opus, "queue", "prune", "--older-than", "soon", *data_dir
+        )
         assert bad_duration.exit_code == 2 and "not a duration" in bad_duration.output
     finally:
         server.stop()
@@ -315,26 +349,30 @@ async def test_export_a_room_by_code_or_id_as_json_and_csv(
     assert len(polls[second["id"]]["votes"]) == 3 and polls[draft["id"]]["votes"] == []
 
     out = tmp_path / "room.csv"
-    result = await asyncio.to_thread(opus, "export", room["id"], "--format", "csv",
-                                     "--output", str(out), *data_dir)
+    result = await asyncio.to_thread(
+        opus, "export", room["id"], "--format", "csv", "--output", str(out), *data_dir
+    )
     assert result.exit_code == 0 and f"Wrote {out}" in result.output
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     votes = [r for r in rows if r["record"] == "vote"]
     assert sum(r["poll_id"] == second["id"] for r in votes) == 6  # two options each
-    assert {(r["option_label"], r["votes"]) for r in rows
-            if r["record"] == "result" and r["poll_id"] == first["id"]} == {
-        ("Tea", "2"), ("Coffee", "1")}
+    assert {
+        (r["option_label"], r["votes"])
+        for r in rows
+        if r["record"] == "result" and r["poll_id"] == first["id"]
+    } == {("Tea", "2"), ("Coffee", "1")}
     assert {r["question"] for r in rows} == {"Which one?"}
 
     # The API gives the same CSV (one implementation), and JSON with the same polls.
-    status, text = await api.call("GET", f"/api/v1/rooms/{room['id']}/export?format=csv",
-                                  headers=api.admin)
+    status, text = await api.call(
+        "GET", f"/api/v1/rooms/{room['id']}/export?format=csv", headers=api.admin
+    )
     assert status == 200 and text == out.read_bytes().decode()
-    status, body = await api.call("GET", f"/api/v1/rooms/{room['id']}/export",
-                                  headers=api.admin)
+    status, body = await api.call("GET", f"/api/v1/rooms/{room['id']}/export", headers=api.admin)
     assert status == 200 and [p["poll"]["id"] for p in body["polls"]] == list(polls)
-    status, body = await api.call("GET", f"/api/v1/rooms/{room['id']}/export?format=xml",
-                                  headers=api.admin)
+    status, body = await api.call(
+        "GET", f"/api/v1/rooms/{room['id']}/export?format=xml", headers=api.admin
+    )
     assert status == 400 and body["error"]["code"] == "invalid_format"
     status, body = await api.call("GET", f"/api/v1/rooms/{room['id']}/export")
     assert status == 401 and body["error"]["code"] == "unauthorized"
@@ -364,8 +402,11 @@ async def test_admin_token_rotation_takes_effect_at_the_restart(
         async def host_call(token: str) -> int:
             async with aiohttp.ClientSession() as session:  # no connection kept across restarts
                 status, _ = await Api(session, server.base).call(
-                    "POST", "/api/v1/rooms", json={"title": "t"},
-                    headers={"Authorization": f"Bearer {token}"})
+                    "POST",
+                    "/api/v1/rooms",
+                    json={"title": "t"},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
             return status
 
         assert await host_call(old) == 201

@@ -18,9 +18,16 @@ def test_defaults_serve_everyone_on_8080_from_opus_data() -> None:
 
 
 def test_environment_variables_set_every_option() -> None:
-    s = from_env({"OPUS_PORT": "9001", "OPUS_DATA_DIR": "/tmp/x", "OPUS_WORKERS": "2",
-                  "OPUS_ACCESS_LOG": "true", "OPUS_COMMIT_INTERVAL_MS": "0.5",
-                  "OPUS_ADMIN_TOKEN": "secret"})
+    s = from_env(
+        {
+            "OPUS_PORT": "9001",
+            "OPUS_DATA_DIR": "/tmp/x",
+            "OPUS_WORKERS": "2",
+            "OPUS_ACCESS_LOG": "true",
+            "OPUS_COMMIT_INTERVAL_MS": "0.5",
+            "OPUS_ADMIN_TOKEN": "secret",
+        }
+    )
     assert (s.port, s.data_dir, s.workers, s.access_log) == (9001, Path("/tmp/x"), 2, True)
     assert s.commit_interval_ms == 0.5 and s.admin_token == "secret"
 

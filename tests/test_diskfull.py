@@ -30,8 +30,12 @@ def small_disks(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         for name in ("data", "database-disk"):
             path = tmp_path / name
             path.mkdir()
-            done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)],
-                                  capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if done.returncode != 0:
                 pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
             mounted.append(path)
@@ -41,11 +45,18 @@ def small_disks(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
             subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-async def post_vote(http: aiohttp.ClientSession, base: str, voter: dict[str, Any],
-                    poll: dict[str, Any], event_id: str) -> tuple[int, Any, str | None]:
-    async with http.post(f"{base}/api/v1/polls/{poll['id']}/votes",
-                         json={"option_ids": [poll["options"][0]["id"]], "event_id": event_id},
-                         headers=voter["headers"]) as answer:
+async def post_vote(
+    http: aiohttp.ClientSession,
+    base: str,
+    voter: dict[str, Any],
+    poll: dict[str, Any],
+    event_id: str,
+) -> tuple[int, Any, str | None]:
+    async with http.post(
+        f"{base}/api/v1/polls/{poll['id']}/votes",
+        json={"option_ids": [poll["options"][0]["id"]], "event_id": event_id},
+        headers=voter["headers"],
+    ) as answer:
         return answer.status, await answer.json(), answer.headers.get("Retry-After")
 
 
@@ -101,10 +112,10 @@ async def test_a_full_disk_is_a_503_then_heals_itself_losing_nothing(
         refused = str(uuid.uuid4())
         status, body, retry_after = await post_vote(http, server.base, voters[5], poll, refused)
         assert status == 503 and retry_after is not None and int(retry_after) > 0
-        assert body["error"]["code"] == "storage_full" and "disk is full" in body["error"][
-            "message"]
-        status, _ = await api.call("GET", f"/api/v1/votes/{refused}",
-                                   headers=voters[5]["headers"])
+        assert (
+            body["error"]["code"] == "storage_full" and "disk is full" in body["error"]["message"]
+        )
+        status, _ = await api.call("GET", f"/api/v1/votes/{refused}", headers=voters[5]["headers"])
         assert status == 404
         status, _ = await api.call("GET", "/healthz")
         assert status == 200

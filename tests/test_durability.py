@@ -23,9 +23,14 @@ async def _setup(api: Api) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return polls, voters
 
 
-async def _burst(api: Api, polls: list[dict[str, Any]], voters: list[dict[str, Any]],
-                 acked: dict[str, tuple[str, str, str]], stop_after: int,
-                 interrupt: Any) -> None:
+async def _burst(
+    api: Api,
+    polls: list[dict[str, Any]],
+    voters: list[dict[str, Any]],
+    acked: dict[str, tuple[str, str, str]],
+    stop_after: int,
+    interrupt: Any,
+) -> None:
     """Every voter votes in every poll; after `stop_after` acknowledgements, `interrupt()`."""
     done = asyncio.Event()
 
@@ -43,8 +48,12 @@ async def _burst(api: Api, polls: list[dict[str, Any]], voters: list[dict[str, A
     await asyncio.gather(*tasks)
 
 
-async def _check(api: Api, polls: list[dict[str, Any]], voters: list[dict[str, Any]],
-                 acked: dict[str, tuple[str, str, str]]) -> None:
+async def _check(
+    api: Api,
+    polls: list[dict[str, Any]],
+    voters: list[dict[str, Any]],
+    acked: dict[str, tuple[str, str, str]],
+) -> None:
     by_voter = {v["voter_id"]: v for v in voters}
     for event_id, (voter_id, _, _) in acked.items():
         receipt = await api.settled(by_voter[voter_id], event_id, timeout=30)
@@ -93,8 +102,9 @@ async def test_repeated_kill_9_cycles(server: ServerProcess, http: aiohttp.Clien
     acked: dict[str, tuple[str, str, str]] = {}
     for cycle in range(3):
         group = voters[cycle::3]
-        await _burst(api, polls, group, acked, stop_after=len(acked) + len(group) // 2,
-                     interrupt=server.kill)
+        await _burst(
+            api, polls, group, acked, stop_after=len(acked) + len(group) // 2, interrupt=server.kill
+        )
         server.start()
     await _check(api, polls, voters, acked)
 
@@ -148,8 +158,9 @@ async def test_live_results_from_the_real_server_process(
     assert await asyncio.to_thread(server.proc.wait, 30) == 0
 
 
-async def test_json_logs_are_one_object_per_line(tmp_path: Path,
-                                                 http: aiohttp.ClientSession) -> None:
+async def test_json_logs_are_one_object_per_line(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     server = ServerProcess(tmp_path / "data", OPUS_LOG_FORMAT="json")
     try:
         server.start()

@@ -37,21 +37,29 @@ async def _csrf(client: TestClient, path: str) -> str:
 
 async def _log_in(client: TestClient) -> None:
     csrf = await _csrf(client, "/host/login")
-    async with client.post("/host/login", data={"csrf": csrf, "token": ADMIN},
-                           headers={"Origin": _origin(client)}, allow_redirects=False) as r:
+    async with client.post(
+        "/host/login",
+        data={"csrf": csrf, "token": ADMIN},
+        headers={"Origin": _origin(client)},
+        allow_redirects=False,
+    ) as r:
         assert r.status == 303
 
 
-async def test_control_characters_in_the_next_target_go_to_the_console(
-    client: TestClient
-) -> None:
+async def test_control_characters_in_the_next_target_go_to_the_console(client: TestClient) -> None:
     csrf = await _csrf(client, "/host/login")
-    for target in ("/host\r\nSet-Cookie: x=1", "/host/\x00rooms", "/host/\x7frooms",
-                   "/host/r\u00e9sum\u00e9\nx"):
-        async with client.post("/host/login", data={"csrf": csrf, "token": ADMIN,
-                                                    "next": target},
-                               headers={"Origin": _origin(client)},
-                               allow_redirects=False) as r:
+    for target in (
+        "/host\r\nSet-Cookie: x=1",
+        "/host/\x00rooms",
+        "/host/\x7frooms",
+        "/host/r\u00e9sum\u00e9\nx",
+    ):
+        async with client.post(
+            "/host/login",
+            data={"csrf": csrf, "token": ADMIN, "next": target},
+            headers={"Origin": _origin(client)},
+            allow_redirects=False,
+        ) as r:
             assert r.status == 303 and r.headers["Location"] == "/host", r.headers
             assert "x=1" not in r.headers.get("Set-Cookie", "")
 
@@ -59,8 +67,9 @@ async def test_control_characters_in_the_next_target_go_to_the_console(
 async def test_deeply_nested_json_is_a_clear_400(api: Api) -> None:
     room = await api.room()
     for body in ("[" * 30_000, '{"code": ' + "[" * 20_000 + "]" * 20_000 + "}"):
-        status, answer = await api.call("POST", "/api/v1/join", data=body,
-                                        headers={"Content-Type": "application/json"})
+        status, answer = await api.call(
+            "POST", "/api/v1/join", data=body, headers={"Content-Type": "application/json"}
+        )
         assert status == 400 and answer["error"]["code"] == "invalid_json", answer
     assert (await api.join(room["code"]))["voter_id"]  # the server is fine
 
@@ -68,11 +77,19 @@ async def test_deeply_nested_json_is_a_clear_400(api: Api) -> None:
 async def test_a_form_from_another_port_of_the_same_host_is_refused(client: TestClient) -> None:
     csrf = await _csrf(client, "/host/login")
     other = _origin(client).rsplit(":", 1)[0] + ":1"  # another server on the same machine
-    async with client.post("/host/login", data={"csrf": csrf, "token": ADMIN},
-                           headers={"Origin": other}, allow_redirects=False) as r:
+    async with client.post(
+        "/host/login",
+        data={"csrf": csrf, "token": ADMIN},
+        headers={"Origin": other},
+        allow_redirects=False,
+    ) as r:
         assert r.status == 403
-    async with client.post("/host/login", data={"csrf": csrf, "token": ADMIN},
-                           headers={"Origin": _origin(client)}, allow_redirects=False) as r:
+    async with client.post(
+        "/host/login",
+        data={"csrf": csrf, "token": ADMIN},
+        headers={"Origin": _origin(client)},
+        allow_redirects=False,
+    ) as r:
         assert r.status == 303
 
 
@@ -85,18 +102,26 @@ async def test_a_vote_on_the_strength_of_the_cookie_must_be_json_or_same_origin(
         assert r.status == 201  # the cookie is in the client's jar now
     body = json.dumps({"option_ids": [poll["options"][0]["id"]]})
     # What another site's <form enctype="text/plain"> would send.
-    async with client.post(f"/api/v1/polls/{poll['id']}/votes", data=body,
-                           headers={"Content-Type": "text/plain"}) as r:
+    async with client.post(
+        f"/api/v1/polls/{poll['id']}/votes", data=body, headers={"Content-Type": "text/plain"}
+    ) as r:
         answer = await r.json()
         assert r.status == 403 and answer["error"]["code"] == "cross_site_request", answer
-    async with client.post(f"/api/v1/polls/{poll['id']}/votes", data=body,
-                           headers={"Content-Type": "application/json"}) as r:
+    async with client.post(
+        f"/api/v1/polls/{poll['id']}/votes", data=body, headers={"Content-Type": "application/json"}
+    ) as r:
         assert r.status == 202
 
 
 async def test_every_response_says_nosniff(client: TestClient) -> None:
-    for path in ("/api/v1/rooms", "/api/v1/nothing-here", "/healthz", "/static/live.js", "/",
-                 "/api/openapi.json"):
+    for path in (
+        "/api/v1/rooms",
+        "/api/v1/nothing-here",
+        "/healthz",
+        "/static/live.js",
+        "/",
+        "/api/openapi.json",
+    ):
         async with client.get(path) as r:
             assert r.headers.get("X-Content-Type-Options") == "nosniff", (path, r.status)
 
@@ -111,17 +136,27 @@ async def test_logging_out_ends_the_session_even_for_a_copied_cookie(tmp_path: P
                 csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text())
             assert csrf is not None
             form = {"csrf": csrf.group(1), "token": ADMIN}
-            async with http.post(f"{server.base}/host/login", data=form,
-                                 headers={"Origin": server.base}, allow_redirects=False) as r:
+            async with http.post(
+                f"{server.base}/host/login",
+                data=form,
+                headers={"Origin": server.base},
+                allow_redirects=False,
+            ) as r:
                 assert r.status == 303
             stolen = next(c.value for c in http.cookie_jar if c.key == "opus_host")
-            async with http.post(f"{server.base}/host/logout", data={"csrf": csrf.group(1)},
-                                 headers={"Origin": server.base}, allow_redirects=False) as r:
+            async with http.post(
+                f"{server.base}/host/logout",
+                data={"csrf": csrf.group(1)},
+                headers={"Origin": server.base},
+                allow_redirects=False,
+            ) as r:
                 assert r.status == 303
 
         async def console_with(cookie: str) -> int:
-            async with aiohttp.ClientSession(cookies={"opus_host": cookie}) as other, \
-                    other.get(f"{server.base}/host", allow_redirects=False) as r:
+            async with (
+                aiohttp.ClientSession(cookies={"opus_host": cookie}) as other,
+                other.get(f"{server.base}/host", allow_redirects=False) as r,
+            ):
                 return r.status
 
         assert await console_with(stolen) == 303  # off to the login page
@@ -149,8 +184,9 @@ async def test_the_admin_token_is_never_taken_from_a_url(api: Api, client: TestC
     async with client.get(f"/ws?room={room['code']}&token={ADMIN}") as r:
         body = await r.json()
         assert r.status == 400 and body["error"]["code"] == "token_in_url"
-    async with client.ws_connect(f"/ws?room={room['code']}",
-                                 headers={"Authorization": f"Bearer {ADMIN}"}) as ws:
+    async with client.ws_connect(
+        f"/ws?room={room['code']}", headers={"Authorization": f"Bearer {ADMIN}"}
+    ) as ws:
         assert (await ws.receive_json(timeout=10))["type"] == "snapshot"
     voter = await api.join(room["code"])
     async with client.ws_connect(f"/ws?room={room['code']}&token={voter['voter_token']}") as ws:
@@ -158,7 +194,7 @@ async def test_the_admin_token_is_never_taken_from_a_url(api: Api, client: TestC
 
 
 def test_ids_take_their_random_bits_from_the_operating_system(
-    monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     drawn: list[int] = []
 
@@ -179,15 +215,17 @@ async def test_an_open_quizs_public_results_carry_no_counts(api: Api) -> None:
     voter = await api.join(room["code"])
     await api.vote(voter, quiz["id"], [quiz["options"][1]["id"]])
     await api.total_when(quiz["id"], 1)
-    status, public = await api.call("GET", f"/api/v1/polls/{quiz['id']}/results",
-                                    headers=voter["headers"])
+    status, public = await api.call(
+        "GET", f"/api/v1/polls/{quiz['id']}/results", headers=voter["headers"]
+    )
     assert status == 200 and public["total_votes"] == 1
     assert [(o["votes"], o["percent"]) for o in public["options"]] == [(None, None)] * 2
     host = await api.results(quiz["id"])
     assert [o["votes"] for o in host["options"]] == [0, 1]
     await api.call("POST", f"/api/v1/polls/{quiz['id']}/close", headers=api.admin)
-    status, public = await api.call("GET", f"/api/v1/polls/{quiz['id']}/results",
-                                    headers=voter["headers"])
+    status, public = await api.call(
+        "GET", f"/api/v1/polls/{quiz['id']}/results", headers=voter["headers"]
+    )
     assert [o["votes"] for o in public["options"]] == [0, 1]
 
 
@@ -213,8 +251,9 @@ async def test_the_newest_rooms_screen_and_the_metrics_are_for_the_box_and_the_h
 
 
 async def test_metrics_can_be_made_public(aiohttp_client: Any, settings: Settings) -> None:
-    client = await aiohttp_client(create_app(settings.replace(
-        trusted_proxies="127.0.0.1", metrics_public=True)))
+    client = await aiohttp_client(
+        create_app(settings.replace(trusted_proxies="127.0.0.1", metrics_public=True))
+    )
     async with client.get("/metrics", headers={"X-Forwarded-For": "10.0.0.23"}) as r:
         assert r.status == 200
 
@@ -226,8 +265,10 @@ async def test_csv_cells_that_look_like_formulas_are_inert(api: Api) -> None:
     voter = await api.join(room["code"])
     await api.vote(voter, poll["id"], [poll["options"][0]["id"]])
     await api.total_when(poll["id"], 1)
-    for path in (f"/api/v1/polls/{poll['id']}/export?format=csv",
-                 f"/api/v1/rooms/{room['id']}/export?format=csv"):
+    for path in (
+        f"/api/v1/polls/{poll['id']}/export?format=csv",
+        f"/api/v1/rooms/{room['id']}/export?format=csv",
+    ):
         status, text = await api.call("GET", path, headers=api.admin)
         assert status == 200
         cells = [c for row in csv.reader(io.StringIO(text)) for c in row]
@@ -243,8 +284,12 @@ async def test_one_voter_cannot_flood_a_qa(aiohttp_client: Any, settings: Settin
     voter = await api.join(room["code"])
     statuses = []
     for i in range(ASKS_PER_MINUTE + 1):
-        status, body = await api.call("POST", f"/api/v1/polls/{qa['id']}/votes",
-                                      json={"text": f"Question {i}?"}, headers=voter["headers"])
+        status, body = await api.call(
+            "POST",
+            f"/api/v1/polls/{qa['id']}/votes",
+            json={"text": f"Question {i}?"},
+            headers=voter["headers"],
+        )
         statuses.append((status, body.get("error", {}).get("code")))
     assert statuses[:-1] == [(202, None)] * ASKS_PER_MINUTE
     assert statuses[-1] == (429, "too_many_questions")
@@ -252,15 +297,20 @@ async def test_one_voter_cannot_flood_a_qa(aiohttp_client: Any, settings: Settin
     voters = [await api.join(room["code"]) for _ in range(22)]
     for n, v in enumerate(voters):
         for i in range(ASKS_PER_MINUTE):
-            status, _ = await api.call("POST", f"/api/v1/polls/{qa['id']}/votes",
-                                       json={"text": f"Q {n}.{i}?"}, headers=v["headers"])
+            status, _ = await api.call(
+                "POST",
+                f"/api/v1/polls/{qa['id']}/votes",
+                json={"text": f"Q {n}.{i}?"},
+                headers=v["headers"],
+            )
             assert status == 202
     total = ASKS_PER_MINUTE * (len(voters) + 1)
     results = await api.total_when(qa["id"], total)
     assert results["question_count"] == total > QUESTIONS_SHOWN
     assert len(results["questions"]) == QUESTIONS_SHOWN
-    status, page = await api.call("GET", f"/api/v1/polls/{qa['id']}/questions?limit=10&offset=5",
-                                  headers=api.admin)
+    status, page = await api.call(
+        "GET", f"/api/v1/polls/{qa['id']}/questions?limit=10&offset=5", headers=api.admin
+    )
     assert status == 200 and len(page["questions"]) == 10 and page["total"] == total
 
 
@@ -274,9 +324,17 @@ async def test_a_voter_asks_at_most_so_many_questions_in_one_qa(
     qa = await api.poll(room["id"], kind="qa", options=None)
     voter = await api.join(room["code"])
     for i in range(QUESTIONS_PER_VOTER):
-        status, _ = await api.call("POST", f"/api/v1/polls/{qa['id']}/votes",
-                                   json={"text": f"Question {i}?"}, headers=voter["headers"])
+        status, _ = await api.call(
+            "POST",
+            f"/api/v1/polls/{qa['id']}/votes",
+            json={"text": f"Question {i}?"},
+            headers=voter["headers"],
+        )
         assert status == 202
-    status, body = await api.call("POST", f"/api/v1/polls/{qa['id']}/votes",
-                                  json={"text": "One more?"}, headers=voter["headers"])
+    status, body = await api.call(
+        "POST",
+        f"/api/v1/polls/{qa['id']}/votes",
+        json={"text": "One more?"},
+        headers=voter["headers"],
+    )
     assert status == 409 and body["error"]["code"] == "question_limit"

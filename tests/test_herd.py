@@ -25,8 +25,15 @@ VOTERS = 1000
 BURST_S = 1.0
 
 
-async def _vote(http: aiohttp.ClientSession, url: str, token: str, option: str, at: float,
-                seen: Counter[str], refusals: list[dict[str, Any]]) -> bool:
+async def _vote(
+    http: aiohttp.ClientSession,
+    url: str,
+    token: str,
+    option: str,
+    at: float,
+    seen: Counter[str],
+    refusals: list[dict[str, Any]],
+) -> bool:
     """One phone: wait for its moment, then send the same vote until it gets a 202 (or an
     answer that is neither a 202 nor a refusal, or a broken connection: a failure)."""
     await asyncio.sleep(max(0.0, at - time.monotonic()))
@@ -49,8 +56,14 @@ async def _vote(http: aiohttp.ClientSession, url: str, token: str, option: str, 
         await asyncio.sleep(float(retry_after or 1))
 
 
-async def _screen(http: aiohttp.ClientSession, base: str, code: str, poll_id: str,
-                  frames: list[dict[str, Any]], ready: asyncio.Event) -> None:
+async def _screen(
+    http: aiohttp.ClientSession,
+    base: str,
+    code: str,
+    poll_id: str,
+    frames: list[dict[str, Any]],
+    ready: asyncio.Event,
+) -> None:
     async with http.ws_connect(f"{base}/ws?room={code}") as ws:
         async for message in ws:
             data = json.loads(message.data)
@@ -75,8 +88,9 @@ async def test_a_burst_of_votes_is_answered_refused_retried_and_counted_exactly_
 
             async def join() -> str:
                 async with gate:
-                    status, body = await api.call("POST", "/api/v1/join",
-                                                  json={"code": room["code"]})
+                    status, body = await api.call(
+                        "POST", "/api/v1/join", json={"code": room["code"]}
+                    )
                 assert status == 201, body
                 return str(body["voter_token"])
 
@@ -88,24 +102,40 @@ async def test_a_burst_of_votes_is_answered_refused_retried_and_counted_exactly_
         # Each vote on its own connection, as phones whose idle connection has closed.
         phones = aiohttp.TCPConnector(limit=0, force_close=True)
         timeout = aiohttp.ClientTimeout(total=120)
-        async with (aiohttp.ClientSession(connector=phones, timeout=timeout,
-                                          cookie_jar=aiohttp.DummyCookieJar()) as http,
-                    aiohttp.ClientSession() as screens):
+        async with (
+            aiohttp.ClientSession(
+                connector=phones, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
+            ) as http,
+            aiohttp.ClientSession() as screens,
+        ):
             watcher = asyncio.create_task(
-                _screen(screens, server.base, room["code"], poll["id"], frames, ready))
+                _screen(screens, server.base, room["code"], poll["id"], frames, ready)
+            )
             await asyncio.wait_for(ready.wait(), 30)
             status, _ = await Api(screens, server.base).call(
-                "POST", f"/api/v1/polls/{poll['id']}/open", headers={
-                    "Authorization": f"Bearer {ADMIN}"})
+                "POST",
+                f"/api/v1/polls/{poll['id']}/open",
+                headers={"Authorization": f"Bearer {ADMIN}"},
+            )
             assert status == 200
             seen: Counter[str] = Counter()
             refusals: list[dict[str, Any]] = []
             start = time.monotonic()
             url = f"{server.base}/api/v1/polls/{poll['id']}/votes"
-            outcomes = await asyncio.gather(*(
-                _vote(http, url, token, options[i % 3], start + i * BURST_S / VOTERS, seen,
-                      refusals)
-                for i, token in enumerate(tokens)))
+            outcomes = await asyncio.gather(
+                *(
+                    _vote(
+                        http,
+                        url,
+                        token,
+                        options[i % 3],
+                        start + i * BURST_S / VOTERS,
+                        seen,
+                        refusals,
+                    )
+                    for i, token in enumerate(tokens)
+                )
+            )
 
             # Every phone got its 202 in the end; nothing timed out or broke on the way.
             assert all(outcomes), seen
@@ -137,8 +167,9 @@ async def test_a_burst_of_votes_is_answered_refused_retried_and_counted_exactly_
 
     # Nothing counted twice: one row per voter in the database.
     with closing(sqlite3.connect(tmp_path / "data" / "opus.db")) as db:
-        rows, voters = db.execute("SELECT COUNT(*), COUNT(DISTINCT voter_id) FROM votes"
-                                  " WHERE poll_id = ?", (poll["id"],)).fetchone()
+        rows, voters = db.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT voter_id) FROM votes WHERE poll_id = ?", (poll["id"],)
+        ).fetchone()
     assert rows == voters == VOTERS
 
 
@@ -149,8 +180,13 @@ def test_a_second_server_cannot_share_the_port(tmp_path: Path) -> None:
     first.start()
     try:
         second = {**first.env, "OPUS_DATA_DIR": str(tmp_path / "two")}
-        done = subprocess.run([sys.executable, "-m", "opus", "serve"], env=second,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "opus", "serve"],
+            env=second,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 1
         assert f"cannot listen on 127.0.0.1:{first.port}" in done.stderr
         assert not (tmp_path / "two" / "opus.db").exists()

@@ -22,8 +22,9 @@ def _from(address: str) -> dict[str, str]:
 
 async def _join(api: Api, code: str, address: str, **extra: Any) -> tuple[int, Any, Any]:
     api.forget_cookies()
-    async with api.client.request("POST", api.url("/api/v1/join"), headers=_from(address),
-                                  json={"code": code, **extra}) as r:
+    async with api.client.request(
+        "POST", api.url("/api/v1/join"), headers=_from(address), json={"code": code, **extra}
+    ) as r:
         body = await r.json()
         retry_after = r.headers.get("Retry-After")
     api.forget_cookies()
@@ -41,8 +42,9 @@ async def _voters(client: TestClient) -> int:
 async def test_minting_from_one_address_stops_at_the_cap_and_the_extra_votes_are_not_counted(
     aiohttp_client: Any, settings: Settings
 ) -> None:
-    settings = settings.replace(trusted_proxies="127.0.0.1", identities_per_address=3,
-                                join_rate_per_minute=0)
+    settings = settings.replace(
+        trusted_proxies="127.0.0.1", identities_per_address=3, join_rate_per_minute=0
+    )
     client = await aiohttp_client(create_app(settings))
     api = Api(client)
     room = await api.room()
@@ -78,9 +80,12 @@ async def _host_page(client: TestClient, path: str) -> str:
     async with client.get("/host/login") as r:
         csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text())
     assert csrf is not None
-    async with client.post("/host/login", data={"csrf": csrf.group(1), "token": ADMIN},
-                           headers={"Origin": str(client.make_url("")).rstrip("/")},
-                           allow_redirects=False) as r:
+    async with client.post(
+        "/host/login",
+        data={"csrf": csrf.group(1), "token": ADMIN},
+        headers={"Origin": str(client.make_url("")).rstrip("/")},
+        allow_redirects=False,
+    ) as r:
         assert r.status == 303, await r.text()
     async with client.get(path) as r:
         assert r.status == 200
@@ -103,8 +108,9 @@ async def test_a_forwarded_header_from_an_untrusted_peer_is_ignored(
 async def test_the_join_rate_per_address_answers_429_with_retry_after(
     aiohttp_client: Any, settings: Settings
 ) -> None:
-    settings = settings.replace(trusted_proxies="127.0.0.0/8", identities_per_address=0,
-                                join_rate_per_minute=2)
+    settings = settings.replace(
+        trusted_proxies="127.0.0.0/8", identities_per_address=0, join_rate_per_minute=2
+    )
     client = await aiohttp_client(create_app(settings))
     api = Api(client)
     rooms = [await api.room(f"R{i}") for i in range(3)]
@@ -118,9 +124,7 @@ async def test_the_join_rate_per_address_answers_429_with_retry_after(
     assert status == 201
 
 
-async def test_opening_the_page_mints_nothing_and_the_first_vote_does(
-    client: TestClient
-) -> None:
+async def test_opening_the_page_mints_nothing_and_the_first_vote_does(client: TestClient) -> None:
     api = Api(client)
     room = await api.room()
     poll = await api.poll(room["id"], ["Yes", "No"])
@@ -137,10 +141,12 @@ async def test_opening_the_page_mints_nothing_and_the_first_vote_does(
         html = await r.text()
     csrf = re.search(r'name="csrf" value="([^"]+)"', html)
     assert csrf is not None and "Your first vote joins you" in html
-    async with client.post(f"/j/{room['code']}/polls/{poll['id']}/vote",
-                           data={"csrf": csrf.group(1), "option": poll["options"][0]["id"]},
-                           headers={"Origin": str(client.make_url("")).rstrip("/")},
-                           allow_redirects=False) as r:
+    async with client.post(
+        f"/j/{room['code']}/polls/{poll['id']}/vote",
+        data={"csrf": csrf.group(1), "option": poll["options"][0]["id"]},
+        headers={"Origin": str(client.make_url("")).rstrip("/")},
+        allow_redirects=False,
+    ) as r:
         assert r.status == 303, await r.text()
         assert "opus_voter" in r.cookies
     assert await _voters(client) == before + 1
@@ -152,11 +158,15 @@ async def test_opening_the_page_mints_nothing_and_the_first_vote_does(
 
 
 async def test_a_room_with_a_passcode_needs_it_to_join(api: Api, client: TestClient) -> None:
-    status, room = await api.call("POST", "/api/v1/rooms", headers=api.admin,
-                                  json={"title": "Board", "passcode": "tulip-42"})
+    status, room = await api.call(
+        "POST", "/api/v1/rooms", headers=api.admin, json={"title": "Board", "passcode": "tulip-42"}
+    )
     assert status == 201 and room["passcode_required"] and room["passcode"] == "tulip-42"
-    for extra, code in (({}, "passcode_required"), ({"passcode": "tulip"}, "wrong_passcode"),
-                        ({"passcode": 42}, "passcode_required")):
+    for extra, code in (
+        ({}, "passcode_required"),
+        ({"passcode": "tulip"}, "wrong_passcode"),
+        ({"passcode": 42}, "passcode_required"),
+    ):
         status, body, _ = await _join(api, room["code"], "127.0.0.1", **extra)
         assert status == 403 and body["error"]["code"] == code, body
     status, _, _ = await _join(api, room["code"], "127.0.0.1", passcode=" tulip-42 ")
@@ -167,8 +177,9 @@ async def test_a_room_with_a_passcode_needs_it_to_join(api: Api, client: TestCli
     assert snapshot["room"]["passcode_required"] and "passcode" not in snapshot["room"]
     async with client.get(f"/screen/{room['code']}") as r:
         assert "tulip-42" not in await r.text()
-    status, room = await api.call("PATCH", f"/api/v1/rooms/{room['id']}", headers=api.admin,
-                                  json={"show_passcode": True})
+    status, room = await api.call(
+        "PATCH", f"/api/v1/rooms/{room['id']}", headers=api.admin, json={"show_passcode": True}
+    )
     assert status == 200 and room["title"] == "Board" and room["show_passcode"]
     async with client.get(f"/screen/{room['code']}") as r:
         assert "tulip-42" in await r.text()
@@ -180,22 +191,28 @@ async def test_a_room_with_a_passcode_needs_it_to_join(api: Api, client: TestCli
     csrf = re.search(r'name="csrf" value="([^"]+)"', html)
     assert csrf is not None
     origin = {"Origin": str(client.make_url("")).rstrip("/")}
-    async with client.post(f"/j/{room['code']}/join", data={"csrf": csrf.group(1),
-                           "passcode": "nope"}, headers=origin) as r:
+    async with client.post(
+        f"/j/{room['code']}/join", data={"csrf": csrf.group(1), "passcode": "nope"}, headers=origin
+    ) as r:
         html = await r.text()
     assert "That is not this room&#39;s passcode" in html and "needs its passcode" in html
-    async with client.post(f"/j/{room['code']}/join", data={"csrf": csrf.group(1),
-                           "passcode": "tulip-42"}, headers=origin) as r:
+    async with client.post(
+        f"/j/{room['code']}/join",
+        data={"csrf": csrf.group(1), "passcode": "tulip-42"},
+        headers=origin,
+    ) as r:
         html = await r.text()
     assert "You have joined" in html and "needs its passcode" not in html
     # Removed: joining needs only the code again.
-    status, room = await api.call("PATCH", f"/api/v1/rooms/{room['id']}", headers=api.admin,
-                                  json={"passcode": None})
+    status, room = await api.call(
+        "PATCH", f"/api/v1/rooms/{room['id']}", headers=api.admin, json={"passcode": None}
+    )
     assert status == 200 and not room["passcode_required"]
     status, _, _ = await _join(api, room["code"], "127.0.0.1")
     assert status == 201
-    status, body = await api.call("POST", "/api/v1/rooms", headers=api.admin,
-                                  json={"title": "X", "passcode": "abc"})
+    status, body = await api.call(
+        "POST", "/api/v1/rooms", headers=api.admin, json={"title": "X", "passcode": "abc"}
+    )
     assert status == 422 and body["error"]["code"] == "invalid_field"
 
 
@@ -207,8 +224,9 @@ async def test_a_room_made_with_a_title_alone_joins_with_the_code_alone(api: Api
 
 
 async def test_the_cap_holds_across_a_restart(tmp_path: Any) -> None:
-    server = ServerProcess(tmp_path / "data", OPUS_TRUSTED_PROXIES="127.0.0.1",
-                           OPUS_IDENTITIES_PER_ADDRESS="2")
+    server = ServerProcess(
+        tmp_path / "data", OPUS_TRUSTED_PROXIES="127.0.0.1", OPUS_IDENTITIES_PER_ADDRESS="2"
+    )
     server.start()
     try:
         async with aiohttp.ClientSession() as http:

@@ -12,21 +12,24 @@ from aiohttp.test_utils import TestClient
 from conftest import ADMIN, Api, ServerProcess
 
 
-async def make_poll(api: Api, room_id: str, *, open: bool = True, **fields: Any
-                    ) -> dict[str, Any]:
-    status, poll = await api.call("POST", f"/api/v1/rooms/{room_id}/polls",
-                                  json={"question": "Q?", **fields}, headers=api.admin)
+async def make_poll(api: Api, room_id: str, *, open: bool = True, **fields: Any) -> dict[str, Any]:
+    status, poll = await api.call(
+        "POST",
+        f"/api/v1/rooms/{room_id}/polls",
+        json={"question": "Q?", **fields},
+        headers=api.admin,
+    )
     assert status == 201, poll
     if open:
-        status, poll = await api.call("POST", f"/api/v1/polls/{poll['id']}/open",
-                                      headers=api.admin)
+        status, poll = await api.call("POST", f"/api/v1/polls/{poll['id']}/open", headers=api.admin)
         assert status == 200, poll
     return poll
 
 
 async def send(api: Api, voter: dict[str, Any], poll_id: str, **body: Any) -> tuple[int, Any]:
-    return await api.call("POST", f"/api/v1/polls/{poll_id}/votes", json=body,
-                          headers=voter["headers"])
+    return await api.call(
+        "POST", f"/api/v1/polls/{poll_id}/votes", json=body, headers=voter["headers"]
+    )
 
 
 async def counted(api: Api, voter: dict[str, Any], poll_id: str, **body: Any) -> str:
@@ -58,16 +61,20 @@ async def test_rating_average_and_distribution(api: Api) -> None:
     assert [o["votes"] for o in results["options"]] == [0, 0, 0, 2, 1]
     assert results["average"] == 4.33
 
-    status, bad = await api.call("POST", f"/api/v1/rooms/{room['id']}/polls",
-                                 json={"question": "?", "kind": "rating", "scale": 7},
-                                 headers=api.admin)
+    status, bad = await api.call(
+        "POST",
+        f"/api/v1/rooms/{room['id']}/polls",
+        json={"question": "?", "kind": "rating", "scale": 7},
+        headers=api.admin,
+    )
     assert status == 422 and bad["error"]["code"] == "invalid_scale"
 
 
 async def test_word_cloud_counts_words_and_hides_blocked_ones(api: Api) -> None:
     room = await api.room()
-    poll = await make_poll(api, room["id"], kind="text", blocked_words="boring, meh",
-                           allow_change=True)
+    poll = await make_poll(
+        api, room["id"], kind="text", blocked_words="boring, meh", allow_change=True
+    )
     assert poll["blocked_words"] == ["boring", "meh"]
     a, b, c = [await api.join(room["code"]) for _ in range(3)]
     await counted(api, a, poll["id"], text="Great talk")
@@ -78,9 +85,12 @@ async def test_word_cloud_counts_words_and_hides_blocked_ones(api: Api) -> None:
 
     # A changed answer replaces its words; a blocked word added later disappears at once.
     await counted(api, b, poll["id"], text="Great questions")
-    status, _ = await api.call("PATCH", f"/api/v1/polls/{poll['id']}",
-                               json={"blocked_words": ["boring", "meh", "talk"]},
-                               headers=api.admin)
+    status, _ = await api.call(
+        "PATCH",
+        f"/api/v1/polls/{poll['id']}",
+        json={"blocked_words": ["boring", "meh", "talk"]},
+        headers=api.admin,
+    )
     assert status == 200
     results = await api.results(poll["id"])
     assert {w["word"]: w["count"] for w in results["words"]} == {"great": 2, "questions": 1}
@@ -111,25 +121,33 @@ async def test_questions_upvotes_and_moderation(api: Api) -> None:
     assert [(q["id"], q["upvotes"]) for q in results["questions"]][:2] == [(second, 2), (first, 0)]
 
     # The host pins one, marks it answered, hides another: attendees stop seeing it.
-    status, pinned = await api.call("PATCH", f"/api/v1/questions/{first}",
-                                    json={"pinned": True, "answered": True}, headers=api.admin)
+    status, pinned = await api.call(
+        "PATCH",
+        f"/api/v1/questions/{first}",
+        json={"pinned": True, "answered": True},
+        headers=api.admin,
+    )
     assert status == 200 and pinned["pinned"] and pinned["answered"]
-    status, _ = await api.call("PATCH", f"/api/v1/questions/{second}",
-                               json={"status": "hidden"}, headers=api.admin)
+    status, _ = await api.call(
+        "PATCH", f"/api/v1/questions/{second}", json={"status": "hidden"}, headers=api.admin
+    )
     assert status == 200
     _, results = await public_results(api, carol, poll["id"])
     assert results["questions"][0]["id"] == first
     assert second not in [q["id"] for q in results["questions"]]
-    status, everything = await api.call("GET", f"/api/v1/polls/{poll['id']}/questions",
-                                        headers=api.admin)
-    assert status == 200 and {q["status"] for q in everything["questions"]} == {"visible",
-                                                                                 "hidden"}
+    status, everything = await api.call(
+        "GET", f"/api/v1/polls/{poll['id']}/questions", headers=api.admin
+    )
+    assert status == 200 and {q["status"] for q in everything["questions"]} == {"visible", "hidden"}
     # A hidden question takes no more upvotes: the worker's receipt says why.
     status, answer = await send(api, bob, poll["id"], upvote=second)
     assert status == 202
     receipt = await api.settled(bob, answer["event_id"])
-    assert receipt == {"event_id": answer["event_id"], "status": "rejected",
-                       "reason": "question_hidden"}
+    assert receipt == {
+        "event_id": answer["event_id"],
+        "status": "rejected",
+        "reason": "question_hidden",
+    }
 
 
 async def test_moderated_questions_wait_for_the_host(api: Api) -> None:
@@ -141,8 +159,9 @@ async def test_moderated_questions_wait_for_the_host(api: Api) -> None:
     assert results["questions"] == []
     host_view = await api.results(poll["id"])
     assert [(q["id"], q["status"]) for q in host_view["questions"]] == [(question, "pending")]
-    status, _ = await api.call("PATCH", f"/api/v1/questions/{question}",
-                               json={"status": "visible"}, headers=api.admin)
+    status, _ = await api.call(
+        "PATCH", f"/api/v1/questions/{question}", json={"status": "visible"}, headers=api.admin
+    )
     assert status == 200
     _, results = await public_results(api, asker, poll["id"])
     assert [q["text"] for q in results["questions"]] == ["Is this on?"]
@@ -150,8 +169,14 @@ async def test_moderated_questions_wait_for_the_host(api: Api) -> None:
 
 async def test_quiz_points_leaderboard_and_hidden_answers(api: Api) -> None:
     room = await api.room()
-    quiz = await make_poll(api, room["id"], kind="quiz", options=["Paris", "Lyon", "Nice"],
-                           correct=[0], time_limit_s=60)
+    quiz = await make_poll(
+        api,
+        room["id"],
+        kind="quiz",
+        options=["Paris", "Lyon", "Nice"],
+        correct=[0],
+        time_limit_s=60,
+    )
     assert quiz["deadline"].endswith("Z")  # UTC, like every other time
     paris, lyon, _ = (o["id"] for o in quiz["options"])
     fast, slow, wrong = [await api.join(room["code"]) for _ in range(3)]
@@ -161,8 +186,9 @@ async def test_quiz_points_leaderboard_and_hidden_answers(api: Api) -> None:
     await counted(api, wrong, quiz["id"], option_ids=[lyon])
 
     # While it is open, attendees see neither the right answer nor the leaderboard.
-    status, room_view = await api.call("GET", f"/api/v1/rooms/{room['id']}",
-                                       headers=fast["headers"])
+    status, room_view = await api.call(
+        "GET", f"/api/v1/rooms/{room['id']}", headers=fast["headers"]
+    )
     assert status == 200 and "correct" not in room_view["polls"][0]["options"][0]
     _, results = await public_results(api, fast, quiz["id"])
     assert "correct" not in results["options"][0] and results["leaderboard"] == []
@@ -175,15 +201,17 @@ async def test_quiz_points_leaderboard_and_hidden_answers(api: Api) -> None:
     assert [row["name"] for row in board] == [fast["name"], slow["name"], wrong["name"]]
     assert board[0]["points"] > board[1]["points"] >= 500 and board[2]["points"] == 0
     assert [row["correct"] for row in board] == [1, 1, 0]
-    status, same = await api.call("GET", f"/api/v1/rooms/{room['id']}/leaderboard",
-                                  headers=wrong["headers"])
+    status, same = await api.call(
+        "GET", f"/api/v1/rooms/{room['id']}/leaderboard", headers=wrong["headers"]
+    )
     assert status == 200 and same["leaderboard"] == board
 
 
 async def test_quiz_with_two_right_options_scores_either(api: Api) -> None:
     room = await api.room()
-    quiz = await make_poll(api, room["id"], kind="quiz", options=["2", "3", "4"],
-                           correct=[0, 1], time_limit_s=None)
+    quiz = await make_poll(
+        api, room["id"], kind="quiz", options=["2", "3", "4"], correct=[0, 1], time_limit_s=None
+    )
     two, three, four = (o["id"] for o in quiz["options"])
     voters = [await api.join(room["code"]) for _ in range(3)]
     for voter, choice in zip(voters, [two, three, four], strict=True):
@@ -213,8 +241,9 @@ async def test_closing_a_qa_tells_the_askers(api: Api) -> None:
 
 async def test_quiz_refuses_answers_after_its_time_limit(api: Api) -> None:
     room = await api.room()
-    quiz = await make_poll(api, room["id"], kind="quiz", options=["A", "B"], correct=[1],
-                           time_limit_s=5)
+    quiz = await make_poll(
+        api, room["id"], kind="quiz", options=["A", "B"], correct=[1], time_limit_s=5
+    )
     late = await api.join(room["code"])
     await asyncio.sleep(5 + 1.2)  # the limit and its grace
     status, body = await send(api, late, quiz["id"], option_ids=[quiz["options"][1]["id"]])
@@ -224,49 +253,61 @@ async def test_quiz_refuses_answers_after_its_time_limit(api: Api) -> None:
 async def test_host_manages_rooms_and_polls(api: Api) -> None:
     room = await api.room("Monday")
     single = await make_poll(api, room["id"], open=False, kind="single", options=["A", "B"])
-    quiz = await make_poll(api, room["id"], open=False, kind="quiz", options=["X", "Y"],
-                           correct=[1], time_limit_s=30)
+    quiz = await make_poll(
+        api, room["id"], open=False, kind="quiz", options=["X", "Y"], correct=[1], time_limit_s=30
+    )
     cloud = await make_poll(api, room["id"], open=False, kind="text", blocked_words=["rude"])
 
     # Edit a draft, reorder, rename.
-    status, edited = await api.call("PATCH", f"/api/v1/polls/{single['id']}",
-                                    json={"question": "Which?", "options": ["A", "B", "C"]},
-                                    headers=api.admin)
+    status, edited = await api.call(
+        "PATCH",
+        f"/api/v1/polls/{single['id']}",
+        json={"question": "Which?", "options": ["A", "B", "C"]},
+        headers=api.admin,
+    )
     assert status == 200 and [o["label"] for o in edited["options"]] == ["A", "B", "C"]
     order = [cloud["id"], single["id"], quiz["id"]]
-    status, reordered = await api.call("PUT", f"/api/v1/rooms/{room['id']}/order",
-                                       json={"poll_ids": order}, headers=api.admin)
+    status, reordered = await api.call(
+        "PUT", f"/api/v1/rooms/{room['id']}/order", json={"poll_ids": order}, headers=api.admin
+    )
     assert status == 200 and [p["id"] for p in reordered["polls"]] == order
-    status, body = await api.call("PUT", f"/api/v1/rooms/{room['id']}/order",
-                                  json={"poll_ids": order[:2]}, headers=api.admin)
+    status, body = await api.call(
+        "PUT", f"/api/v1/rooms/{room['id']}/order", json={"poll_ids": order[:2]}, headers=api.admin
+    )
     assert status == 422 and body["error"]["code"] == "invalid_order"
-    status, renamed = await api.call("PATCH", f"/api/v1/rooms/{room['id']}",
-                                     json={"title": "Tuesday"}, headers=api.admin)
+    status, renamed = await api.call(
+        "PATCH", f"/api/v1/rooms/{room['id']}", json={"title": "Tuesday"}, headers=api.admin
+    )
     assert status == 200 and renamed["title"] == "Tuesday"
 
     # An open poll keeps its shape but its results can be hidden and shown again.
     status, _ = await api.call("POST", f"/api/v1/polls/{single['id']}/open", headers=api.admin)
-    status, body = await api.call("PATCH", f"/api/v1/polls/{single['id']}",
-                                  json={"question": "Changed?"}, headers=api.admin)
+    status, body = await api.call(
+        "PATCH", f"/api/v1/polls/{single['id']}", json={"question": "Changed?"}, headers=api.admin
+    )
     assert status == 409 and body["error"]["code"] == "poll_not_draft"
     voter = await api.join(room["code"])
     await counted(api, voter, single["id"], option_ids=[edited["options"][2]["id"]])
-    status, _ = await api.call("PATCH", f"/api/v1/polls/{single['id']}",
-                               json={"hide_results": True}, headers=api.admin)
+    status, _ = await api.call(
+        "PATCH", f"/api/v1/polls/{single['id']}", json={"hide_results": True}, headers=api.admin
+    )
     status, body = await public_results(api, voter, single["id"])
     assert status == 403 and body["error"]["code"] == "results_hidden"
 
     # Duplicate as a template: same polls, all drafts, no votes, a new code.
-    status, copy = await api.call("POST", f"/api/v1/rooms/{room['id']}/duplicate", json={},
-                                  headers=api.admin)
+    status, copy = await api.call(
+        "POST", f"/api/v1/rooms/{room['id']}/duplicate", json={}, headers=api.admin
+    )
     assert status == 201 and copy["code"] != room["code"] and copy["title"] == "Tuesday (copy)"
     assert [(p["kind"], p["status"], p["total_votes"]) for p in copy["polls"]] == [
-        ("text", "draft", 0), ("single", "draft", 0), ("quiz", "draft", 0)]
+        ("text", "draft", 0),
+        ("single", "draft", 0),
+        ("quiz", "draft", 0),
+    ]
     assert copy["polls"][0]["blocked_words"] == ["rude"]
     assert [o.get("correct") for o in copy["polls"][2]["options"]] == [False, True]
     status, listing = await api.call("GET", "/api/v1/rooms", headers=api.admin)
-    assert status == 200 and [r["title"] for r in listing["rooms"]] == ["Tuesday (copy)",
-                                                                        "Tuesday"]
+    assert status == 200 and [r["title"] for r in listing["rooms"]] == ["Tuesday (copy)", "Tuesday"]
 
     # Deleting a poll, then the room: their votes are refused, the room is gone.
     status, _ = await api.call("DELETE", f"/api/v1/polls/{single['id']}", headers=api.admin)
@@ -281,8 +322,7 @@ async def test_host_manages_rooms_and_polls(api: Api) -> None:
     assert status == 404
 
 
-async def test_kinds_survive_a_restart(server: ServerProcess,
-                                       http: aiohttp.ClientSession) -> None:
+async def test_kinds_survive_a_restart(server: ServerProcess, http: aiohttp.ClientSession) -> None:
     """The in-memory checks come back from SQLite: a second upvote stays refused, a quiz's
     clock keeps running, a word cloud keeps its words."""
     server.start()
@@ -290,8 +330,9 @@ async def test_kinds_survive_a_restart(server: ServerProcess,
     room = await api.room()
     qa = await make_poll(api, room["id"], kind="qa")
     cloud = await make_poll(api, room["id"], kind="text")
-    quiz = await make_poll(api, room["id"], kind="quiz", options=["A", "B"], correct=[0],
-                           time_limit_s=600)
+    quiz = await make_poll(
+        api, room["id"], kind="quiz", options=["A", "B"], correct=[0], time_limit_s=600
+    )
     voter = await api.join(room["code"])
     question = await counted(api, voter, qa["id"], text="Why?")
     await counted(api, voter, qa["id"], upvote=question)
@@ -309,16 +350,20 @@ async def test_kinds_survive_a_restart(server: ServerProcess,
         await counted(api, voter, quiz["id"], option_ids=[quiz["options"][0]["id"]])
 
 
-async def test_live_frames_keep_host_only_details_from_attendees(api: Api,
-                                                                 client: TestClient) -> None:
+async def test_live_frames_keep_host_only_details_from_attendees(
+    api: Api, client: TestClient
+) -> None:
     """A projector (attendee view) never receives a pending question or a quiz's right answer
     before it closes; the host's socket gets both."""
     room = await api.room()
     qa = await make_poll(api, room["id"], kind="qa", moderated=True)
     asker = await api.join(room["code"])
-    async with client.ws_connect(f"/ws?room={room['code']}") as screen, \
-            client.ws_connect(f"/ws?room={room['id']}",
-                              headers={"Authorization": f"Bearer {ADMIN}"}) as host:
+    async with (
+        client.ws_connect(f"/ws?room={room['code']}") as screen,
+        client.ws_connect(
+            f"/ws?room={room['id']}", headers={"Authorization": f"Bearer {ADMIN}"}
+        ) as host,
+    ):
         await next_of(screen, "snapshot")
         await next_of(host, "snapshot")
         question = await counted(api, asker, qa["id"], text="Pending?")
@@ -333,8 +378,9 @@ async def test_live_frames_keep_host_only_details_from_attendees(api: Api,
             except TimeoutError:
                 break
             assert early["type"] != "results" or early["questions"] == []
-        await api.call("PATCH", f"/api/v1/questions/{question}", json={"status": "visible"},
-                       headers=api.admin)
+        await api.call(
+            "PATCH", f"/api/v1/questions/{question}", json={"status": "visible"}, headers=api.admin
+        )
         while True:  # the screen's first frame may still be the one without the question
             screen_results = await next_of(screen, "results")
             if screen_results["questions"]:

@@ -24,8 +24,9 @@ from opus.config import Settings
 from opus.keys import BROADCASTER, DB, NOTIFIER
 
 
-async def _next(ws: aiohttp.ClientWebSocketResponse, kind: str,
-                timeout: float = 10.0) -> dict[str, Any]:
+async def _next(
+    ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 10.0
+) -> dict[str, Any]:
     """The next message of this type (others are skipped)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -34,8 +35,9 @@ async def _next(ws: aiohttp.ClientWebSocketResponse, kind: str,
             return message  # type: ignore[no-any-return]
 
 
-async def _results_until(ws: aiohttp.ClientWebSocketResponse, total: int,
-                         timeout: float = 15.0) -> list[dict[str, Any]]:
+async def _results_until(
+    ws: aiohttp.ClientWebSocketResponse, total: int, timeout: float = 15.0
+) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while not seen or seen[-1]["total_votes"] < total:
@@ -54,8 +56,7 @@ async def test_snapshot_then_coalesced_results(api: Api, client: TestClient) -> 
         voters = await asyncio.gather(*(api.join(room["code"]) for _ in range(120)))
         started = time.monotonic()
         answers = await asyncio.gather(
-            *(api.vote(v, poll["id"], [poll["options"][i % 2]["id"]])
-              for i, v in enumerate(voters))
+            *(api.vote(v, poll["id"], [poll["options"][i % 2]["id"]]) for i, v in enumerate(voters))
         )
         assert {s for s, _ in answers} == {202}
         updates = await _results_until(ws, 120)
@@ -91,8 +92,8 @@ def _raw_socket_that_never_reads(port: int, room: str) -> socket.socket:
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         f"GET /ws?room={room} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        .encode()
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     return sock
 
@@ -101,8 +102,11 @@ def _client_text_frame(text: str) -> bytes:
     """A client-to-server text frame (RFC 6455: masked), for a socket without a client library."""
     payload, mask = text.encode(), os.urandom(4)
     assert len(payload) < 126
-    return bytes((0x81, 0x80 | len(payload))) + mask + bytes(
-        b ^ mask[i % 4] for i, b in enumerate(payload))
+    return (
+        bytes((0x81, 0x80 | len(payload)))
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
 
 
 @pytest.mark.parametrize("found_by", ["heartbeat", "send timeout"])
@@ -125,9 +129,10 @@ async def test_a_slow_watcher_does_not_hold_back_the_others(
     stuck_port = stuck.getsockname()[1]
 
     def held_by_server() -> bool:
-        return any(h.transport is not None
-                   and h.transport.get_extra_info("peername")[1] == stuck_port
-                   for h in server.connections)
+        return any(
+            h.transport is not None and h.transport.get_extra_info("peername")[1] == stuck_port
+            for h in server.connections
+        )
 
     try:
         async with client.ws_connect(f"/ws?room={room['code']}") as ws:
@@ -147,11 +152,16 @@ async def test_a_slow_watcher_does_not_hold_back_the_others(
                 # The kernel keeps up to 4 MB for a socket here, more than this test sends: as
                 # on a phone behind a slow link, it keeps little, so the server's own buffer
                 # fills and the send timeout has something to time.
-                (handler,) = [h for h in server.connections if h.transport is not None
-                              and h.transport.get_extra_info("peername")[1] == stuck_port]
+                (handler,) = [
+                    h
+                    for h in server.connections
+                    if h.transport is not None
+                    and h.transport.get_extra_info("peername")[1] == stuck_port
+                ]
                 assert handler.transport is not None
                 handler.transport.get_extra_info("socket").setsockopt(
-                    socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                    socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+                )
             voters = await asyncio.gather(*(api.join(room["code"]) for _ in range(300)))
             for i, v in enumerate(voters):
                 await api.vote(v, poll["id"], [poll["options"][i % 30]["id"]])
@@ -179,8 +189,10 @@ async def test_sockets_beyond_the_limit_are_refused_with_a_reason(
     client = await aiohttp_client(create_app(settings.replace(max_sockets=2)))
     api = Api(client)
     room = await api.room()
-    async with client.ws_connect(f"/ws?room={room['code']}") as a, \
-            client.ws_connect(f"/ws?room={room['code']}") as b:
+    async with (
+        client.ws_connect(f"/ws?room={room['code']}") as a,
+        client.ws_connect(f"/ws?room={room['code']}") as b,
+    ):
         await _next(a, "snapshot")
         await _next(b, "snapshot")
         async with client.ws_connect(f"/ws?room={room['code']}") as c:
@@ -192,13 +204,16 @@ async def test_sockets_beyond_the_limit_are_refused_with_a_reason(
 async def test_sockets_from_one_address_are_capped_and_others_still_connect(
     aiohttp_client: Any, settings: Settings
 ) -> None:
-    client = await aiohttp_client(create_app(settings.replace(
-        max_sockets_per_address=2, trusted_proxies="127.0.0.1")))
+    client = await aiohttp_client(
+        create_app(settings.replace(max_sockets_per_address=2, trusted_proxies="127.0.0.1"))
+    )
     room = await Api(client).room()
     url = f"/ws?room={room['code']}"
     laptop = {"X-Forwarded-For": "10.0.0.5"}
-    async with client.ws_connect(url, headers=laptop) as a, \
-            client.ws_connect(url, headers=laptop) as b:
+    async with (
+        client.ws_connect(url, headers=laptop) as a,
+        client.ws_connect(url, headers=laptop) as b,
+    ):
         await _next(a, "snapshot")
         await _next(b, "snapshot")
         async with client.ws_connect(url, headers=laptop) as c:
@@ -251,8 +266,11 @@ async def test_a_resume_flood_gets_one_snapshot_at_a_time_and_leaves_no_memory_b
 
 
 async def test_bad_socket_requests_get_clear_errors(api: Api, client: TestClient) -> None:
-    for path, status in (("/ws", 400), ("/ws?room=NOPE-NOPE", 404),
-                         ("/ws?room=x&token=forged", 404)):
+    for path, status in (
+        ("/ws", 400),
+        ("/ws?room=NOPE-NOPE", 404),
+        ("/ws?room=x&token=forged", 404),
+    ):
         async with client.get(path) as r:
             assert r.status == status
             assert "error" in await r.json()
@@ -279,9 +297,12 @@ async def test_hidden_results_do_not_reach_screens(api: Api, client: TestClient)
     room = await api.room()
     poll = await api.poll(room["id"], hide_results=True)
     voter = await api.join(room["code"])
-    async with client.ws_connect(f"/ws?room={room['code']}") as screen, \
-            client.ws_connect(f"/ws?room={room['code']}",
-                              headers={"Authorization": f"Bearer {ADMIN}"}) as host:
+    async with (
+        client.ws_connect(f"/ws?room={room['code']}") as screen,
+        client.ws_connect(
+            f"/ws?room={room['code']}", headers={"Authorization": f"Bearer {ADMIN}"}
+        ) as host,
+    ):
         assert (await _next(screen, "snapshot"))["results"] == []
         assert len((await _next(host, "snapshot"))["results"]) == 1
         await api.vote(voter, poll["id"], [poll["options"][0]["id"]])
@@ -321,23 +342,33 @@ async def test_notifications_live_offline_once_and_after_restart(
     status, inbox = await api.call("GET", "/api/v1/notifications", headers=offline["headers"])
     assert status == 200
     assert [n["type"] for n in inbox["notifications"]] == [
-        "poll_opened", "poll_created", "poll_created"]
+        "poll_opened",
+        "poll_created",
+        "poll_created",
+    ]
     assert inbox["unread"] == 3
 
     # The same event delivered twice makes no second notification.
     rows = await client.app[DB].fetchall(
-        "SELECT envelope FROM outbox WHERE event_type = 'POLL.CLOSED'")
+        "SELECT envelope FROM outbox WHERE event_type = 'POLL.CLOSED'"
+    )
     assert await client.app[NOTIFIER].fan_out(json.loads(rows[0]["envelope"])) == 0
     status, inbox = await api.call("GET", "/api/v1/notifications", headers=online["headers"])
     assert [n["type"] for n in inbox["notifications"]] == [
-        "poll_closed", "poll_opened", "poll_created", "poll_created"]
+        "poll_closed",
+        "poll_opened",
+        "poll_created",
+        "poll_created",
+    ]
 
     first = inbox["notifications"][0]["id"]
-    status, _ = await api.call("POST", f"/api/v1/notifications/{first}/read",
-                               headers=online["headers"])
+    status, _ = await api.call(
+        "POST", f"/api/v1/notifications/{first}/read", headers=online["headers"]
+    )
     assert status == 200
-    status, body = await api.call("POST", f"/api/v1/notifications/{first}/read",
-                                  headers=offline["headers"])
+    status, body = await api.call(
+        "POST", f"/api/v1/notifications/{first}/read", headers=offline["headers"]
+    )
     assert status == 404 and body["error"]["code"] == "notification_not_found"
     await client.close()
 
@@ -346,8 +377,9 @@ async def test_notifications_live_offline_once_and_after_restart(
     api = Api(client)
     status, inbox = await api.call("GET", "/api/v1/notifications", headers=online["headers"])
     assert [n["is_read"] for n in inbox["notifications"]] == [True, False, False, False]
-    status, body = await api.call("POST", "/api/v1/notifications/read-all",
-                                  headers=online["headers"])
+    status, body = await api.call(
+        "POST", "/api/v1/notifications/read-all", headers=online["headers"]
+    )
     assert body == {"marked_read": 3}
 
 
@@ -359,9 +391,12 @@ async def test_host_feed_shows_the_hall_at_a_glance(
     room = await api.room()
     poll = await api.poll(room["id"])
     voter = await api.join(room["code"])
-    async with client.ws_connect(f"/ws?room={room['id']}",
-                                 headers={"Authorization": f"Bearer {ADMIN}"}) as host, \
-            client.ws_connect(f"/ws?room={room['id']}&token={voter['voter_token']}"):
+    async with (
+        client.ws_connect(
+            f"/ws?room={room['id']}", headers={"Authorization": f"Bearer {ADMIN}"}
+        ) as host,
+        client.ws_connect(f"/ws?room={room['id']}&token={voter['voter_token']}"),
+    ):
         await api.vote(voter, poll["id"], [poll["options"][0]["id"]])
         await api.total_when(poll["id"], 1)
         deadline = time.monotonic() + 5
@@ -396,8 +431,7 @@ async def test_a_slow_subscriber_holds_back_neither_the_relay_nor_the_others() -
 
     hub.subscribe("slow", slow, [POLL_VOTE_CAST, POLL_OPENED])
     hub.subscribe("fast", fast, [POLL_VOTE_CAST])
-    sent = [envelope(POLL_VOTE_CAST, {"poll_id": str(i)}, source="t", actor="t")
-            for i in range(5)]
+    sent = [envelope(POLL_VOTE_CAST, {"poll_id": str(i)}, source="t", actor="t") for i in range(5)]
     opened = envelope(POLL_OPENED, {"poll_id": "p"}, source="t", actor="t")
     for event in [*sent, opened]:
         assert hub.publish(event)  # returns at once: nothing awaited a subscriber

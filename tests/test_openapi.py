@@ -37,8 +37,12 @@ def served_routes(app: web.Application) -> set[tuple[str, str]]:
 
 
 def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(method, path) for path, item in document["paths"].items()
-            for method in item if method in METHODS}
+    return {
+        (method, path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in METHODS
+    }
 
 
 async def test_every_api_route_is_in_the_openapi_document(client: Client) -> None:
@@ -49,13 +53,11 @@ async def test_every_api_route_is_in_the_openapi_document(client: Client) -> Non
     assert not missing, (
         "These routes are served but missing from the OpenAPI document; add each to paths() "
         "in opus/views/openapi.py (with its request and response schemas) and describe it in "
-        "docs/api.md:\n"
-        + "\n".join(f"  {method.upper()} {path}" for method, path in missing)
+        "docs/api.md:\n" + "\n".join(f"  {method.upper()} {path}" for method, path in missing)
     )
 
 
-async def test_the_document_describes_nothing_the_server_does_not_serve(
-        client: Client) -> None:
+async def test_the_document_describes_nothing_the_server_does_not_serve(client: Client) -> None:
     document = await served_document(client)
     stale = sorted(documented(document) - served_routes(client.app))
     assert not stale, (
@@ -97,21 +99,30 @@ async def test_the_document_is_openapi_3_1_and_holds_together(client: Client) ->
             unresolved.append(ref)
     assert not unresolved, f"$ref to nothing in opus/views/openapi.py: {unresolved}"
 
-    operations = [op for item in document["paths"].values()
-                  for method, op in item.items() if method in METHODS]
+    operations = [
+        op
+        for item in document["paths"].values()
+        for method, op in item.items()
+        if method in METHODS
+    ]
     ids = [op["operationId"] for op in operations]
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
-    linked = {link["operationId"] for op in operations
-              for response in op["responses"].values()
-              for link in response.get("links", {}).values()}
+    linked = {
+        link["operationId"]
+        for op in operations
+        for response in op["responses"].values()
+        for link in response.get("links", {}).values()
+    }
     assert linked <= set(ids), f"links to unknown operations: {sorted(linked - set(ids))}"
 
     for path, item in document["paths"].items():
         names = set(re.findall(r"\{(\w+)\}", path))
         for method in (m for m in item if m in METHODS):
-            declared = {p["name"] for p in [*item.get("parameters", []),
-                                            *item[method].get("parameters", [])]
-                        if p["in"] == "path"}
+            declared = {
+                p["name"]
+                for p in [*item.get("parameters", []), *item[method].get("parameters", [])]
+                if p["in"] == "path"
+            }
             assert declared == names, f"{method.upper()} {path}: path parameters {declared}"
             assert item[method]["responses"], f"{method.upper()} {path} has no responses"
 
@@ -121,11 +132,21 @@ async def test_every_poll_kind_and_vote_shape_is_described(client: Client) -> No
     poll, each vote shape, and each kind's extras in the results."""
     schemas = (await served_document(client))["components"]["schemas"]
     assert set(schemas["Poll"]["properties"]["kind"]["enum"]) == {
-        "single", "multiple", "rating", "text", "qa", "quiz"}
+        "single",
+        "multiple",
+        "rating",
+        "text",
+        "qa",
+        "quiz",
+    }
     assert {"correct", "time_limit_s", "scale", "blocked_words", "moderated"} <= set(
-        schemas["CreatePoll"]["properties"])
+        schemas["CreatePoll"]["properties"]
+    )
     shapes = {ref["$ref"].rsplit("/", 1)[1] for ref in schemas["CastVote"]["anyOf"]}
     assert {field for name in shapes for field in schemas[name]["required"]} == {
-        "option_ids", "value", "text", "upvote"}
-    assert {"average", "words", "questions", "leaderboard"} <= set(
-        schemas["Results"]["properties"])
+        "option_ids",
+        "value",
+        "text",
+        "upvote",
+    }
+    assert {"average", "words", "questions", "leaderboard"} <= set(schemas["Results"]["properties"])

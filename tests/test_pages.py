@@ -73,7 +73,8 @@ def vote_on(page: Page, label: str, button: str = "Vote") -> None:
 
 
 def test_host_opens_a_poll_two_phones_vote_and_the_screen_follows(
-        contexts: Any, site: ServerProcess, api: Host) -> None:
+    contexts: Any, site: ServerProcess, api: Host
+) -> None:
     laptop = contexts(viewport={"width": 1280, "height": 860})
     console = laptop.new_page()
     console.goto("/host")
@@ -142,8 +143,7 @@ def test_host_opens_a_poll_two_phones_vote_and_the_screen_follows(
 # -- attendees --------------------------------------------------------------------------------
 
 
-def test_without_javascript_join_vote_and_clear_messages(
-        contexts: Any, api: Host) -> None:
+def test_without_javascript_join_vote_and_clear_messages(contexts: Any, api: Host) -> None:
     room = api.room("No script")
     poll = api.poll(room["id"], question="Tea or coffee?", options=["Tea", "Coffee"])
     phone = contexts(java_script_enabled=False, **PHONE)
@@ -175,15 +175,15 @@ def test_without_javascript_join_vote_and_clear_messages(
     card.get_by_label("Yes", exact=True).check()
     card.locator("button:has-text('Vote')").click()
     expect(page.locator(".flash-error")).to_have_text(
-        "This poll is closed: your vote was not counted.")
+        "This poll is closed: your vote was not counted."
+    )
     expect(page.locator(f"#poll-{late['id']} .closed-note")).to_contain_text("closed")
 
     page.goto("/j/ZZZZZZZZ")
     expect(page.locator(".flash-error")).to_contain_text("No room has the code")
 
 
-def test_a_vote_made_offline_is_sent_when_back_and_counted_once(
-        contexts: Any, api: Host) -> None:
+def test_a_vote_made_offline_is_sent_when_back_and_counted_once(contexts: Any, api: Host) -> None:
     room = api.room("Wi-Fi drop")
     poll = api.poll(room["id"], options=["Left", "Right"])
     phone = contexts(**PHONE)
@@ -208,7 +208,8 @@ def test_a_vote_made_offline_is_sent_when_back_and_counted_once(
 
 
 def test_a_vote_whose_answer_was_lost_is_sent_again_and_counted_once(
-        contexts: Any, api: Host) -> None:
+    contexts: Any, api: Host
+) -> None:
     room = api.room("Lost answer")
     poll = api.poll(room["id"], options=["Up", "Down"])
     page = contexts(**PHONE).new_page()
@@ -233,7 +234,8 @@ def test_a_vote_whose_answer_was_lost_is_sent_again_and_counted_once(
 
 
 def test_a_vote_refused_by_a_busy_server_is_sent_again_after_retry_after(
-        contexts: Any, api: Host) -> None:
+    contexts: Any, api: Host
+) -> None:
     room = api.room("Busy hall")
     poll = api.poll(room["id"], options=["Yes", "No"])
     page = contexts(**PHONE).new_page()
@@ -242,9 +244,14 @@ def test_a_vote_refused_by_a_busy_server_is_sent_again_after_retry_after(
     def busy_once(route: Route) -> None:
         sent.append((time.monotonic(), json.loads(route.request.post_data or "{}")["event_id"]))
         if len(sent) == 1:  # what a full queue answers (503 queue_full); the server never sees it
-            route.fulfill(status=503, headers={"Retry-After": "2"}, content_type="application/json",
-                          body=json.dumps({"error": {"code": "queue_full",
-                                                     "message": "Too many votes at once."}}))
+            route.fulfill(
+                status=503,
+                headers={"Retry-After": "2"},
+                content_type="application/json",
+                body=json.dumps(
+                    {"error": {"code": "queue_full", "message": "Too many votes at once."}}
+                ),
+            )
         else:
             route.continue_()
 
@@ -278,7 +285,8 @@ def test_notifications_arrive_live_with_an_unread_badge(contexts: Any, api: Host
     expect(page.locator("[data-unread]")).to_have_text("2")
     page.click(".inbox-link")
     expect(page.locator(".note.unread", has_text="Poll open")).to_contain_text(
-        "Ready for the quiz?")
+        "Ready for the quiz?"
+    )
     page.click("button:has-text('Mark all as read')")
     expect(page.locator(".flash")).to_have_text("Marked as read.")
     expect(page.locator(".note.unread")).to_have_count(0)
@@ -297,7 +305,8 @@ def test_a_room_with_a_passcode_asks_for_it(contexts: Any, api: Host) -> None:
         page.fill("#passcode", "tulip-41")
         page.click("button:has-text('Join')")
         expect(page.locator(".flash-error")).to_have_text(
-            "That is not this room's passcode: check it and try again.")
+            "That is not this room's passcode: check it and try again."
+        )
         page.fill("#passcode", "tulip-42")
         page.click("button:has-text('Join')")
         expect(page.locator(".flash")).to_have_text("You have joined: vote below.")
@@ -309,12 +318,12 @@ def test_a_room_with_a_passcode_asks_for_it(contexts: Any, api: Host) -> None:
     assert api.total_when(poll["id"], 2) == 2
 
 
-def test_a_join_refused_for_too_many_identities_says_why(
-        browser: Browser, tmp_path: Path) -> None:
+def test_a_join_refused_for_too_many_identities_says_why(browser: Browser, tmp_path: Path) -> None:
     """Behind a proxy that names the client (X-Forwarded-For), every phone here comes from one
     address: the second identity in the room is refused, with and without JavaScript."""
-    server = ServerProcess(tmp_path / "data", OPUS_TRUSTED_PROXIES="127.0.0.1",
-                           OPUS_IDENTITIES_PER_ADDRESS="1")
+    server = ServerProcess(
+        tmp_path / "data", OPUS_TRUSTED_PROXIES="127.0.0.1", OPUS_IDENTITIES_PER_ADDRESS="1"
+    )
     server.start()
     try:
         api = Host(server.base)
@@ -322,9 +331,12 @@ def test_a_join_refused_for_too_many_identities_says_why(
         poll = api.poll(room["id"], question="Stuffed?", options=["Yes", "No"])
         said = "This network address has already joined this room 1 time"
         for n, script in enumerate((True, True, False)):
-            context = browser.new_context(base_url=server.base, java_script_enabled=script,
-                                          extra_http_headers={"X-Forwarded-For": "10.9.8.7"},
-                                          **PHONE)
+            context = browser.new_context(
+                base_url=server.base,
+                java_script_enabled=script,
+                extra_http_headers={"X-Forwarded-For": "10.9.8.7"},
+                **PHONE,
+            )
             page = context.new_page()
             page.goto(f"/j/{room['code']}")
             vote_on(page, "Yes")
@@ -344,8 +356,9 @@ def test_a_join_refused_for_too_many_identities_says_why(
 # -- security ---------------------------------------------------------------------------------
 
 
-def test_a_post_without_the_csrf_token_is_refused(contexts: Any, api: Host,
-                                                  site: ServerProcess) -> None:
+def test_a_post_without_the_csrf_token_is_refused(
+    contexts: Any, api: Host, site: ServerProcess
+) -> None:
     laptop = contexts()
     page = laptop.new_page()
     log_in(page)
@@ -355,13 +368,17 @@ def test_a_post_without_the_csrf_token_is_refused(contexts: Any, api: Host,
         assert answer.status == 403
         assert "expired" in answer.text()
     token = page.locator("input[name=csrf]").first.input_value()
-    forged_origin = laptop.request.post("/host/rooms", form={"title": "Forged", "csrf": token},
-                                        headers={"Origin": "http://evil.example"},
-                                        max_redirects=0)
+    forged_origin = laptop.request.post(
+        "/host/rooms",
+        form={"title": "Forged", "csrf": token},
+        headers={"Origin": "http://evil.example"},
+        max_redirects=0,
+    )
     assert forged_origin.status == 403
     assert len(api.ok("GET", "/api/v1/rooms")["rooms"]) == before
-    real = laptop.request.post("/host/rooms", form={"title": "Real", "csrf": token},
-                               max_redirects=0)
+    real = laptop.request.post(
+        "/host/rooms", form={"title": "Real", "csrf": token}, max_redirects=0
+    )
     assert real.status == 303
     assert len(api.ok("GET", "/api/v1/rooms")["rooms"]) == before + 1
 
@@ -370,14 +387,19 @@ def test_a_post_without_the_csrf_token_is_refused(contexts: Any, api: Host,
     poll = api.poll(room["id"])
     phone = contexts()
     phone.new_page().goto(f"/j/{room['code']}")
-    answer = phone.request.post(f"/j/{room['code']}/polls/{poll['id']}/vote",
-                                form={"option": poll["options"][0]["id"]}, max_redirects=0)
+    answer = phone.request.post(
+        f"/j/{room['code']}/polls/{poll['id']}/vote",
+        form={"option": poll["options"][0]["id"]},
+        max_redirects=0,
+    )
     assert answer.status == 403
     assert api.results(poll["id"])["total_votes"] == 0
     stranger = phone.request.get(f"/host/rooms/{room['id']}", max_redirects=0)
     assert stranger.status == 303 and "/host/login" in stranger.headers["location"]
-    assert phone.request.get(f"/host/polls/{poll['id']}/export?format=csv",
-                             max_redirects=0).status == 303
+    assert (
+        phone.request.get(f"/host/polls/{poll['id']}/export?format=csv", max_redirects=0).status
+        == 303
+    )
 
 
 # -- the host console -------------------------------------------------------------------------
@@ -463,8 +485,9 @@ def test_rating_and_word_cloud(contexts: Any, api: Host) -> None:
     assert api.results(rating["id"])["average"] == 4.5
 
     api.close(rating["id"])
-    cloud = api.poll(room["id"], question="One word for today?", kind="text",
-                     blocked_words=["boring"])
+    cloud = api.poll(
+        room["id"], question="One word for today?", kind="text", blocked_words=["boring"]
+    )
     expect(screen.locator("[data-question]")).to_have_text("One word for today?")
     for answer in ("Inspiring", "inspiring talk", "boring"):
         phone = contexts(**PHONE).new_page()
@@ -553,15 +576,15 @@ def test_a_short_quiz_with_three_phones(contexts: Any, api: Host) -> None:
 # -- the screen on its own --------------------------------------------------------------------
 
 
-def test_screen_keys_and_recovery_after_a_restart(browser: Browser, server: ServerProcess
-                                                  ) -> None:
+def test_screen_keys_and_recovery_after_a_restart(browser: Browser, server: ServerProcess) -> None:
     server.start()
     api = Host(server.base)
     room = api.room("Resilient")
     first = api.poll(room["id"], question="First question?")
     api.close(first["id"])
-    second = api.poll(room["id"], question="Second question?", options=["Yes", "No"],
-                      hide_results=True)
+    second = api.poll(
+        room["id"], question="Second question?", options=["Yes", "No"], hide_results=True
+    )
     context = browser.new_context(base_url=server.base, viewport={"width": 1280, "height": 720})
     try:
         screen = context.new_page()

@@ -90,8 +90,10 @@ def _body(kind: str) -> st.SearchStrategy[tuple[Any, ...]]:
     if kind == "text":
         return st.tuples(st.just("say"), st.sampled_from(SAYS))
     if kind == "qa":
-        return st.one_of(st.tuples(st.just("ask"), st.sampled_from(ASKS)),
-                         st.tuples(st.just("upvote"), st.integers(-1, 3)))
+        return st.one_of(
+            st.tuples(st.just("ask"), st.sampled_from(ASKS)),
+            st.tuples(st.just("upvote"), st.integers(-1, 3)),
+        )
     n = OPTION_COUNT[kind]
     positions = st.lists(st.integers(0, n), max_size=3 if kind == "multiple" else 2).map(tuple)
     options = st.tuples(st.just("options"), positions)
@@ -105,18 +107,23 @@ def _body(kind: str) -> st.SearchStrategy[tuple[Any, ...]]:
 @st.composite
 def votes(draw: st.DrawFn) -> Vote:
     poll = draw(st.integers(0, len(KINDS) - 1))
-    return Vote(voter=draw(st.integers(0, VOTERS - 1)), poll=poll,
-                body=draw(_body(KINDS[poll])),
-                slot=draw(st.one_of(st.none(), st.integers(0, EVENT_POOL - 1))))
+    return Vote(
+        voter=draw(st.integers(0, VOTERS - 1)),
+        poll=poll,
+        body=draw(_body(KINDS[poll])),
+        slot=draw(st.one_of(st.none(), st.integers(0, EVENT_POOL - 1))),
+    )
 
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     # Most polls start open, so that most votes meet the rules that matter more than 404.
-    opens = tuple(Status(p, "open") for p in range(len(KINDS))
-                  if draw(st.integers(0, 4)) > 0)
+    opens = tuple(Status(p, "open") for p in range(len(KINDS)) if draw(st.integers(0, 4)) > 0)
     op = st.one_of(
-        votes(), votes(), votes(), votes(),
+        votes(),
+        votes(),
+        votes(),
+        votes(),
         st.builds(Retry, st.integers(0, 50)),
         st.builds(Race, votes(), st.one_of(st.none(), votes())),
         st.builds(Status, st.integers(0, len(KINDS) - 1), st.sampled_from(["open", "close"])),
@@ -164,14 +171,19 @@ class Model:
     order: list[str] = field(default_factory=list)  # accepted event ids, in order
 
     def copy(self) -> Model:
-        return Model(self.polls, self.allow_change, list(self.status), dict(self.events),
-                     dict(self.by_key), list(self.order))
+        return Model(
+            self.polls,
+            self.allow_change,
+            list(self.status),
+            dict(self.events),
+            dict(self.by_key),
+            list(self.order),
+        )
 
     def option_ids(self, poll: int) -> list[str]:
         return [o["id"] for o in self.polls[poll]["options"]]
 
-    def vote(self, v: Vote, body: dict[str, Any], event_id: str | None
-             ) -> tuple[int, str | None]:
+    def vote(self, v: Vote, body: dict[str, Any], event_id: str | None) -> tuple[int, str | None]:
         """The answer (status, error code) to this vote, and its effect on the model."""
         kind = KINDS[v.poll]
         if self.status[v.poll] == "draft":
@@ -219,8 +231,9 @@ class Model:
             return
         if KINDS[v.poll] in ("qa", "text"):
             tag = "q" if KINDS[v.poll] == "qa" else "t"
-            choice: tuple[Any, ...] = (("u", body["upvote"]) if "upvote" in body
-                                       else (tag, " ".join(body["text"].split())))
+            choice: tuple[Any, ...] = (
+                ("u", body["upvote"]) if "upvote" in body else (tag, " ".join(body["text"].split()))
+            )
         elif "value" in body:
             choice = (self.option_ids(v.poll)[body["value"] - 1],)
         else:
@@ -250,14 +263,22 @@ class Model:
     def results(self, poll: int) -> dict[str, Any]:
         """What GET /results must say (for the host) once every vote is counted."""
         kind = KINDS[poll]
-        current = [self.events[e] for e in self.order
-                   if self.events[e].poll == poll and self.counted(e)]
+        current = [
+            self.events[e] for e in self.order if self.events[e].poll == poll and self.counted(e)
+        ]
         if kind == "qa":
-            asks = [e for e in self.order if self.events[e] in current
-                    and self.events[e].choice[0] == "q"]
-            return {"total_votes": len(asks), "questions": sorted(
-                (e, self.events[e].choice[1],
-                 sum(1 for x in current if x.choice == ("u", e))) for e in asks)}
+            asks = [
+                e
+                for e in self.order
+                if self.events[e] in current and self.events[e].choice[0] == "q"
+            ]
+            return {
+                "total_votes": len(asks),
+                "questions": sorted(
+                    (e, self.events[e].choice[1], sum(1 for x in current if x.choice == ("u", e)))
+                    for e in asks
+                ),
+            }
         total = len(current)
         if kind == "text":
             words: dict[str, int] = {}
@@ -266,12 +287,19 @@ class Model:
                     words[word] = words.get(word, 0) + 1
             return {"total_votes": total, "words": words}
         counts = {o: sum(1 for x in current if o in x.choice) for o in self.option_ids(poll)}
-        body: dict[str, Any] = {"total_votes": total, "options": [
-            {"id": o, "votes": n, "percent": round(100 * n / total, 1) if total else 0.0}
-            for o, n in counts.items()]}
+        body: dict[str, Any] = {
+            "total_votes": total,
+            "options": [
+                {"id": o, "votes": n, "percent": round(100 * n / total, 1) if total else 0.0}
+                for o, n in counts.items()
+            ],
+        }
         if kind == "rating":
-            body["average"] = (round(sum((i + 1) * n for i, n in enumerate(counts.values()))
-                                     / total, 2) if total else None)
+            body["average"] = (
+                round(sum((i + 1) * n for i, n in enumerate(counts.values())) / total, 2)
+                if total
+                else None
+            )
         return body
 
     def leaderboard(self, correct: dict[int, set[str]]) -> list[tuple[str, int, int]]:
@@ -279,8 +307,11 @@ class Model:
         points: dict[int, list[int]] = {}
         for e in self.order:
             entry = self.events[e]
-            if KINDS[entry.poll] == "quiz" and self.status[entry.poll] == "closed" \
-                    and self.counted(e):
+            if (
+                KINDS[entry.poll] == "quiz"
+                and self.status[entry.poll] == "closed"
+                and self.counted(e)
+            ):
                 right = set(entry.choice) <= correct[entry.poll]
                 points.setdefault(entry.voter, []).append(1000 if right else 0)
         return sorted((str(voter), sum(p), sum(1 for x in p if x)) for voter, p in points.items())
@@ -306,34 +337,45 @@ class Hall:
             return r.status, body
 
     async def setup(self) -> None:
-        status, room = await self.call("POST", "/api/v1/rooms", json={"title": "Props"},
-                                       headers=ADMIN_HEADERS)
+        status, room = await self.call(
+            "POST", "/api/v1/rooms", json={"title": "Props"}, headers=ADMIN_HEADERS
+        )
         assert status == 201, room
         self.room = room
         polls = []
         for i, kind in enumerate(KINDS):
-            payload: dict[str, Any] = {"question": f"Q{i}", "kind": kind,
-                                       "allow_change": self.scenario.allow_change[i]}
+            payload: dict[str, Any] = {
+                "question": f"Q{i}",
+                "kind": kind,
+                "allow_change": self.scenario.allow_change[i],
+            }
             if kind in ("single", "multiple", "quiz"):
                 payload["options"] = ["A", "B", "C"]
             if kind == "quiz":
                 payload["correct"] = list(self.scenario.quiz_correct)
                 payload["time_limit_s"] = None  # points and acceptance do not hang on timing
-            status, poll = await self.call("POST", f"/api/v1/rooms/{room['id']}/polls",
-                                           json=payload, headers=ADMIN_HEADERS)
+            status, poll = await self.call(
+                "POST", f"/api/v1/rooms/{room['id']}/polls", json=payload, headers=ADMIN_HEADERS
+            )
             assert status == 201, poll
             polls.append(poll)
         self.model = Model(polls, self.scenario.allow_change, ["draft"] * len(KINDS))
-        self.correct = {i: {p["options"][c]["id"] for c in self.scenario.quiz_correct}
-                        for i, p in enumerate(polls) if p["kind"] == "quiz"}
+        self.correct = {
+            i: {p["options"][c]["id"] for c in self.scenario.quiz_correct}
+            for i, p in enumerate(polls)
+            if p["kind"] == "quiz"
+        }
         self.voters = []
         for _ in range(VOTERS):
             self.session.cookie_jar.clear()
-            status, joined = await self.call("POST", "/api/v1/join",
-                                             json={"code": room["code"]})
+            status, joined = await self.call("POST", "/api/v1/join", json={"code": room["code"]})
             assert status == 201, joined
-            self.voters.append({"id": joined["voter_id"],
-                                "headers": {"Authorization": f"Bearer {joined['voter_token']}"}})
+            self.voters.append(
+                {
+                    "id": joined["voter_id"],
+                    "headers": {"Authorization": f"Bearer {joined['voter_token']}"},
+                }
+            )
         self.session.cookie_jar.clear()
 
     def request(self, v: Vote, event_id: str | None) -> dict[str, Any]:
@@ -355,11 +397,16 @@ class Hall:
         return body
 
     async def send(self, v: Vote, body: dict[str, Any]) -> tuple[int, Any]:
-        return await self.call("POST", f"/api/v1/polls/{self.model.polls[v.poll]['id']}/votes",
-                               json=body, headers=self.voters[v.voter]["headers"])
+        return await self.call(
+            "POST",
+            f"/api/v1/polls/{self.model.polls[v.poll]['id']}/votes",
+            json=body,
+            headers=self.voters[v.voter]["headers"],
+        )
 
-    def check(self, status: int, answer: Any, expected: tuple[int, str | None],
-              what: object) -> None:
+    def check(
+        self, status: int, answer: Any, expected: tuple[int, str | None], what: object
+    ) -> None:
         code = answer["error"]["code"] if status >= 400 else None
         assert (status, code) == expected, f"{what}: server {status} {answer}, model {expected}"
 
@@ -388,8 +435,10 @@ class Hall:
     async def race(self, r: Race) -> None:
         event_id = self.pool[r.first.slot] if r.first.slot is not None else str(uuid.uuid4())
         second = r.second or r.first
-        pair = [(r.first, self.request(r.first, event_id)), (second, self.request(second,
-                                                                                  event_id))]
+        pair = [
+            (r.first, self.request(r.first, event_id)),
+            (second, self.request(second, event_id)),
+        ]
         answers = await asyncio.gather(*(self.send(v, body) for v, body in pair))
         observed = [(s, a["error"]["code"] if s >= 400 else None) for s, a in answers]
         # The server settles a race in some order: the answers must be those of one order.
@@ -409,8 +458,10 @@ class Hall:
     async def status(self, s: Status) -> None:
         expected = self.model.set_status(s.poll, s.action)
         status, answer = await self.call(
-            "POST", f"/api/v1/polls/{self.model.polls[s.poll]['id']}/{s.action}",
-            headers=ADMIN_HEADERS)
+            "POST",
+            f"/api/v1/polls/{self.model.polls[s.poll]['id']}/{s.action}",
+            headers=ADMIN_HEADERS,
+        )
         self.check(status, answer, expected, s)
 
     async def settle(self) -> None:
@@ -419,8 +470,9 @@ class Hall:
         by_voter = {i: self.voters[e.voter] for i, e in self.model.events.items()}
 
         async def receipt(event_id: str) -> dict[str, Any]:
-            status, body = await self.call("GET", f"/api/v1/votes/{event_id}",
-                                           headers=by_voter[event_id]["headers"])
+            status, body = await self.call(
+                "GET", f"/api/v1/votes/{event_id}", headers=by_voter[event_id]["headers"]
+            )
             assert status == 200, body
             return body  # type: ignore[no-any-return]
 
@@ -440,8 +492,9 @@ class Hall:
 
     async def compare(self) -> None:
         for i, poll in enumerate(self.model.polls):
-            status, got = await self.call("GET", f"/api/v1/polls/{poll['id']}/results",
-                                          headers=ADMIN_HEADERS)
+            status, got = await self.call(
+                "GET", f"/api/v1/polls/{poll['id']}/results", headers=ADMIN_HEADERS
+            )
             assert status == 200, got
             want = self.model.results(i)
             assert got["status"] == self.model.status[i]
@@ -453,15 +506,18 @@ class Hall:
                 words = {w["word"]: w["count"] for w in got["words"]}
                 assert {"total_votes": got["total_votes"], "words": words} == want
                 continue
-            shown = {"total_votes": got["total_votes"], "options": [
-                {k: o[k] for k in ("id", "votes", "percent")} for o in got["options"]]}
+            shown = {
+                "total_votes": got["total_votes"],
+                "options": [{k: o[k] for k in ("id", "votes", "percent")} for o in got["options"]],
+            }
             if KINDS[i] == "rating":
                 shown["average"] = got["average"]
             assert shown == want, f"poll {i} ({KINDS[i]})"
             if KINDS[i] == "quiz":
                 names = {pseudonym(v["id"]): str(n) for n, v in enumerate(self.voters)}
-                board = sorted((names[r["name"]], r["points"], r["correct"])
-                               for r in got["leaderboard"])
+                board = sorted(
+                    (names[r["name"]], r["points"], r["correct"]) for r in got["leaderboard"]
+                )
                 want_board = self.model.leaderboard(self.correct)
                 if len(names) < VOTERS:  # two voters drew the same pseudonym
                     board = [("?", *row[1:]) for row in board]
@@ -501,11 +557,17 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     server.stop()
 
 
-@settings(max_examples=30, deadline=None, database=None, print_blob=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=30,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(scenario=scenarios())
 def test_any_interleaving_of_votes_retries_and_crashes_tallies_like_the_model(
-        shared_server: ServerProcess, scenario: Scenario) -> None:
+    shared_server: ServerProcess, scenario: Scenario
+) -> None:
     if shared_server.proc is None or shared_server.proc.poll() is not None:
         shared_server.start()  # an earlier example failed between a kill and its restart
     asyncio.run(Hall(shared_server, scenario).play())
@@ -519,14 +581,16 @@ option_ids = st.lists(st.uuids().map(str), min_size=1, max_size=6, unique=True)
 @settings(max_examples=200, deadline=None, database=None, print_blob=True)
 @given(ids=option_ids, data=st.data())
 def test_a_vote_has_one_canonical_choice_whatever_the_order_and_repeats(
-        ids: list[str], data: st.DataObject) -> None:
+    ids: list[str], data: st.DataObject
+) -> None:
     """A retry that lists the same options in another order, or twice, is the same vote."""
     picked = data.draw(st.lists(st.sampled_from(ids), min_size=1, max_size=8))
     shuffled = data.draw(st.permutations(picked))
     allowed = frozenset(ids)
     first = kinds.option_choice("multiple", tuple(ids), allowed, {"option_ids": picked})
-    again = kinds.option_choice("multiple", tuple(ids), allowed,
-                                {"option_ids": [*shuffled, *shuffled]})
+    again = kinds.option_choice(
+        "multiple", tuple(ids), allowed, {"option_ids": [*shuffled, *shuffled]}
+    )
     assert first == again
     assert kinds.decode(first) == sorted(set(picked))
 
@@ -540,19 +604,23 @@ def test_a_rating_value_and_its_option_are_the_same_vote(value: int, scale: int)
         with pytest.raises(Unprocessable):
             kinds.option_choice("rating", options, allowed, {"value": value})
         return
-    assert kinds.option_choice("rating", options, allowed, {"value": value}) == \
-        kinds.option_choice("rating", options, allowed, {"option_ids": [options[value - 1]]})
+    assert kinds.option_choice("rating", options, allowed, {"value": value}) == kinds.option_choice(
+        "rating", options, allowed, {"option_ids": [options[value - 1]]}
+    )
 
 
 @settings(max_examples=300, deadline=None, database=None, print_blob=True)
-@given(limit=st.one_of(st.none(), st.integers(*kinds.TIME_LIMIT_RANGE)),
-       a=st.floats(-5, 700, allow_nan=False), b=st.floats(-5, 700, allow_nan=False))
-def test_quiz_points_reward_speed_and_stay_in_range(limit: int | None, a: float,
-                                                     b: float) -> None:
+@given(
+    limit=st.one_of(st.none(), st.integers(*kinds.TIME_LIMIT_RANGE)),
+    a=st.floats(-5, 700, allow_nan=False),
+    b=st.floats(-5, 700, allow_nan=False),
+)
+def test_quiz_points_reward_speed_and_stay_in_range(limit: int | None, a: float, b: float) -> None:
     fast, slow = sorted((a, b))
     assert kinds.quiz_points(False, fast, limit) == 0
-    assert 500 <= kinds.quiz_points(True, slow, limit) <= kinds.quiz_points(True, fast, limit) \
-        <= 1000
+    assert (
+        500 <= kinds.quiz_points(True, slow, limit) <= kinds.quiz_points(True, fast, limit) <= 1000
+    )
 
 
 @settings(max_examples=300, deadline=None, database=None, print_blob=True)

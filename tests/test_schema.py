@@ -31,12 +31,20 @@ from conftest import ADMIN, ServerProcess
 from opus.views import openapi
 
 METHODS = ("get", "put", "post", "delete", "patch")
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 # Calls that would remove or close the seeded objects get only the ids that are meant for it
 # (a draft poll and a spare room), so the calls after them still meet live polls.
-SPARING = {"deleteRoom": "spare_room", "deletePoll": "spare_poll", "closePoll": "closable",
-           "duplicateRoom": "room_id"}
+SPARING = {
+    "deleteRoom": "spare_room",
+    "deletePoll": "spare_poll",
+    "closePoll": "closable",
+    "duplicateRoom": "room_id",
+}
 
 
 class Seeded:
@@ -71,22 +79,39 @@ class Seeded:
         ]
         polls = []
         for n, shape in enumerate(shapes):
-            poll = self.call("POST", f"/api/v1/rooms/{room['id']}/polls",
-                             json={"question": f"Question {n}", **shape}, headers=self.admin)
+            poll = self.call(
+                "POST",
+                f"/api/v1/rooms/{room['id']}/polls",
+                json={"question": f"Question {n}", **shape},
+                headers=self.admin,
+            )
             self.call("POST", f"/api/v1/polls/{poll['id']}/open", headers=self.admin)
             polls.append(poll)
-        draft = self.call("POST", f"/api/v1/rooms/{room['id']}/polls",
-                          json={"question": "Draft", "kind": "single", "options": ["X", "Y"]},
-                          headers=self.admin)
-        closable = self.call("POST", f"/api/v1/rooms/{room['id']}/polls",
-                             json={"question": "Closable", "kind": "single",
-                                   "options": ["X", "Y"]}, headers=self.admin)
+        draft = self.call(
+            "POST",
+            f"/api/v1/rooms/{room['id']}/polls",
+            json={"question": "Draft", "kind": "single", "options": ["X", "Y"]},
+            headers=self.admin,
+        )
+        closable = self.call(
+            "POST",
+            f"/api/v1/rooms/{room['id']}/polls",
+            json={"question": "Closable", "kind": "single", "options": ["X", "Y"]},
+            headers=self.admin,
+        )
         self.call("POST", f"/api/v1/polls/{closable['id']}/open", headers=self.admin)
-        vote = self.call("POST", f"/api/v1/polls/{polls[1]['id']}/votes",
-                         json={"option_ids": [polls[1]["options"][0]["id"]]},
-                         headers=self.voter)
-        asked = self.call("POST", f"/api/v1/polls/{polls[4]['id']}/votes",
-                          json={"text": "Why is the sky blue?"}, headers=self.voter)
+        vote = self.call(
+            "POST",
+            f"/api/v1/polls/{polls[1]['id']}/votes",
+            json={"option_ids": [polls[1]["options"][0]["id"]]},
+            headers=self.voter,
+        )
+        asked = self.call(
+            "POST",
+            f"/api/v1/polls/{polls[4]['id']}/votes",
+            json={"text": "Why is the sky blue?"},
+            headers=self.voter,
+        )
         inbox = self.call("GET", "/api/v1/notifications", headers=self.voter)
         self.ids = {
             "room_id": [room["id"]],
@@ -107,8 +132,7 @@ class Seeded:
             return {k: self.real(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.real(v) for v in value]
-        if isinstance(value, str | int) and not isinstance(value, bool) \
-                and value in STANDS_FOR:
+        if isinstance(value, str | int) and not isinstance(value, bool) and value in STANDS_FOR:
             name, i = STANDS_FOR[value]
             real = self.ids[instead or name]
             return real[i % len(real)]
@@ -116,8 +140,7 @@ class Seeded:
 
     def headers_for(self, operation: dict[str, Any]) -> dict[str, str]:
         """The admin token where the host may call, else the voter's where a voter may."""
-        schemes = {name for requirement in operation.get("security", [])
-                   for name in requirement}
+        schemes = {name for requirement in operation.get("security", []) for name in requirement}
         if "adminToken" in schemes:
             return self.admin
         if "voterToken" in schemes:
@@ -129,22 +152,29 @@ class Seeded:
 # among them (and random values), and the test puts the real id in their place.
 STAND_INS: dict[str, list[Any]] = {
     name: [str(uuid.UUID(int=(n << 64) + i)) for i in range(8)]
-    for n, name in enumerate(("room_id", "poll_id", "question_id", "event_id", "option_id"),
-                             start=1)
+    for n, name in enumerate(
+        ("room_id", "poll_id", "question_id", "event_id", "option_id"), start=1
+    )
 }
 STAND_INS["notification_id"] = [10**15 + i for i in range(3)]
 STAND_INS["code"] = [f"STAND-IN{i}" for i in range(3)]
 # Stand-in -> (what it stands for, which one). The document's own examples stand in too.
 STANDS_FOR: dict[Any, tuple[str, int]] = {
-    value: (name, i) for name, values in STAND_INS.items() for i, value in enumerate(values)}
-STANDS_FOR |= {openapi.EXAMPLE_ROOM_ID: ("room_id", 0), openapi.EXAMPLE_POLL_ID: ("poll_id", 0),
-               openapi.EXAMPLE_QUESTION_ID: ("question_id", 0)}
+    value: (name, i) for name, values in STAND_INS.items() for i, value in enumerate(values)
+}
+STANDS_FOR |= {
+    openapi.EXAMPLE_ROOM_ID: ("room_id", 0),
+    openapi.EXAMPLE_POLL_ID: ("poll_id", 0),
+    openapi.EXAMPLE_QUESTION_ID: ("question_id", 0),
+}
 STANDS_FOR |= {o["id"]: ("option_id", i) for i, o in enumerate(openapi.EXAMPLE_OPTIONS)}
 # Where the bodies name objects: (schema, property, stand-ins, inside an array?)
-BODY_IDS = [("OptionsVote", "option_ids", "option_id", True),
-            ("UpvoteVote", "upvote", "question_id", False),
-            ("PollOrder", "poll_ids", "poll_id", True),
-            ("Join", "code", "code", False)]
+BODY_IDS = [
+    ("OptionsVote", "option_ids", "option_id", True),
+    ("UpvoteVote", "upvote", "question_id", False),
+    ("PollOrder", "poll_ids", "poll_id", True),
+    ("Join", "code", "code", False),
+]
 
 
 def with_stand_ins(document: dict[str, Any]) -> dict[str, Any]:
@@ -160,8 +190,9 @@ def with_stand_ins(document: dict[str, Any]) -> dict[str, Any]:
             params = [*own, *(copy.deepcopy(p) for p in shared if p["name"] not in names)]
             for param in params:
                 if param["in"] == "path" and param["name"] in STAND_INS:
-                    param["schema"] = {"anyOf": [{"enum": STAND_INS[param["name"]]},
-                                                 param["schema"]]}
+                    param["schema"] = {
+                        "anyOf": [{"enum": STAND_INS[param["name"]]}, param["schema"]]
+                    }
             if params:
                 operation["parameters"] = params
     schemas = document["components"]["schemas"]
@@ -199,25 +230,31 @@ def test_the_seeded_ids_are_real(seeded: Seeded) -> None:
     room_id = seeded.ids["room_id"][0]
     room = seeded.call("GET", f"/api/v1/rooms/{room_id}", headers=seeded.admin)
     assert {p["id"] for p in room["polls"]} == set(seeded.ids["poll_id"])
-    receipt = seeded.call("GET", f"/api/v1/votes/{seeded.ids['event_id'][0]}",
-                          headers=seeded.voter)
+    receipt = seeded.call("GET", f"/api/v1/votes/{seeded.ids['event_id'][0]}", headers=seeded.voter)
     assert receipt["event_id"] == seeded.ids["event_id"][0]
     assert seeded.ids["notification_id"], "the voter has no notifications to mark read"
     assert str(uuid.UUID(seeded.ids["question_id"][0])) == seeded.ids["question_id"][0]
 
 
 @schema.exclude(path="/ws").parametrize()  # an upgrade: tests/test_live.py covers it
-@settings(max_examples=25, deadline=None, database=None, print_blob=True,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=25,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=list(HealthCheck),
+)
 def test_generated_requests_get_documented_answers_and_no_5xx(
-        case: schemathesis.Case, seeded: Seeded) -> None:
+    case: schemathesis.Case, seeded: Seeded
+) -> None:
     sparing = SPARING.get(case.operation.definition.raw["operationId"])
     for name, value in list((case.path_parameters or {}).items()):
         case.path_parameters[name] = seeded.real(value, sparing)
     case.body = seeded.real(case.body)
     headers = seeded.headers_for(case.operation.definition.raw)
-    case.call_and_validate(base_url=seeded.base, headers=headers, checks=CHECKS,
-                           session=seeded.http, timeout=10)
+    case.call_and_validate(
+        base_url=seeded.base, headers=headers, checks=CHECKS, session=seeded.http, timeout=10
+    )
     seeded.http.cookies.clear()  # a join's cookie would change who the next call is
 
 
@@ -239,8 +276,12 @@ def test_a_lone_surrogate_escape_is_refused_before_it_reaches_storage(seeded: Se
         assert response.status_code == 400, (path, response.text)
         assert response.json()["error"]["code"] == "invalid_json"
     # A whole pair is a character like any other, and an escaped backslash is not an escape.
-    response = seeded.http.post(seeded.base + "/api/v1/rooms", headers=seeded.admin,
-                                data=b'{"title": "Party \\ud83c\\udf89 \\\\ud800"}', timeout=10)
+    response = seeded.http.post(
+        seeded.base + "/api/v1/rooms",
+        headers=seeded.admin,
+        data=b'{"title": "Party \\ud83c\\udf89 \\\\ud800"}',
+        timeout=10,
+    )
     assert response.status_code == 201, response.text
     assert response.json()["title"] == "Party \U0001f389 \\ud800"
 
@@ -251,29 +292,32 @@ def test_a_token_with_bytes_no_token_has_is_refused_with_401(seeded: Seeded) -> 
     for token in (b"\xff", b"v1.abc.\xc3\xa9", "v1.é".encode()):
         bearer = {"Authorization": b"Bearer " + token}
         host = seeded.http.get(f"{seeded.base}/api/v1/rooms", headers=bearer, timeout=10)
-        voter = seeded.http.get(f"{seeded.base}/api/v1/notifications", headers=bearer,
-                                timeout=10)
-        either = seeded.http.get(f"{seeded.base}/api/v1/rooms/{room_id}", headers=bearer,
-                                 timeout=10)
+        voter = seeded.http.get(f"{seeded.base}/api/v1/notifications", headers=bearer, timeout=10)
+        either = seeded.http.get(
+            f"{seeded.base}/api/v1/rooms/{room_id}", headers=bearer, timeout=10
+        )
         for response in (host, voter, either):
             assert response.status_code == 401, (token, response.text)
             assert response.json()["error"]["code"] == "bad_token"
         cookie = {"Cookie": b"opus_voter=" + token}
-        response = seeded.http.get(f"{seeded.base}/api/v1/notifications", headers=cookie,
-                                   timeout=10)
+        response = seeded.http.get(
+            f"{seeded.base}/api/v1/notifications", headers=cookie, timeout=10
+        )
         assert response.status_code == 401, (token, response.text)
         # Results are public: a bad token there is simply not the host's, as if none were sent.
         results = f"{seeded.base}/api/v1/polls/{seeded.ids['poll_id'][0]}/results"
         response = seeded.http.get(results, headers=bearer, timeout=10)
         anonymous = seeded.http.get(results, timeout=10)
-        assert (response.status_code, response.json()) == (anonymous.status_code,
-                                                            anonymous.json())
+        assert (response.status_code, response.json()) == (anonymous.status_code, anonymous.json())
         seeded.http.cookies.clear()
         # The same tokens on the live socket and the attendee page: refused or ignored, no 500.
-        for query, headers in ((f"room={room_id}", bearer),
-                               (f"room={room_id}&token=v1.abc.%C3%A9", {})):
+        for query, headers in (
+            (f"room={room_id}", bearer),
+            (f"room={room_id}&token=v1.abc.%C3%A9", {}),
+        ):
             response = seeded.http.get(f"{seeded.base}/ws?{query}", headers=headers, timeout=10)
             assert response.status_code < 500, (token, query, response.text)
-        response = seeded.http.get(f"{seeded.base}/j/{seeded.ids['code'][0]}", headers=cookie,
-                                   timeout=10)
+        response = seeded.http.get(
+            f"{seeded.base}/j/{seeded.ids['code'][0]}", headers=cookie, timeout=10
+        )
         assert response.status_code == 200, (token, response.text)

@@ -83,8 +83,9 @@ def healthz(port: int) -> int:
 def test_serve_tells_systemd_ready_watchdog_and_stopping(
     tmp_path: Path, notify_socket: NotifySocket
 ) -> None:
-    server = ServerProcess(tmp_path / "data", NOTIFY_SOCKET=notify_socket.env_value,
-                           WATCHDOG_USEC="200000")  # pings every 0.1 s
+    server = ServerProcess(
+        tmp_path / "data", NOTIFY_SOCKET=notify_socket.env_value, WATCHDOG_USEC="200000"
+    )  # pings every 0.1 s
     server.start()  # returns once /healthz answers 200
     try:
         assert server.proc is not None
@@ -114,8 +115,12 @@ def test_ready_comes_only_once_the_server_answers(
     server = ServerProcess(tmp_path / "data", NOTIFY_SOCKET=notify_socket.env_value)
     server.log.parent.mkdir(parents=True, exist_ok=True)
     with server.log.open("ab") as log:
-        server.proc = subprocess.Popen([sys.executable, "-m", "opus", "serve"], env=server.env,
-                                       stdout=log, stderr=subprocess.STDOUT)
+        server.proc = subprocess.Popen(
+            [sys.executable, "-m", "opus", "serve"],
+            env=server.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         messages = notify_socket.wait_for("READY=1")
         assert healthz(server.port) == 200
@@ -177,7 +182,8 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     root = analyze_root(tmp_path)
     done = subprocess.run(
         ["systemd-analyze", "verify", f"--root={root}", "opus.service", "opus-kiosk.service"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     # Unknown keys and bad values are only warnings to systemd: any output is a failure.
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
@@ -187,9 +193,17 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_opus_service_is_hardened(tmp_path: Path) -> None:
     root = analyze_root(tmp_path)
     done = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", f"--root={root}", "--threshold=20",
-         "--no-pager", "opus.service"],
-        capture_output=True, text=True,
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=yes",
+            f"--root={root}",
+            "--threshold=20",
+            "--no-pager",
+            "opus.service",
+        ],
+        capture_output=True,
+        text=True,
     )
     # In tenths: at most 2.0 of systemd's 10-point exposure scale ("OK"; 1.5 when written).
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
@@ -199,7 +213,8 @@ def test_opus_service_is_hardened(tmp_path: Path) -> None:
 def test_units_say_what_the_single_binary_needs() -> None:
     """The settings that make the binary behave under systemd (see opus.service's comments)."""
     service = dict(
-        line.split("=", 1) for line in (UNITS / "opus.service").read_text().splitlines()
+        line.split("=", 1)
+        for line in (UNITS / "opus.service").read_text().splitlines()
         if "=" in line and not line.startswith("#")
     )
     assert service["Type"] == "notify"

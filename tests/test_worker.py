@@ -78,8 +78,9 @@ async def test_the_database_refuses_a_second_vote_that_slipped_past(
     await _wait(lambda: _queue_idle(client))
     results = await api.results(poll["id"])
     assert results["total_votes"] == 1 and [o["votes"] for o in results["options"]] == [1, 0]
-    rows = await _sql(settings, "SELECT status, reason FROM processed_events WHERE event_id = ?",
-                      sneaky)
+    rows = await _sql(
+        settings, "SELECT status, reason FROM processed_events WHERE event_id = ?", sneaky
+    )
     assert rows == [("rejected", "already_voted")]
 
 
@@ -93,8 +94,12 @@ async def test_a_vote_that_keeps_failing_is_parked_then_retried(
     poll = await api.poll(room["id"])
     poisoned, healthy = await api.join(room["code"]), await api.join(room["code"])
     # A real SQLite failure for one voter's vote, as a full or broken disk would give.
-    await _sql(settings, "CREATE TRIGGER poison BEFORE INSERT ON votes WHEN NEW.voter_id = '"
-               + poisoned["voter_id"] + "' BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
+    await _sql(
+        settings,
+        "CREATE TRIGGER poison BEFORE INSERT ON votes WHEN NEW.voter_id = '"
+        + poisoned["voter_id"]
+        + "' BEGIN SELECT RAISE(ABORT, 'disk trouble'); END",
+    )
     option = poll["options"][0]["id"]
     _, bad = await api.vote(poisoned, poll["id"], [option])
     _, good = await api.vote(healthy, poll["id"], [option])

@@ -55,8 +55,11 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         try:
             json.dumps(body, ensure_ascii=False).encode()
         except UnicodeEncodeError:
-            raise BadRequest("The request body has text that is not valid Unicode (a lone "
-                             "surrogate escape such as \\ud800).", code="invalid_json") from None
+            raise BadRequest(
+                "The request body has text that is not valid Unicode (a lone "
+                "surrogate escape such as \\ud800).",
+                code="invalid_json",
+            ) from None
     return body
 
 
@@ -77,8 +80,12 @@ def is_admin(request: web.Request) -> bool:
 
 def require_voter(request: web.Request) -> Voter:
     caller = identify(request)
-    if (caller.via == "cookie" and request.method not in ("GET", "HEAD")
-            and request.content_type != "application/json" and origin_matches(request) is not True):
+    if (
+        caller.via == "cookie"
+        and request.method not in ("GET", "HEAD")
+        and request.content_type != "application/json"
+        and origin_matches(request) is not True
+    ):
         # A browser sends the cookie with another site's form too: a write on the strength of
         # the cookie must be JSON (a form cannot send that without the site's leave) or come
         # from this site's own page.
@@ -143,7 +150,8 @@ async def rename_room(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_json(request)
     return web.json_response(
-        await request.app[ROOMS].update_room(request.match_info["room_id"], body))
+        await request.app[ROOMS].update_room(request.match_info["room_id"], body)
+    )
 
 
 @routes.delete("/api/v1/rooms/{room_id}")
@@ -165,8 +173,9 @@ async def duplicate_room(request: web.Request) -> web.Response:
 async def reorder_polls(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_json(request)
-    room = await request.app[ROOMS].reorder_polls(request.match_info["room_id"],
-                                                  body.get("poll_ids"))
+    room = await request.app[ROOMS].reorder_polls(
+        request.match_info["room_id"], body.get("poll_ids")
+    )
     return web.json_response(room)
 
 
@@ -175,8 +184,9 @@ async def leaderboard(request: web.Request) -> web.Response:
     room_id = request.match_info["room_id"]
     if not is_admin(request) and require_voter(request).room_id != room_id:
         raise Forbidden("You joined another room.", code="wrong_room")
-    return web.json_response({"room_id": room_id,
-                              "leaderboard": await request.app[ROOMS].leaderboard(room_id)})
+    return web.json_response(
+        {"room_id": room_id, "leaderboard": await request.app[ROOMS].leaderboard(room_id)}
+    )
 
 
 @routes.get("/api/v1/rooms/{room_id}")
@@ -209,7 +219,8 @@ async def update_poll(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_json(request)
     return web.json_response(
-        await request.app[ROOMS].update_poll(request.match_info["poll_id"], body))
+        await request.app[ROOMS].update_poll(request.match_info["poll_id"], body)
+    )
 
 
 @routes.delete("/api/v1/polls/{poll_id}")
@@ -227,9 +238,15 @@ async def poll_questions(request: web.Request) -> web.Response:
     offset = _count(request, "offset", 0, 1 << 31)
     rooms = request.app[ROOMS]
     await rooms.poll(poll_id)  # 404 for an unknown poll
-    return web.json_response({
-        "poll_id": poll_id, "questions": await rooms.questions(poll_id, limit, offset),
-        "total": await rooms.question_count(poll_id), "limit": limit, "offset": offset})
+    return web.json_response(
+        {
+            "poll_id": poll_id,
+            "questions": await rooms.questions(poll_id, limit, offset),
+            "total": await rooms.question_count(poll_id),
+            "limit": limit,
+            "offset": offset,
+        }
+    )
 
 
 def _count(request: web.Request, name: str, default: int, most: int) -> int:
@@ -237,8 +254,7 @@ def _count(request: web.Request, name: str, default: int, most: int) -> int:
     if raw is None:
         return default
     if not (raw.isascii() and raw.isdigit()) or int(raw) > most:
-        raise BadRequest(f"'{name}' must be a whole number from 0 to {most}.",
-                         code="invalid_field")
+        raise BadRequest(f"'{name}' must be a whole number from 0 to {most}.", code="invalid_field")
     return int(raw)
 
 
@@ -247,7 +263,8 @@ async def moderate_question(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_json(request)
     return web.json_response(
-        await request.app[ROOMS].moderate(request.match_info["question_id"], body))
+        await request.app[ROOMS].moderate(request.match_info["question_id"], body)
+    )
 
 
 @routes.post("/api/v1/polls/{poll_id}/open")
@@ -284,7 +301,8 @@ async def export_room(request: web.Request) -> web.Response:
 
 def _attachment(text: str, fmt: str, name: str) -> web.Response:
     return web.Response(
-        text=text, content_type="application/json" if fmt == "json" else "text/csv",
+        text=text,
+        content_type="application/json" if fmt == "json" else "text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'},
     )
 
@@ -300,24 +318,29 @@ async def join(request: web.Request) -> web.Response:
     body = await read_json(request)
     code = body.get("code")
     if not isinstance(code, str) or not code.strip():
-        raise BadRequest("'code' must be the room's code, as shown on the screen.",
-                         code="invalid_field")
+        raise BadRequest(
+            "'code' must be the room's code, as shown on the screen.", code="invalid_field"
+        )
     known = identify(request).voter
     try:
-        voter = await request.app[ROOMS].join(code[:64], known, address=address,
-                                              passcode=body.get("passcode"))
+        voter = await request.app[ROOMS].join(
+            code[:64], known, address=address, passcode=body.get("passcode")
+        )
     except (NotFound, Forbidden) as exc:
         if exc.code in ("room_not_found", "wrong_passcode"):
             throttle.miss(address)  # guessing codes or passcodes
         raise
     token = request.app[SIGNER].voter_token(voter)
     response = web.json_response(
-        {"voter_id": voter.voter_id, "voter_token": token, "room_id": voter.room_id,
-         "name": pseudonym(voter.voter_id)},
+        {
+            "voter_id": voter.voter_id,
+            "voter_token": token,
+            "room_id": voter.room_id,
+            "name": pseudonym(voter.voter_id),
+        },
         status=201,
     )
-    response.set_cookie(VOTER_COOKIE, token, max_age=VOTER_COOKIE_S, httponly=True,
-                        samesite="Lax")
+    response.set_cookie(VOTER_COOKIE, token, max_age=VOTER_COOKIE_S, httponly=True, samesite="Lax")
     return response
 
 
@@ -326,8 +349,11 @@ async def cast_vote(request: web.Request) -> web.Response:
     voter = require_voter(request)
     body = await read_json(request)
     event_id = await request.app[INGEST].cast(voter, request.match_info["poll_id"], body)
-    return web.Response(text=f'{{"event_id": "{event_id}", "status": "accepted"}}',
-                        status=202, content_type="application/json")
+    return web.Response(
+        text=f'{{"event_id": "{event_id}", "status": "accepted"}}',
+        status=202,
+        content_type="application/json",
+    )
 
 
 @routes.get("/api/v1/votes/{event_id}")
@@ -362,8 +388,9 @@ async def results(request: web.Request) -> web.Response:
         if poll is None or poll.status == "draft":
             raise NotFound("No poll has this id.", code="poll_not_found")
         if poll.results_hidden:
-            raise Forbidden("The host shows these results when the poll closes.",
-                            code="results_hidden")
+            raise Forbidden(
+                "The host shows these results when the poll closes.", code="results_hidden"
+            )
     return web.json_response(await request.app[ROOMS].results(poll_id, for_host=host))
 
 

@@ -48,14 +48,20 @@ Action = Callable[[web.Request, Form], Awaitable[web.StreamResponse]]
 def _safe_back(raw: str, default: str) -> str:
     """Only a path on this site under /host: never an open redirect, and nothing a Location
     header cannot carry (control characters)."""
-    if (raw.startswith("/host") and not raw.startswith("//") and "\\" not in raw
-            and raw.isprintable() and raw.isascii()):
+    if (
+        raw.startswith("/host")
+        and not raw.startswith("//")
+        and "\\" not in raw
+        and raw.isprintable()
+        and raw.isascii()
+    ):
         return raw
     return default
 
 
-def page(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-         ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def page(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """A console page: the host's session, or off to the login page."""
 
     @wraps(handler)
@@ -112,11 +118,23 @@ async def login(request: web.Request) -> web.StreamResponse:
     following = _safe_back(field(form, "next"), "/host")
     if not same_token(field(form, "token"), request.app[ADMIN_TOKEN]):
         throttle.miss(address)
-        return render(request, "host/login.html", status=401, title="Host login",
-                      next=following, error="This is not the admin token.")
+        return render(
+            request,
+            "host/login.html",
+            status=401,
+            title="Host login",
+            next=following,
+            error="This is not the admin token.",
+        )
     response = redirect(following)
-    response.set_cookie(HOST_COOKIE, new_session(request), max_age=SESSION_S, httponly=True,
-                        samesite="Lax", path="/")
+    response.set_cookie(
+        HOST_COOKIE,
+        new_session(request),
+        max_age=SESSION_S,
+        httponly=True,
+        samesite="Lax",
+        path="/",
+    )
     return response
 
 
@@ -147,9 +165,14 @@ async def create_room(request: web.Request, form: Form) -> web.StreamResponse:
     return redirect(f"/host/rooms/{room['id']}", f"Room “{room['title']}” created.")
 
 
-async def _room_page(request: web.Request, room_id: str, *, status: int = 200,
-                     draft: dict[str, Any] | None = None, error: str | None = None
-                     ) -> web.Response:
+async def _room_page(
+    request: web.Request,
+    room_id: str,
+    *,
+    status: int = 200,
+    draft: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> web.Response:
     rooms = request.app[ROOMS]
     room = await rooms.room(room_id, include_drafts=True)
     polls = []
@@ -157,13 +180,25 @@ async def _room_page(request: web.Request, room_id: str, *, status: int = 200,
         questions = None
         if poll["kind"] == "qa":
             questions = await rooms.questions(poll["id"])
-        polls.append({"poll": poll, "results": await rooms.results(poll["id"], for_host=True),
-                      "questions": questions})
+        polls.append(
+            {
+                "poll": poll,
+                "results": await rooms.results(poll["id"], for_host=True),
+                "questions": questions,
+            }
+        )
     base = join_base(request)
     identities = request.app[IDENTITIES]
     return render(
-        request, "host/room.html", status=status, title=room["title"], room=room, polls=polls,
-        kinds=KIND_NAMES, draft=draft or {"kind": "single"}, error=error,
+        request,
+        "host/room.html",
+        status=status,
+        title=room["title"],
+        room=room,
+        polls=polls,
+        kinds=KIND_NAMES,
+        draft=draft or {"kind": "single"},
+        error=error,
         joined_total=identities.total(room_id),
         busiest=[(a, n) for a, n in identities.busiest(room_id) if n > 1],
         join_url=f"{base}/j/{room['code']}",
@@ -190,8 +225,10 @@ async def rename_room(request: web.Request, form: Form) -> web.StreamResponse:
 async def set_passcode(request: web.Request, form: Form) -> web.StreamResponse:
     room_id = request.match_info["room_id"]
     passcode = field(form, "passcode")
-    await request.app[ROOMS].update_room(room_id, {
-        "passcode": passcode or None, "show_passcode": field(form, "show_passcode") == "on"})
+    await request.app[ROOMS].update_room(
+        room_id,
+        {"passcode": passcode or None, "show_passcode": field(form, "show_passcode") == "on"},
+    )
     said = "Joining needs the passcode now." if passcode else "Joining needs only the code now."
     return redirect(f"/host/rooms/{room_id}", said)
 
@@ -201,8 +238,9 @@ async def set_passcode(request: web.Request, form: Form) -> web.StreamResponse:
 async def duplicate_room(request: web.Request, form: Form) -> web.StreamResponse:
     body = {"title": field(form, "title")} if field(form, "title") else {}
     room = await request.app[ROOMS].duplicate_room(request.match_info["room_id"], body)
-    return redirect(f"/host/rooms/{room['id']}",
-                    f"Copied as “{room['title']}”: every poll is a draft again.")
+    return redirect(
+        f"/host/rooms/{room['id']}", f"Copied as “{room['title']}”: every poll is a draft again."
+    )
 
 
 @routes.post("/host/rooms/{room_id}/delete")
@@ -237,8 +275,7 @@ def poll_body(form: Form) -> dict[str, Any]:
     elif kind == "rating":
         body["scale"] = 10 if field(form, "scale") == "10" else 5
     elif kind == "text":
-        body["blocked_words"] = [w for w in re.split(r"[,\s]+", field(form, "blocked_words"))
-                                 if w]
+        body["blocked_words"] = [w for w in re.split(r"[,\s]+", field(form, "blocked_words")) if w]
     elif kind == "qa":
         body["moderated"] = bool(form.get("moderated"))
     return body
@@ -246,22 +283,24 @@ def poll_body(form: Form) -> dict[str, Any]:
 
 def draft_values(form: Form) -> dict[str, Any]:
     """What the host typed, to show the form again after a refusal."""
-    return {name: field(form, name) for name in
-            ("kind", "question", "options", "scale", "time_limit_s", "blocked_words")} | {
-        name: bool(form.get(name)) for name in
-        ("allow_change", "hide_results", "moderated")}
+    return {
+        name: field(form, name)
+        for name in ("kind", "question", "options", "scale", "time_limit_s", "blocked_words")
+    } | {name: bool(form.get(name)) for name in ("allow_change", "hide_results", "moderated")}
 
 
 def poll_values(poll: dict[str, Any]) -> dict[str, Any]:
     """A poll as the form's values (to edit a draft)."""
     options = "\n".join(("*" if o.get("correct") else "") + o["label"] for o in poll["options"])
     return {
-        "kind": poll["kind"], "question": poll["question"],
+        "kind": poll["kind"],
+        "question": poll["question"],
         "options": options if poll["kind"] != "rating" else "",
         "scale": str(poll.get("scale") or 5),
         "time_limit_s": "" if poll.get("time_limit_s") is None else str(poll["time_limit_s"]),
         "blocked_words": ", ".join(poll.get("blocked_words") or []),
-        "allow_change": poll["allow_change"], "hide_results": poll["hide_results"],
+        "allow_change": poll["allow_change"],
+        "hide_results": poll["hide_results"],
         "moderated": bool(poll.get("moderated")),
     }
 
@@ -280,8 +319,9 @@ async def create_poll(request: web.Request) -> web.StreamResponse:
         return not_found(request, exc.message)
     except OpusError as exc:
         # Shown again with what was typed: six options are not retyped for one typo.
-        return await _room_page(request, room_id, status=422, draft=draft_values(form),
-                                error=exc.message)
+        return await _room_page(
+            request, room_id, status=422, draft=draft_values(form), error=exc.message
+        )
     return redirect(f"/host/rooms/{room_id}#poll-{poll['id']}", "Poll added as a draft.")
 
 
@@ -289,8 +329,14 @@ async def create_poll(request: web.Request) -> web.StreamResponse:
 @page
 async def edit_page(request: web.Request) -> web.StreamResponse:
     poll = await request.app[ROOMS].poll(request.match_info["poll_id"])
-    return render(request, "host/edit.html", title="Edit poll", poll=poll, kinds=KIND_NAMES,
-                  draft=poll_values(poll))
+    return render(
+        request,
+        "host/edit.html",
+        title="Edit poll",
+        poll=poll,
+        kinds=KIND_NAMES,
+        draft=poll_values(poll),
+    )
 
 
 @routes.post("/host/polls/{poll_id}/edit")
@@ -308,12 +354,23 @@ async def edit(request: web.Request) -> web.StreamResponse:
     try:
         body = poll_body(form)
         if poll["status"] != "draft":  # only what may change after opening
-            body = {k: v for k, v in body.items()
-                    if k in ("hide_results", "allow_change", "blocked_words", "moderated")}
+            body = {
+                k: v
+                for k, v in body.items()
+                if k in ("hide_results", "allow_change", "blocked_words", "moderated")
+            }
         await rooms.update_poll(poll["id"], body)
     except OpusError as exc:
-        return render(request, "host/edit.html", status=422, title="Edit poll", poll=poll,
-                      kinds=KIND_NAMES, draft=draft_values(form), error=exc.message)
+        return render(
+            request,
+            "host/edit.html",
+            status=422,
+            title="Edit poll",
+            poll=poll,
+            kinds=KIND_NAMES,
+            draft=draft_values(form),
+            error=exc.message,
+        )
     return redirect(f"/host/rooms/{poll['room_id']}#poll-{poll['id']}", "Poll saved.")
 
 
@@ -366,15 +423,17 @@ async def questions_part(request: web.Request) -> web.StreamResponse:
     """A Q&A poll's moderation list alone, for the console's script to swap in."""
     rooms = request.app[ROOMS]
     poll = await rooms.poll(request.match_info["poll_id"])
-    return render(request, "host/_questions.html", poll=poll,
-                  questions=await rooms.questions(poll["id"]))
+    return render(
+        request, "host/_questions.html", poll=poll, questions=await rooms.questions(poll["id"])
+    )
 
 
 # -- exports, print, live -------------------------------------------------------------------
 
 
-async def _export(request: web.Request, name: str, body: Awaitable[dict[str, Any]]
-                  ) -> web.StreamResponse:
+async def _export(
+    request: web.Request, name: str, body: Awaitable[dict[str, Any]]
+) -> web.StreamResponse:
     fmt = export.check_format(request.query.get("format", "json"))
     return web.Response(
         text=export.render(await body, fmt),
@@ -388,16 +447,18 @@ async def _export(request: web.Request, name: str, body: Awaitable[dict[str, Any
 async def export_poll(request: web.Request) -> web.StreamResponse:
     """The API's export (the same code), for the logged-in browser."""
     poll_id = request.match_info["poll_id"]
-    return await _export(request, f"poll-{poll_id}",
-                         export.poll_export(request.app[ROOMS], poll_id))
+    return await _export(
+        request, f"poll-{poll_id}", export.poll_export(request.app[ROOMS], poll_id)
+    )
 
 
 @routes.get("/host/rooms/{room_id}/export")
 @page
 async def export_room(request: web.Request) -> web.StreamResponse:
     room_id = request.match_info["room_id"]
-    return await _export(request, f"room-{room_id}",
-                         export.room_export(request.app[ROOMS], room_id))
+    return await _export(
+        request, f"room-{room_id}", export.room_export(request.app[ROOMS], room_id)
+    )
 
 
 @routes.get("/host/rooms/{room_id}/print")
@@ -405,10 +466,15 @@ async def export_room(request: web.Request) -> web.StreamResponse:
 async def print_page(request: web.Request) -> web.StreamResponse:
     rooms = request.app[ROOMS]
     room = await rooms.room(request.match_info["room_id"], include_drafts=False)
-    polls = [{"poll": p, "results": await rooms.results(p["id"])}
-             for p in room["polls"]]
-    return render(request, "host/print.html", title=f"Results: {room['title']}", room=room,
-                  polls=polls, kinds=KIND_NAMES)
+    polls = [{"poll": p, "results": await rooms.results(p["id"])} for p in room["polls"]]
+    return render(
+        request,
+        "host/print.html",
+        title=f"Results: {room['title']}",
+        room=room,
+        polls=polls,
+        kinds=KIND_NAMES,
+    )
 
 
 @routes.get("/host/live")

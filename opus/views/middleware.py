@@ -31,8 +31,9 @@ _HTTP_CODES = {
 _BODY_TIMEOUT_S = 15.0
 
 
-def error_response(status: int, code: str, message: str,
-                   retry_after: int | None = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, retry_after: int | None = None
+) -> web.Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return web.json_response(
         {"error": {"code": code, "message": message}}, status=status, headers=headers
@@ -60,9 +61,13 @@ async def _body_arrived(request: web.Request) -> bool:
     size limit, multipart and chunked ones are left to the handler as before.
     """
     limit = request.app[SETTINGS].max_body_bytes
-    if (not request.body_exists or request.content.is_eof()
-            or request.content_length is None or request.content_length > limit
-            or request.content_type.startswith("multipart/")):
+    if (
+        not request.body_exists
+        or request.content.is_eof()
+        or request.content_length is None
+        or request.content_length > limit
+        or request.content_type.startswith("multipart/")
+    ):
         return True
     try:
         async with asyncio.timeout(_BODY_TIMEOUT_S):
@@ -101,13 +106,14 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
             if is_disk_full(exc):  # a join or a host call while the disk is full
                 log.error("disk full on %s %s", request.method, request.path)
                 full = StorageFull()
-                response = error_response(full.status, full.code, full.message,
-                                          full.retry_after)
+                response = error_response(full.status, full.code, full.message, full.retry_after)
             else:
                 log.exception("unexpected error on %s %s", request.method, request.path)
                 response = error_response(
-                    500, "internal_error",
-                    "Something went wrong on the server; nothing was lost, try again.")
+                    500,
+                    "internal_error",
+                    "Something went wrong on the server; nothing was lost, try again.",
+                )
         status = response.status
         return response
     finally:

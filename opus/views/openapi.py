@@ -47,8 +47,14 @@ PATH = "/api/openapi.json"
 POLL_STATUSES = ("draft", "open", "closed")
 RECEIPT_STATUSES = ("queued", "counted", "rejected")
 RECEIPT_REASONS = (
-    "already_voted", "invalid_option", "poll_not_found", "question_hidden", "question_not_found",
-    "replaced", "superseded", "time_up",
+    "already_voted",
+    "invalid_option",
+    "poll_not_found",
+    "question_hidden",
+    "question_not_found",
+    "replaced",
+    "superseded",
+    "time_up",
 )
 QUESTION_STATUSES = ("visible", "pending", "hidden")
 OPTION_KINDS = ("single", "multiple", "quiz")  # the kinds whose options the host writes
@@ -96,8 +102,10 @@ def json_examples(schema: JSON, examples: dict[str, tuple[str, Any]]) -> JSON:
     return {
         "application/json": {
             "schema": schema,
-            "examples": {name: {"summary": summary, "value": value}
-                         for name, (summary, value) in examples.items()},
+            "examples": {
+                name: {"summary": summary, "value": value}
+                for name, (summary, value) in examples.items()
+            },
         }
     }
 
@@ -147,8 +155,10 @@ def text(limit: int, description: str) -> JSON:
 
 # -- the errors each kind of call can answer ----------------------------------------------
 
-BAD_JSON = ("`invalid_json`: the body is not JSON, not a JSON object, or has text with a lone "
-            "surrogate escape (`\\ud800`).")
+BAD_JSON = (
+    "`invalid_json`: the body is not JSON, not a JSON object, or has text with a lone "
+    "surrogate escape (`\\ud800`)."
+)
 TOO_LARGE = error("`body_too_large`: the body is larger than the server's limit (64 KiB).")
 OTHER = error(
     "Any other error, in the same shape: `method_not_allowed` (405, with `Allow`), "
@@ -246,39 +256,74 @@ EXAMPLE_LEADERBOARD = [
     {"name": "Sunny Wolf 22", "points": 981, "correct": 1},
     {"name": "Calm Beaver 52", "points": 0, "correct": 0},
 ]
-_SCALE = [("01a208e5-ea72-701d-a4e5-666a591c7dc6", 0), ("01a208e5-ea72-701e-abca-96fa579ef0e2", 0),
-          ("01a208e5-ea72-701f-9750-5c0c60043669", 0), ("01a208e5-ea72-7020-b333-1287039128ab", 2),
-          ("01a208e5-ea72-7021-be97-c12269ce2c57", 1)]
+_SCALE = [
+    ("01a208e5-ea72-701d-a4e5-666a591c7dc6", 0),
+    ("01a208e5-ea72-701e-abca-96fa579ef0e2", 0),
+    ("01a208e5-ea72-701f-9750-5c0c60043669", 0),
+    ("01a208e5-ea72-7020-b333-1287039128ab", 2),
+    ("01a208e5-ea72-7021-be97-c12269ce2c57", 1),
+]
 EXAMPLE_KIND_RESULTS: dict[str, JSON] = {
     "rating": {
-        "poll_id": "01a208e5-ea72-701c-8092-e1e99f890e30", "kind": "rating", "status": "open",
+        "poll_id": "01a208e5-ea72-701c-8092-e1e99f890e30",
+        "kind": "rating",
+        "status": "open",
         "total_votes": 3,
-        "options": [{"id": option_id, "label": str(n), "votes": votes,
-                     "percent": round(100 * votes / 3, 1)}
-                    for n, (option_id, votes) in enumerate(_SCALE, start=1)],
+        "options": [
+            {"id": option_id, "label": str(n), "votes": votes, "percent": round(100 * votes / 3, 1)}
+            for n, (option_id, votes) in enumerate(_SCALE, start=1)
+        ],
         "average": 4.33,
     },
     "text": {
-        "poll_id": "01a208e5-ea76-700a-9b5a-ebb812692de6", "kind": "text", "status": "open",
-        "total_votes": 3, "options": [],
-        "words": [{"word": "great", "count": 2}, {"word": "demo", "count": 1},
-                  {"word": "don't", "count": 1}, {"word": "stop", "count": 1},
-                  {"word": "talk", "count": 1}],
+        "poll_id": "01a208e5-ea76-700a-9b5a-ebb812692de6",
+        "kind": "text",
+        "status": "open",
+        "total_votes": 3,
+        "options": [],
+        "words": [
+            {"word": "great", "count": 2},
+            {"word": "demo", "count": 1},
+            {"word": "don't", "count": 1},
+            {"word": "stop", "count": 1},
+            {"word": "talk", "count": 1},
+        ],
     },
     "qa": {
-        "poll_id": "01a208e5-ea7c-7023-b369-a41c0dbdf7ec", "kind": "qa", "status": "open",
-        "total_votes": 2, "options": [], "questions": [EXAMPLE_QUESTION],
+        "poll_id": "01a208e5-ea7c-7023-b369-a41c0dbdf7ec",
+        "kind": "qa",
+        "status": "open",
+        "total_votes": 2,
+        "options": [],
+        "questions": [EXAMPLE_QUESTION],
     },
     "quiz": {
-        "poll_id": "01a208e5-ea84-7027-816c-bc1faccfcaf3", "kind": "quiz", "status": "closed",
+        "poll_id": "01a208e5-ea84-7027-816c-bc1faccfcaf3",
+        "kind": "quiz",
+        "status": "closed",
         "total_votes": 3,
         "options": [
-            {"id": "01a208e5-ea84-7028-b5f7-a62f787a4f0a", "label": "Paris", "votes": 2,
-             "percent": 66.7, "correct": True},
-            {"id": "01a208e5-ea84-7029-b992-6ce5fda8d617", "label": "Lyon", "votes": 1,
-             "percent": 33.3, "correct": False},
-            {"id": "01a208e5-ea84-702a-8316-63977351afc9", "label": "Nice", "votes": 0,
-             "percent": 0.0, "correct": False},
+            {
+                "id": "01a208e5-ea84-7028-b5f7-a62f787a4f0a",
+                "label": "Paris",
+                "votes": 2,
+                "percent": 66.7,
+                "correct": True,
+            },
+            {
+                "id": "01a208e5-ea84-7029-b992-6ce5fda8d617",
+                "label": "Lyon",
+                "votes": 1,
+                "percent": 33.3,
+                "correct": False,
+            },
+            {
+                "id": "01a208e5-ea84-702a-8316-63977351afc9",
+                "label": "Nice",
+                "votes": 0,
+                "percent": 0.0,
+                "correct": False,
+            },
         ],
         "leaderboard": EXAMPLE_LEADERBOARD,
     },
@@ -324,9 +369,24 @@ def schemas() -> JSON:
         "type": "object",
         "description": "A poll, as the host sees it. `draft` polls are shown to the host only.",
         "required": [
-            "id", "room_id", "position", "question", "kind", "status", "allow_change",
-            "hide_results", "options", "total_votes", "scale", "blocked_words", "moderated",
-            "time_limit_s", "deadline", "created_at", "opened_at", "closed_at",
+            "id",
+            "room_id",
+            "position",
+            "question",
+            "kind",
+            "status",
+            "allow_change",
+            "hide_results",
+            "options",
+            "total_votes",
+            "scale",
+            "blocked_words",
+            "moderated",
+            "time_limit_s",
+            "deadline",
+            "created_at",
+            "opened_at",
+            "closed_at",
         ],
         "properties": {
             "id": UUID,
@@ -351,7 +411,7 @@ def schemas() -> JSON:
                 "type": "array",
                 "items": ref("Option"),
                 "description": "In order. A rating's are its scale's values, labelled \"1\" "
-                "to \"5\" (or \"10\"); `text` and `qa` polls have none.",
+                'to "5" (or "10"); `text` and `qa` polls have none.',
             },
             "total_votes": {
                 **COUNT,
@@ -378,8 +438,7 @@ def schemas() -> JSON:
                 "type": ["integer", "null"],
                 "minimum": TIME_LIMIT_RANGE[0],
                 "maximum": TIME_LIMIT_RANGE[1],
-                "description": "A quiz's seconds to answer; null for the other kinds, or no "
-                "limit.",
+                "description": "A quiz's seconds to answer; null for the other kinds, or no limit.",
             },
             "deadline": {
                 "type": ["string", "null"],
@@ -394,11 +453,16 @@ def schemas() -> JSON:
         },
     }
     room_access: JSON = {
-        "passcode": {"type": ["string", "null"], "maxLength": MAX_PASSCODE,
-                     "description": f"{MIN_PASSCODE} to {MAX_PASSCODE} characters: joining "
-                     "then needs it. Null or empty: the code is enough."},
-        "show_passcode": {"type": "boolean",
-                          "description": "The projector screen shows the passcode."},
+        "passcode": {
+            "type": ["string", "null"],
+            "maxLength": MAX_PASSCODE,
+            "description": f"{MIN_PASSCODE} to {MAX_PASSCODE} characters: joining "
+            "then needs it. Null or empty: the code is enough.",
+        },
+        "show_passcode": {
+            "type": "boolean",
+            "description": "The projector screen shows the passcode.",
+        },
     }
     room: JSON = {
         "type": "object",
@@ -416,12 +480,18 @@ def schemas() -> JSON:
             },
             "title": {"type": "string"},
             "created_at": TIMESTAMP,
-            "passcode_required": {"type": "boolean",
-                                  "description": "Joining needs the room's passcode."},
-            "passcode": {"type": ["string", "null"],
-                         "description": "The host always sees it; others when shown."},
-            "show_passcode": {"type": "boolean",
-                              "description": "The projector screen shows the passcode."},
+            "passcode_required": {
+                "type": "boolean",
+                "description": "Joining needs the room's passcode.",
+            },
+            "passcode": {
+                "type": ["string", "null"],
+                "description": "The host always sees it; others when shown.",
+            },
+            "show_passcode": {
+                "type": "boolean",
+                "description": "The projector screen shows the passcode.",
+            },
             "polls": {
                 "type": "array",
                 "items": ref("Poll"),
@@ -455,7 +525,8 @@ def schemas() -> JSON:
                         "id": UUID,
                         "label": {"type": "string"},
                         "votes": {
-                            "type": ["integer", "null"], "minimum": 0,
+                            "type": ["integer", "null"],
+                            "minimum": 0,
                             "description": "Null in an open quiz's results for anyone but "
                             "the host: how the hall answers would hint at the right answer.",
                         },
@@ -542,7 +613,7 @@ def schemas() -> JSON:
             "type": "integer",
             "enum": list(SCALES),
             "default": SCALES[0],
-            "description": "Rating only: the options become \"1\" to this. `invalid_scale` "
+            "description": 'Rating only: the options become "1" to this. `invalid_scale` '
             "otherwise.",
         },
         "blocked_words": {
@@ -621,9 +692,11 @@ def schemas() -> JSON:
             "required": ["question"],
             "properties": poll_fields,
             "allOf": [
-                {   # `kind` defaults to single, which needs options
-                    "if": {"required": ["kind"],
-                           "properties": {"kind": {"enum": ["rating", "text", "qa"]}}},
+                {  # `kind` defaults to single, which needs options
+                    "if": {
+                        "required": ["kind"],
+                        "properties": {"kind": {"enum": ["rating", "text", "qa"]}},
+                    },
                     "then": {},
                     "else": {"required": ["options"]},
                 },
@@ -645,8 +718,7 @@ def schemas() -> JSON:
         },
         "RenameRoom": {
             "type": "object",
-            "description": "Only the fields sent change; a body with none of them needs "
-            "`title`.",
+            "description": "Only the fields sent change; a body with none of them needs `title`.",
             "properties": {"title": text(MAX_TITLE, "The room's new title."), **room_access},
         },
         "DuplicateRoom": {
@@ -693,8 +765,10 @@ def schemas() -> JSON:
                     "pattern": NOT_BLANK,
                     "description": "The room's code, in any case, with or without the dash.",
                 },
-                "passcode": {"type": "string",
-                             "description": "The room's passcode, when it has one."},
+                "passcode": {
+                    "type": "string",
+                    "description": "The room's passcode, when it has one.",
+                },
             },
         },
         "Joined": {
@@ -836,7 +910,13 @@ def schemas() -> JSON:
             "`poll_closed`: a poll the attendee voted in closed (`data` holds its "
             "final results).",
             "required": [
-                "id", "title", "message", "type", "source_id", "is_read", "created_at",
+                "id",
+                "title",
+                "message",
+                "type",
+                "source_id",
+                "is_read",
+                "created_at",
             ],
             "properties": {
                 "id": {"type": "integer", "minimum": 1},
@@ -1035,9 +1115,16 @@ def paths() -> JSON:
                 "summary": "Every room, newest first",
                 "security": ADMIN,
                 "responses": {
-                    "200": ok("The rooms, without their polls.", ref("RoomList"),
-                              {"rooms": [{k: v for k, v in EXAMPLE_ROOM.items() if k != "polls"}
-                                         | {"poll_count": 1}]}),
+                    "200": ok(
+                        "The rooms, without their polls.",
+                        ref("RoomList"),
+                        {
+                            "rooms": [
+                                {k: v for k, v in EXAMPLE_ROOM.items() if k != "polls"}
+                                | {"poll_count": 1}
+                            ]
+                        },
+                    ),
                     **host_errors(),
                 },
             },
@@ -1052,22 +1139,32 @@ def paths() -> JSON:
                 },
                 "responses": {
                     "201": {
-                        **ok("The room, with its code.", ref("Room"),
-                             {**EXAMPLE_ROOM, "polls": []}),
-                        "links": links("id", "room_id", "getRoom", "createPoll", "renameRoom",
-                                       "duplicateRoom", "deleteRoom"),
+                        **ok(
+                            "The room, with its code.", ref("Room"), {**EXAMPLE_ROOM, "polls": []}
+                        ),
+                        "links": links(
+                            "id",
+                            "room_id",
+                            "getRoom",
+                            "createPoll",
+                            "renameRoom",
+                            "duplicateRoom",
+                            "deleteRoom",
+                        ),
                     },
                     "400": error(BAD_JSON + " `invalid_field`: `title` is not a string."),
                     **host_errors(
                         {
                             "413": TOO_LARGE,
-                            "422": error("`invalid_field`: `title` missing or blank, or a "
-                                         f"passcode not {MIN_PASSCODE} to {MAX_PASSCODE} "
-                                         f"characters; `too_long`: over {MAX_TITLE} characters."),
+                            "422": error(
+                                "`invalid_field`: `title` missing or blank, or a "
+                                f"passcode not {MIN_PASSCODE} to {MAX_PASSCODE} "
+                                f"characters; `too_long`: over {MAX_TITLE} characters."
+                            ),
                         }
                     ),
                 },
-            }
+            },
         },
         "/api/v1/rooms/{room_id}": {
             "parameters": [room_id],
@@ -1090,25 +1187,32 @@ def paths() -> JSON:
                 "operationId": "renameRoom",
                 "tags": ["host"],
                 "summary": "Rename a room",
-                "description": "The code stays the same. Sockets on the room get a `room` "
-                "message.",
+                "description": "The code stays the same. Sockets on the room get a `room` message.",
                 "security": ADMIN,
                 "requestBody": {
                     "required": True,
                     "content": json_body(ref("RenameRoom"), {"title": "Physics 102"}),
                 },
                 "responses": {
-                    "200": ok("The room with all its polls.", ref("Room"),
-                              {**EXAMPLE_ROOM, "title": "Physics 102"}),
+                    "200": ok(
+                        "The room with all its polls.",
+                        ref("Room"),
+                        {**EXAMPLE_ROOM, "title": "Physics 102"},
+                    ),
                     "400": error(BAD_JSON + " `invalid_field`: `title` is not a string."),
-                    **host_errors({
-                        "404": error("`room_not_found`: no room has this id (the body is "
-                                     "checked first)."),
-                        "413": TOO_LARGE,
-                        "422": error("`invalid_field`: `title` missing or blank, or a "
-                                     f"passcode not {MIN_PASSCODE} to {MAX_PASSCODE} "
-                                     f"characters; `too_long`: over {MAX_TITLE} characters."),
-                    }),
+                    **host_errors(
+                        {
+                            "404": error(
+                                "`room_not_found`: no room has this id (the body is checked first)."
+                            ),
+                            "413": TOO_LARGE,
+                            "422": error(
+                                "`invalid_field`: `title` missing or blank, or a "
+                                f"passcode not {MIN_PASSCODE} to {MAX_PASSCODE} "
+                                f"characters; `too_long`: over {MAX_TITLE} characters."
+                            ),
+                        }
+                    ),
                 },
             },
             "delete": {
@@ -1120,8 +1224,7 @@ def paths() -> JSON:
                 '`{"type": "room", "deleted": true}`.',
                 "security": ADMIN,
                 "responses": {
-                    "200": ok("Deleted.", ref("Deleted"),
-                              {"id": EXAMPLE_ROOM_ID, "deleted": True}),
+                    "200": ok("Deleted.", ref("Deleted"), {"id": EXAMPLE_ROOM_ID, "deleted": True}),
                     **host_errors({"404": ROOM_404}),
                 },
             },
@@ -1146,12 +1249,16 @@ def paths() -> JSON:
                         "links": links("id", "room_id", "getRoom", "createPoll"),
                     },
                     "400": error(BAD_JSON + " `invalid_field`: `title` is not a string."),
-                    **host_errors({
-                        "404": ROOM_404,
-                        "413": TOO_LARGE,
-                        "422": error("`invalid_field`: `title` blank; `too_long`: over "
-                                     f"{MAX_TITLE} characters."),
-                    }),
+                    **host_errors(
+                        {
+                            "404": ROOM_404,
+                            "413": TOO_LARGE,
+                            "422": error(
+                                "`invalid_field`: `title` blank; `too_long`: over "
+                                f"{MAX_TITLE} characters."
+                            ),
+                        }
+                    ),
                 },
             },
         },
@@ -1170,14 +1277,18 @@ def paths() -> JSON:
                 },
                 "responses": {
                     "200": ok("The room, its polls in the new order.", ref("Room"), EXAMPLE_ROOM),
-                    "400": error(BAD_JSON + " `invalid_field`: `poll_ids` missing or not a "
-                                 "list of strings."),
-                    **host_errors({
-                        "404": ROOM_404,
-                        "413": TOO_LARGE,
-                        "422": error("`invalid_order`: not every poll of the room exactly "
-                                     "once."),
-                    }),
+                    "400": error(
+                        BAD_JSON + " `invalid_field`: `poll_ids` missing or not a list of strings."
+                    ),
+                    **host_errors(
+                        {
+                            "404": ROOM_404,
+                            "413": TOO_LARGE,
+                            "422": error(
+                                "`invalid_order`: not every poll of the room exactly once."
+                            ),
+                        }
+                    ),
                 },
             },
         },
@@ -1192,11 +1303,16 @@ def paths() -> JSON:
                 "quiz closes.",
                 "security": ADMIN_OR_VOTER,
                 "responses": {
-                    "200": ok("The leaderboard.", ref("Leaderboard"),
-                              {"room_id": EXAMPLE_ROOM_ID, "leaderboard": EXAMPLE_LEADERBOARD}),
+                    "200": ok(
+                        "The leaderboard.",
+                        ref("Leaderboard"),
+                        {"room_id": EXAMPLE_ROOM_ID, "leaderboard": EXAMPLE_LEADERBOARD},
+                    ),
                     "401": NEEDS_VOTER_401,
-                    "403": error("`wrong_room`: the voter joined another room (also for a "
-                                 "room id that does not exist)."),
+                    "403": error(
+                        "`wrong_room`: the voter joined another room (also for a "
+                        "room id that does not exist)."
+                    ),
                     "404": error("`room_not_found`: no room has this id (host only)."),
                     "default": OTHER,
                 },
@@ -1212,31 +1328,68 @@ def paths() -> JSON:
                 "security": ADMIN,
                 "requestBody": {
                     "required": True,
-                    "content": json_examples(ref("CreatePoll"), {
-                        "single": ("One option per vote", {
-                            "question": "Which planet is largest?", "kind": "single",
-                            "options": ["Mars", "Jupiter", "Venus"]}),
-                        "rating": ("A scale of 1 to 5", {
-                            "question": "How was the talk?", "kind": "rating", "scale": 5}),
-                        "text": ("A word cloud", {
-                            "question": "One word for today?", "kind": "text",
-                            "blocked_words": "boring, meh"}),
-                        "qa": ("Questions, approved by the host", {
-                            "question": "Questions for the speaker", "kind": "qa",
-                            "moderated": True}),
-                        "quiz": ("A quiz with 30 seconds to answer", {
-                            "question": "Capital of France?", "kind": "quiz",
-                            "options": ["Paris", "Lyon", "Nice"], "correct": [0],
-                            "time_limit_s": 30}),
-                    }),
+                    "content": json_examples(
+                        ref("CreatePoll"),
+                        {
+                            "single": (
+                                "One option per vote",
+                                {
+                                    "question": "Which planet is largest?",
+                                    "kind": "single",
+                                    "options": ["Mars", "Jupiter", "Venus"],
+                                },
+                            ),
+                            "rating": (
+                                "A scale of 1 to 5",
+                                {"question": "How was the talk?", "kind": "rating", "scale": 5},
+                            ),
+                            "text": (
+                                "A word cloud",
+                                {
+                                    "question": "One word for today?",
+                                    "kind": "text",
+                                    "blocked_words": "boring, meh",
+                                },
+                            ),
+                            "qa": (
+                                "Questions, approved by the host",
+                                {
+                                    "question": "Questions for the speaker",
+                                    "kind": "qa",
+                                    "moderated": True,
+                                },
+                            ),
+                            "quiz": (
+                                "A quiz with 30 seconds to answer",
+                                {
+                                    "question": "Capital of France?",
+                                    "kind": "quiz",
+                                    "options": ["Paris", "Lyon", "Nice"],
+                                    "correct": [0],
+                                    "time_limit_s": 30,
+                                },
+                            ),
+                        },
+                    ),
                 },
                 "responses": {
                     "201": {
-                        **ok("The poll, in `draft`.", ref("Poll"),
-                             {**EXAMPLE_POLL, "status": "draft", "opened_at": None}),
+                        **ok(
+                            "The poll, in `draft`.",
+                            ref("Poll"),
+                            {**EXAMPLE_POLL, "status": "draft", "opened_at": None},
+                        ),
                         "links": links(
-                            "id", "poll_id", "getPoll", "updatePoll", "deletePoll", "openPoll",
-                            "closePoll", "exportPoll", "getResults", "castVote",
+                            "id",
+                            "poll_id",
+                            "getPoll",
+                            "updatePoll",
+                            "deletePoll",
+                            "openPoll",
+                            "closePoll",
+                            "exportPoll",
+                            "getResults",
+                            "castVote",
                         ),
                     },
                     "400": error(
@@ -1249,8 +1402,9 @@ def paths() -> JSON:
                     ),
                     **host_errors(
                         {
-                            "404": error("`room_not_found`: no room has this id (the body is "
-                                         "checked first)."),
+                            "404": error(
+                                "`room_not_found`: no room has this id (the body is checked first)."
+                            ),
                             "413": TOO_LARGE,
                             "422": error(
                                 "`invalid_field`: `question` missing or blank, or an option "
@@ -1291,30 +1445,48 @@ def paths() -> JSON:
                 "security": ADMIN,
                 "requestBody": {
                     "required": True,
-                    "content": json_examples(ref("UpdatePoll"), {
-                        "hide": ("Hide the results until the poll closes",
-                                 {"hide_results": True}),
-                        "block": ("Block more words in a word cloud",
-                                  {"blocked_words": ["boring", "meh", "rude"]}),
-                        "draft": ("Change a draft's question and options",
-                                  {"question": "Which planet is smallest?",
-                                   "options": ["Mercury", "Mars"]}),
-                    }),
+                    "content": json_examples(
+                        ref("UpdatePoll"),
+                        {
+                            "hide": (
+                                "Hide the results until the poll closes",
+                                {"hide_results": True},
+                            ),
+                            "block": (
+                                "Block more words in a word cloud",
+                                {"blocked_words": ["boring", "meh", "rude"]},
+                            ),
+                            "draft": (
+                                "Change a draft's question and options",
+                                {
+                                    "question": "Which planet is smallest?",
+                                    "options": ["Mercury", "Mars"],
+                                },
+                            ),
+                        },
+                    ),
                 },
                 "responses": {
                     "200": ok("The poll, as the host sees it.", ref("Poll"), EXAMPLE_POLL),
-                    "400": error(BAD_JSON + " `invalid_field`: a field of the wrong type, as "
-                                 "at creation."),
-                    **host_errors({
-                        "404": POLL_404,
-                        "409": error("`poll_not_draft`: a field that only a draft may change "
-                                     "(question, kind, options, correct, scale, time_limit_s) "
-                                     "on an open or closed poll."),
-                        "413": TOO_LARGE,
-                        "422": error("`invalid_field`: a field that cannot be changed (checked "
-                                     "before the poll is looked up); otherwise the codes of "
-                                     "poll creation."),
-                    }),
+                    "400": error(
+                        BAD_JSON + " `invalid_field`: a field of the wrong type, as at creation."
+                    ),
+                    **host_errors(
+                        {
+                            "404": POLL_404,
+                            "409": error(
+                                "`poll_not_draft`: a field that only a draft may change "
+                                "(question, kind, options, correct, scale, time_limit_s) "
+                                "on an open or closed poll."
+                            ),
+                            "413": TOO_LARGE,
+                            "422": error(
+                                "`invalid_field`: a field that cannot be changed (checked "
+                                "before the poll is looked up); otherwise the codes of "
+                                "poll creation."
+                            ),
+                        }
+                    ),
                 },
             },
             "delete": {
@@ -1325,8 +1497,7 @@ def paths() -> JSON:
                 'given stay. Sockets on the room get `{"type": "poll", "status": "deleted"}`.',
                 "security": ADMIN,
                 "responses": {
-                    "200": ok("Deleted.", ref("Deleted"),
-                              {"id": EXAMPLE_POLL_ID, "deleted": True}),
+                    "200": ok("Deleted.", ref("Deleted"), {"id": EXAMPLE_POLL_ID, "deleted": True}),
                     **host_errors({"404": POLL_404}),
                 },
             },
@@ -1341,30 +1512,52 @@ def paths() -> JSON:
                 "of another kind has none.",
                 "security": ADMIN,
                 "parameters": [
-                    {"name": "limit", "in": "query", "required": False,
-                     "description": f"At most this many (default and most: {MODERATION_PAGE}).",
-                     "schema": {"type": "integer", "minimum": 0, "maximum": MODERATION_PAGE}},
-                    {"name": "offset", "in": "query", "required": False,
-                     "description": "Skip this many first.",
-                     "schema": {"type": "integer", "minimum": 0, "maximum": 1 << 31}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": f"At most this many (default and most: {MODERATION_PAGE}).",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": MODERATION_PAGE},
+                    },
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "required": False,
+                        "description": "Skip this many first.",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 1 << 31},
+                    },
                 ],
                 "responses": {
-                    "200": ok("A page of the questions.", ref("Questions"),
-                              {"poll_id": EXAMPLE_KIND_RESULTS["qa"]["poll_id"],
-                               "questions": [EXAMPLE_QUESTION], "total": 1,
-                               "limit": MODERATION_PAGE, "offset": 0}),
-                    **host_errors({
-                        "400": error("`invalid_field`: `limit` or `offset` is not a whole "
-                                     "number in range."),
-                        "404": POLL_404}),
+                    "200": ok(
+                        "A page of the questions.",
+                        ref("Questions"),
+                        {
+                            "poll_id": EXAMPLE_KIND_RESULTS["qa"]["poll_id"],
+                            "questions": [EXAMPLE_QUESTION],
+                            "total": 1,
+                            "limit": MODERATION_PAGE,
+                            "offset": 0,
+                        },
+                    ),
+                    **host_errors(
+                        {
+                            "400": error(
+                                "`invalid_field`: `limit` or `offset` is not a whole "
+                                "number in range."
+                            ),
+                            "404": POLL_404,
+                        }
+                    ),
                 },
             },
         },
         "/api/v1/questions/{question_id}": {
-            "parameters": [{
-                **id_param("question_id", "question"),
-                "description": "The question's id: the event_id of the vote that asked it.",
-            }],
+            "parameters": [
+                {
+                    **id_param("question_id", "question"),
+                    "description": "The question's id: the event_id of the vote that asked it.",
+                }
+            ],
             "patch": {
                 "operationId": "moderateQuestion",
                 "tags": ["host"],
@@ -1373,23 +1566,35 @@ def paths() -> JSON:
                 "security": ADMIN,
                 "requestBody": {
                     "required": True,
-                    "content": json_examples(ref("Moderate"), {
-                        "approve": ("Approve a pending question", {"status": "visible"}),
-                        "pin": ("Pin it and mark it answered",
-                                {"pinned": True, "answered": True}),
-                    }),
+                    "content": json_examples(
+                        ref("Moderate"),
+                        {
+                            "approve": ("Approve a pending question", {"status": "visible"}),
+                            "pin": (
+                                "Pin it and mark it answered",
+                                {"pinned": True, "answered": True},
+                            ),
+                        },
+                    ),
                 },
                 "responses": {
                     "200": ok("The question.", ref("Question"), EXAMPLE_QUESTION),
-                    "400": error(BAD_JSON + " `invalid_field`: `pinned` or `answered` not a "
-                                 "boolean."),
-                    **host_errors({
-                        "404": error("`question_not_found`: no question has this id (the "
-                                     "body is checked first)."),
-                        "413": TOO_LARGE,
-                        "422": error("`invalid_field`: `status` is neither visible nor "
-                                     "hidden, or none of the three fields was sent."),
-                    }),
+                    "400": error(
+                        BAD_JSON + " `invalid_field`: `pinned` or `answered` not a boolean."
+                    ),
+                    **host_errors(
+                        {
+                            "404": error(
+                                "`question_not_found`: no question has this id (the "
+                                "body is checked first)."
+                            ),
+                            "413": TOO_LARGE,
+                            "422": error(
+                                "`invalid_field`: `status` is neither visible nor "
+                                "hidden, or none of the three fields was sent."
+                            ),
+                        }
+                    ),
                 },
             },
         },
@@ -1416,9 +1621,15 @@ def paths() -> JSON:
                 "description": "Closing a closed poll changes nothing and answers 200.",
                 "security": ADMIN,
                 "responses": {
-                    "200": ok("The poll.", ref("Poll"),
-                              {**EXAMPLE_POLL, "status": "closed",
-                               "closed_at": "2026-11-23T13:07:05.200Z"}),
+                    "200": ok(
+                        "The poll.",
+                        ref("Poll"),
+                        {
+                            **EXAMPLE_POLL,
+                            "status": "closed",
+                            "closed_at": "2026-11-23T13:07:05.200Z",
+                        },
+                    ),
                     **host_errors({"404": POLL_404, "409": transition}),
                 },
             },
@@ -1521,8 +1732,10 @@ def paths() -> JSON:
                         },
                     },
                     "400": error(BAD_JSON + " `invalid_field`: `code` missing or blank."),
-                    "403": error("`passcode_required`: the room has a passcode and none was "
-                                 "sent; `wrong_passcode`."),
+                    "403": error(
+                        "`passcode_required`: the room has a passcode and none was "
+                        "sent; `wrong_passcode`."
+                    ),
                     "404": error("`room_not_found`: no room has this code."),
                     "413": TOO_LARGE,
                     "429": error(
@@ -1552,34 +1765,50 @@ def paths() -> JSON:
                 "security": VOTER,
                 "requestBody": {
                     "required": True,
-                    "content": json_examples(ref("CastVote"), {
-                        "options": ("single, multiple or quiz", {
-                            "event_id": EXAMPLE_EVENT_ID,
-                            "option_ids": [EXAMPLE_OPTIONS[1]["id"]]}),
-                        "rating": ("rating: a value on the scale", {"value": 4}),
-                        "text": ("text: a word-cloud answer", {"text": "Great talk"}),
-                        "ask": ("qa: ask a question", {"text": "Will the slides be online?"}),
-                        "upvote": ("qa: upvote a question", {"upvote": EXAMPLE_QUESTION_ID}),
-                    }),
+                    "content": json_examples(
+                        ref("CastVote"),
+                        {
+                            "options": (
+                                "single, multiple or quiz",
+                                {
+                                    "event_id": EXAMPLE_EVENT_ID,
+                                    "option_ids": [EXAMPLE_OPTIONS[1]["id"]],
+                                },
+                            ),
+                            "rating": ("rating: a value on the scale", {"value": 4}),
+                            "text": ("text: a word-cloud answer", {"text": "Great talk"}),
+                            "ask": ("qa: ask a question", {"text": "Will the slides be online?"}),
+                            "upvote": ("qa: upvote a question", {"upvote": EXAMPLE_QUESTION_ID}),
+                        },
+                    ),
                 },
                 "responses": {
                     "202": {
-                        **ok("Durable; it will be counted.", ref("VoteAccepted"),
-                             {"event_id": EXAMPLE_EVENT_ID, "status": "accepted"}),
+                        **ok(
+                            "Durable; it will be counted.",
+                            ref("VoteAccepted"),
+                            {"event_id": EXAMPLE_EVENT_ID, "status": "accepted"},
+                        ),
                         "links": links("event_id", "event_id", "getReceipt"),
                     },
-                    "400": error(BAD_JSON + " `invalid_field`: the kind's field is missing "
-                                 "or of the wrong type (`option_ids` not a list of strings, "
-                                 "`value` not a whole number, `text` not a string, `upvote` "
-                                 "not a non-empty string), or `event_id` is not a UUID."),
+                    "400": error(
+                        BAD_JSON + " `invalid_field`: the kind's field is missing "
+                        "or of the wrong type (`option_ids` not a list of strings, "
+                        "`value` not a whole number, `text` not a string, `upvote` "
+                        "not a non-empty string), or `event_id` is not a UUID."
+                    ),
                     "401": NEEDS_VOTER_401,
-                    "403": error("`wrong_room`: the poll is in another room than the voter's; "
-                                 "`forbidden`: the admin token was sent; "
-                                 "`cross_site_request`: the voter cookie came with a body "
-                                 "that is not JSON, from another site's page."),
-                    "404": error("`poll_not_found`: no poll has this id, or it is a draft; "
-                                 "`question_not_found`: an upvote of a question that is not "
-                                 "one of this poll's."),
+                    "403": error(
+                        "`wrong_room`: the poll is in another room than the voter's; "
+                        "`forbidden`: the admin token was sent; "
+                        "`cross_site_request`: the voter cookie came with a body "
+                        "that is not JSON, from another site's page."
+                    ),
+                    "404": error(
+                        "`poll_not_found`: no poll has this id, or it is a draft; "
+                        "`question_not_found`: an upvote of a question that is not "
+                        "one of this poll's."
+                    ),
                     "409": error(
                         "`poll_not_open`: the poll is closed (and the `event_id` is new); "
                         "`already_voted`: this voter has another vote in this poll (and it "
@@ -1589,16 +1818,21 @@ def paths() -> JSON:
                         f"{QUIZ_GRACE_S:g} s) has passed; `question_limit`: this voter "
                         f"already asked {QUESTIONS_PER_VOTER} questions in this Q&A."
                     ),
-                    "429": error(f"`too_many_questions`: more than {ASKS_PER_MINUTE} "
-                                 "questions a minute from this voter.", retry_after=True),
+                    "429": error(
+                        f"`too_many_questions`: more than {ASKS_PER_MINUTE} "
+                        "questions a minute from this voter.",
+                        retry_after=True,
+                    ),
                     "413": TOO_LARGE,
-                    "422": error("`no_option`: `option_ids` is empty; `too_many_options`: "
-                                 "more than one where the kind takes one (all but "
-                                 "`multiple`); `invalid_option`: an id is not one of the "
-                                 "poll's options; `invalid_value`: a rating's `value` "
-                                 "outside its scale; `empty_text`: `text` blank; `too_long`: "
-                                 f"`text` over {MAX_ANSWER} (word cloud) or {MAX_ASK} "
-                                 "(question) characters."),
+                    "422": error(
+                        "`no_option`: `option_ids` is empty; `too_many_options`: "
+                        "more than one where the kind takes one (all but "
+                        "`multiple`); `invalid_option`: an id is not one of the "
+                        "poll's options; `invalid_value`: a rating's `value` "
+                        "outside its scale; `empty_text`: `text` blank; `too_long`: "
+                        f"`text` over {MAX_ANSWER} (word cloud) or {MAX_ASK} "
+                        "(question) characters."
+                    ),
                     "503": error(
                         "Nothing was saved; try again after `Retry-After`. `queue_full`: "
                         "too many votes wait to be counted; `storage_full`: the server's "
@@ -1624,12 +1858,16 @@ def paths() -> JSON:
                 "summary": "A vote's receipt",
                 "security": VOTER,
                 "responses": {
-                    "200": ok("Where the vote is.", ref("Receipt"),
-                              {"event_id": EXAMPLE_EVENT_ID, "status": "counted"}),
+                    "200": ok(
+                        "Where the vote is.",
+                        ref("Receipt"),
+                        {"event_id": EXAMPLE_EVENT_ID, "status": "counted"},
+                    ),
                     "401": NEEDS_VOTER_401,
                     "403": NEEDS_VOTER_403,
-                    "404": error("`vote_not_found`: not a UUID, or this voter has no vote with "
-                                 "this id."),
+                    "404": error(
+                        "`vote_not_found`: not a UUID, or this voter has no vote with this id."
+                    ),
                     "default": OTHER,
                 },
             },
@@ -1649,15 +1887,22 @@ def paths() -> JSON:
                 "responses": {
                     "200": {
                         "description": "The counts, with the kind's extras.",
-                        "content": json_examples(ref("Results"), {
-                            "single": ("A single-choice poll", EXAMPLE_RESULTS),
-                            **{kind: (f"A {kind} poll", body)
-                               for kind, body in EXAMPLE_KIND_RESULTS.items()},
-                        }),
+                        "content": json_examples(
+                            ref("Results"),
+                            {
+                                "single": ("A single-choice poll", EXAMPLE_RESULTS),
+                                **{
+                                    kind: (f"A {kind} poll", body)
+                                    for kind, body in EXAMPLE_KIND_RESULTS.items()
+                                },
+                            },
+                        ),
                     },
                     "403": error("`results_hidden`: shown when the poll closes."),
-                    "404": error("`poll_not_found`: no poll has this id, or it is a draft and "
-                                 "the admin token was not sent."),
+                    "404": error(
+                        "`poll_not_found`: no poll has this id, or it is a draft and "
+                        "the admin token was not sent."
+                    ),
                     "default": OTHER,
                 },
             },
@@ -1672,8 +1917,11 @@ def paths() -> JSON:
                 "Once per voter and event; pushed live on an open WebSocket too.",
                 "security": VOTER,
                 "responses": {
-                    "200": ok("The newest 100, newest first, and the unread count.",
-                              ref("Inbox"), EXAMPLE_NOTIFICATIONS),
+                    "200": ok(
+                        "The newest 100, newest first, and the unread count.",
+                        ref("Inbox"),
+                        EXAMPLE_NOTIFICATIONS,
+                    ),
                     "401": NEEDS_VOTER_401,
                     "403": NEEDS_VOTER_403,
                     "default": OTHER,
@@ -1700,8 +1948,9 @@ def paths() -> JSON:
                     "200": ok("Marked.", ref("NotificationRead"), {"id": 1, "is_read": True}),
                     "401": NEEDS_VOTER_401,
                     "403": NEEDS_VOTER_403,
-                    "404": error("`notification_not_found`: this voter has no notification "
-                                 "with this id."),
+                    "404": error(
+                        "`notification_not_found`: this voter has no notification with this id."
+                    ),
                     "default": OTHER,
                 },
             },
@@ -1773,11 +2022,15 @@ def paths() -> JSON:
                         "description": "Switching Protocols: the WebSocket is open. Its "
                         f"messages are described in {DOCS}.",
                     },
-                    "400": error("`room_required`: no `room`; `token_in_url`: the admin token "
-                                 "in `?token=`. (A request without the WebSocket upgrade "
-                                 "headers gets a plain-text 400.)"),
-                    "401": error("`bad_token`: a token that is neither the admin token nor "
-                                 "a valid voter token."),
+                    "400": error(
+                        "`room_required`: no `room`; `token_in_url`: the admin token "
+                        "in `?token=`. (A request without the WebSocket upgrade "
+                        "headers gets a plain-text 400.)"
+                    ),
+                    "401": error(
+                        "`bad_token`: a token that is neither the admin token nor "
+                        "a valid voter token."
+                    ),
                     "403": error("`wrong_room`: a voter token of another room."),
                     "404": error("`room_not_found`: no room has this id or code."),
                 },
@@ -1790,9 +2043,15 @@ def paths() -> JSON:
                 "summary": "Ready check",
                 "security": ANYONE,
                 "responses": {
-                    "200": ok("The server is ready.", ref("Health"),
-                              {"status": "ok", "version": __version__,
-                               "node_id": "01a20884-3f77-7009-a2cb-34a775313623"}),
+                    "200": ok(
+                        "The server is ready.",
+                        ref("Health"),
+                        {
+                            "status": "ok",
+                            "version": __version__,
+                            "node_id": "01a20884-3f77-7009-a2cb-34a775313623",
+                        },
+                    ),
                 },
             }
         },
@@ -1805,8 +2064,7 @@ def paths() -> JSON:
                 "everyone with `--metrics-public`.",
                 "security": ANYONE,
                 "responses": {
-                    "401": error("`unauthorized`: from another machine without the admin "
-                                 "token."),
+                    "401": error("`unauthorized`: from another machine without the admin token."),
                     "200": {
                         "description": "Prometheus text format 0.0.4.",
                         "content": {
@@ -1815,7 +2073,7 @@ def paths() -> JSON:
                                 "example": "opus_votes_accepted_total 1.0\n",
                             }
                         },
-                    }
+                    },
                 },
             }
         },
@@ -1865,9 +2123,7 @@ _BODY = web.AppKey("openapi_body", bytes)
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.Response(
-        body=request.app[_BODY], content_type="application/json", charset="utf-8"
-    )
+    return web.Response(body=request.app[_BODY], content_type="application/json", charset="utf-8")
 
 
 def setup(app: web.Application) -> None:

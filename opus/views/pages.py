@@ -54,9 +54,11 @@ FLASH_COOKIE = "opus_flash"
 
 # Scripts only from this server, nothing from outside: the venue may have no internet, and
 # a page that loads nothing foreign cannot leak a vote or the host's session to it.
-_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline';"
-        " script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none';"
-        " form-action 'self'")
+_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline';"
+    " script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none';"
+    " form-action 'self'"
+)
 _HEADERS = {
     "Content-Security-Policy": _CSP,
     "X-Content-Type-Options": "nosniff",
@@ -128,8 +130,14 @@ def redirect(location: str, message: str | None = None, *, error: bool = False) 
     response = web.Response(status=303, headers={"Location": location})
     if message:
         raw = json.dumps({"m": message[:300], "e": error}).encode()
-        response.set_cookie(FLASH_COOKIE, base64.urlsafe_b64encode(raw).decode(), max_age=120,
-                            httponly=True, samesite="Lax", path="/")
+        response.set_cookie(
+            FLASH_COOKIE,
+            base64.urlsafe_b64encode(raw).decode(),
+            max_age=120,
+            httponly=True,
+            samesite="Lax",
+            path="/",
+        )
     return response
 
 
@@ -144,28 +152,36 @@ def _flash(request: web.Request) -> dict[str, Any] | None:
         return None
 
 
-def render(request: web.Request, template: str, *, status: int = 200,
-           **context: Any) -> web.Response:
+def render(
+    request: web.Request, template: str, *, status: int = 200, **context: Any
+) -> web.Response:
     """A page from its template, with the CSRF token, the flash message and security headers."""
     flash = _flash(request)
     csrf = csrf_token(request)
-    html = request.app[TEMPLATES].get_template(template).render(
-        csrf=csrf, flash=flash, host_session=is_host(request), **context
+    html = (
+        request.app[TEMPLATES]
+        .get_template(template)
+        .render(csrf=csrf, flash=flash, host_session=is_host(request), **context)
     )
-    response = web.Response(text=html, status=status, content_type="text/html",
-                            headers=_HEADERS)
+    response = web.Response(text=html, status=status, content_type="text/html", headers=_HEADERS)
     if _NEW_CSRF in request:
-        response.set_cookie(CSRF_COOKIE, request[_NEW_CSRF], httponly=True,
-                            samesite="Lax", path="/")
+        response.set_cookie(
+            CSRF_COOKIE, request[_NEW_CSRF], httponly=True, samesite="Lax", path="/"
+        )
     if flash is not None:
         response.del_cookie(FLASH_COOKIE, path="/")
     return response
 
 
 def refused(request: web.Request) -> web.Response:
-    return render(request, "error.html", status=403, title="Form expired",
-                  message="This form has expired or did not come from this site. Go back, "
-                          "reload the page and try again.")
+    return render(
+        request,
+        "error.html",
+        status=403,
+        title="Form expired",
+        message="This form has expired or did not come from this site. Go back, "
+        "reload the page and try again.",
+    )
 
 
 def not_found(request: web.Request, message: str) -> web.Response:
@@ -201,8 +217,9 @@ def wifi_svg(request: web.Request) -> str | None:
     if not settings.wifi_ssid:
         return None
     security = None if settings.wifi_security.lower() == "nopass" else settings.wifi_security
-    qr = segno.helpers.make_wifi(ssid=settings.wifi_ssid, password=settings.wifi_password,
-                                 security=security)
+    qr = segno.helpers.make_wifi(
+        ssid=settings.wifi_ssid, password=settings.wifi_password, security=security
+    )
     return str(qr.svg_inline(omitsize=True, dark="#000", light="#fff", border=2))
 
 
@@ -220,8 +237,9 @@ def _voter_choice(request: web.Request, event_id: str) -> Any:
         return None
 
 
-async def poll_cards(request: web.Request, room_id: str,
-                     voter: Voter | None) -> list[dict[str, Any]]:
+async def poll_cards(
+    request: web.Request, room_id: str, voter: Voter | None
+) -> list[dict[str, Any]]:
     """What the attendee sees of each poll: open ones first, then the closed ones, newest
     first; whether this voter voted, with the receipt; the results when they are public."""
     rooms, catalog, ledger = request.app[ROOMS], request.app[CATALOG], request.app[LEDGER]
@@ -235,13 +253,25 @@ async def poll_cards(request: web.Request, room_id: str,
         event_id = ledger.by_key.get((poll["id"], voter.voter_id)) if voter else None
         upvoted = set()
         if voter is not None and results is not None and poll["kind"] == "qa":
-            upvoted = {q["id"] for q in results.get("questions", ())
-                       if (poll["id"], f"{voter.voter_id}/{q['id']}") in ledger.by_key}
+            upvoted = {
+                q["id"]
+                for q in results.get("questions", ())
+                if (poll["id"], f"{voter.voter_id}/{q['id']}") in ledger.by_key
+            }
         if event_id:
             mine[poll["id"]] = event_id
-        cards.append({"poll": poll, "results": results, "hidden": hidden,
-                      "event_id": event_id, "choice": event_id and _voter_choice(request, event_id),
-                      "receipt": None, "upvoted": upvoted, "form_event_id": str(uuid.uuid4())})
+        cards.append(
+            {
+                "poll": poll,
+                "results": results,
+                "hidden": hidden,
+                "event_id": event_id,
+                "choice": event_id and _voter_choice(request, event_id),
+                "receipt": None,
+                "upvoted": upvoted,
+                "form_event_id": str(uuid.uuid4()),
+            }
+        )
     if mine:
         settled = {r["event_id"]: r for r in await rooms.receipts(list(mine.values()))}
         for card in cards:
@@ -253,8 +283,12 @@ async def poll_cards(request: web.Request, room_id: str,
                 card["receipt"] = {"status": "queued"}
             else:
                 card["receipt"] = {"status": row["status"], "reason": row["reason"]}
-    cards.sort(key=lambda c: (c["poll"]["status"] != "open",
-                              -(_epoch(c["poll"].get("closed_at") or c["poll"]["opened_at"]))))
+    cards.sort(
+        key=lambda c: (
+            c["poll"]["status"] != "open",
+            -(_epoch(c["poll"].get("closed_at") or c["poll"]["opened_at"])),
+        )
+    )
     return cards
 
 
@@ -309,15 +343,19 @@ async def _room(request: web.Request) -> dict[str, Any] | None:
     except NotFound:
         throttle.miss(address)
         return None
-    return {"id": row["id"], "code": row["code"], "code_display": display_code(row["code"]),
-            "title": row["title"], "passcode_required": bool(row["passcode"]),
-            "shown_passcode": row["passcode"] if row["show_passcode"] else None}
+    return {
+        "id": row["id"],
+        "code": row["code"],
+        "code_display": display_code(row["code"]),
+        "title": row["title"],
+        "passcode_required": bool(row["passcode"]),
+        "shown_passcode": row["passcode"] if row["show_passcode"] else None,
+    }
 
 
 def _bad_code(request: web.Request) -> web.Response:
     code = request.match_info.get("code", "")[:32]
-    return render(request, "home.html", status=404, title="Join a poll", code=code,
-                  bad_code=True)
+    return render(request, "home.html", status=404, title="Join a poll", code=code, bad_code=True)
 
 
 def _voter(request: web.Request, room: dict[str, Any]) -> Voter | None:
@@ -341,16 +379,28 @@ async def attendee(request: web.Request) -> web.Response:
         return render(request, "passcode.html", title=room["title"], room=room)
     unread = (await request.app[NOTIFIER].inbox(voter.voter_id))["unread"] if voter else 0
     return render(
-        request, "attendee.html", title=room["title"], room=room, joined=voter is not None,
-        cards=await poll_cards(request, room["id"], voter), unread=unread,
+        request,
+        "attendee.html",
+        title=room["title"],
+        room=room,
+        joined=voter is not None,
+        cards=await poll_cards(request, room["id"], voter),
+        unread=unread,
         name=_pseudonym(voter) if voter else "",
-        boot={"room": room["code"], "room_id": room["id"], "server_now": now_ms(),
-              "joined": voter is not None},
+        boot={
+            "room": room["code"],
+            "room_id": room["id"],
+            "server_now": now_ms(),
+            "joined": voter is not None,
+        },
     )
 
 
-async def _join(request: web.Request, room: dict[str, Any], passcode: str | None = None,
-                ) -> tuple[Voter | None, str | None]:
+async def _join(
+    request: web.Request,
+    room: dict[str, Any],
+    passcode: str | None = None,
+) -> tuple[Voter | None, str | None]:
     """Make this phone a voter of the room: (the voter, None), or (None, why not) in words a
     person understands (a wrong passcode, too many identities from this address)."""
     address = request.app[ADDRESSES].of(request)
@@ -363,10 +413,19 @@ async def _join(request: web.Request, room: dict[str, Any], passcode: str | None
     return voter, None
 
 
-def _with_voter_cookie(request: web.Request, response: web.Response, voter: Voter,
-                       ) -> web.Response:
-    response.set_cookie(VOTER_COOKIE, request.app[SIGNER].voter_token(voter),
-                        max_age=VOTER_COOKIE_S, httponly=True, samesite="Lax", path="/")
+def _with_voter_cookie(
+    request: web.Request,
+    response: web.Response,
+    voter: Voter,
+) -> web.Response:
+    response.set_cookie(
+        VOTER_COOKIE,
+        request.app[SIGNER].voter_token(voter),
+        max_age=VOTER_COOKIE_S,
+        httponly=True,
+        samesite="Lax",
+        path="/",
+    )
     return response
 
 
@@ -401,10 +460,16 @@ async def attendee_polls(request: web.Request) -> web.Response:
         return _bad_code(request)
     voter = _voter(request, room)
     if voter is None and room["passcode_required"]:
-        return render(request, "error.html", status=401, title="Join first",
-                      message="Open the room's page and type its passcode to join it.")
-    return render(request, "_polls.html", room=room,
-                  cards=await poll_cards(request, room["id"], voter))
+        return render(
+            request,
+            "error.html",
+            status=401,
+            title="Join first",
+            message="Open the room's page and type its passcode to join it.",
+        )
+    return render(
+        request, "_polls.html", room=room, cards=await poll_cards(request, room["id"], voter)
+    )
 
 
 @routes.post("/j/{code}/polls/{poll_id}/vote")
@@ -437,8 +502,11 @@ async def vote(request: web.Request) -> web.Response:
     # Without JavaScript the page it redirects to is all the voter sees, with no live
     # updates: let the workers count the vote first (they gather votes for a few ms).
     await request.app[LEDGER].wait_settled(event_id, _COUNTED_WAIT_S)
-    thanks = "Your question is in." if "text" in body and view and view.kind == "qa" else (
-        "Upvoted." if "upvote" in body else "Thank you: your vote is in.")
+    thanks = (
+        "Your question is in."
+        if "text" in body and view and view.kind == "qa"
+        else ("Upvoted." if "upvote" in body else "Thank you: your vote is in.")
+    )
     response = redirect(anchor, thanks)
     return _with_voter_cookie(request, response, voter) if minted else response
 
@@ -452,8 +520,14 @@ async def inbox(request: web.Request) -> web.Response:
     if voter is None:
         return redirect(f"/j/{room['code']}")
     box = await request.app[NOTIFIER].inbox(voter.voter_id)
-    return render(request, "inbox.html", title="Messages", room=room,
-                  notifications=box["notifications"], unread=box["unread"])
+    return render(
+        request,
+        "inbox.html",
+        title="Messages",
+        room=room,
+        notifications=box["notifications"],
+        unread=box["unread"],
+    )
 
 
 @routes.post("/j/{code}/inbox/read")
@@ -479,14 +553,23 @@ async def newest_screen(request: web.Request) -> web.Response:
     for the box itself (the kiosk) and the host: it would tell anyone on the Wi-Fi the newest
     room's code, passcode-protected or not."""
     if not (is_loopback(request.app[ADDRESSES].of(request)) or is_host(request)):
-        return render(request, "error.html", status=403, title="Screen",
-                      message="Open the screen from the host console, or type the room's"
-                      " code: /screen/ROOM-CODE.")
+        return render(
+            request,
+            "error.html",
+            status=403,
+            title="Screen",
+            message="Open the screen from the host console, or type the room's"
+            " code: /screen/ROOM-CODE.",
+        )
     rooms = await request.app[ROOMS].list_rooms()
     if rooms:
         raise web.HTTPFound(f"/screen/{rooms[0]['code']}")
-    page = render(request, "error.html", title="Waiting for a room",
-                  message="This screen shows the newest room once the host creates one.")
+    page = render(
+        request,
+        "error.html",
+        title="Waiting for a room",
+        message="This screen shows the newest room once the host creates one.",
+    )
     page.headers["Refresh"] = "5"  # looks again by itself; no script needed
     return page
 
@@ -502,11 +585,22 @@ async def screen(request: web.Request) -> web.Response:
     host = is_host(request)
     live = f"/host/live?room={room['id']}" if host else f"/ws?room={room['code']}"
     return render(
-        request, "screen.html", title=room["title"], room=room, join_url=join_url,
-        join_display=join_url.split("://", 1)[-1], qr=qr_svg(join_url), wifi=wifi_svg(request),
+        request,
+        "screen.html",
+        title=room["title"],
+        room=room,
+        join_url=join_url,
+        join_display=join_url.split("://", 1)[-1],
+        qr=qr_svg(join_url),
+        wifi=wifi_svg(request),
         wifi_ssid=request.app[SETTINGS].wifi_ssid,
-        boot={"room": room["code"], "room_id": room["id"], "live": live,
-              "server_now": now_ms(), "host": host},
+        boot={
+            "room": room["code"],
+            "room_id": room["id"],
+            "live": live,
+            "server_now": now_ms(),
+            "host": host,
+        },
     )
 
 

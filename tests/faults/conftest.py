@@ -34,14 +34,42 @@ class Sizes:
     backup_cuts: int  # power cuts around a backup
 
 
-MODEST = Sizes(full=False, kill_cycles=20, kill_voters=120, kill_polls=3, term_cycles=3,
-               term_voters=150, burst_voters=300, slow_clients=200, half_bodies=100,
-               garbage=100, flood=2000, clock_voters=10, concurrency=24,
-               power_cuts=4, first_start_cuts=3, backup_cuts=3)
-FULL = Sizes(full=True, kill_cycles=40, kill_voters=1500, kill_polls=4, term_cycles=10,
-             term_voters=600, burst_voters=2000, slow_clients=1000, half_bodies=500,
-             garbage=500, flood=10000, clock_voters=60, concurrency=48,
-             power_cuts=50, first_start_cuts=10, backup_cuts=10)
+MODEST = Sizes(
+    full=False,
+    kill_cycles=20,
+    kill_voters=120,
+    kill_polls=3,
+    term_cycles=3,
+    term_voters=150,
+    burst_voters=300,
+    slow_clients=200,
+    half_bodies=100,
+    garbage=100,
+    flood=2000,
+    clock_voters=10,
+    concurrency=24,
+    power_cuts=4,
+    first_start_cuts=3,
+    backup_cuts=3,
+)
+FULL = Sizes(
+    full=True,
+    kill_cycles=40,
+    kill_voters=1500,
+    kill_polls=4,
+    term_cycles=10,
+    term_voters=600,
+    burst_voters=2000,
+    slow_clients=1000,
+    half_bodies=500,
+    garbage=500,
+    flood=10000,
+    clock_voters=60,
+    concurrency=48,
+    power_cuts=50,
+    first_start_cuts=10,
+    backup_cuts=10,
+)
 
 _FIGURES: list[str] = []
 

@@ -96,10 +96,14 @@ class Campaign:
                 option = poll["options"][(i + j) % len(poll["options"])]["id"]
                 self.ballots.append(Ballot(voter, poll["id"], option))
 
-    async def send(self, ballots: Iterable[Ballot], concurrency: int,
-                   after_acks: int | None = None,
-                   interrupt: Callable[[], None] | None = None,
-                   allow_conflict: set[Ballot] | None = None) -> Outcome:
+    async def send(
+        self,
+        ballots: Iterable[Ballot],
+        concurrency: int,
+        after_acks: int | None = None,
+        interrupt: Callable[[], None] | None = None,
+        allow_conflict: set[Ballot] | None = None,
+    ) -> Outcome:
         """Send every ballot (`concurrency` at a time); after `after_acks` answers 202 in this
         round, call `interrupt()` once (and keep sending: the rest meet a dying server)."""
         outcome = Outcome()
@@ -130,8 +134,12 @@ class Campaign:
                 assert body["event_id"] == ballot.event_id, body
                 ballot.acked = True
                 outcome.acked += 1
-                if (after_acks is not None and interrupt is not None and not fired
-                        and outcome.acked >= after_acks):
+                if (
+                    after_acks is not None
+                    and interrupt is not None
+                    and not fired
+                    and outcome.acked >= after_acks
+                ):
                     fired = True
                     interrupt()
             elif status == 503:
@@ -152,11 +160,14 @@ class Campaign:
             interrupt()  # every vote was answered before the moment came: interrupt anyway
         return outcome
 
-    async def receipt(self, http: aiohttp.ClientSession, ballot: Ballot,
-                      event_id: str | None = None) -> str:
+    async def receipt(
+        self, http: aiohttp.ClientSession, ballot: Ballot, event_id: str | None = None
+    ) -> str:
         """The receipt's status, or "unknown" when the server never kept this vote."""
-        async with http.get(f"{self.server.base}/api/v1/votes/{event_id or ballot.event_id}",
-                            headers=ballot.voter["headers"]) as answer:
+        async with http.get(
+            f"{self.server.base}/api/v1/votes/{event_id or ballot.event_id}",
+            headers=ballot.voter["headers"],
+        ) as answer:
             body = await answer.json()
             if answer.status == 404:
                 assert body["error"]["code"] == "vote_not_found", body
@@ -224,17 +235,26 @@ class Campaign:
         not_counted = [(b.event_id, s) for b, s in found.items() if s != "counted"]
         assert not not_counted, f"acknowledged but not counted: {not_counted[:5]}"
 
-        db = sqlite3.connect(f"file:{self.server.data_dir / 'opus.db'}?mode=ro", uri=True,
-                             timeout=30)
+        db = sqlite3.connect(
+            f"file:{self.server.data_dir / 'opus.db'}?mode=ro", uri=True, timeout=30
+        )
         try:
             mine = {p["id"] for p in self.polls}  # other polls of the room are not ours
-            rows = [r for r in db.execute(
-                "SELECT poll_id, voter_id, event_id, choice FROM votes").fetchall()
-                if r[0] in mine]
-            processed = Counter(r[1] for r in db.execute(
-                "SELECT poll_id, status FROM processed_events").fetchall() if r[0] in mine)
-            tallies = dict(db.execute(
-                "SELECT poll_id, SUM(votes) FROM tallies GROUP BY poll_id").fetchall())
+            rows = [
+                r
+                for r in db.execute(
+                    "SELECT poll_id, voter_id, event_id, choice FROM votes"
+                ).fetchall()
+                if r[0] in mine
+            ]
+            processed = Counter(
+                r[1]
+                for r in db.execute("SELECT poll_id, status FROM processed_events").fetchall()
+                if r[0] in mine
+            )
+            tallies = dict(
+                db.execute("SELECT poll_id, SUM(votes) FROM tallies GROUP BY poll_id").fetchall()
+            )
             totals = dict(db.execute("SELECT id, total_votes FROM polls").fetchall())
         finally:
             db.close()
@@ -268,8 +288,11 @@ class Campaign:
                 assert acked_voters <= {r[1] for r in here}
                 if complete:
                     assert len(here) == len(acked_voters) == len(self.voters)
-        unacked_counted = sum(1 for b in self.ballots if not b.acked and (
-            b.event_id in counted or any(o in counted for o in b.old_ids)))
+        unacked_counted = sum(
+            1
+            for b in self.ballots
+            if not b.acked and (b.event_id in counted or any(o in counted for o in b.old_ids))
+        )
         return {
             "ballots": len(self.ballots),
             "acked": len(acked),

@@ -104,9 +104,20 @@ def _serve(backing: Path, mount: Path, control: Path) -> None:  # pragma: no cov
                     st = os.fstat(fh) if fh is not None else os.lstat(self._path(path))
                 except OSError as exc:
                     raise fuse.FuseOSError(exc.errno) from None
-                attrs = {k: getattr(st, k) for k in (
-                    "st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_atime",
-                    "st_mtime", "st_ctime", "st_ino")}
+                attrs = {
+                    k: getattr(st, k)
+                    for k in (
+                        "st_mode",
+                        "st_nlink",
+                        "st_uid",
+                        "st_gid",
+                        "st_size",
+                        "st_atime",
+                        "st_mtime",
+                        "st_ctime",
+                        "st_ino",
+                    )
+                }
                 for k in ("st_atime", "st_mtime", "st_ctime"):
                     attrs[k] = getattr(st, k + "_ns")
                 p = self.pending.get(st.st_ino)
@@ -139,7 +150,7 @@ def _serve(backing: Path, mount: Path, control: Path) -> None:  # pragma: no cov
                 while pos < end:
                     index, within = divmod(pos, PAGE)
                     take = min(PAGE - within, end - pos)
-                    out += self._page(fh, p, index)[within:within + take]
+                    out += self._page(fh, p, index)[within : within + take]
                     pos += take
                 return bytes(out)
 
@@ -154,7 +165,7 @@ def _serve(backing: Path, mount: Path, control: Path) -> None:  # pragma: no cov
                     # Past the size a page holds zeros (truncate clears a page's tail), so a
                     # hole left by a write past the end reads as zeros.
                     page = self._page(fh, p, index)
-                    page[within:within + take] = view[:take]
+                    page[within : within + take] = view[:take]
                     p.pages[index] = page
                     pos += take
                     view = view[take:]
@@ -173,7 +184,7 @@ def _serve(backing: Path, mount: Path, control: Path) -> None:  # pragma: no cov
                             del p.pages[index]
                         last = p.pages.get(length // PAGE)
                         if last is not None:
-                            last[length % PAGE:] = bytes(PAGE - length % PAGE)
+                            last[length % PAGE :] = bytes(PAGE - length % PAGE)
                         p.floor = min(p.floor, length)
                     p.size = length
                 finally:
@@ -191,7 +202,7 @@ def _serve(backing: Path, mount: Path, control: Path) -> None:  # pragma: no cov
                     for index, page in sorted(p.pages.items()):
                         start = index * PAGE
                         if start < p.size:
-                            os.pwrite(fh, page[:min(PAGE, p.size - start)], start)
+                            os.pwrite(fh, page[: min(PAGE, p.size - start)], start)
                     os.ftruncate(fh, p.size)
                     self.stats["fsyncs with data"] += 1
                 os.fsync(fh)
@@ -266,9 +277,21 @@ def _serve(backing: Path, mount: Path, control: Path) -> None:  # pragma: no cov
 
         def statfs(self, path: str) -> dict[str, int]:
             st = os.statvfs(self._path(path))
-            return {k: getattr(st, k) for k in (
-                "f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree",
-                "f_files", "f_flag", "f_frsize", "f_namemax")}
+            return {
+                k: getattr(st, k)
+                for k in (
+                    "f_bavail",
+                    "f_bfree",
+                    "f_blocks",
+                    "f_bsize",
+                    "f_favail",
+                    "f_ffree",
+                    "f_files",
+                    "f_flag",
+                    "f_frsize",
+                    "f_namemax",
+                )
+            }
 
         def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
             with self.mutex:
@@ -328,7 +351,9 @@ class PowerCutDisk:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, __file__, str(self.backing), str(self.path), str(self.control)],
-                stdout=log, stderr=subprocess.STDOUT)
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while not (os.path.ismount(self.path) and self.control.exists()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -355,8 +380,9 @@ class PowerCutDisk:
     def unmount(self) -> None:
         if self.proc is None:
             return
-        subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False,
-                       capture_output=True)
+        subprocess.run(
+            ["fusermount3", "-u", "-z", str(self.path)], check=False, capture_output=True
+        )
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
@@ -379,8 +405,10 @@ def available() -> str | None:
         return None
     if not os.path.exists("/dev/fuse"):
         return "no /dev/fuse"
-    if not any(os.access(os.path.join(d, "fusermount3"), os.X_OK)
-               for d in os.environ.get("PATH", "").split(os.pathsep)):
+    if not any(
+        os.access(os.path.join(d, "fusermount3"), os.X_OK)
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+    ):
         return "no fusermount3 (Debian's fuse3)"
     try:
         import mfusepy  # noqa: F401

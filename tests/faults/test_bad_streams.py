@@ -41,8 +41,9 @@ async def campaign(tmp_path: Path) -> AsyncIterator[Campaign]:
         server.stop()
 
 
-async def during(campaign: Campaign, sizes: Sizes,
-                 fault: Callable[[], Awaitable[dict[str, int]]]) -> dict[str, int]:
+async def during(
+    campaign: Campaign, sizes: Sizes, fault: Callable[[], Awaitable[dict[str, int]]]
+) -> dict[str, int]:
     """Run `fault` while half the ballots are sent (every one must be answered 202), then
     check the server still serves and send the other half, and reconcile."""
     half = len(campaign.ballots) // 2
@@ -91,8 +92,9 @@ async def test_slow_clients_holding_connections_do_not_stop_votes(
     port = campaign.server.port
     poll_id = campaign.polls[0]["id"]
     # Headers that take longer to drip than the server waits for a request (75 s).
-    request = (f"POST /api/v1/polls/{poll_id}/votes HTTP/1.1\r\nHost: opus\r\n"
-               f"X-Padding: {'a' * 200}\r\n").encode()
+    request = (
+        f"POST /api/v1/polls/{poll_id}/votes HTTP/1.1\r\nHost: opus\r\nX-Padding: {'a' * 200}\r\n"
+    ).encode()
     stop, all_closed = asyncio.Event(), asyncio.Event()
     outcome: Counter[str] = Counter()
 
@@ -100,7 +102,7 @@ async def test_slow_clients_holding_connections_do_not_stop_votes(
         reader, writer = await connect(port)
         try:
             for i in range(len(request)):
-                writer.write(request[i:i + 1])
+                writer.write(request[i : i + 1])
                 await writer.drain()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.5):
@@ -148,12 +150,13 @@ async def test_half_sent_bodies_are_never_counted(
         voter = partial_voters[i % len(partial_voters)]
         event_id = str(uuid.uuid4())
         sent.append((voter, event_id))
-        body = json.dumps({"option_ids": [poll["options"][0]["id"]],
-                           "event_id": event_id}).encode()
-        head = (f"POST /api/v1/polls/{poll['id']}/votes HTTP/1.1\r\nHost: opus\r\n"
-                f"Authorization: Bearer {voter['voter_token']}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body) + 100}\r\n"
-                "\r\n").encode()
+        body = json.dumps({"option_ids": [poll["options"][0]["id"]], "event_id": event_id}).encode()
+        head = (
+            f"POST /api/v1/polls/{poll['id']}/votes HTTP/1.1\r\nHost: opus\r\n"
+            f"Authorization: Bearer {voter['voter_token']}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body) + 100}\r\n"
+            "\r\n"
+        ).encode()
         reader, writer = await connect(port)
         try:
             writer.write(head + body)  # 100 bytes short: the server waits for them
@@ -179,12 +182,14 @@ async def test_half_sent_bodies_are_never_counted(
     found = await during(campaign, sizes, fault)
     async with session() as http:
         for voter, event_id in sent:
-            async with http.get(f"{campaign.server.base}/api/v1/votes/{event_id}",
-                                headers=voter["headers"]) as answer:
+            async with http.get(
+                f"{campaign.server.base}/api/v1/votes/{event_id}", headers=voter["headers"]
+            ) as answer:
                 assert answer.status == 404, "a vote whose body never arrived was kept"
         for voter in partial_voters:  # and those voters may still vote, once
             status, body = await Api(http, campaign.server.base).vote(
-                voter, poll["id"], [poll["options"][0]["id"]])
+                voter, poll["id"], [poll["options"][0]["id"]]
+            )
             assert status == 202, body
     figures.add("half-sent bodies", **found)
 
@@ -205,8 +210,10 @@ def garbage_payloads(n: int, poll_id: str) -> list[bytes]:
         '{"option'.encode(),
         b"\r\n" * 1000,
     ]
-    return [almost[i // 2 % len(almost)] if i % 2 else rng.randbytes(rng.randint(1, 4096))
-            for i in range(n)]
+    return [
+        almost[i // 2 % len(almost)] if i % 2 else rng.randbytes(rng.randint(1, 4096))
+        for i in range(n)
+    ]
 
 
 async def test_garbage_bytes_are_refused_and_change_nothing(

@@ -60,8 +60,12 @@ class Clock:
         # (absolute clock_nanosleep; the server only sleeps in asyncio, and in the data-dir
         # lock's wait, never contended here), and timed waits spin, which makes the server
         # much slower under it: the sizes here are small.
-        return {"LD_PRELOAD": libfaketime(), "FAKETIME_TIMESTAMP_FILE": str(self.file),
-                "FAKETIME_CACHE_DURATION": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+        return {
+            "LD_PRELOAD": libfaketime(),
+            "FAKETIME_TIMESTAMP_FILE": str(self.file),
+            "FAKETIME_CACHE_DURATION": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
 
 
 async def test_clock_jumps_lose_nothing_and_count_nothing_twice(
@@ -82,8 +86,13 @@ async def test_clock_jumps_lose_nothing_and_count_nothing_twice(
             api = Api(http, server.base)
             # Votes without an event id: the server makes one (a UUIDv7, from the clock).
             unnamed = await api.poll(campaign.room["id"], ["A", "B", "C"])
-            quiz = await api.poll(campaign.room["id"], ["Right", "Wrong", "Also wrong"],
-                                  kind="quiz", correct=[0], time_limit_s=600)
+            quiz = await api.poll(
+                campaign.room["id"],
+                ["Right", "Wrong", "Also wrong"],
+                kind="quiz",
+                correct=[0],
+                time_limit_s=600,
+            )
             server_made: dict[str, str] = {}  # event id -> voter id
             quiz_acked: set[str] = set()
 
@@ -105,12 +114,15 @@ async def test_clock_jumps_lose_nothing_and_count_nothing_twice(
             # Each round, a part of the ballots, votes without an event id and quiz answers;
             # the clock jumps in the middle of the round.
             for rnd, jump in enumerate(_JUMPS):
-                todo = ballots[rnd * per_part:(rnd + 1) * per_part]
+                todo = ballots[rnd * per_part : (rnd + 1) * per_part]
                 voters = list({b.voter_id: b.voter for b in todo}.values())
                 outcome, *_ = await asyncio.gather(
-                    campaign.send(todo, sizes.concurrency,
-                                  after_acks=rng.randint(1, len(todo) - 1),
-                                  interrupt=lambda j=jump: clock.set(j)),
+                    campaign.send(
+                        todo,
+                        sizes.concurrency,
+                        after_acks=rng.randint(1, len(todo) - 1),
+                        interrupt=lambda j=jump: clock.set(j),
+                    ),
                     *(vote_unnamed(v) for v in voters[: len(voters) // 2]),
                     *(answer_quiz(v) for v in voters[-3:]),
                 )
@@ -119,14 +131,15 @@ async def test_clock_jumps_lose_nothing_and_count_nothing_twice(
         # kill -9 in a burst a day back, then a restart two days back: the claims the dead
         # server held carry a claim time in the future of the new clock.
         clock.set("-86400")
-        todo = ballots[len(_JUMPS) * per_part:]
+        todo = ballots[len(_JUMPS) * per_part :]
 
         def kill() -> None:
             assert server.proc is not None
             server.proc.send_signal(signal.SIGKILL)
 
-        outcome = await campaign.send(todo, sizes.concurrency,
-                                      after_acks=max(1, len(todo) // 2), interrupt=kill)
+        outcome = await campaign.send(
+            todo, sizes.concurrency, after_acks=max(1, len(todo) // 2), interrupt=kill
+        )
         assert await wait_exit(server) == -signal.SIGKILL
         clock.set("-172800")
         await start(server)
@@ -143,21 +156,24 @@ async def test_clock_jumps_lose_nothing_and_count_nothing_twice(
             api = Api(http, server.base)
             for poll, acked in ((unnamed, set(server_made)), (quiz, quiz_acked)):
                 status, export = await api.call(
-                    "GET", f"/api/v1/polls/{poll['id']}/export?format=json", headers=api.admin)
+                    "GET", f"/api/v1/polls/{poll['id']}/export?format=json", headers=api.admin
+                )
                 assert status == 200, export
                 assert {v["event_id"] for v in export["votes"]} == acked
                 assert export["results"]["total_votes"] == len(acked)
         assert all(uuid.UUID(e).version == 7 for e in server_made)
         assert server.terminate() == 0
-        figures.add("clock jumps " + " ".join(_JUMPS) + ", kill -9 at -86400, restart at -172800",
-                    **result, server_made_ids=len(server_made), **stats)
+        figures.add(
+            "clock jumps " + " ".join(_JUMPS) + ", kill -9 at -86400, restart at -172800",
+            **result,
+            server_made_ids=len(server_made),
+            **stats,
+        )
     finally:
         server.stop()
 
 
-async def test_a_vote_changed_after_the_clock_went_back_is_the_one_counted(
-    tmp_path: Path
-) -> None:
+async def test_a_vote_changed_after_the_clock_went_back_is_the_one_counted(tmp_path: Path) -> None:
     clock = Clock(tmp_path)
     server = ServerProcess(tmp_path / "data", **clock.env())
     try:
@@ -194,9 +210,7 @@ async def test_a_vote_changed_after_the_clock_went_back_is_the_one_counted(
         server.stop()
 
 
-async def test_claims_held_at_a_kill_are_counted_after_the_clock_went_back(
-    tmp_path: Path
-) -> None:
+async def test_claims_held_at_a_kill_are_counted_after_the_clock_went_back(tmp_path: Path) -> None:
     """What kill -9 leaves when it lands between a worker's claim and its commit: claimed
     votes. If the clock then goes back (NTP correcting a laptop), their claim time lies in
     the future; the next start must still count them before it answers."""
@@ -216,8 +230,9 @@ async def test_claims_held_at_a_kill_are_counted_after_the_clock_went_back(
         option = poll["options"][0]["id"]
         votes = {str(uuid.uuid4()): v for v in voters}
         choice = kinds.canonical(sorted([option]))
-        queue.put_many([(e, Entry(poll["id"], v["voter_id"], choice).payload())
-                        for e, v in votes.items()])
+        queue.put_many(
+            [(e, Entry(poll["id"], v["voter_id"], choice).payload()) for e, v in votes.items()]
+        )
         assert len(queue.claim(100)) == len(votes)
         queue.close()
 
@@ -226,8 +241,9 @@ async def test_claims_held_at_a_kill_are_counted_after_the_clock_went_back(
         async with session() as http:
             api = Api(http, server.base)
             for event_id, voter in votes.items():
-                status, body = await api.call("GET", f"/api/v1/votes/{event_id}",
-                                              headers=voter["headers"])
+                status, body = await api.call(
+                    "GET", f"/api/v1/votes/{event_id}", headers=voter["headers"]
+                )
                 assert status == 200 and body["status"] == "counted", (status, body)
             assert (await api.results(poll["id"]))["total_votes"] == len(votes)
             # The voters' place is kept: a second vote is refused.

@@ -25,8 +25,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
     disk = tmp_path / "disk"
     disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -49,9 +53,12 @@ async def test_disk_full_during_a_burst_refuses_cleanly_and_heals(
         random.shuffle(ballots)
         ballast: list[Path] = []
         # The disk fills after a fifth of the burst is acknowledged; the rest keeps coming.
-        outcome = await campaign.send(ballots, sizes.concurrency,
-                                      after_acks=max(1, len(ballots) // 5),
-                                      interrupt=lambda: ballast.append(fill(small_disk)))
+        outcome = await campaign.send(
+            ballots,
+            sizes.concurrency,
+            after_acks=max(1, len(ballots) // 5),
+            interrupt=lambda: ballast.append(fill(small_disk)),
+        )
         assert ballast, "the disk was never filled"
         assert outcome.refused > 0, f"no vote refused on a full disk: {outcome.statuses}"
         assert not outcome.unanswered, "a vote got no answer: the server must answer 503"
@@ -67,8 +74,12 @@ async def test_disk_full_during_a_burst_refuses_cleanly_and_heals(
         assert result["counted"] == len(ballots) and result["processed_rejected"] == 0
         assert server.proc.pid == pid and server.proc.poll() is None, "the server restarted"
         assert server.terminate() == 0
-        figures.add("disk full during a burst", **result,
-                    acked_during_burst=outcome.acked, refused_503=outcome.refused,
-                    answers=dict(outcome.statuses))
+        figures.add(
+            "disk full during a burst",
+            **result,
+            acked_during_burst=outcome.acked,
+            refused_503=outcome.refused,
+            answers=dict(outcome.statuses),
+        )
     finally:
         server.stop()

@@ -56,13 +56,16 @@ async def test_kill_9_cycles_lose_nothing_acknowledged_and_count_nothing_twice(
             acked = [b for b in campaign.ballots if b.acked]
             # A phone that never saw its 202 sends the same vote again: still one vote.
             duplicates = rng.sample(acked, min(len(acked), per_cycle // 4))
-            todo = fresh[cycle * per_cycle:(cycle + 1) * per_cycle] + again + duplicates
+            todo = fresh[cycle * per_cycle : (cycle + 1) * per_cycle] + again + duplicates
             rng.shuffle(todo)
             # A ballot whose first event id was kept, sent under another id, is a second vote.
             conflicting = {b for b in again if kept.get(b) not in (None, b.event_id)}
             outcome = await campaign.send(
-                todo, sizes.concurrency, after_acks=rng.randint(1, max(1, len(todo) - 1)),
-                interrupt=kill, allow_conflict=conflicting,
+                todo,
+                sizes.concurrency,
+                after_acks=rng.randint(1, max(1, len(todo) - 1)),
+                interrupt=kill,
+                allow_conflict=conflicting,
             )
             for b in conflicting:
                 assert not b.acked, "a second vote by the same voter was accepted"

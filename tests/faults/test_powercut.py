@@ -128,7 +128,8 @@ class Venue:
         try:
             async with http.post(
                 f"{self.server.base}/api/v1/polls/{vote.poll_id}/votes",
-                json={**vote.body, "event_id": vote.event_id}, headers=vote.voter["headers"],
+                json={**vote.body, "event_id": vote.event_id},
+                headers=vote.voter["headers"],
             ) as answer:
                 status = answer.status
                 body = await answer.json()
@@ -150,29 +151,32 @@ class Venue:
         api = self.api(http)
         action = self.rng.choice(["room", "poll", "join", "moderate", "read"])
         if action == "room":
-            status, body = await api.call("POST", "/api/v1/rooms", json={"title": "More"},
-                                          headers=api.admin)
+            status, body = await api.call(
+                "POST", "/api/v1/rooms", json={"title": "More"}, headers=api.admin
+            )
             if status == 201:
                 self.book.rooms.append(body["id"])
         elif action == "poll":
             status, body = await api.call(
-                "POST", f"/api/v1/rooms/{self.room['id']}/polls",
+                "POST",
+                f"/api/v1/rooms/{self.room['id']}/polls",
                 json={"question": "Now?", "kind": "single", "options": ["Yes", "No"]},
-                headers=api.admin)
+                headers=api.admin,
+            )
             if status != 201:
                 return
             self.book.polls[body["id"]] = "draft"
             for step in ("open", "close"):
-                status, _ = await api.call("POST", f"/api/v1/polls/{body['id']}/{step}",
-                                           headers=api.admin)
+                status, _ = await api.call(
+                    "POST", f"/api/v1/polls/{body['id']}/{step}", headers=api.admin
+                )
                 if status != 200:
                     return
                 self.book.polls[body["id"]] = {"open": "open", "close": "closed"}[step]
                 self.book.acks[step] += 1
         elif action == "join":
             api.forget_cookies()
-            status, body = await api.call("POST", "/api/v1/join",
-                                          json={"code": self.room["code"]})
+            status, body = await api.call("POST", "/api/v1/join", json={"code": self.room["code"]})
             if status == 201:
                 body["headers"] = {"Authorization": f"Bearer {body['voter_token']}"}
                 self.book.voters.append(body)
@@ -180,22 +184,26 @@ class Venue:
             question = self.rng.choice(self.questions)
             pinned = self.rng.random() < 0.5
             self.book.unanswered_pins.setdefault(question, set()).add(pinned)
-            status, _ = await api.call("PATCH", f"/api/v1/questions/{question}",
-                                       json={"pinned": pinned}, headers=api.admin)
+            status, _ = await api.call(
+                "PATCH", f"/api/v1/questions/{question}", json={"pinned": pinned}, headers=api.admin
+            )
             if status == 200:
                 self.book.moderated[question] = pinned
                 self.book.unanswered_pins[question].clear()
         elif action == "read":
             voter = self.rng.choice(self.book.voters)
-            status, _ = await api.call("POST", "/api/v1/notifications/read-all",
-                                       headers=voter["headers"])
+            status, _ = await api.call(
+                "POST", "/api/v1/notifications/read-all", headers=voter["headers"]
+            )
             if status == 200:
                 # Everything in the inbox was marked read when read-all was answered.
-                inbox_status, inbox = await api.call("GET", "/api/v1/notifications",
-                                                     headers=voter["headers"])
+                inbox_status, inbox = await api.call(
+                    "GET", "/api/v1/notifications", headers=voter["headers"]
+                )
                 if inbox_status == 200:
-                    self.book.read.append((voter, {n["id"] for n in inbox["notifications"]
-                                                   if n["is_read"]}))
+                    self.book.read.append(
+                        (voter, {n["id"] for n in inbox["notifications"] if n["is_read"]})
+                    )
         else:
             return
         if status in (200, 201):
@@ -233,8 +241,10 @@ class Venue:
                 async with sem:
                     deadline = time.monotonic() + 60
                     while True:
-                        async with http.get(f"{self.server.base}/api/v1/votes/{vote.event_id}",
-                                            headers=vote.voter["headers"]) as r:
+                        async with http.get(
+                            f"{self.server.base}/api/v1/votes/{vote.event_id}",
+                            headers=vote.voter["headers"],
+                        ) as r:
                             body = await r.json()
                         if r.status == 404:
                             return "unknown"
@@ -262,8 +272,9 @@ class Venue:
             # The counts agree with the receipts: one counted vote per voter and poll.
             for kind in ("single", "change", "multiple", "rating", "quiz"):
                 pid = self.polls[kind]["id"]
-                status, results = await api.call("GET", f"/api/v1/polls/{pid}/results",
-                                                 headers=api.admin)
+                status, results = await api.call(
+                    "GET", f"/api/v1/polls/{pid}/results", headers=api.admin
+                )
                 voters = sum(1 for (p, _) in by_pair if p == pid)
                 if status != 200 or results["total_votes"] != voters:
                     found["results disagree"] += 1
@@ -272,19 +283,21 @@ class Venue:
                 status, _ = await api.call("GET", f"/api/v1/rooms/{room_id}", headers=api.admin)
                 found["lost rooms"] += status != 200
             for poll_id, acked_status in self.book.polls.items():
-                status, body = await api.call("GET", f"/api/v1/polls/{poll_id}",
-                                              headers=api.admin)
+                status, body = await api.call("GET", f"/api/v1/polls/{poll_id}", headers=api.admin)
                 if status != 200 or _STATUS_ORDER[body["status"]] < _STATUS_ORDER[acked_status]:
                     found["lost polls or states"] += 1
             for voter in self.book.voters:
-                status, body = await api.call("GET", "/api/v1/notifications",
-                                              headers=voter["headers"])
+                status, body = await api.call(
+                    "GET", "/api/v1/notifications", headers=voter["headers"]
+                )
                 found["lost tokens"] += status != 200
             pins: dict[str, bool] = {}
             while True:  # every page of the host's list
                 status, page = await api.call(
-                    "GET", f"/api/v1/polls/{self.polls['qa']['id']}/questions"
-                    f"?offset={len(pins)}", headers=api.admin)
+                    "GET",
+                    f"/api/v1/polls/{self.polls['qa']['id']}/questions?offset={len(pins)}",
+                    headers=api.admin,
+                )
                 assert status == 200, page
                 pins.update((q["id"], q["pinned"]) for q in page["questions"])
                 if not page["questions"]:
@@ -293,8 +306,9 @@ class Venue:
                 allowed = {pinned} | self.book.unanswered_pins.get(question, set())
                 found["lost moderation"] += pins.get(question) not in allowed
             for voter, read in self.book.read:
-                status, inbox = await api.call("GET", "/api/v1/notifications",
-                                               headers=voter["headers"])
+                status, inbox = await api.call(
+                    "GET", "/api/v1/notifications", headers=voter["headers"]
+                )
                 still = {n["id"] for n in inbox["notifications"] if n["is_read"]}
                 found["lost reads"] += status != 200 or not read <= still
         return dict(found)
@@ -343,10 +357,13 @@ async def test_power_cuts_under_load_lose_nothing_acknowledged(
         unanswered = sum(1 for v in venue.book.votes if not v.answered)
         figures.add(
             f"{disk.cuts} power cuts under load, seed {seed}",
-            cuts=disk.cuts, acknowledgements=acks, votes_acked=venue.book.acks["vote"],
-            unanswered=unanswered, lost=sum(v for k, v in totals.items() if k.startswith("lost")),
-            counted_twice=totals["counted twice"], **{k.replace(" ", "_"): v
-                                                      for k, v in venue.book.acks.items()},
+            cuts=disk.cuts,
+            acknowledgements=acks,
+            votes_acked=venue.book.acks["vote"],
+            unanswered=unanswered,
+            lost=sum(v for k, v in totals.items() if k.startswith("lost")),
+            counted_twice=totals["counted twice"],
+            **{k.replace(" ", "_"): v for k, v in venue.book.acks.items()},
         )
         assert not {k: v for k, v in totals.items() if v}, totals
         assert venue.book.acks["vote"] > 0 and disk.cuts == sizes.power_cuts
@@ -372,8 +389,10 @@ async def test_a_cut_in_the_first_seconds_leaves_a_server_that_starts(
             server.log = tmp_path / f"server{n}.log"
             server.spawn()
             await asyncio.sleep(rng.uniform(0.2, 2.0))
-            kept = {name: (server.data_dir / name).is_file()
-                    for name in ("secret", "admin_token", "node_id")}
+            kept = {
+                name: (server.data_dir / name).is_file()
+                for name in ("secret", "admin_token", "node_id")
+            }
             await asyncio.to_thread(_power_cut, disk, server)
             outcomes["files written before the cut"] += sum(kept.values())
             await _start(server)
@@ -384,11 +403,13 @@ async def test_a_cut_in_the_first_seconds_leaves_a_server_that_starts(
                 api = Api(http, server.base)
                 api.admin = {"Authorization": f"Bearer {token}"}
                 await api.room("After the cut")
-                status, _ = await api.call("GET", "/api/v1/rooms",
-                                           headers={"Authorization": "Bearer "})
+                status, _ = await api.call(
+                    "GET", "/api/v1/rooms", headers={"Authorization": "Bearer "}
+                )
                 assert status == 401
-                async with http.post(f"{server.base}/host/login", data={"token": ""},
-                                     allow_redirects=False) as r:
+                async with http.post(
+                    f"{server.base}/host/login", data={"token": ""}, allow_redirects=False
+                ) as r:
                     assert r.status != 303, "the host console took an empty token"
             assert server.terminate() == 0
         figures.add(f"{sizes.first_start_cuts} cuts in a first start", **outcomes)
@@ -419,9 +440,16 @@ async def test_a_cut_during_a_backup_leaves_the_old_backup_or_a_whole_new_one(
                 await api.vote(voter, poll["id"], [poll["options"][0]["id"]])
         for _ in range(sizes.backup_cuts):
             made = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "opus", "backup", str(target), "--data-dir",
-                str(server.data_dir), stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL)
+                sys.executable,
+                "-m",
+                "opus",
+                "backup",
+                str(target),
+                "--data-dir",
+                str(server.data_dir),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
             try:
                 returned = await asyncio.wait_for(made.wait(), rng.uniform(0.05, 1.5))
             except TimeoutError:
@@ -441,4 +469,3 @@ async def test_a_cut_during_a_backup_leaves_the_old_backup_or_a_whole_new_one(
     finally:
         server.stop()
         disk.unmount()
-

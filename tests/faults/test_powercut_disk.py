@@ -104,8 +104,11 @@ def _acknowledged_then_cut(disk: PowerCutDisk, synchronous: str, commits: int) -
     """A writer commits one row at a time and says so after each commit; the power goes after
     `commits` acknowledgements. Returns (acknowledged, rows found after the cut)."""
     db = disk.path / f"{synchronous}.db"
-    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(db), synchronous],
-                              stdout=subprocess.PIPE, start_new_session=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(db), synchronous],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
     assert writer.stdout is not None
     acknowledged = 0
     for line in writer.stdout:
@@ -136,8 +139,11 @@ def test_sqlite_loses_commits_without_fsync_and_none_with_it(
     with PowerCutDisk(tmp_path) as disk:
         for synchronous in ("OFF", "NORMAL", "FULL"):
             acknowledged, found = _acknowledged_then_cut(disk, synchronous, 300)
-            figures.add(f"SQLite WAL synchronous={synchronous}, one cut",
-                        acknowledged=acknowledged, found=found)
+            figures.add(
+                f"SQLite WAL synchronous={synchronous}, one cut",
+                acknowledged=acknowledged,
+                found=found,
+            )
             if synchronous == "OFF":
                 assert found < acknowledged, "a disk that loses nothing cannot test durability"
             elif synchronous == "FULL":

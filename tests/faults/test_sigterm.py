@@ -36,10 +36,12 @@ async def test_sigterm_mid_burst_exits_0_and_loses_nothing(
             server.proc.terminate()
 
         for cycle in range(sizes.term_cycles):
-            todo = fresh[cycle * per_cycle:(cycle + 1) * per_cycle] + again
+            todo = fresh[cycle * per_cycle : (cycle + 1) * per_cycle] + again
             before = {b: (b.refused, b.unanswered) for b in todo}
             outcome = await campaign.send(
-                todo, sizes.concurrency, after_acks=rng.randint(1, max(1, len(todo) - 1)),
+                todo,
+                sizes.concurrency,
+                after_acks=rng.randint(1, max(1, len(todo) - 1)),
                 interrupt=terminate,
             )
             code = await wait_exit(server)
@@ -51,8 +53,9 @@ async def test_sigterm_mid_burst_exits_0_and_loses_nothing(
             again = [b for b in todo if not b.acked]
             kept = await campaign.kept(again)
             for ballot in again:
-                refused_only = (ballot.unanswered == before[ballot][1]
-                                and ballot.refused > before[ballot][0])
+                refused_only = (
+                    ballot.unanswered == before[ballot][1] and ballot.refused > before[ballot][0]
+                )
                 if refused_only:  # a 503 keeps nothing: sending it again is a first vote
                     assert kept[ballot] is None, "a vote refused with 503 was counted"
                 stats["unanswered_kept" if kept[ballot] else "not_kept"] += 1
