@@ -429,15 +429,25 @@ def _with_voter_cookie(
     return response
 
 
-@routes.post("/j/{code}/join")
-async def join_room(request: web.Request) -> web.Response:
-    """The passcode form of a room that has one (and a plain join for one that has none)."""
+async def _attendee_post(request: web.Request) -> tuple[Form, dict[str, Any]] | web.Response:
+    """A form an attendee posted on a room's page: the form and the room, or the answer that
+    refuses it (a form without its CSRF token, a wrong code)."""
     form = await read_form(request)
     if form is None:
         return refused(request)
     room = await _room(request)
     if room is None:
         return _bad_code(request)
+    return form, room
+
+
+@routes.post("/j/{code}/join")
+async def join_room(request: web.Request) -> web.Response:
+    """The passcode form of a room that has one (and a plain join for one that has none)."""
+    posted = await _attendee_post(request)
+    if isinstance(posted, web.Response):
+        return posted
+    form, room = posted
     page = f"/j/{room['code']}"
     if _voter(request, room) is not None:
         return redirect(page)
@@ -474,12 +484,10 @@ async def attendee_polls(request: web.Request) -> web.Response:
 
 @routes.post("/j/{code}/polls/{poll_id}/vote")
 async def vote(request: web.Request) -> web.Response:
-    form = await read_form(request)
-    if form is None:
-        return refused(request)
-    room = await _room(request)
-    if room is None:
-        return _bad_code(request)
+    posted = await _attendee_post(request)
+    if isinstance(posted, web.Response):
+        return posted
+    form, room = posted
     page = f"/j/{room['code']}"
     poll_id = request.match_info["poll_id"]
     anchor = f"{page}#poll-{poll_id}"
@@ -532,12 +540,10 @@ async def inbox(request: web.Request) -> web.Response:
 
 @routes.post("/j/{code}/inbox/read")
 async def inbox_read(request: web.Request) -> web.Response:
-    form = await read_form(request)
-    if form is None:
-        return refused(request)
-    room = await _room(request)
-    if room is None:
-        return _bad_code(request)
+    posted = await _attendee_post(request)
+    if isinstance(posted, web.Response):
+        return posted
+    _, room = posted
     voter = _voter(request, room)
     if voter is not None:
         await request.app[NOTIFIER].mark_read(voter.voter_id, None)
