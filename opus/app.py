@@ -44,7 +44,7 @@ from opus.notifications import NOTIFIED_EVENTS, Notifier
 from opus.outbox import Relay
 from opus.queue import VoteQueue
 from opus.rooms import Catalog, Rooms
-from opus.views import api, host, middleware, openapi, pages
+from opus.views import api, attendee, host, kit, middleware, openapi, screen
 from opus.worker import Workers
 
 log = logging.getLogger(__name__)
@@ -233,6 +233,8 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(_nosniff)
     api.setup(app)
     openapi.setup(app)
-    pages.setup(app)
+    kit.setup(app)
+    attendee.setup(app)
+    screen.setup(app)
     host.setup(app)
     return app

@@ -1,6 +1,6 @@
 """The host console (`/host`): log in with the admin token, then rooms, polls, moderation,
 exports and the live activity feed. Every page needs the host's session cookie; every POST
-its CSRF token (see pages.py)."""
+its CSRF token (see kit.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from opus.callers import HOST_COOKIE, SESSION_S, end_session, new_session
 from opus.errors import BadRequest, NotFound, OpusError, Unprocessable
 from opus.keys import ADMIN_TOKEN, IDENTITIES, ROOMS
 from opus.views import api
-from opus.views.pages import (
+from opus.views.kit import (
     Form,
     field,
     is_host,

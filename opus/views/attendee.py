@@ -1,70 +1,34 @@
-"""HTML pages: the attendee's (`/`, `/j/{code}`), the projector screen (`/screen/{code}`) and
-the plumbing every page shares (templates, CSRF tokens, flash messages, the host's session).
-The host console's handlers are in `host.py`.
-
-The pages call the domain layer directly. Every form works without JavaScript: it POSTs, the
-server answers with a redirect (Post/Redirect/Get) and a one-time flash message. Every POST
-carries a CSRF token: an HMAC of a random per-browser cookie, which a page on another site can
-neither read nor compute.
+"""The attendee's pages: `/` (type the code), `/j/{code}` (the room's polls, a vote, its
+receipt, live results), the passcode form and the inbox. With JavaScript (attendee.js) votes go
+to the API and are kept on the phone until answered; without it, the same forms POST here.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import secrets
-import time
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import jinja2
-import segno
-import segno.helpers
 from aiohttp import web
-from multidict import MultiDictProxy
 
-from opus import __version__, auth, callers
+from opus import auth
 from opus.auth import Voter
-from opus.callers import VOTER_COOKIE, VOTER_COOKIE_S, identify, origin_matches, sign
+from opus.callers import VOTER_COOKIE, VOTER_COOKIE_S, identify
 from opus.errors import NotFound, OpusError, Unprocessable
-from opus.identity import is_loopback
 from opus.keys import (
     ADDRESSES,
     CATALOG,
     INGEST,
     LEDGER,
     NOTIFIER,
-    PAGE_SECRET,
     ROOMS,
-    SETTINGS,
     SIGNER,
-    TEMPLATES,
 )
-from opus.network import attendee_urls  # the same guess the start banner prints
-from opus.resources import static_dir, templates_dir
 from opus.rooms import display_code, normalize_code
 from opus.views.api import JoinThrottle
+from opus.views.kit import Form, field, now_ms, read_form, redirect, refused, render
 
-CSRF_COOKIE = "opus_csrf"
-FLASH_COOKIE = "opus_flash"
-
-# Scripts only from this server, nothing from outside: the venue may have no internet, and
-# a page that loads nothing foreign cannot leak a vote or the host's session to it.
-_CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline';"
-    " script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none';"
-    " form-action 'self'"
-)
-_HEADERS = {
-    "Content-Security-Policy": _CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 FRIENDLY = {
     "already_voted": "You have already voted in this poll.",
     "poll_not_open": "This poll is closed: your vote was not counted.",
@@ -74,157 +38,10 @@ FRIENDLY = {
     "passcode_required": "This room needs its passcode: type the one the host shows or tells.",
     "wrong_passcode": "That is not this room's passcode: check it and try again.",
 }
-
-Form = MultiDictProxy[Any]
 _page_throttle = web.AppKey("page_join_throttle", JoinThrottle)
-
-
-def is_host(request: web.Request) -> bool:
-    """Whether this browser holds a live host session (callers.py)."""
-    return identify(request, session=True).host
-
-
-# A CSRF cookie made while rendering this request, for the response to set.
-_NEW_CSRF = web.RequestKey("new_csrf_cookie", str)
 # How long a form vote waits for its count before the redirect (see `vote`); a busy server
 # answers sooner, with the vote still queued (the page says so).
 _COUNTED_WAIT_S = 2.0
-
-
-def csrf_token(request: web.Request) -> str:
-    """The token every form carries; the page that renders it sets the cookie it rests on."""
-    cookie = request.cookies.get(CSRF_COOKIE) or request.get(_NEW_CSRF)
-    if not cookie:
-        cookie = request[_NEW_CSRF] = secrets.token_urlsafe(18)
-    return sign(request, "csrf", cookie)
-
-
-def same_origin(request: web.Request) -> bool:
-    """False for a request a browser says comes from another site's page."""
-    # Old browsers and some privacy settings send no Origin: then the CSRF token decides.
-    return origin_matches(request) is not False
-
-
-async def read_form(request: web.Request) -> Form | None:
-    """The POSTed form when its CSRF token is right, else None."""
-    form = await request.post()
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    given = form.get("csrf")
-    if not cookie or not isinstance(given, str) or not same_origin(request):
-        return None
-    if not hmac.compare_digest(given, sign(request, "csrf", cookie)):
-        return None
-    return form
-
-
-def field(form: Form, name: str, default: str = "") -> str:
-    value = form.get(name, default)
-    return value.strip() if isinstance(value, str) else default
-
-
-# -- answers ------------------------------------------------------------------------------
-
-
-def redirect(location: str, message: str | None = None, *, error: bool = False) -> web.Response:
-    """303 to a page, with a message it shows once."""
-    response = web.Response(status=303, headers={"Location": location})
-    if message:
-        raw = json.dumps({"m": message[:300], "e": error}).encode()
-        response.set_cookie(
-            FLASH_COOKIE,
-            base64.urlsafe_b64encode(raw).decode(),
-            max_age=120,
-            httponly=True,
-            samesite="Lax",
-            path="/",
-        )
-    return response
-
-
-def _flash(request: web.Request) -> dict[str, Any] | None:
-    raw = request.cookies.get(FLASH_COOKIE)
-    if not raw:
-        return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(raw.encode()))
-        return {"message": str(value["m"]), "error": bool(value["e"])}
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def render(
-    request: web.Request, template: str, *, status: int = 200, **context: Any
-) -> web.Response:
-    """A page from its template, with the CSRF token, the flash message and security headers."""
-    flash = _flash(request)
-    csrf = csrf_token(request)
-    html = (
-        request.app[TEMPLATES]
-        .get_template(template)
-        .render(csrf=csrf, flash=flash, host_session=is_host(request), **context)
-    )
-    response = web.Response(text=html, status=status, content_type="text/html", headers=_HEADERS)
-    if _NEW_CSRF in request:
-        response.set_cookie(
-            CSRF_COOKIE, request[_NEW_CSRF], httponly=True, samesite="Lax", path="/"
-        )
-    if flash is not None:
-        response.del_cookie(FLASH_COOKIE, path="/")
-    return response
-
-
-def refused(request: web.Request) -> web.Response:
-    return render(
-        request,
-        "error.html",
-        status=403,
-        title="Form expired",
-        message="This form has expired or did not come from this site. Go back, "
-        "reload the page and try again.",
-    )
-
-
-def not_found(request: web.Request, message: str) -> web.Response:
-    return render(request, "error.html", status=404, title="Not found", message=message)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-# -- shared by the pages --------------------------------------------------------------------
-
-
-def join_base(request: web.Request) -> str:
-    """Where phones reach this server: the configured public URL, else the address this page
-    was opened at, unless that is the laptop's own loopback (then the first LAN address)."""
-    settings = request.app[SETTINGS]
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
-    host = request.url.host or ""
-    if host != "localhost" and not host.startswith("127.") and host != "::1":
-        return f"{request.scheme}://{request.host}"
-    return attendee_urls(settings)[0].rstrip("/")
-
-
-def qr_svg(content: str, *, error: str = "m") -> str:
-    """An inline SVG QR code that scales with its box (made here: no service on the internet)."""
-    qr = segno.make(content, error=error)
-    return str(qr.svg_inline(omitsize=True, dark="#000", light="#fff", border=2))
-
-
-def wifi_svg(request: web.Request) -> str | None:
-    settings = request.app[SETTINGS]
-    if not settings.wifi_ssid:
-        return None
-    security = None if settings.wifi_security.lower() == "nopass" else settings.wifi_security
-    qr = segno.helpers.make_wifi(
-        ssid=settings.wifi_ssid, password=settings.wifi_password, security=security
-    )
-    return str(qr.svg_inline(omitsize=True, dark="#000", light="#fff", border=2))
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _voter_choice(request: web.Request, event_id: str) -> Any:
@@ -333,7 +150,7 @@ async def join_by_code(request: web.Request) -> web.Response:
     return redirect(f"/j/{code}")
 
 
-async def _room(request: web.Request) -> dict[str, Any] | None:
+async def room_of(request: web.Request) -> dict[str, Any] | None:
     """The room named by the URL's code, or None (a wrong code counts against the address)."""
     throttle = request.app[_page_throttle]
     address = request.app[ADDRESSES].of(request)
@@ -353,7 +170,7 @@ async def _room(request: web.Request) -> dict[str, Any] | None:
     }
 
 
-def _bad_code(request: web.Request) -> web.Response:
+def bad_code(request: web.Request) -> web.Response:
     code = request.match_info.get("code", "")[:32]
     return render(request, "home.html", status=404, title="Join a poll", code=code, bad_code=True)
 
@@ -369,9 +186,9 @@ async def attendee(request: web.Request) -> web.Response:
     """The room's page (what the QR code opens). Opening it makes no voter: the first vote,
     or the passcode form of a room that has one, does (see _join), so a script that opens the
     page a thousand times has made nothing. A phone that joined before stays the same voter."""
-    room = await _room(request)
+    room = await room_of(request)
     if room is None:
-        return _bad_code(request)
+        return bad_code(request)
     if room["code"] != request.match_info["code"]:
         return redirect(f"/j/{room['code']}")  # one address per room: the clean code
     voter = _voter(request, room)
@@ -435,9 +252,9 @@ async def _attendee_post(request: web.Request) -> tuple[Form, dict[str, Any]] | 
     form = await read_form(request)
     if form is None:
         return refused(request)
-    room = await _room(request)
+    room = await room_of(request)
     if room is None:
-        return _bad_code(request)
+        return bad_code(request)
     return form, room
 
 
@@ -465,9 +282,9 @@ def _pseudonym(voter: Voter) -> str:
 @routes.get("/j/{code}/polls")
 async def attendee_polls(request: web.Request) -> web.Response:
     """The poll list alone: what a page with JavaScript swaps in when a poll opens or closes."""
-    room = await _room(request)
+    room = await room_of(request)
     if room is None:
-        return _bad_code(request)
+        return bad_code(request)
     voter = _voter(request, room)
     if voter is None and room["passcode_required"]:
         return render(
@@ -521,9 +338,9 @@ async def vote(request: web.Request) -> web.Response:
 
 @routes.get("/j/{code}/inbox")
 async def inbox(request: web.Request) -> web.Response:
-    room = await _room(request)
+    room = await room_of(request)
     if room is None:
-        return _bad_code(request)
+        return bad_code(request)
     voter = _voter(request, room)
     if voter is None:
         return redirect(f"/j/{room['code']}")
@@ -550,107 +367,6 @@ async def inbox_read(request: web.Request) -> web.Response:
     return redirect(f"/j/{room['code']}/inbox", "Marked as read.")
 
 
-# -- the projector screen -------------------------------------------------------------------
-
-
-@routes.get("/screen")
-async def newest_screen(request: web.Request) -> web.Response:
-    """The newest room's screen: what a kiosk opens at boot, before anyone types a code. Only
-    for the box itself (the kiosk) and the host: it would tell anyone on the Wi-Fi the newest
-    room's code, passcode-protected or not."""
-    if not (is_loopback(request.app[ADDRESSES].of(request)) or is_host(request)):
-        return render(
-            request,
-            "error.html",
-            status=403,
-            title="Screen",
-            message="Open the screen from the host console, or type the room's"
-            " code: /screen/ROOM-CODE.",
-        )
-    rooms = await request.app[ROOMS].list_rooms()
-    if rooms:
-        raise web.HTTPFound(f"/screen/{rooms[0]['code']}")
-    page = render(
-        request,
-        "error.html",
-        title="Waiting for a room",
-        message="This screen shows the newest room once the host creates one.",
-    )
-    page.headers["Refresh"] = "5"  # looks again by itself; no script needed
-    return page
-
-
-@routes.get("/screen/{code}")
-async def screen(request: web.Request) -> web.Response:
-    """Anyone may open it (it shows what attendees see); in a browser with the host's session
-    it watches through the host's socket, so it can also reveal results hidden until close."""
-    room = await _room(request)
-    if room is None:
-        return not_found(request, "No room has this code.")
-    join_url = f"{join_base(request)}/j/{room['code']}"
-    host = is_host(request)
-    live = f"/host/live?room={room['id']}" if host else f"/ws?room={room['code']}"
-    return render(
-        request,
-        "screen.html",
-        title=room["title"],
-        room=room,
-        join_url=join_url,
-        join_display=join_url.split("://", 1)[-1],
-        qr=qr_svg(join_url),
-        wifi=wifi_svg(request),
-        wifi_ssid=request.app[SETTINGS].wifi_ssid,
-        boot={
-            "room": room["code"],
-            "room_id": room["id"],
-            "live": live,
-            "server_now": now_ms(),
-            "host": host,
-        },
-    )
-
-
-# -- setup ----------------------------------------------------------------------------------
-
-
-def _static_version() -> str:
-    """Changes whenever a static file does, so browsers never keep a stale script."""
-    digest = hashlib.sha256(__version__.encode())
-    root = static_dir()
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:10]
-
-
-def _fmt_time(iso: str | None) -> str:
-    if not iso:
-        return ""
-    stamp = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
-    today = datetime.now(UTC).astimezone().date()
-    return stamp.strftime("%H:%M" if stamp.date() == today else "%d %b %H:%M")
-
-
-def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    version = _static_version()
-    env.globals["static"] = lambda path: f"/static/{path}?v={version}"
-    env.globals["version"] = __version__
-    env.filters["time"] = _fmt_time
-    return env
-
-
 def setup(app: web.Application) -> None:
-    secret = auth.load_secret(app[SETTINGS].data_dir)
-    app[PAGE_SECRET] = hmac.digest(secret, b"opus pages", "sha256")
-    app[TEMPLATES] = environment()
     app[_page_throttle] = JoinThrottle()
-    callers.setup(app)
     app.router.add_routes(routes)
-    app.router.add_static("/static", static_dir())
