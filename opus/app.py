@@ -11,6 +11,7 @@ from aiohttp import web
 
 from opus import __version__, auth, files, ws
 from opus.auth import same_token
+from opus.catalog import Catalog
 from opus.config import Settings
 from opus.db import Database, checkpoint
 from opus.errors import Unauthorized
@@ -43,7 +44,7 @@ from opus.metrics import Metrics
 from opus.notifications import NOTIFIED_EVENTS, Notifier
 from opus.outbox import Relay
 from opus.queue import VoteQueue
-from opus.rooms import Catalog, Rooms
+from opus.rooms import Rooms
 from opus.views import api, attendee, host, kit, middleware, openapi, screen
 from opus.worker import Workers
 

@@ -544,9 +544,10 @@ def export_command(
 
 async def _export_room(settings: Settings, room: str, fmt: str) -> str:
     from opus import export
+    from opus.catalog import Catalog
     from opus.db import Database
     from opus.errors import NotFound
-    from opus.rooms import Catalog, Rooms
+    from opus.rooms import Rooms
 
     db = Database(settings.db_path)
     await db.open()

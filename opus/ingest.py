@@ -13,6 +13,7 @@ from typing import Any
 
 from opus import events, kinds
 from opus.auth import Voter
+from opus.catalog import Catalog, PollView
 from opus.config import Settings
 from opus.db import is_disk_full
 from opus.errors import (
@@ -28,7 +29,6 @@ from opus.errors import (
 from opus.ledger import Entry, Ledger
 from opus.metrics import Metrics
 from opus.queue import DuplicateKey, VoteQueue
-from opus.rooms import Catalog, PollView
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ import jinja2
 from aiohttp import web
 
 from opus.auth import Signer
+from opus.catalog import Catalog
 from opus.config import Settings
 from opus.db import Database
 from opus.hub import Hub
@@ -16,7 +17,7 @@ from opus.live import Broadcaster
 from opus.metrics import Metrics
 from opus.notifications import Notifier
 from opus.queue import VoteQueue
-from opus.rooms import Catalog, Rooms
+from opus.rooms import Rooms
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)

@@ -20,10 +20,11 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode, web
 
 from opus import events
+from opus.catalog import Catalog
 from opus.config import Settings
 from opus.errors import NotFound
 from opus.metrics import LatencyWindow
-from opus.rooms import Catalog, Rooms
+from opus.rooms import Rooms
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Rooms, polls, voters and results: the host's operations and the attendee's reads.
 
-Every state change commits together with its outbox event. The in-memory view of polls that
-the vote path checks against (`Catalog`) is loaded at start and updated after each commit.
+Every state change commits together with its outbox event, then updates the in-memory view
+of polls that the vote path checks against (catalog.py).
 """
 
 from __future__ import annotations
@@ -10,99 +10,21 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from opus import events, kinds, outbox, results
 from opus.auth import Voter
+from opus.catalog import Catalog
+from opus.codes import display_code, new_code, normalize_code
 from opus.db import Database, Row, fetchall, placeholders
 from opus.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from opus.identity import IdentityLimits
 from opus.kinds import KINDS
 
-# Letters and digits that cannot be confused when read aloud or off a projector
-# (no 0/O, 1/I/L, 5/S, 2/Z, 8/B, U/V): 8 characters give about 10^11 codes.
-CODE_ALPHABET = "34679ACDEFGHJKMNPQRTWXY"
-CODE_LENGTH = 8
-
 MAX_TITLE = 200
 MAX_QUESTION = 500
 MODERATION_PAGE = 200  # questions the host's moderation list loads at once
-
-
-def new_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-
-
-def normalize_code(raw: str) -> str:
-    """Codes are shown as ABCD-EFGH; people type them in any case, with or without the dash."""
-    return "".join(ch for ch in raw.upper() if ch.isalnum())
-
-
-def display_code(code: str) -> str:
-    return f"{code[:4]}-{code[4:]}"
-
-
-@dataclass(frozen=True, slots=True)
-class PollView:
-    """What the vote path needs to know about a poll, without a database read."""
-
-    id: str
-    room_id: str
-    kind: str
-    status: str
-    options: tuple[str, ...]  # option ids in the poll's order (a rating's 1..N)
-    option_ids: frozenset[str]  # the same, for the vote path's membership checks
-    allow_change: bool
-    hide_results: bool
-    time_limit_s: int | None = None
-    opened_at: float | None = None  # seconds since the epoch
-
-    def past_deadline(self, now: float) -> bool:
-        """A quiz with a time limit stops taking answers (after a short grace)."""
-        if self.time_limit_s is None or self.opened_at is None:
-            return False
-        return now > self.opened_at + self.time_limit_s + kinds.QUIZ_GRACE_S
-
-    @property
-    def results_hidden(self) -> bool:
-        """Results are shown to attendees and screens only when this is False."""
-        return self.hide_results and self.status != "closed"
-
-
-class Catalog:
-    """The in-memory view of every poll."""
-
-    def __init__(self) -> None:
-        self.polls: dict[str, PollView] = {}
-
-    async def load(self, db: Database) -> None:
-        options: dict[str, list[str]] = {}
-        for row in await db.fetchall("SELECT id, poll_id FROM options ORDER BY poll_id, position"):
-            options.setdefault(row["poll_id"], []).append(row["id"])
-        for row in await db.fetchall(
-            "SELECT id, room_id, kind, status, allow_change, hide_results, time_limit_s,"
-            " opened_at FROM polls"
-        ):
-            self.put(row, options.get(row["id"], []))
-
-    def put(self, row: Row | dict[str, Any], options: list[str]) -> None:
-        self.polls[row["id"]] = PollView(
-            id=row["id"],
-            room_id=row["room_id"],
-            kind=row["kind"],
-            status=row["status"],
-            options=tuple(options),
-            option_ids=frozenset(options),
-            allow_change=bool(row["allow_change"]),
-            hide_results=bool(row["hide_results"]),
-            time_limit_s=row["time_limit_s"],
-            opened_at=events.epoch(row["opened_at"]),
-        )
-
-    def update(self, poll_id: str, **changes: Any) -> None:
-        self.polls[poll_id] = replace(self.polls[poll_id], **changes)
 
 
 def _text(body: dict[str, Any], name: str, limit: int, *, required: bool = True) -> str:

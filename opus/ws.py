@@ -12,11 +12,11 @@ from typing import cast
 from aiohttp import WSMsgType, web
 
 from opus.callers import identify
+from opus.codes import normalize_code
 from opus.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from opus.identity import IdentityLimits
 from opus.keys import ADDRESSES, BROADCASTER, DB, SETTINGS
 from opus.live import CLOSE_FULL, CLOSE_TOO_MANY, Client, Transport, text_frame
-from opus.rooms import normalize_code
 
 log = logging.getLogger(__name__)
 

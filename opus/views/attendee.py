@@ -15,6 +15,7 @@ from aiohttp import web
 from opus import auth
 from opus.auth import Voter
 from opus.callers import VOTER_COOKIE, VOTER_COOKIE_S, identify
+from opus.codes import display_code, normalize_code
 from opus.errors import NotFound, OpusError, Unprocessable
 from opus.keys import (
     ADDRESSES,
@@ -25,7 +26,6 @@ from opus.keys import (
     ROOMS,
     SIGNER,
 )
-from opus.rooms import display_code, normalize_code
 from opus.views.api import JoinThrottle
 from opus.views.kit import Form, field, now_ms, read_form, redirect, refused, render
 

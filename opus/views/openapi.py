@@ -14,6 +14,7 @@ from aiohttp import web
 
 from opus import __version__
 from opus.callers import VOTER_COOKIE
+from opus.codes import CODE_ALPHABET, CODE_LENGTH
 from opus.ingest import ASKS_PER_MINUTE, QUESTIONS_PER_VOTER
 from opus.kinds import (
     DEFAULT_TIME_LIMIT_S,
@@ -30,8 +31,6 @@ from opus.kinds import (
 )
 from opus.results import LEADERBOARD_SIZE, MAX_WORDS, QUESTIONS_SHOWN
 from opus.rooms import (
-    CODE_ALPHABET,
-    CODE_LENGTH,
     MAX_PASSCODE,
     MAX_QUESTION,
     MAX_TITLE,
