@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 _CHECKPOINT_S = 30.0
 _MAX_CHUNKS = 100  # per prune; what is left waits for the next one
 _LAG_TICK_S = 0.05
+_RENOTIFY_S = 900.0  # at start, poll events of the last 15 minutes notify again (see _pipeline)
 
 
 def load_node_id(data_dir: Path) -> str:
@@ -124,6 +125,11 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     app[NOTIFIER] = notifier = Notifier(
         db, broadcaster.push_notification, broadcaster.online_voters
     )
+    # The relay marks an event sent once it is handed to the hub; a crash before the notifier's
+    # task wrote its notifications would lose them. Recent ones are written again (those that
+    # exist are skipped: one per voter and event).
+    for event in await relay.recently_sent(NOTIFIED_EVENTS, _RENOTIFY_S):
+        await notifier.fan_out(event)
     hub.subscribe("live", broadcaster.on_event, LIVE_EVENTS)
     hub.subscribe("notifications", notifier.fan_out, NOTIFIED_EVENTS)
     relay_task = asyncio.create_task(relay.run(), name="opus-outbox-relay")

@@ -72,8 +72,13 @@ class Notifier:
         poll_id, room_id = data.get("poll_id") or data["id"], data["room_id"]
         row = await self._db.fetchone("SELECT question FROM polls WHERE id = ?", (poll_id,))
         question = row["question"] if row else "A poll"
-        recipients = "SELECT rowid, id FROM voters WHERE room_id = ? AND rowid > ?"
-        scope, extra = room_id, None
+        # The room's voters when it happened: one who joins later (or before a replay at start,
+        # app.py) is not told of a poll prepared or opened before they came.
+        recipients = (
+            "SELECT rowid, id FROM voters WHERE room_id = ? AND created_at <= ? AND rowid > ?"
+        )
+        scope: tuple[str, ...] = (room_id, event["timestamp"])
+        extra = None
         if event["event_type"] == events.POLL_CREATED:
             kind, title, message = "poll_created", "New poll", "The host has prepared a poll."
         elif event["event_type"] == events.POLL_OPENED:
@@ -84,13 +89,13 @@ class Notifier:
             # Who voted; in a Q&A, who asked (each once: the insert ignores repeats).
             table = "questions" if data["results"].get("kind") == "qa" else "votes"
             recipients = f"SELECT rowid, voter_id FROM {table} WHERE poll_id = ? AND rowid > ?"
-            scope = poll_id
+            scope = (poll_id,)
         created = 0
         after = -1
         now = events.now_iso()
         while True:
             batch = await self._db.fetchall(
-                f"{recipients} ORDER BY rowid LIMIT {_BATCH}", (scope, after)
+                f"{recipients} ORDER BY rowid LIMIT {_BATCH}", (*scope, after)
             )
             if not batch:
                 break

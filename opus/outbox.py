@@ -100,6 +100,18 @@ class Relay:
         self._metrics.outbox_published.inc(len(rows))
         return len(rows)
 
+    async def recently_sent(self, types: Iterable[str], seconds: float) -> list[Envelope]:
+        """Events of these types written in the last `seconds` and already handed to the hub,
+        oldest first."""
+        wanted = list(types)
+        rows = await self._db.fetchall(
+            "SELECT envelope FROM outbox WHERE sent_at IS NOT NULL"
+            f" AND event_type IN ({','.join('?' for _ in wanted)})"
+            " AND created_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) ORDER BY seq",
+            (*wanted, f"-{seconds} seconds"),
+        )
+        return [json.loads(r["envelope"]) for r in rows]
+
     def prune(self, limit: int = 5000) -> int:
         """Forget up to `limit` events sent more than an hour ago (the database keeps the
         state itself); returns how many."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,44 @@ async def test_json_logs_are_one_object_per_line(
     assert any("ROOM.CREATED" in entry["message"] for entry in lines)
     assert any("admin" in entry["message"].lower() for entry in lines)
     assert {"time", "level", "logger", "message"} <= set(lines[0])
+
+
+async def test_notifications_lost_in_a_crash_after_the_relay_are_written_at_start(
+    server: ServerProcess,
+) -> None:
+    """The relay marks an event sent once it hands it to the hub; a crash before the
+    notifier's task wrote its notifications would lose them. What that crash leaves (the
+    event sent, its notifications missing) is made here by hand, and the next start writes
+    them: for the voters who had joined when it happened, not for one who came later."""
+    import sqlite3
+
+    server.start()
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base)
+        room = await api.room()
+        early = await api.join(room["code"])
+        poll = await api.poll(room["id"])  # created, then opened: two notifications
+        deadline = time.monotonic() + 10
+        while True:  # the notifier writes them in its own task, just after
+            status, inbox = await api.call("GET", "/api/v1/notifications", headers=early["headers"])
+            if len(inbox["notifications"]) == 2:
+                break
+            assert time.monotonic() < deadline, inbox
+            await asyncio.sleep(0.05)
+    assert server.terminate() == 0
+    db = sqlite3.connect(server.data_dir / "opus.db")
+    with db:
+        assert db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone() == (0,)
+        db.execute("DELETE FROM notifications")
+    db.close()
+    server.start()
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.base)
+        late = await api.join(room["code"])
+        status, inbox = await api.call("GET", "/api/v1/notifications", headers=early["headers"])
+        assert status == 200
+        assert [n["type"] for n in inbox["notifications"]] == ["poll_opened", "poll_created"]
+        assert inbox["notifications"][0]["source_id"] == poll["id"]
+        status, inbox = await api.call("GET", "/api/v1/notifications", headers=late["headers"])
+        assert status == 200 and inbox["notifications"] == []
+    assert server.terminate() == 0
