@@ -150,9 +150,10 @@ class Ingest:
                 raise Conflict("You have already voted in this poll.", code="already_voted")
         if key is None:  # a Q&A question: a few per voter, and not all at once
             self._check_asking(poll_id, voter.voter_id)
-        if entry.choice.startswith('{"u":'):
-            asked = self._ledger.by_event.get(entry.choice[6:-2])
-            if asked is None or asked.poll_id != poll_id or not asked.choice.startswith('{"q":'):
+        question = kinds.upvoted(entry.choice)
+        if question is not None:
+            asked = self._ledger.by_event.get(question)
+            if asked is None or asked.poll_id != poll_id or not kinds.asked(asked.choice):
                 raise NotFound("No question in this poll has this id.", code="question_not_found")
         if len(self._ledger.pending) >= self._settings.max_backlog:
             raise Unavailable(

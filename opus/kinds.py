@@ -195,6 +195,17 @@ def qa_choice(body: dict[str, Any]) -> str:
     return canonical({"q": _short_text(body, MAX_ASK)})
 
 
+def asked(choice: str) -> bool:
+    """Whether a canonical choice asks a Q&A question."""
+    return choice.startswith('{"q":')
+
+
+def upvoted(choice: str) -> str | None:
+    """The question a canonical choice upvotes, or None: `{"u":"<id>"}` (an id has no quote
+    or backslash, so the canonical text is exactly that)."""
+    return choice[6:-2] if choice.startswith('{"u":') else None
+
+
 def decode(choice: str) -> list[str] | dict[str, str]:
     value = json.loads(choice)
     if isinstance(value, list):

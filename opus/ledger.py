@@ -12,6 +12,7 @@ import contextlib
 from collections import Counter
 from dataclasses import dataclass
 
+from opus import kinds
 from opus.db import Database
 
 
@@ -25,10 +26,11 @@ class Entry:
     def key(self) -> tuple[str, str] | None:
         """What one voter may hold only once: their vote on a poll, or their upvote of a
         question; a Q&A question has no such key (ask as many as you like)."""
-        if self.choice.startswith('{"q":'):
+        if kinds.asked(self.choice):
             return None
-        if self.choice.startswith('{"u":'):
-            return (self.poll_id, f"{self.voter_id}/{self.choice[6:-2]}")
+        question = kinds.upvoted(self.choice)
+        if question is not None:
+            return (self.poll_id, f"{self.voter_id}/{question}")
         return (self.poll_id, self.voter_id)
 
     def payload(self) -> str:
