@@ -66,18 +66,18 @@ def identify(request: web.Request, *, query: bool = False, session: bool = False
         raise BadRequest(
             "The admin token goes in the Authorization header, never in a URL.", code="token_in_url"
         )
-    for via, token in (
-        ("query", in_url),
-        ("header", bearer(request)),
-        ("cookie", request.cookies.get(VOTER_COOKIE, "")),
-    ):
-        if not token:
-            continue
-        if via == "header" and same_token(token, app[ADMIN_TOKEN]):
-            return Caller(via, host=True)
-        return Caller(via, voter=app[SIGNER].voter(token))
+    for via, token in (("query", in_url), ("header", bearer(request))):
+        if token:
+            if via == "header" and same_token(token, app[ADMIN_TOKEN]):
+                return Caller(via, host=True)
+            return Caller(via, voter=app[SIGNER].voter(token))
+    # The console's session before the voter cookie: a host who also voted from this browser
+    # is the host on the console's pages and socket.
     if session and _session(request) is not None:
         return Caller("session", host=True)
+    token = request.cookies.get(VOTER_COOKIE, "")
+    if token:
+        return Caller("cookie", voter=app[SIGNER].voter(token))
     return Caller()
 
 

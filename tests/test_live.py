@@ -445,3 +445,26 @@ async def test_a_slow_subscriber_holds_back_neither_the_relay_nor_the_others() -
     release.set()
     await hub.close()
     assert slow_seen == [e["event_id"] for e in [*sent, opened]]
+
+
+async def test_the_console_feed_stays_the_hosts_in_a_browser_that_also_voted(
+    api: Api, client: TestClient
+) -> None:
+    room = await api.room()
+    draft = await api.poll(room["id"], open=False)  # only the host sees drafts
+    async with client.get("/host/login") as r:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+    assert csrf is not None
+    origin = str(client.make_url("")).rstrip("/")
+    async with client.post(
+        "/host/login",
+        data={"csrf": csrf.group(1), "token": ADMIN},
+        headers={"Origin": origin},
+        allow_redirects=False,
+    ) as r:
+        assert r.status == 303
+    async with client.post("/api/v1/join", json={"code": room["code"]}) as r:
+        assert r.status == 201  # this browser now holds a voter cookie as well
+    async with client.ws_connect(f"/host/live?room={room['id']}", headers={"Origin": origin}) as ws:
+        snapshot = await _next(ws, "snapshot")
+    assert [p["id"] for p in snapshot["room"]["polls"]] == [draft["id"]]
