@@ -80,8 +80,9 @@ class Ingest:
         self._wake = asyncio.Event()
         self._closing = False
 
-    def _check_asking(self, poll_id: str, voter_id: str) -> None:
-        """One voter must not fill a Q&A (and every screen's results) with questions."""
+    def _check_asking(self, poll_id: str, voter_id: str) -> float:
+        """One voter must not fill a Q&A (and every screen's results) with questions. Returns
+        the time this question is counted at in the voter's rate."""
         if self._ledger.asked[(poll_id, voter_id)] >= QUESTIONS_PER_VOTER:
             raise Conflict(
                 f"You have asked {QUESTIONS_PER_VOTER} questions in this Q&A, the"
@@ -101,8 +102,9 @@ class Ingest:
                 retry_after=retry,
             )
         recent.append(now)
-        if len(self._asks) > 100_000:  # a long day: forget who asked an hour ago
-            self._asks = {v: q for v, q in self._asks.items() if q and q[-1] > now - 60}
+        if len(self._asks) > 100_000:  # a long day: forget who has not asked this last minute
+            self._asks = {v: q for v, q in self._asks.items() if q and q[-1] > now - _ASK_WINDOW_S}
+        return now
 
     def _reject(self, reason: str) -> None:
         self._metrics.votes_rejected.labels(reason).inc()
@@ -148,8 +150,6 @@ class Ingest:
                 raise Conflict("You have already upvoted this question.", code="already_voted")
             if not poll.allow_change:
                 raise Conflict("You have already voted in this poll.", code="already_voted")
-        if key is None:  # a Q&A question: a few per voter, and not all at once
-            self._check_asking(poll_id, voter.voter_id)
         question = kinds.upvoted(entry.choice)
         if question is not None:
             asked = self._ledger.by_event.get(question)
@@ -159,6 +159,9 @@ class Ingest:
             raise Unavailable(
                 "Too many votes are waiting; try again.", code="queue_full", retry_after=1
             )
+        # A Q&A question: a few per voter, and not all at once. Checked last, so that only a
+        # question that is then accepted (or fails to be saved, see below) takes a place.
+        asked_at = self._check_asking(poll_id, voter.voter_id) if key is None else None
 
         previous = self._ledger.accept(event_id, entry)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -169,6 +172,9 @@ class Ingest:
             await asyncio.shield(future)
         except BaseException:
             self._ledger.forget(event_id, previous)
+            if asked_at is not None:  # not saved: it does not count against the voter's rate
+                with contextlib.suppress(KeyError, ValueError):
+                    self._asks[voter.voter_id].remove(asked_at)
             raise
         finally:
             del self._inflight[event_id]
