@@ -338,3 +338,34 @@ async def test_a_voter_asks_at_most_so_many_questions_in_one_qa(
         headers=voter["headers"],
     )
     assert status == 409 and body["error"]["code"] == "question_limit"
+
+
+async def test_the_consoles_moderation_list_pages_through_a_crowded_qa(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(settings))
+    api = Api(client)
+    room = await api.room()
+    qa = await api.poll(room["id"], kind="qa", options=None)
+    voters = [await api.join(room["code"]) for _ in range(70)]
+    for n, v in enumerate(voters):
+        for i in range(ASKS_PER_MINUTE):
+            status, _ = await api.call(
+                "POST",
+                f"/api/v1/polls/{qa['id']}/votes",
+                json={"text": f"Q {n}.{i}?"},
+                headers=v["headers"],
+            )
+            assert status == 202
+    total = ASKS_PER_MINUTE * len(voters)
+    await api.total_when(qa["id"], total)
+    await _log_in(client)
+    async with client.get(f"/host/rooms/{room['id']}") as r:
+        html = await r.text()
+    assert f"Questions 1 to 200 of {total}" in html and f"Next {total - 200}" in html
+    assert "Q 69.2?" not in html  # the newest question is past the first page
+    async with client.get(f"/host/polls/{qa['id']}/questions?offset=200") as r:
+        part = await r.text()
+    # The newest questions, beyond the first page, are one click away.
+    assert f"Questions 201 to {total} of {total}" in part and "Q 69.2?" in part
+    assert "Earlier" in part and "Next" not in part

@@ -17,6 +17,7 @@ from opus.auth import same_token
 from opus.callers import HOST_COOKIE, SESSION_S, end_session, new_session
 from opus.errors import BadRequest, NotFound, OpusError, Unprocessable
 from opus.keys import ADMIN_TOKEN, IDENTITIES, ROOMS
+from opus.rooms import MODERATION_PAGE
 from opus.views import api
 from opus.views.kit import (
     Form,
@@ -177,14 +178,16 @@ async def _room_page(
     room = await rooms.room(room_id, include_drafts=True)
     polls = []
     for poll in room["polls"]:
-        questions = None
+        questions, total = None, 0
         if poll["kind"] == "qa":
             questions = await rooms.questions(poll["id"])
+            total = await rooms.question_count(poll["id"])
         polls.append(
             {
                 "poll": poll,
                 "results": await rooms.results(poll["id"], for_host=True),
                 "questions": questions,
+                "question_total": total,
             }
         )
     base = join_base(request)
@@ -200,6 +203,7 @@ async def _room_page(
         draft=draft or {"kind": "single"},
         error=error,
         joined_total=identities.total(room_id),
+        question_page=MODERATION_PAGE,
         busiest=[(a, n) for a, n in identities.busiest(room_id) if n > 1],
         join_url=f"{base}/j/{room['code']}",
         boot={"room_id": room["id"], "live": f"/host/live?room={room['id']}"},
@@ -420,11 +424,20 @@ async def moderate(request: web.Request, form: Form) -> web.StreamResponse:
 @routes.get("/host/polls/{poll_id}/questions")
 @page
 async def questions_part(request: web.Request) -> web.StreamResponse:
-    """A Q&A poll's moderation list alone, for the console's script to swap in."""
+    """A Q&A poll's moderation list alone, for the console's script to swap in; `?offset=`
+    pages through a list longer than one page."""
     rooms = request.app[ROOMS]
     poll = await rooms.poll(request.match_info["poll_id"])
+    raw = request.query.get("offset", "0")
+    offset = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 0
     return render(
-        request, "host/_questions.html", poll=poll, questions=await rooms.questions(poll["id"])
+        request,
+        "host/_questions.html",
+        poll=poll,
+        questions=await rooms.questions(poll["id"], offset=offset),
+        question_total=await rooms.question_count(poll["id"]),
+        question_offset=offset,
+        question_page=MODERATION_PAGE,
     )
 
 
