@@ -4,16 +4,15 @@ statement per table, all inside the worker's one transaction."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
 from opus import events, kinds, outbox
 from opus.db import fetchall, placeholders
+from opus.kinds import Answer, Choice, Options, Question, Upvote
+from opus.ledger import read_queued
 from opus.queue import Claim
-
-Value = list[str] | dict[str, str]
 
 
 @dataclass(slots=True)
@@ -21,14 +20,13 @@ class Vote:
     claim: Claim
     poll_id: str
     voter_id: str
-    choice: str  # canonical JSON, as ingest wrote it
-    value: Value  # the choice, decoded
+    value: Choice
+    choice: str  # the choice's canonical JSON, as the database keeps it
 
 
 def parse(claim: Claim) -> Vote:
-    data = json.loads(claim.data)
-    choice = kinds.canonical(data["c"])
-    return Vote(claim, data["p"], data["v"], choice, kinds.decode(choice))
+    entry = read_queued(claim.data)
+    return Vote(claim, entry.poll_id, entry.voter_id, entry.choice, kinds.to_json(entry.choice))
 
 
 @dataclass(slots=True)
@@ -44,17 +42,17 @@ class Plan:
     upvotes: list[tuple[str, str, str]] = field(default_factory=list)
     upvote_counts: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
-    events: list[events.Envelope] = field(default_factory=list)
+    events: list[events.Event] = field(default_factory=list)
     counted: list[Vote] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
 
-    def add(self, poll_id: str, value: Value, delta: int) -> None:
+    def add(self, poll_id: str, value: Choice, delta: int) -> None:
         """Count a vote's options (or a word-cloud answer's words) up or down."""
-        if isinstance(value, list):
-            for option_id in value:
+        if isinstance(value, Options):
+            for option_id in value.ids:
                 self.tally[option_id] = self.tally.get(option_id, 0) + delta
-        else:
-            for word in kinds.words(value.get("t", "")):
+        elif isinstance(value, Answer):
+            for word in kinds.words(value.text):
                 self.words[(poll_id, word)] = self.words.get((poll_id, word), 0) + delta
 
     def reject(self, vote: Vote, reason: str, now: str) -> None:
@@ -102,8 +100,8 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
         if r["correct"]:
             correct.setdefault(r["poll_id"], set()).add(r["id"])
 
-    keyed = [v for v in votes if isinstance(v.value, list) or "t" in v.value]
-    existing: dict[tuple[str, str], tuple[str, Value, int, str | None]] = {}
+    keyed = [v for v in votes if isinstance(v.value, Options | Answer)]
+    existing: dict[tuple[str, str], tuple[str, Choice, int, str | None]] = {}
     keys = sorted({(v.poll_id, v.voter_id) for v in keyed})
     if keys:
         for r in fetchall(
@@ -115,12 +113,13 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
         ):
             existing[(r["poll_id"], r["voter_id"])] = (
                 r["event_id"],
-                kinds.decode(r["choice"]),
+                kinds.from_json(r["choice"]),
                 r["accepted_ns"],
                 r["queued_id"],
             )
 
-    targets = sorted({v.value["u"] for v in votes if isinstance(v.value, dict) and "u" in v.value})
+    upvotes = [(v, v.value.question_id) for v in votes if isinstance(v.value, Upvote)]
+    targets = sorted({target for _, target in upvotes})
     questions: dict[str, tuple[str, str]] = {}  # id -> (poll id, status)
     upvoted: set[tuple[str, str]] = set()
     if targets:
@@ -130,13 +129,7 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
             targets,
         ):
             questions[r["id"]] = (r["poll_id"], r["status"])
-        pairs = sorted(
-            {
-                (v.value["u"], v.voter_id)
-                for v in votes
-                if isinstance(v.value, dict) and "u" in v.value
-            }
-        )
+        pairs = sorted({(target, v.voter_id) for v, target in upvotes})
         upvoted = {
             (r[0], r[1])
             for r in fetchall(
@@ -158,20 +151,20 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
             result.reject(vote, "poll_not_found", now)
             continue
         value = vote.value
-        extra: dict[str, Any] = {}
-        if (poll["kind"] == "qa") != (isinstance(value, dict) and ("q" in value or "u" in value)):
+        question_id: str | None = None
+        if (poll["kind"] == "qa") != isinstance(value, Question | Upvote):
             result.reject(vote, "invalid_option", now)  # a vote of another kind's shape
             continue
-        if isinstance(value, dict) and "q" in value:
+        if isinstance(value, Question):
             status = "pending" if poll["moderated"] else "visible"
             result.questions.append(
-                (event_id, vote.poll_id, vote.voter_id, value["q"], status, now)
+                (event_id, vote.poll_id, vote.voter_id, value.text, status, now)
             )
             questions[event_id] = (vote.poll_id, status)
             result.totals[vote.poll_id] = result.totals.get(vote.poll_id, 0) + 1
-            extra["question_id"] = event_id
-        elif isinstance(value, dict) and "u" in value:
-            target = value["u"]
+            question_id = event_id
+        elif isinstance(value, Upvote):
+            target = value.question_id
             asked = questions.get(target)
             reason = None
             if asked is None or asked[0] != vote.poll_id:
@@ -186,7 +179,7 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
             upvoted.add((target, vote.voter_id))
             result.upvotes.append((target, vote.voter_id, event_id))
             result.upvote_counts[target] = result.upvote_counts.get(target, 0) + 1
-            extra["question_id"] = target
+            question_id = target
         else:
             reason, points = _check_keyed(vote, poll, options, correct, existing)
             if reason is not None:
@@ -230,19 +223,18 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
         )
         result.counted.append(vote)
         result.events.append(
-            events.envelope(
-                events.POLL_VOTE_CAST,
-                {
-                    "poll_id": vote.poll_id,
-                    "room_id": poll["room_id"],
-                    "voter_id": vote.voter_id,
-                    "option_ids": value if isinstance(value, list) else [],
-                    **extra,
-                },
-                source=node_id,
-                actor=vote.voter_id,
+            events.VoteCast(
                 event_id=event_id,
                 timestamp=now,
+                source=node_id,
+                actor=vote.voter_id,
+                data=events.VoteData(
+                    poll_id=vote.poll_id,
+                    room_id=poll["room_id"],
+                    voter_id=vote.voter_id,
+                    option_ids=list(value.ids) if isinstance(value, Options) else [],
+                    question_id=question_id,
+                ),
             )
         )
     return result
@@ -253,14 +245,14 @@ def _check_keyed(
     poll: sqlite3.Row,
     options: dict[str, set[str]],
     correct: dict[str, set[str]],
-    existing: dict[tuple[str, str], tuple[str, Value, int, str | None]],
+    existing: dict[tuple[str, str], tuple[str, Choice, int, str | None]],
 ) -> tuple[str | None, int]:
     """Why a vote (or word-cloud answer) cannot count, if it cannot; and a quiz answer's points."""
     key = (vote.poll_id, vote.voter_id)
     value = vote.value
-    if isinstance(value, list) != (poll["kind"] in kinds.OPTION_KINDS):
+    if isinstance(value, Options) != (poll["kind"] in kinds.OPTION_KINDS):
         return "invalid_option", 0
-    if isinstance(value, list) and not options.get(vote.poll_id, set()).issuperset(value):
+    if isinstance(value, Options) and not options.get(vote.poll_id, set()).issuperset(value.ids):
         return "invalid_option", 0
     if key in existing and not poll["allow_change"]:
         return "already_voted", 0
@@ -273,11 +265,12 @@ def _check_keyed(
     limit = poll["time_limit_s"]
     if limit and elapsed > limit + kinds.QUIZ_GRACE_S:
         return "time_up", 0
-    right = bool(value) and set(value) <= correct.get(vote.poll_id, set())  # any right option
+    chosen = set(value.ids) if isinstance(value, Options) else set()
+    right = bool(chosen) and chosen <= correct.get(vote.poll_id, set())  # any right option
     return None, kinds.quiz_points(right, elapsed, limit)
 
 
-def _taken_after(counted: tuple[str, Value, int, str | None], vote: Vote) -> bool:
+def _taken_after(counted: tuple[str, Choice, int, str | None], vote: Vote) -> bool:
     """Whether the counted vote was taken after this one. By queue message ids, which keep
     growing when the wall clock goes back; by accept time for rows counted before they were
     kept (schema 3)."""

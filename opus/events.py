@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
+import typing
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any
+
+import msgspec
 
 ROOM_CREATED = "ROOM.CREATED"
 POLL_CREATED = "POLL.CREATED"
@@ -81,29 +85,214 @@ def epoch(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
 
 
-class Envelope(TypedDict):
+# -- events ------------------------------------------------------------------------------
+#
+# Every change is an event: written to the outbox in the transaction that makes it, handed to
+# the hub (the sockets, the notifications) and, in a venue, to the other boxes. Each kind of
+# event is a type with the same envelope; its `data` is typed too. Encoded once, as
+# MessagePack (`encode`/`decode`); JSON only where a person reads it (the log).
+
+SCHEMA = 1  # the envelope's version: a reader refuses what a newer box wrote
+
+
+class Event(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
+    """The envelope. `type` is the kind of event (its tag on the wire, e.g. "POLL.OPENED")."""
+
     event_id: str
-    event_type: str
     timestamp: str
-    source: str
-    actor: str
-    data: dict[str, Any]
+    source: str  # the node id of the box where it happened
+    actor: str  # "host", or the voter's id
+    v: int = SCHEMA
+    data: Any = None  # each kind of event declares its own
+
+    @property
+    def type(self) -> str:
+        return str(self.__struct_config__.tag)
 
 
-def envelope(
+class RoomRef(msgspec.Struct, frozen=True):
+    room_id: str
+
+
+class RoomData(msgspec.Struct, frozen=True):
+    id: str
+    title: str
+    created_at: str
+    code: str
+
+
+class RoomChange(msgspec.Struct, frozen=True, omit_defaults=True):
+    room_id: str
+    title: str | None = None  # renamed (or its passcode changed)
+    order: list[str] | None = None  # its polls' new order
+
+
+class PollRef(msgspec.Struct, frozen=True):
+    poll_id: str
+    room_id: str
+
+
+class OptionData(msgspec.Struct, frozen=True):
+    id: str
+    label: str
+
+
+class PollData(msgspec.Struct, frozen=True):
+    """A new poll, as its row was written."""
+
+    id: str
+    room_id: str
+    position: int
+    question: str
+    kind: str
+    status: str
+    allow_change: int
+    hide_results: int
+    scale: int | None
+    blocked_words: str  # JSON list, as the row holds it
+    moderated: int
+    time_limit_s: int | None
+    opened_at: str | None
+    created_at: str
+    options: list[OptionData]
+
+    @property
+    def poll_id(self) -> str:
+        return self.id
+
+
+class PollChange(msgspec.Struct, frozen=True):
+    poll_id: str
+    room_id: str
+    changed: list[str]  # the fields the host sent
+
+
+class StatusChange(msgspec.Struct, frozen=True, omit_defaults=True):
+    poll_id: str
+    room_id: str
+    status: str
+    results: dict[str, Any] | None = None  # a closed poll's final results (results.py)
+
+
+class VoteData(msgspec.Struct, frozen=True, omit_defaults=True):
+    poll_id: str
+    room_id: str
+    voter_id: str
+    option_ids: list[str]
+    question_id: str | None = None  # the question asked or upvoted
+
+
+class QuestionChange(msgspec.Struct, frozen=True, omit_defaults=True):
+    question_id: str
+    poll_id: str
+    room_id: str
+    status: str | None = None
+    pinned: int | None = None
+    answered: int | None = None
+
+
+class RoomCreated(Event, tag=ROOM_CREATED, frozen=True):
+    data: RoomData
+
+
+class RoomUpdated(Event, tag=ROOM_UPDATED, frozen=True):
+    data: RoomChange
+
+
+class RoomDeleted(Event, tag=ROOM_DELETED, frozen=True):
+    data: RoomRef
+
+
+class PollCreated(Event, tag=POLL_CREATED, frozen=True):
+    data: PollData
+
+
+class PollUpdated(Event, tag=POLL_UPDATED, frozen=True):
+    data: PollChange
+
+
+class PollDeleted(Event, tag=POLL_DELETED, frozen=True):
+    data: PollRef
+
+
+class PollOpened(Event, tag=POLL_OPENED, frozen=True):
+    data: StatusChange
+
+
+class PollClosed(Event, tag=POLL_CLOSED, frozen=True):
+    data: StatusChange
+
+
+class VoteCast(Event, tag=POLL_VOTE_CAST, frozen=True):
+    data: VoteData
+
+
+class QuestionUpdated(Event, tag=QUESTION_UPDATED, frozen=True):
+    data: QuestionChange
+
+
+AnyEvent = (
+    RoomCreated
+    | RoomUpdated
+    | RoomDeleted
+    | PollCreated
+    | PollUpdated
+    | PollDeleted
+    | PollOpened
+    | PollClosed
+    | VoteCast
+    | QuestionUpdated
+)
+_BY_TYPE: dict[str, type[Event]] = {
+    str(t.__struct_config__.tag): t for t in typing.get_args(AnyEvent)
+}
+_DATA: dict[str, Any] = {
+    name: next(f.type for f in msgspec.structs.fields(cls) if f.name == "data")
+    for name, cls in _BY_TYPE.items()
+}
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AnyEvent)
+
+
+def make(
     event_type: str,
-    data: dict[str, Any],
+    data: Any,
     *,
     source: str,
     actor: str,
     event_id: str | None = None,
     timestamp: str | None = None,
-) -> Envelope:
-    return {
-        "event_id": event_id or uuid7(),
-        "event_type": event_type,
-        "timestamp": timestamp or now_iso(),
-        "source": source,
-        "actor": actor,
-        "data": data,
-    }
+) -> Event:
+    """A new event of this type; `data` is its data struct, or a dict of its fields."""
+    cls = _BY_TYPE[event_type]
+    if isinstance(data, dict):
+        data = msgspec.convert(data, _DATA[event_type])
+    return cls(
+        event_id=event_id or uuid7(),
+        timestamp=timestamp or now_iso(),
+        source=source,
+        actor=actor,
+        data=data,
+    )
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(raw: bytes | str) -> Event:
+    """An event as the outbox (or another box) holds it. Rows written before events were
+    typed hold the JSON envelope, with its kind under `event_type`: still read."""
+    if isinstance(raw, str):
+        legacy = json.loads(raw)
+        legacy["type"] = legacy.pop("event_type")
+        event: Event = msgspec.convert(legacy, AnyEvent)
+    else:
+        event = _decoder.decode(raw)
+    if event.v > SCHEMA:
+        raise ValueError(f"event {event.event_id} has schema {event.v}; this box reads {SCHEMA}")
+    return event
+
+
+def as_json(event: Event) -> bytes:
+    return msgspec.json.encode(event)

@@ -19,11 +19,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from opus.events import Envelope
+from opus.events import Event
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Envelope], Awaitable[object]]
+Handler = Callable[[Event], Awaitable[object]]
 
 
 @dataclass(eq=False)
@@ -31,7 +31,7 @@ class _Subscription:
     name: str
     handler: Handler
     types: frozenset[str]
-    queue: asyncio.Queue[Envelope] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -41,9 +41,7 @@ class _Subscription:
                 await self.handler(event)
             except Exception:
                 # One broken event must not stop this subscriber, the others or the relay.
-                log.exception(
-                    "%s failed on %s %s", self.name, event["event_type"], event["event_id"]
-                )
+                log.exception("%s failed on %s %s", self.name, event.type, event.event_id)
             finally:
                 self.queue.task_done()
 
@@ -61,16 +59,16 @@ class Hub:
         sub.task = asyncio.get_running_loop().create_task(sub.run(), name=f"opus-hub-{name}")
         self._subscriptions.append(sub)
 
-    def publish(self, event: Envelope) -> bool:
+    def publish(self, event: Event) -> bool:
         """Hand an event to every subscriber of its type; False when it was a duplicate."""
-        event_id = event["event_id"]
+        event_id = event.event_id
         if event_id in self._seen:
             return False
         self._seen[event_id] = None
         if len(self._seen) > self._remember:
             self._seen.popitem(last=False)
         for sub in self._subscriptions:
-            if event["event_type"] in sub.types:
+            if event.type in sub.types:
                 sub.queue.put_nowait(event)
         return True
 

@@ -37,8 +37,8 @@ ASKS_PER_MINUTE = 3  # questions one voter may ask in a minute
 _ASK_WINDOW_S = 60.0
 
 
-def _choice(poll: PollView, body: dict[str, Any]) -> str:
-    """The canonical JSON of the vote, after the poll kind's rules (kinds.py)."""
+def _choice(poll: PollView, body: dict[str, Any]) -> kinds.Choice:
+    """The vote's choice, after the poll kind's rules (kinds.py)."""
     if poll.kind in kinds.OPTION_KINDS:
         return kinds.option_choice(poll.kind, poll.options, poll.option_ids, body)
     if poll.kind == "text":
@@ -74,7 +74,7 @@ class Ingest:
         self._ledger = ledger
         self._metrics = metrics
         self._work_available = work_available
-        self._batch: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._batch: list[tuple[str, bytes, asyncio.Future[None]]] = []
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._asks: dict[str, deque[float]] = {}  # voter id -> times of recent questions
         self._wake = asyncio.Event()
@@ -150,10 +150,13 @@ class Ingest:
                 raise Conflict("You have already upvoted this question.", code="already_voted")
             if not poll.allow_change:
                 raise Conflict("You have already voted in this poll.", code="already_voted")
-        question = kinds.upvoted(entry.choice)
-        if question is not None:
-            asked = self._ledger.by_event.get(question)
-            if asked is None or asked.poll_id != poll_id or not kinds.asked(asked.choice):
+        if isinstance(entry.choice, kinds.Upvote):
+            asked = self._ledger.by_event.get(entry.choice.question_id)
+            if (
+                asked is None
+                or asked.poll_id != poll_id
+                or not isinstance(asked.choice, kinds.Question)
+            ):
                 raise NotFound("No question in this poll has this id.", code="question_not_found")
         if len(self._ledger.pending) >= self._settings.max_backlog:
             raise Unavailable(

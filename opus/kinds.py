@@ -1,13 +1,16 @@
 """Poll kinds: what each kind's poll needs when it is created, and what a vote on it looks like.
 
-Every vote travels through the queue as its *choice*, one canonical JSON value, so the same vote
-always gives the same bytes (idempotent puts) and a retry can be compared with the first try:
+A vote's *choice* is one of four types, made once from the request body here:
 
-- `single`, `multiple`, `rating`, `quiz`: the sorted list of chosen option ids. A rating's
+- `Options` (`single`, `multiple`, `rating`, `quiz`): the sorted chosen option ids. A rating's
   options are the scale's values "1".."N", so its tallies and charts are the same as a choice's.
-- `text` (word cloud): `{"t": answer}`.
-- `qa`: `{"q": question}` asks a question (its id is the vote's event id);
-  `{"u": question_id}` upvotes one.
+- `Answer` (`text`, a word cloud): the answer.
+- `Question` (`qa`): asks a question (its id is the vote's event id).
+- `Upvote` (`qa`): upvotes a question, by its id.
+
+The same vote always gives the same bytes on the queue (idempotent puts, and a retry compared
+with the first try). The database keeps a choice as canonical JSON (`to_json`): the list of
+option ids, `{"t": answer}`, `{"q": question}` or `{"u": question_id}`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from opus.errors import BadRequest, Unprocessable
 
@@ -35,6 +40,56 @@ QUIZ_GRACE_S = 1.0
 
 def canonical(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+class Options(msgspec.Struct, frozen=True, tag="o", array_like=True):
+    ids: tuple[str, ...]  # sorted
+
+
+class Answer(msgspec.Struct, frozen=True, tag="t", array_like=True):
+    text: str
+
+
+class Question(msgspec.Struct, frozen=True, tag="q", array_like=True):
+    text: str
+
+
+class Upvote(msgspec.Struct, frozen=True, tag="u", array_like=True):
+    question_id: str
+
+
+Choice = Options | Answer | Question | Upvote
+
+
+def to_json(choice: Choice) -> str:
+    """The canonical JSON the database keeps (and the queue kept before MessagePack)."""
+    match choice:
+        case Options(ids):
+            return canonical(list(ids))
+        case Answer(text):
+            return canonical({"t": text})
+        case Question(text):
+            return canonical({"q": text})
+        case Upvote(question_id):
+            return canonical({"u": question_id})
+    raise TypeError(choice)
+
+
+def from_json(value: str | list[Any] | dict[str, Any]) -> Choice:
+    """A choice from its canonical JSON (text, or already parsed)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    if isinstance(value, list):
+        return Options(tuple(sorted(str(v) for v in value)))
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, item),) = value.items()
+        if key == "t":
+            return Answer(str(item))
+        if key == "q":
+            return Question(str(item))
+        if key == "u":
+            return Upvote(str(item))
+    raise ValueError(f"not a vote choice: {str(value)[:100]}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +214,7 @@ def _short_text(body: dict[str, Any], limit: int) -> str:
 
 def option_choice(
     kind: str, options: tuple[str, ...], allowed: frozenset[str], body: dict[str, Any]
-) -> str:
+) -> Options:
     """The canonical choice of a vote on an option kind (options in the poll's order)."""
     if kind == "rating" and "value" in body:
         value = body["value"]
@@ -167,7 +222,7 @@ def option_choice(
             raise BadRequest("'value' must be a whole number.", code="invalid_field")
         if not 1 <= value <= len(options):
             raise Unprocessable(f"'value' is between 1 and {len(options)}.", code="invalid_value")
-        return canonical([options[value - 1]])
+        return Options((options[value - 1],))
     option_ids = body.get("option_ids")
     if not isinstance(option_ids, list) or not all(isinstance(o, str) for o in option_ids):
         raise BadRequest("'option_ids' must be a list of option ids.", code="invalid_field")
@@ -178,41 +233,21 @@ def option_choice(
         raise Unprocessable("This poll takes exactly one option.", code="too_many_options")
     if not allowed.issuperset(chosen):
         raise Unprocessable("An option is not one of this poll's.", code="invalid_option")
-    return canonical(chosen)
+    return Options(tuple(chosen))
 
 
-def text_choice(body: dict[str, Any]) -> str:
-    return canonical({"t": _short_text(body, MAX_ANSWER)})
+def text_choice(body: dict[str, Any]) -> Answer:
+    return Answer(_short_text(body, MAX_ANSWER))
 
 
-def qa_choice(body: dict[str, Any]) -> str:
+def qa_choice(body: dict[str, Any]) -> Question | Upvote:
     """A question (`text`) or an upvote (`upvote`: the question's id)."""
     if "upvote" in body:
         target = body["upvote"]
         if not isinstance(target, str) or not target:
             raise BadRequest("'upvote' must be a question id.", code="invalid_field")
-        return canonical({"u": target})
-    return canonical({"q": _short_text(body, MAX_ASK)})
-
-
-def asked(choice: str) -> bool:
-    """Whether a canonical choice asks a Q&A question."""
-    return choice.startswith('{"q":')
-
-
-def upvoted(choice: str) -> str | None:
-    """The question a canonical choice upvotes, or None: `{"u":"<id>"}` (an id has no quote
-    or backslash, so the canonical text is exactly that)."""
-    return choice[6:-2] if choice.startswith('{"u":') else None
-
-
-def decode(choice: str) -> list[str] | dict[str, str]:
-    value = json.loads(choice)
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    raise ValueError(f"not a vote choice: {choice[:100]}")
+        return Upvote(target)
+    return Question(_short_text(body, MAX_ASK))
 
 
 _WORD = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*")  # words, with "don't" and "e-mail"

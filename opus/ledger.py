@@ -9,33 +9,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import Counter
-from dataclasses import dataclass
+
+import msgspec
 
 from opus import kinds
 from opus.db import Database
+from opus.kinds import Choice, Question, Upvote
+
+QUEUED_SCHEMA = 1  # the version of a queued vote's layout
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True, array_like=True):
+    """An accepted vote; on the queue, as MessagePack: `[schema, poll, voter, choice]`."""
+
     poll_id: str
     voter_id: str
-    choice: str  # canonical JSON of the vote's choice (kinds.py)
+    choice: Choice
 
     @property
     def key(self) -> tuple[str, str] | None:
         """What one voter may hold only once: their vote on a poll, or their upvote of a
         question; a Q&A question has no such key (ask as many as you like)."""
-        if kinds.asked(self.choice):
-            return None
-        question = kinds.upvoted(self.choice)
-        if question is not None:
-            return (self.poll_id, f"{self.voter_id}/{question}")
+        match self.choice:
+            case Question():
+                return None
+            case Upvote(question_id):
+                return (self.poll_id, f"{self.voter_id}/{question_id}")
         return (self.poll_id, self.voter_id)
 
-    def payload(self) -> str:
+    def payload(self) -> bytes:
         """The queue message: the same vote always gives the same bytes (idempotent puts)."""
-        return f'{{"p":"{self.poll_id}","v":"{self.voter_id}","c":{self.choice}}}'
+        return _encode((QUEUED_SCHEMA, self))
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(tuple[int, Entry]).decode
+
+
+def read_queued(data: bytes | str) -> Entry:
+    """A vote as the queue holds it. Messages queued before votes were typed are the JSON
+    `{"p": poll, "v": voter, "c": canonical choice}`: still read after an upgrade."""
+    if isinstance(data, str):
+        old = json.loads(data)
+        return Entry(old["p"], old["v"], kinds.from_json(old["c"]))
+    schema, entry = _decode(data)
+    if schema > QUEUED_SCHEMA:
+        raise ValueError(f"a queued vote of layout {schema}; this version reads {QUEUED_SCHEMA}")
+    return entry
 
 
 class Ledger:
@@ -102,7 +124,7 @@ class Ledger:
         for row in await db.fetchall(
             "SELECT event_id, poll_id, voter_id, choice FROM processed_events"
         ):
-            entry = Entry(row["poll_id"], row["voter_id"], row["choice"])
+            entry = Entry(row["poll_id"], row["voter_id"], kinds.from_json(row["choice"]))
             self.by_event[row["event_id"]] = entry
             if entry.key is None:
                 self.asked[(entry.poll_id, entry.voter_id)] += 1
@@ -119,7 +141,7 @@ class Ledger:
         for row in await db.fetchall(
             "SELECT event_id, poll_id, voter_id, choice FROM delivery_failures WHERE dead = 1"
         ):
-            entry = Entry(row["poll_id"], row["voter_id"], row["choice"])
+            entry = Entry(row["poll_id"], row["voter_id"], kinds.from_json(row["choice"]))
             self.by_event[row["event_id"]] = entry
             if entry.key is not None:
                 self.by_key.setdefault(entry.key, row["event_id"])

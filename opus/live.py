@@ -285,20 +285,22 @@ class Broadcaster:
 
     # -- events from the hub -------------------------------------------------------------
 
-    async def on_event(self, event: events.Envelope) -> None:
-        kind, data = event["event_type"], event["data"]
-        if kind == events.POLL_VOTE_CAST:
+    async def on_event(self, event: events.Event) -> None:
+        kind = event.type
+        if isinstance(event, events.VoteCast):
+            data = event.data
             self.seq += 1  # the room changed, watched or not: a later snapshot says so
             now = time.monotonic()
-            recent = self._votes.setdefault(data["room_id"], deque())
+            recent = self._votes.setdefault(data.room_id, deque())
             recent.append(now)
             while recent[0] < now - 60:  # watched or not, a room keeps only its last minute
                 recent.popleft()
-            self._dirty.add(data["poll_id"])
+            self._dirty.add(data.poll_id)
             self._wake.set()
-        elif kind in _POLL_CHANGES:
-            poll_id = data.get("poll_id") or data["id"]
-            room_id = data["room_id"]
+        elif isinstance(
+            event, events.PollCreated | events.PollOpened | events.PollClosed | events.PollUpdated
+        ):
+            poll_id, room_id = event.data.poll_id, event.data.room_id
             try:
                 host_poll = await self._rooms.poll(poll_id, for_host=True)
             except NotFound:
@@ -325,23 +327,23 @@ class Broadcaster:
             if kind != events.POLL_CREATED:
                 self._dirty.add(poll_id)  # the final (or first visible) results
                 self._wake.set()
-        elif kind == events.POLL_DELETED:
+        elif isinstance(event, events.PollDeleted):
             frame = text_frame(
                 json.dumps(
                     {
                         "type": "poll",
-                        "poll_id": data["poll_id"],
+                        "poll_id": event.data.poll_id,
                         "status": "deleted",
                         "seq": self.next_seq(),
                     }
                 )
             )
-            for client in self.clients.get(data["room_id"], ()):
+            for client in self.clients.get(event.data.room_id, ()):
                 client.send(frame)
-        elif kind in (events.ROOM_UPDATED, events.ROOM_DELETED):
-            await self._room_changed(data["room_id"], deleted=kind == events.ROOM_DELETED)
-        elif kind == events.QUESTION_UPDATED:
-            self._dirty.add(data["poll_id"])
+        elif isinstance(event, events.RoomUpdated | events.RoomDeleted):
+            await self._room_changed(event.data.room_id, deleted=kind == events.ROOM_DELETED)
+        elif isinstance(event, events.QuestionUpdated):
+            self._dirty.add(event.data.poll_id)
             self._wake.set()
 
     async def _room_changed(self, room_id: str, *, deleted: bool) -> None:

@@ -66,10 +66,11 @@ class Notifier:
         self._push = push
         self._online = online
 
-    async def fan_out(self, event: events.Envelope) -> int:
+    async def fan_out(self, event: events.Event) -> int:
         """Write the event's notification for every recipient; returns how many were new."""
-        data = event["data"]
-        poll_id, room_id = data.get("poll_id") or data["id"], data["room_id"]
+        if not isinstance(event, events.PollCreated | events.PollOpened | events.PollClosed):
+            return 0
+        poll_id, room_id = event.data.poll_id, event.data.room_id
         row = await self._db.fetchone("SELECT question FROM polls WHERE id = ?", (poll_id,))
         question = row["question"] if row else "A poll"
         # The room's voters when it happened: one who joins later (or before a replay at start,
@@ -77,17 +78,18 @@ class Notifier:
         recipients = (
             "SELECT rowid, id FROM voters WHERE room_id = ? AND created_at <= ? AND rowid > ?"
         )
-        scope: tuple[str, ...] = (room_id, event["timestamp"])
+        scope: tuple[str, ...] = (room_id, event.timestamp)
         extra = None
-        if event["event_type"] == events.POLL_CREATED:
+        if isinstance(event, events.PollCreated):
             kind, title, message = "poll_created", "New poll", "The host has prepared a poll."
-        elif event["event_type"] == events.POLL_OPENED:
+        elif isinstance(event, events.PollOpened):
             kind, title, message = "poll_opened", "Poll open", question
         else:
+            final = event.data.results or {}
             kind, title = "poll_closed", f"Closed: {question}"
-            message, extra = _closed_message(data["results"]), json.dumps(data["results"])
+            message, extra = _closed_message(final), json.dumps(final)
             # Who voted; in a Q&A, who asked (each once: the insert ignores repeats).
-            table = "questions" if data["results"].get("kind") == "qa" else "votes"
+            table = "questions" if final.get("kind") == "qa" else "votes"
             recipients = f"SELECT rowid, voter_id FROM {table} WHERE poll_id = ? AND rowid > ?"
             scope = (poll_id,)
         created = 0
@@ -105,13 +107,13 @@ class Notifier:
                     "INSERT OR IGNORE INTO notifications (voter_id, event_id, type, title,"
                     " message, source_id, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (r[1], event["event_id"], kind, title, message, poll_id, extra, now)
+                        (r[1], event.event_id, kind, title, message, poll_id, extra, now)
                         for r in batch
                     ],
                 )
                 created += max(cursor.rowcount, 0)
         if created:
-            await self._push_online(event["event_id"], room_id)
+            await self._push_online(event.event_id, room_id)
         return created
 
     async def _push_online(self, event_id: str, room_id: str) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import Iterable
 
+from opus import events as ev
 from opus.db import Database, is_disk_full
-from opus.events import POLL_VOTE_CAST, Envelope, now_iso
+from opus.events import POLL_VOTE_CAST, Event, now_iso
 from opus.hub import Hub
 from opus.metrics import Metrics
 
@@ -21,13 +21,13 @@ _BATCH = 1000
 _KEEP_SENT_S = 3600
 
 
-def add(conn: sqlite3.Connection, events: Iterable[Envelope]) -> None:
+def add(conn: sqlite3.Connection, events: Iterable[Event]) -> None:
     """Write events in the caller's transaction (so they commit with the state change)."""
     now = now_iso()  # one transaction, one time: a worker's batch writes hundreds
     conn.executemany(
         "INSERT OR IGNORE INTO outbox (event_id, event_type, envelope, created_at)"
         " VALUES (?, ?, ?, ?)",
-        [(e["event_id"], e["event_type"], json.dumps(e), now) for e in events],
+        [(e.event_id, e.type, ev.encode(e), now) for e in events],
     )
 
 
@@ -78,18 +78,18 @@ class Relay:
         for row in rows:
             if row["seq"] <= self._published_seq:
                 continue
-            event: Envelope = json.loads(row["envelope"])
+            event = ev.decode(row["envelope"])
             published = self._hub.publish(event)
             self._published_seq = row["seq"]
             # One line per event; votes (thousands a second) only at debug level.
-            if published and (votes_at_debug or event["event_type"] != POLL_VOTE_CAST):
+            if published and (votes_at_debug or event.type != POLL_VOTE_CAST):
                 log.log(
-                    logging.DEBUG if event["event_type"] == POLL_VOTE_CAST else logging.INFO,
+                    logging.DEBUG if event.type == POLL_VOTE_CAST else logging.INFO,
                     "event %s %s actor=%s data=%s",
-                    event["event_type"],
-                    event["event_id"],
-                    event["actor"],
-                    json.dumps(event["data"]),
+                    event.type,
+                    event.event_id,
+                    event.actor,
+                    ev.as_json(event.data).decode(),
                 )
         # The single writer commits rows in seq order, so these are all unsent rows up to it.
         with self._db.write() as conn:
@@ -100,7 +100,7 @@ class Relay:
         self._metrics.outbox_published.inc(len(rows))
         return len(rows)
 
-    async def recently_sent(self, types: Iterable[str], seconds: float) -> list[Envelope]:
+    async def recently_sent(self, types: Iterable[str], seconds: float) -> list[Event]:
         """Events of these types written in the last `seconds` and already handed to the hub,
         oldest first."""
         wanted = list(types)
@@ -110,7 +110,7 @@ class Relay:
             " AND created_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) ORDER BY seq",
             (*wanted, f"-{seconds} seconds"),
         )
-        return [json.loads(r["envelope"]) for r in rows]
+        return [ev.decode(r["envelope"]) for r in rows]
 
     def prune(self, limit: int = 5000) -> int:
         """Forget up to `limit` events sent more than an hour ago (the database keeps the

@@ -146,8 +146,8 @@ class Rooms:
         self._on_commit = on_commit  # wakes the outbox relay
         self.identities = identities  # None: no limits (the operator's tools)
 
-    def _event(self, kind: str, data: dict[str, Any], actor: str) -> events.Envelope:
-        return events.envelope(kind, data, source=self.node_id, actor=actor)
+    def _event(self, kind: str, data: dict[str, Any], actor: str) -> events.Event:
+        return events.make(kind, data, source=self.node_id, actor=actor)
 
     # -- rooms ---------------------------------------------------------------------------
 
@@ -683,12 +683,12 @@ class Rooms:
         )
         votes = []
         for r in rows:
-            choice = kinds.decode(r["choice"])
+            choice = kinds.from_json(r["choice"])
             vote: dict[str, Any] = {"event_id": r["event_id"], "voter_id": r["voter_id"]}
-            if isinstance(choice, list):
-                vote["option_ids"] = choice
+            if isinstance(choice, kinds.Options):
+                vote["option_ids"] = list(choice.ids)
             else:
-                vote["text"] = choice.get("t", "")
+                vote["text"] = choice.text if isinstance(choice, kinds.Answer) else ""
             if poll is not None and poll.kind == "quiz":
                 vote["points"] = r["points"]
             vote["counted_at"] = r["counted_at"]

@@ -205,7 +205,7 @@ class Workers:
             vote = apply.parse(claim)
             who = (vote.poll_id, vote.voter_id, vote.choice)
         except Exception:
-            who = ("", "", claim.data[:500])
+            who = ("", "", repr(claim.data)[:500])
         error = f"{type(exc).__name__}: {exc}"[:500]
         try:
             with self._db.write() as conn:

@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from conftest import ADMIN, Api, ServerProcess
+from opus import events
 from opus.app import create_app
 from opus.config import Settings
 from opus.keys import BROADCASTER, DB, NOTIFIER
@@ -352,7 +353,7 @@ async def test_notifications_live_offline_once_and_after_restart(
     rows = await client.app[DB].fetchall(
         "SELECT envelope FROM outbox WHERE event_type = 'POLL.CLOSED'"
     )
-    assert await client.app[NOTIFIER].fan_out(json.loads(rows[0]["envelope"])) == 0
+    assert await client.app[NOTIFIER].fan_out(events.decode(rows[0]["envelope"])) == 0
     status, inbox = await api.call("GET", "/api/v1/notifications", headers=online["headers"])
     assert [n["type"] for n in inbox["notifications"]] == [
         "poll_closed",
@@ -414,7 +415,7 @@ async def test_a_slow_subscriber_holds_back_neither_the_relay_nor_the_others() -
     """The hub hands events over: a subscriber stuck on one event (a slow SQLite read, a
     notification per voter) does not stop publishing or the other subscribers, and gets its
     events in order once it moves again."""
-    from opus.events import POLL_OPENED, POLL_VOTE_CAST, envelope
+    from opus.events import POLL_OPENED, POLL_VOTE_CAST, make
     from opus.hub import Hub
 
     hub = Hub()
@@ -424,15 +425,20 @@ async def test_a_slow_subscriber_holds_back_neither_the_relay_nor_the_others() -
 
     async def slow(event: Any) -> None:
         await release.wait()
-        slow_seen.append(event["event_id"])
+        slow_seen.append(event.event_id)
 
     async def fast(event: Any) -> None:
-        fast_seen.append(event["event_id"])
+        fast_seen.append(event.event_id)
 
     hub.subscribe("slow", slow, [POLL_VOTE_CAST, POLL_OPENED])
     hub.subscribe("fast", fast, [POLL_VOTE_CAST])
-    sent = [envelope(POLL_VOTE_CAST, {"poll_id": str(i)}, source="t", actor="t") for i in range(5)]
-    opened = envelope(POLL_OPENED, {"poll_id": "p"}, source="t", actor="t")
+    vote = {"room_id": "r", "voter_id": "v", "option_ids": []}
+    sent = [
+        make(POLL_VOTE_CAST, {**vote, "poll_id": str(i)}, source="t", actor="v") for i in range(5)
+    ]
+    opened = make(
+        POLL_OPENED, {"poll_id": "p", "room_id": "r", "status": "open"}, source="t", actor="t"
+    )
     for event in [*sent, opened]:
         assert hub.publish(event)  # returns at once: nothing awaited a subscriber
     assert not hub.publish(sent[0])  # a duplicate is dropped
@@ -440,11 +446,11 @@ async def test_a_slow_subscriber_holds_back_neither_the_relay_nor_the_others() -
     while len(fast_seen) < len(sent):
         assert time.monotonic() < deadline, fast_seen
         await asyncio.sleep(0.01)
-    assert fast_seen == [e["event_id"] for e in sent]  # only the types it asked for
+    assert fast_seen == [e.event_id for e in sent]  # only the types it asked for
     assert slow_seen == [] and hub.backlog() > 0
     release.set()
     await hub.close()
-    assert slow_seen == [e["event_id"] for e in [*sent, opened]]
+    assert slow_seen == [e.event_id for e in [*sent, opened]]
 
 
 async def test_the_console_feed_stays_the_hosts_in_a_browser_that_also_voted(

@@ -15,10 +15,12 @@ from aiohttp.test_utils import TestClient
 from click.testing import CliRunner
 
 from conftest import Api
+from opus import events
 from opus.app import create_app
 from opus.cli import main
 from opus.config import Settings
 from opus.keys import QUEUE
+from opus.kinds import Options
 from opus.ledger import Entry
 
 
@@ -54,7 +56,7 @@ async def test_a_redelivered_vote_changes_nothing(api: Api, client: TestClient) 
     # The message comes again (as after a crash between the SQLite commit and the queue ack):
     queue = client.app[QUEUE]
     queue.prune()
-    payload = Entry(poll["id"], voter["voter_id"], json.dumps([poll["options"][0]["id"]])).payload()
+    payload = Entry(poll["id"], voter["voter_id"], Options((poll["options"][0]["id"],))).payload()
     queue.put_many([(body["event_id"], payload)])
     await _wait(lambda: _queue_idle(client))
     assert (await asyncio.to_thread(queue.stats))["done"] == 1
@@ -73,7 +75,7 @@ async def test_the_database_refuses_a_second_vote_that_slipped_past(
     await api.settled(voter, first["event_id"])
     # A second vote that never met the in-memory check (put straight into the queue):
     sneaky = "0190aaaa-0000-7000-8000-000000000001"
-    payload = Entry(poll["id"], voter["voter_id"], json.dumps([b])).payload()
+    payload = Entry(poll["id"], voter["voter_id"], Options((b,))).payload()
     client.app[QUEUE].put_many([(sneaky, payload)])
     await _wait(lambda: _queue_idle(client))
     results = await api.results(poll["id"])
@@ -136,7 +138,7 @@ async def test_claims_of_a_stalled_worker_go_back_to_the_queue(
     poll = await api.poll(room["id"])
     voter = await api.join(room["code"])
     queue = client.app[QUEUE]
-    payload = Entry(poll["id"], voter["voter_id"], json.dumps([poll["options"][2]["id"]]))
+    payload = Entry(poll["id"], voter["voter_id"], Options((poll["options"][2]["id"],)))
     event_id = "0190aaaa-0000-7000-8000-000000000002"
 
     def put_and_claim() -> int:
@@ -170,3 +172,89 @@ def test_the_group_commit_keeps_the_first_data_for_a_key(tmp_path: Path) -> None
         assert claims == {"e1": "first", "e2": "other", "e1x": "new"}
     finally:
         queue.close()
+
+
+async def test_votes_and_events_written_before_the_upgrade_are_still_read(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """Queued votes and outbox events were JSON text before they became typed MessagePack.
+    A box upgraded with some of each still waiting counts those votes and relays those
+    events, the same as if it had never stopped."""
+    client = await aiohttp_client(create_app(settings))
+    api = Api(client)
+    room = await api.room()
+    choice = await api.poll(room["id"])
+    multi = await api.poll(room["id"], kind="multiple")
+    cloud = await api.poll(room["id"], kind="text", options=None)
+    qa = await api.poll(room["id"], kind="qa", options=None)
+    later = await api.poll(room["id"], open=False)
+    voters = [await api.join(room["code"]) for _ in range(3)]
+    await client.close()
+
+    # What the old version wrote, byte for byte: the vote as JSON text, the event as the JSON
+    # envelope with its kind under `event_type`.
+    m = multi["options"]
+    old_votes = {
+        "0190aaaa-0000-7000-8000-000000000101": (choice["id"], 0, [choice["options"][1]["id"]]),
+        "0190aaaa-0000-7000-8000-000000000102": (multi["id"], 1, sorted([m[0]["id"], m[2]["id"]])),
+        "0190aaaa-0000-7000-8000-000000000103": (cloud["id"], 2, {"t": "old format"}),
+        "0190aaaa-0000-7000-8000-000000000104": (qa["id"], 1, {"q": "Still asked?"}),
+    }
+    with closing(sqlite3.connect(settings.data_dir / "queue.db")) as db, db:
+        for n, (event_id, (poll_id, who, old)) in enumerate(old_votes.items()):
+            data = json.dumps(
+                {"p": poll_id, "v": voters[who]["voter_id"], "c": old}, separators=(",", ":")
+            )
+            db.execute(
+                'INSERT INTO "Queue" (data, message_id, idempotency_key, status, in_time)'
+                " VALUES (?, ?, ?, 0, ?)",
+                (data, f"0190aaaa-0000-7000-8000-0000000002{n:02}", event_id, time.time_ns()),
+            )
+    opened = {
+        "event_id": "0190aaaa-0000-7000-8000-000000000301",
+        "event_type": "POLL.OPENED",
+        "timestamp": events.now_iso(),
+        "source": "old-box",
+        "actor": "host",
+        "data": {"poll_id": later["id"], "room_id": room["id"], "status": "open"},
+    }
+    with closing(sqlite3.connect(settings.db_path)) as db, db:  # the change and its event
+        db.execute(
+            "UPDATE polls SET status = 'open', opened_at = ? WHERE id = ?",
+            (opened["timestamp"], later["id"]),
+        )
+        db.execute(
+            "INSERT INTO outbox (event_id, event_type, envelope, created_at) VALUES (?, ?, ?, ?)",
+            (opened["event_id"], opened["event_type"], json.dumps(opened), events.now_iso()),
+        )
+
+    client = await aiohttp_client(create_app(settings))
+    api = Api(client)
+    for event_id, (_, who, _) in old_votes.items():
+        receipt = await api.settled(voters[who], event_id)
+        assert receipt["status"] == "counted", receipt
+    assert [o["votes"] for o in (await api.results(choice["id"]))["options"]] == [0, 1, 0]
+    assert [o["votes"] for o in (await api.results(multi["id"]))["options"]] == [1, 0, 1]
+    words = (await api.results(cloud["id"]))["words"]
+    assert {w["word"]: w["count"] for w in words} == {"old": 1, "format": 1}
+    assert [q["text"] for q in (await api.results(qa["id"]))["questions"]] == ["Still asked?"]
+    # The ledger knows the old votes: a retry of one is the same vote, a changed one is not.
+    event_id = "0190aaaa-0000-7000-8000-000000000101"
+    status, body = await api.vote(
+        voters[0], choice["id"], [choice["options"][1]["id"]], event_id=event_id
+    )
+    assert (status, body["event_id"]) == (202, event_id)
+    status, body = await api.vote(
+        voters[0], choice["id"], [choice["options"][2]["id"]], event_id=event_id
+    )
+    assert (status, body["error"]["code"]) == (409, "event_id_conflict")
+
+    async def told() -> bool:
+        """The old POLL.OPENED event was relayed: each voter is told that the poll is open."""
+        _, inbox = await api.call("GET", "/api/v1/notifications", headers=voters[2]["headers"])
+        return any(
+            n["type"] == "poll_opened" and n["source_id"] == later["id"]
+            for n in inbox["notifications"]
+        )
+
+    await _wait(told)

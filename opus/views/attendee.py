@@ -5,14 +5,13 @@ to the API and are kept on the phone until answered; without it, the same forms 
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from opus import auth
+from opus import auth, kinds
 from opus.auth import Voter
 from opus.callers import VOTER_COOKIE, VOTER_COOKIE_S, identify
 from opus.codes import display_code, normalize_code
@@ -44,14 +43,15 @@ _page_throttle = web.AppKey("page_join_throttle", JoinThrottle)
 _COUNTED_WAIT_S = 2.0
 
 
-def _voter_choice(request: web.Request, event_id: str) -> Any:
-    entry = request.app[LEDGER].by_event.get(event_id)
-    if entry is None:
-        return None
-    try:
-        return json.loads(entry.choice)
-    except ValueError:
-        return None
+def _voter_choice(request: web.Request, event_id: str | None) -> dict[str, Any]:
+    """What the card shows of the voter's vote: the options chosen, or the answer given."""
+    entry = request.app[LEDGER].by_event.get(event_id) if event_id else None
+    match entry.choice if entry is not None else None:
+        case kinds.Options(ids):
+            return {"chosen": list(ids), "answer": ""}
+        case kinds.Answer(text) | kinds.Question(text):
+            return {"chosen": [], "answer": text}
+    return {"chosen": [], "answer": ""}
 
 
 async def poll_cards(
@@ -83,7 +83,7 @@ async def poll_cards(
                 "results": results,
                 "hidden": hidden,
                 "event_id": event_id,
-                "choice": event_id and _voter_choice(request, event_id),
+                **_voter_choice(request, event_id),
                 "receipt": None,
                 "upvoted": upvoted,
                 "form_event_id": str(uuid.uuid4()),

@@ -229,7 +229,7 @@ async def test_claims_held_at_a_kill_are_counted_after_the_clock_went_back(tmp_p
         queue = VoteQueue(server.data_dir / "queue.db")
         option = poll["options"][0]["id"]
         votes = {str(uuid.uuid4()): v for v in voters}
-        choice = kinds.canonical(sorted([option]))
+        choice = kinds.Options((option,))
         queue.put_many(
             [(e, Entry(poll["id"], v["voter_id"], choice).payload()) for e, v in votes.items()]
         )
