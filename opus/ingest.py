@@ -7,17 +7,16 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections import deque
 from typing import Any
 
 from opus import events, kinds
 from opus.auth import Voter
+from opus.bodies import CastVote, sent
 from opus.catalog import Catalog, PollView
 from opus.config import Settings
 from opus.db import is_disk_full
 from opus.errors import (
-    BadRequest,
     Conflict,
     Forbidden,
     NotFound,
@@ -37,25 +36,19 @@ ASKS_PER_MINUTE = 3  # questions one voter may ask in a minute
 _ASK_WINDOW_S = 60.0
 
 
-def _choice(poll: PollView, body: dict[str, Any]) -> kinds.Choice:
+def _choice(poll: PollView, body: CastVote) -> kinds.Choice:
     """The vote's choice, after the poll kind's rules (kinds.py)."""
     if poll.kind in kinds.OPTION_KINDS:
-        return kinds.option_choice(poll.kind, poll.options, poll.option_ids, body)
+        return kinds.option_choice(
+            poll.kind,
+            poll.options,
+            poll.option_ids,
+            option_ids=sent(body.option_ids),
+            value=sent(body.value),
+        )
     if poll.kind == "text":
-        return kinds.text_choice(body)
-    return kinds.qa_choice(body)
-
-
-def _event_id(body: dict[str, Any]) -> str:
-    raw = body.get("event_id")
-    if raw is None:
-        return events.uuid7()
-    if not isinstance(raw, str):
-        raise BadRequest("'event_id' must be a UUID string.", code="invalid_field")
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise BadRequest("'event_id' must be a UUID.", code="invalid_field") from None
+        return kinds.text_choice(sent(body.text))
+    return kinds.qa_choice(sent(body.text), sent(body.upvote))
 
 
 class Ingest:
@@ -109,7 +102,7 @@ class Ingest:
     def _reject(self, reason: str) -> None:
         self._metrics.votes_rejected.labels(reason).inc()
 
-    async def cast(self, voter: Voter, poll_id: str, body: dict[str, Any]) -> str:
+    async def cast(self, voter: Voter, poll_id: str, body: CastVote) -> str:
         """Accept one vote; returns its event id once it is durable. Raises OpusError."""
         try:
             return await self._cast(voter, poll_id, body)
@@ -117,7 +110,7 @@ class Ingest:
             self._reject(exc.code)
             raise
 
-    async def _cast(self, voter: Voter, poll_id: str, body: dict[str, Any]) -> str:
+    async def _cast(self, voter: Voter, poll_id: str, body: CastVote) -> str:
         if self._closing:
             raise Unavailable("The server is shutting down; try again.", retry_after=2)
         poll = self._catalog.polls.get(poll_id)
@@ -125,7 +118,7 @@ class Ingest:
             raise NotFound("No poll has this id.", code="poll_not_found")
         if poll.room_id != voter.room_id:
             raise Forbidden("This poll belongs to another room.", code="wrong_room")
-        event_id = _event_id(body)
+        event_id = events.uuid7() if body.event_id is None else str(body.event_id)
         entry = Entry(poll_id, voter.voter_id, _choice(poll, body))
         # A retry is answered as the first try was, even if the poll has closed since.
         known = self._ledger.by_event.get(event_id)

@@ -104,16 +104,8 @@ class Spec:
     time_limit_s: int | None
 
 
-def flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
-    value = body.get(name, default)
-    if not isinstance(value, bool):
-        raise BadRequest(f"'{name}' must be true or false.", code="invalid_field")
-    return value
-
-
-def _labels(body: dict[str, Any]) -> list[str]:
-    raw = body.get("options")
-    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+def _labels(raw: list[str] | None) -> list[str]:
+    if raw is None:
         raise BadRequest("'options' must be a list of labels.", code="invalid_field")
     labels = [label.strip() for label in raw]
     if not MIN_OPTIONS <= len(labels) <= MAX_OPTIONS:
@@ -129,58 +121,49 @@ def _labels(body: dict[str, Any]) -> list[str]:
     return labels
 
 
-def blocked_words(body: dict[str, Any]) -> list[str]:
-    raw = body.get("blocked_words", [])
+def blocked_words(raw: list[str] | str) -> list[str]:
     if isinstance(raw, str):  # a host types them as one line: "foo, bar baz"
         raw = [w for w in re.split(r"[,\s]+", raw) if w]
-    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
-        raise BadRequest("'blocked_words' must be a list of words.", code="invalid_field")
     words = sorted({w.strip().lower() for w in raw if w.strip()})
     if len(words) > MAX_BLOCKED:
         raise Unprocessable(f"At most {MAX_BLOCKED} blocked words.", code="too_long")
     return words
 
 
-def moderated(body: dict[str, Any]) -> bool:
-    return flag(body, "moderated")
-
-
-def spec(kind: str, body: dict[str, Any]) -> Spec:
-    """Check a poll's kind-specific fields (creation, or an edit of a draft)."""
+def spec(
+    kind: str,
+    *,
+    options: list[str] | None,
+    correct: list[int] | None,
+    scale: int,
+    time_limit_s: int | None,
+    blocked: list[str] | str,
+    moderated: bool,
+) -> Spec:
+    """Check a poll's kind-specific fields (creation, or an edit of a draft); their types
+    were checked where the body was decoded (bodies.py)."""
     labels: list[str] = []
-    correct: list[int] = []
-    scale: int | None = None
+    right: list[int] = []
     time_limit: int | None = None
     if kind in ("single", "multiple", "quiz"):
-        labels = _labels(body)
+        labels = _labels(options)
     if kind == "rating":
-        scale = body.get("scale", 5)
-        if isinstance(scale, bool) or not isinstance(scale, int):
-            raise BadRequest("'scale' must be 5 or 10.", code="invalid_field")
         if scale not in SCALES:
             raise Unprocessable("'scale' must be 5 or 10.", code="invalid_scale")
         labels = [str(n) for n in range(1, scale + 1)]
     if kind == "quiz":
-        raw = body.get("correct")
-        if not isinstance(raw, list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in raw
-        ):
+        if correct is None:
             raise BadRequest(
                 "'correct' must be a list of option positions (0, 1, ...).", code="invalid_field"
             )
-        correct = sorted(set(raw))
-        if not correct or not all(0 <= i < len(labels) for i in correct):
+        right = sorted(set(correct))
+        if not right or not all(0 <= i < len(labels) for i in right):
             raise Unprocessable(
                 "A quiz needs at least one correct option among its options.",
                 code="invalid_correct",
             )
-        time_limit = body.get("time_limit_s", DEFAULT_TIME_LIMIT_S)
+        time_limit = time_limit_s
         if time_limit is not None:
-            if isinstance(time_limit, bool) or not isinstance(time_limit, int):
-                raise BadRequest(
-                    "'time_limit_s' must be a whole number of seconds or null.",
-                    code="invalid_field",
-                )
             low, high = TIME_LIMIT_RANGE
             if not low <= time_limit <= high:
                 raise Unprocessable(
@@ -189,10 +172,10 @@ def spec(kind: str, body: dict[str, Any]) -> Spec:
                 )
     return Spec(
         labels=labels,
-        correct=correct,
-        scale=scale,
-        blocked_words=blocked_words(body) if kind == "text" else [],
-        moderated=moderated(body) if kind == "qa" else False,
+        correct=right,
+        scale=scale if kind == "rating" else None,
+        blocked_words=blocked_words(blocked) if kind == "text" else [],
+        moderated=moderated if kind == "qa" else False,
         time_limit_s=time_limit,
     )
 
@@ -200,9 +183,8 @@ def spec(kind: str, body: dict[str, Any]) -> Spec:
 # -- votes ------------------------------------------------------------------------------
 
 
-def _short_text(body: dict[str, Any], limit: int) -> str:
-    raw = body.get("text")
-    if not isinstance(raw, str):
+def _short_text(raw: str | None, limit: int) -> str:
+    if raw is None:
         raise BadRequest("'text' must be a string.", code="invalid_field")
     text = " ".join(raw.split())
     if not text:
@@ -213,18 +195,19 @@ def _short_text(body: dict[str, Any], limit: int) -> str:
 
 
 def option_choice(
-    kind: str, options: tuple[str, ...], allowed: frozenset[str], body: dict[str, Any]
+    kind: str,
+    options: tuple[str, ...],
+    allowed: frozenset[str],
+    *,
+    option_ids: list[str] | None,
+    value: int | None = None,
 ) -> Options:
-    """The canonical choice of a vote on an option kind (options in the poll's order)."""
-    if kind == "rating" and "value" in body:
-        value = body["value"]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadRequest("'value' must be a whole number.", code="invalid_field")
+    """The choice of a vote on an option kind (`options`: the poll's, in order)."""
+    if kind == "rating" and value is not None:
         if not 1 <= value <= len(options):
             raise Unprocessable(f"'value' is between 1 and {len(options)}.", code="invalid_value")
         return Options((options[value - 1],))
-    option_ids = body.get("option_ids")
-    if not isinstance(option_ids, list) or not all(isinstance(o, str) for o in option_ids):
+    if option_ids is None:
         raise BadRequest("'option_ids' must be a list of option ids.", code="invalid_field")
     chosen = sorted(set(option_ids))
     if not chosen:
@@ -236,18 +219,17 @@ def option_choice(
     return Options(tuple(chosen))
 
 
-def text_choice(body: dict[str, Any]) -> Answer:
-    return Answer(_short_text(body, MAX_ANSWER))
+def text_choice(text: str | None) -> Answer:
+    return Answer(_short_text(text, MAX_ANSWER))
 
 
-def qa_choice(body: dict[str, Any]) -> Question | Upvote:
+def qa_choice(text: str | None, upvote: str | None) -> Question | Upvote:
     """A question (`text`) or an upvote (`upvote`: the question's id)."""
-    if "upvote" in body:
-        target = body["upvote"]
-        if not isinstance(target, str) or not target:
+    if upvote is not None:
+        if not upvote:
             raise BadRequest("'upvote' must be a question id.", code="invalid_field")
-        return Upvote(target)
-    return Question(_short_text(body, MAX_ASK))
+        return Upvote(upvote)
+    return Question(_short_text(text, MAX_ASK))
 
 
 _WORD = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*")  # words, with "don't" and "e-mail"

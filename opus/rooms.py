@@ -13,28 +13,22 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from opus import events, kinds, outbox, results
+import msgspec
+
+from opus import bodies, events, kinds, outbox, results
 from opus.auth import Voter
+from opus.bodies import MAX_PASSCODE, MAX_QUESTION, MAX_TITLE, MIN_PASSCODE
 from opus.catalog import Catalog
 from opus.codes import display_code, new_code, normalize_code
 from opus.db import Database, Row, fetchall, placeholders
-from opus.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from opus.errors import Conflict, Forbidden, NotFound, Unprocessable
 from opus.identity import IdentityLimits
 from opus.kinds import KINDS
 
-MAX_TITLE = 200
-MAX_QUESTION = 500
 MODERATION_PAGE = 200  # questions the host's moderation list loads at once
 
 
-def _text(body: dict[str, Any], name: str, limit: int, *, required: bool = True) -> str:
-    value = body.get(name)
-    if value is None:
-        if not required:
-            return ""
-        raise Unprocessable(f"'{name}' is required.", code="invalid_field")
-    if not isinstance(value, str):
-        raise BadRequest(f"'{name}' must be a string.", code="invalid_field")
+def _trimmed(value: str, name: str, limit: int) -> str:
     value = value.strip()
     if not value:
         raise Unprocessable(f"'{name}' must not be empty.", code="invalid_field")
@@ -43,36 +37,28 @@ def _text(body: dict[str, Any], name: str, limit: int, *, required: bool = True)
     return value
 
 
-MIN_PASSCODE, MAX_PASSCODE = 4, 32
-
-
-def _room_access(body: dict[str, Any]) -> dict[str, Any]:
-    """The passcode fields present in a room's body: `passcode` (4 to 32 characters, or null
+def _room_access(body: bodies.CreateRoom | bodies.RenameRoom) -> dict[str, Any]:
+    """The passcode fields sent in a room's body: `passcode` (4 to 32 characters, or null
     or "" for none) and `show_passcode` (the screen shows it)."""
     changes: dict[str, Any] = {}
-    if "passcode" in body:
-        value = body["passcode"]
-        if value is not None and not isinstance(value, str):
-            raise BadRequest("'passcode' must be a string or null.", code="invalid_field")
-        value = (value or "").strip()
+    if body.passcode is not msgspec.UNSET:
+        value = (body.passcode or "").strip()
         if value and not MIN_PASSCODE <= len(value) <= MAX_PASSCODE:
             raise Unprocessable(
                 f"A passcode has {MIN_PASSCODE} to {MAX_PASSCODE} characters.", code="invalid_field"
             )
         changes["passcode"] = value or None
-    if "show_passcode" in body:
-        if not isinstance(body["show_passcode"], bool):
-            raise BadRequest("'show_passcode' must be true or false.", code="invalid_field")
-        changes["show_passcode"] = int(body["show_passcode"])
+    if body.show_passcode is not msgspec.UNSET:
+        changes["show_passcode"] = int(body.show_passcode)
     return changes
 
 
-def check_passcode(room: Row | dict[str, Any], given: Any) -> None:
+def check_passcode(room: Row | dict[str, Any], given: str | None) -> None:
     """Joining a room that has a passcode needs it (403 passcode_required / wrong_passcode)."""
     expected = room["passcode"]
     if not expected:
         return
-    if not isinstance(given, str) or not given.strip():
+    if not given or not given.strip():
         raise Forbidden(
             "This room needs its passcode: the host shows it or tells it.", code="passcode_required"
         )
@@ -80,19 +66,26 @@ def check_passcode(room: Row | dict[str, Any], given: Any) -> None:
         raise Forbidden("That is not this room's passcode.", code="wrong_passcode")
 
 
-def _kind(body: dict[str, Any], default: str) -> str:
-    kind = body.get("kind", default)
-    if not isinstance(kind, str):
-        raise BadRequest("'kind' must be a string.", code="invalid_field")
+def _kind(kind: str) -> str:
     if kind not in KINDS:
         raise Unprocessable(f"'kind' must be one of: {', '.join(KINDS)}.", code="invalid_kind")
     return kind
 
 
-# Fields that shape a poll: editable only while it is a draft.
+def _spec(kind: str, body: bodies.CreatePoll) -> kinds.Spec:
+    return kinds.spec(
+        kind,
+        options=bodies.sent(body.options),
+        correct=bodies.sent(body.correct),
+        scale=body.scale,
+        time_limit_s=body.time_limit_s,
+        blocked=body.blocked_words,
+        moderated=body.moderated,
+    )
+
+
+# Fields that shape a poll: editable only while it is a draft (the others, at any time).
 _DRAFT_FIELDS = ("question", "kind", "options", "correct", "scale", "time_limit_s")
-# Fields the host may change at any time.
-_LIVE_FIELDS = ("hide_results", "allow_change", "blocked_words", "moderated")
 
 
 def _poll_body(row: Row, options: list[Row], *, for_host: bool) -> dict[str, Any]:
@@ -151,8 +144,8 @@ class Rooms:
 
     # -- rooms ---------------------------------------------------------------------------
 
-    async def create_room(self, body: dict[str, Any], actor: str = "host") -> dict[str, Any]:
-        title = _text(body, "title", MAX_TITLE)
+    async def create_room(self, body: bodies.CreateRoom, actor: str = "host") -> dict[str, Any]:
+        title = _trimmed(body.title, "title", MAX_TITLE)
         access = _room_access(body)
         with self.db.write() as conn:
             room = self._insert_room(conn, title, actor, access)
@@ -194,13 +187,15 @@ class Rooms:
         ]
 
     async def update_room(
-        self, room_id: str, body: dict[str, Any], actor: str = "host"
+        self, room_id: str, body: bodies.RenameRoom, actor: str = "host"
     ) -> dict[str, Any]:
         """Change what the body names: the title, the passcode, whether the screen shows it."""
         access = _room_access(body)
         changes = dict(access)
-        if "title" in body or not access:
-            changes["title"] = _text(body, "title", MAX_TITLE)
+        if body.title is not msgspec.UNSET:
+            changes["title"] = _trimmed(body.title, "title", MAX_TITLE)
+        elif not access:
+            raise Unprocessable("'title' is required.", code="invalid_field")
         with self.db.write() as conn:
             cursor = conn.execute(
                 f"UPDATE rooms SET {', '.join(f'{k} = :{k}' for k in changes)} WHERE id = :id",
@@ -217,14 +212,15 @@ class Rooms:
         return await self.room(room_id, include_drafts=True)
 
     async def duplicate_room(
-        self, room_id: str, body: dict[str, Any], actor: str = "host"
+        self, room_id: str, body: bodies.DuplicateRoom, actor: str = "host"
     ) -> dict[str, Any]:
         """A new room with a new code and a draft copy of every poll: a template for the next
         session. Votes are not copied."""
         source = await self.room(room_id, include_drafts=True)
         title = (
-            _text(body, "title", MAX_TITLE, required=False)
-            or f"{source['title']} (copy)"[:MAX_TITLE]
+            _trimmed(body.title, "title", MAX_TITLE)
+            if body.title is not msgspec.UNSET
+            else f"{source['title']} (copy)"[:MAX_TITLE]
         )
         created: list[tuple[dict[str, Any], list[str]]] = []
         with self.db.write() as conn:
@@ -335,13 +331,12 @@ class Rooms:
         return options
 
     async def create_poll(
-        self, room_id: str, body: dict[str, Any], actor: str = "host"
+        self, room_id: str, body: bodies.CreatePoll, actor: str = "host"
     ) -> dict[str, Any]:
-        question = _text(body, "question", MAX_QUESTION)
-        kind = _kind(body, "single")
-        spec = kinds.spec(kind, body)
-        allow_change = kinds.flag(body, "allow_change")
-        hide_results = kinds.flag(body, "hide_results")
+        question = _trimmed(body.question, "question", MAX_QUESTION)
+        kind = _kind(body.kind)
+        spec = _spec(kind, body)
+        allow_change, hide_results = body.allow_change, body.hide_results
         with self.db.write() as conn:
             if not fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,)):
                 raise NotFound("No room has this id.", code="room_not_found")
@@ -366,43 +361,37 @@ class Rooms:
         return await self.poll(poll["id"], for_host=True)
 
     async def update_poll(
-        self, poll_id: str, body: dict[str, Any], actor: str = "host"
+        self, poll_id: str, body: bodies.UpdatePoll, actor: str = "host"
     ) -> dict[str, Any]:
         """Change a poll: its shape while it is a draft, its display rules at any time."""
-        unknown = set(body) - set(_DRAFT_FIELDS) - set(_LIVE_FIELDS)
-        if unknown:
-            raise Unprocessable(
-                f"These fields cannot be changed: {', '.join(sorted(unknown))}.",
-                code="invalid_field",
-            )
+        sent = body.given()
         current = await self.poll(poll_id, for_host=True)
-        reshape = any(name in body for name in _DRAFT_FIELDS)
+        reshape = any(name in sent for name in _DRAFT_FIELDS)
         # New options (and new option ids) only when the options themselves change.
-        new_options = any(name in body for name in ("kind", "options", "correct", "scale"))
+        new_options = any(name in sent for name in ("kind", "options", "correct", "scale"))
         if reshape and current["status"] != "draft":
             raise Conflict(
                 "Only a draft poll can change its question, kind or options.", code="poll_not_draft"
             )
-        merged = {
-            "question": current["question"],
-            "kind": current["kind"],
-            "options": [o["label"] for o in current["options"]],
-            "correct": [i for i, o in enumerate(current["options"]) if o.get("correct")],
-            "scale": current["scale"] or 5,
-            "time_limit_s": current["time_limit_s"],
-            "allow_change": current["allow_change"],
-            "hide_results": current["hide_results"],
-            "blocked_words": current["blocked_words"],
-            "moderated": current["moderated"],
-            **body,
-        }
-        question = _text(merged, "question", MAX_QUESTION)
-        kind = _kind(merged, current["kind"])
-        if kind != "quiz" and "correct" not in body:
-            merged["correct"] = []
-        spec = kinds.spec(kind, merged)
-        allow_change = kinds.flag(merged, "allow_change")
-        hide_results = kinds.flag(merged, "hide_results")
+        merged = bodies.CreatePoll(
+            question=current["question"],
+            kind=current["kind"],
+            options=[o["label"] for o in current["options"]],
+            correct=[i for i, o in enumerate(current["options"]) if o.get("correct")],
+            scale=current["scale"] or 5,
+            time_limit_s=current["time_limit_s"],
+            allow_change=current["allow_change"],
+            hide_results=current["hide_results"],
+            blocked_words=current["blocked_words"],
+            moderated=current["moderated"],
+        )
+        merged = msgspec.structs.replace(merged, **sent)
+        question = _trimmed(merged.question, "question", MAX_QUESTION)
+        kind = _kind(merged.kind)
+        if kind != "quiz" and "correct" not in sent:
+            merged = msgspec.structs.replace(merged, correct=[])
+        spec = _spec(kind, merged)
+        allow_change, hide_results = merged.allow_change, merged.hide_results
         options: list[str] | None = None
         with self.db.write() as conn:
             conn.execute(
@@ -431,7 +420,7 @@ class Rooms:
                         {
                             "poll_id": poll_id,
                             "room_id": current["room_id"],
-                            "changed": sorted(body),
+                            "changed": sorted(sent),
                         },
                         actor,
                     )
@@ -469,10 +458,8 @@ class Rooms:
         self._on_commit()
 
     async def reorder_polls(
-        self, room_id: str, poll_ids: Any, actor: str = "host"
+        self, room_id: str, poll_ids: list[str], actor: str = "host"
     ) -> dict[str, Any]:
-        if not isinstance(poll_ids, list) or not all(isinstance(p, str) for p in poll_ids):
-            raise BadRequest("'poll_ids' must be a list of poll ids.", code="invalid_field")
         with self.db.write() as conn:
             if not fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,)):
                 raise NotFound("No room has this id.", code="room_not_found")
@@ -528,17 +515,18 @@ class Rooms:
         return await self.poll(poll_id, for_host=True)
 
     async def moderate(
-        self, question_id: str, body: dict[str, Any], actor: str = "host"
+        self, question_id: str, body: bodies.Moderate, actor: str = "host"
     ) -> dict[str, Any]:
         """Approve or hide a Q&A question, pin it, mark it answered."""
         changes: dict[str, Any] = {}
-        if "status" in body:
-            if body["status"] not in ("visible", "hidden"):
+        if body.status is not msgspec.UNSET:
+            if body.status not in ("visible", "hidden"):
                 raise Unprocessable("'status' is 'visible' or 'hidden'.", code="invalid_field")
-            changes["status"] = body["status"]
+            changes["status"] = body.status
         for name in ("pinned", "answered"):
-            if name in body:
-                changes[name] = int(kinds.flag(body, name))
+            value = getattr(body, name)
+            if value is not msgspec.UNSET:
+                changes[name] = int(value)
         if not changes:
             raise Unprocessable(
                 "Nothing to change: send status, pinned or answered.", code="invalid_field"
@@ -698,7 +686,12 @@ class Rooms:
     # -- attendees -----------------------------------------------------------------------
 
     async def join(
-        self, code: str, known: Voter | None = None, *, address: str = "?", passcode: Any = None
+        self,
+        code: str,
+        known: Voter | None = None,
+        *,
+        address: str = "?",
+        passcode: str | None = None,
     ) -> Voter:
         """A voter for the room; someone who already joined it (their token or cookie) stays
         the same voter, so joining again never gives a second vote. A new voter needs the

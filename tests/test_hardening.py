@@ -66,11 +66,16 @@ async def test_control_characters_in_the_next_target_go_to_the_console(client: T
 
 async def test_deeply_nested_json_is_a_clear_400(api: Api) -> None:
     room = await api.room()
-    for body in ("[" * 30_000, '{"code": ' + "[" * 20_000 + "]" * 20_000 + "}"):
+    deep = "[" * 20_000 + "]" * 20_000
+    for body, code in (
+        ("[" * 30_000, "invalid_json"),
+        ('{"code": "X", "extra": ' + deep + "}", "invalid_json"),
+        ('{"code": ' + deep + "}", "invalid_field"),  # refused at the first bracket
+    ):
         status, answer = await api.call(
             "POST", "/api/v1/join", data=body, headers={"Content-Type": "application/json"}
         )
-        assert status == 400 and answer["error"]["code"] == "invalid_json", answer
+        assert status == 400 and answer["error"]["code"] == code, answer
     assert (await api.join(room["code"]))["voter_id"]  # the server is fine
 
 

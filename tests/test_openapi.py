@@ -142,11 +142,36 @@ async def test_every_poll_kind_and_vote_shape_is_described(client: Client) -> No
     assert {"correct", "time_limit_s", "scale", "blocked_words", "moderated"} <= set(
         schemas["CreatePoll"]["properties"]
     )
-    shapes = {ref["$ref"].rsplit("/", 1)[1] for ref in schemas["CastVote"]["anyOf"]}
-    assert {field for name in shapes for field in schemas[name]["required"]} == {
-        "option_ids",
-        "value",
-        "text",
-        "upvote",
-    }
+    shapes = [shape["required"] for shape in schemas["CastVote"]["anyOf"]]
+    assert shapes == [["option_ids"], ["value"], ["text"], ["upvote"]]
+    assert {"option_ids", "value", "text", "upvote", "event_id"} == set(
+        schemas["CastVote"]["properties"]
+    )
     assert {"average", "words", "questions", "leaderboard"} <= set(schemas["Results"]["properties"])
+
+
+async def test_each_request_body_is_the_one_its_route_declares(client: Client) -> None:
+    """A route that reads a body declares it (`api.accepts`); the document's request body for
+    that route is the declaration's schema, generated from opus/bodies.py, and every declared
+    body is used by a route."""
+    from opus import bodies
+    from opus.views import api
+
+    document = await served_document(client)
+    declared = {
+        (route.method.lower(), route.path): api.BODIES[route.handler].__name__
+        for route in api.routes
+        if isinstance(route, web.RouteDef) and route.handler in api.BODIES
+    }
+    described = {
+        (method, path): op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if method in METHODS and "requestBody" in op
+    }
+    assert {key: ref.rsplit("/", 1)[1] for key, ref in described.items()} == declared
+    assert sorted(set(declared.values())) == sorted(cls.__name__ for cls in bodies.REQUESTS)
+    for cls in bodies.REQUESTS:
+        assert document["components"]["schemas"][cls.__name__]["properties"].keys() == set(
+            cls.__struct_fields__
+        )

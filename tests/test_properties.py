@@ -587,10 +587,8 @@ def test_a_vote_has_one_canonical_choice_whatever_the_order_and_repeats(
     picked = data.draw(st.lists(st.sampled_from(ids), min_size=1, max_size=8))
     shuffled = data.draw(st.permutations(picked))
     allowed = frozenset(ids)
-    first = kinds.option_choice("multiple", tuple(ids), allowed, {"option_ids": picked})
-    again = kinds.option_choice(
-        "multiple", tuple(ids), allowed, {"option_ids": [*shuffled, *shuffled]}
-    )
+    first = kinds.option_choice("multiple", tuple(ids), allowed, option_ids=picked)
+    again = kinds.option_choice("multiple", tuple(ids), allowed, option_ids=[*shuffled, *shuffled])
     assert first == again
     assert first == kinds.Options(tuple(sorted(set(picked))))
 
@@ -602,11 +600,11 @@ def test_a_rating_value_and_its_option_are_the_same_vote(value: int, scale: int)
     allowed = frozenset(options)
     if value > scale:
         with pytest.raises(Unprocessable):
-            kinds.option_choice("rating", options, allowed, {"value": value})
+            kinds.option_choice("rating", options, allowed, option_ids=None, value=value)
         return
-    assert kinds.option_choice("rating", options, allowed, {"value": value}) == kinds.option_choice(
-        "rating", options, allowed, {"option_ids": [options[value - 1]]}
-    )
+    assert kinds.option_choice(
+        "rating", options, allowed, option_ids=None, value=value
+    ) == kinds.option_choice("rating", options, allowed, option_ids=[options[value - 1]])
 
 
 @settings(max_examples=300, deadline=None, database=None, print_blob=True)

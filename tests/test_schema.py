@@ -170,8 +170,8 @@ STANDS_FOR |= {
 STANDS_FOR |= {o["id"]: ("option_id", i) for i, o in enumerate(openapi.EXAMPLE_OPTIONS)}
 # Where the bodies name objects: (schema, property, stand-ins, inside an array?)
 BODY_IDS = [
-    ("OptionsVote", "option_ids", "option_id", True),
-    ("UpvoteVote", "upvote", "question_id", False),
+    ("CastVote", "option_ids", "option_id", True),
+    ("CastVote", "upvote", "question_id", False),
     ("PollOrder", "poll_ids", "poll_id", True),
     ("Join", "code", "code", False),
 ]

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import re
 import time
 import uuid
 from collections import deque
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from opus import export
+from opus import bodies, export
 from opus.auth import Voter, pseudonym
 from opus.callers import VOTER_COOKIE, VOTER_COOKIE_S, identify, origin_matches
 from opus.errors import BadRequest, Forbidden, NotFound, TooLarge, TooManyRequests, Unauthorized
@@ -27,13 +25,23 @@ from opus.keys import (
 )
 from opus.rooms import MODERATION_PAGE
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 routes = web.RouteTableDef()
-# JSON may spell half of a UTF-16 surrogate pair (`"\ud800"`); Python decodes it to a string
-# that cannot be encoded again, so SQLite, the worker and every answer that holds it would fail.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# The handlers that take a body, and its declaration: the OpenAPI document reads them here.
+BODIES: dict[Handler, type[bodies.Body]] = {}
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
+def accepts[H: Handler](cls: type[bodies.Body]) -> Callable[[H], H]:
+    """Declare the body a route takes (read it with `read_body`)."""
+
+    def register(handler: H) -> H:
+        BODIES[handler] = cls
+        return handler
+
+    return register
+
+
+async def read_body[B: bodies.Body](request: web.Request, cls: type[B]) -> B:
     limit = request.app[SETTINGS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"The request body is larger than {limit} bytes.")
@@ -41,26 +49,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge(f"The request body is larger than {limit} bytes.") from None
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
-    except RecursionError:  # thousands of nested brackets: no body of this API is like that
-        raise BadRequest("The request body is nested too deeply.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
-    if _SURROGATE_ESCAPE.search(raw):  # rare: only then the full check
-        try:
-            json.dumps(body, ensure_ascii=False).encode()
-        except UnicodeEncodeError:
-            raise BadRequest(
-                "The request body has text that is not valid Unicode (a lone "
-                "surrogate escape such as \\ud800).",
-                code="invalid_json",
-            ) from None
-    return body
+    return bodies.decode(raw, cls)
 
 
 def require_admin(request: web.Request) -> None:
@@ -133,9 +122,10 @@ _throttle_key = web.AppKey("join_throttle", JoinThrottle)
 
 
 @routes.post("/api/v1/rooms")
+@accepts(bodies.CreateRoom)
 async def create_room(request: web.Request) -> web.Response:
     require_admin(request)
-    room = await request.app[ROOMS].create_room(await read_json(request))
+    room = await request.app[ROOMS].create_room(await read_body(request, bodies.CreateRoom))
     return web.json_response(room, status=201)
 
 
@@ -146,9 +136,10 @@ async def list_rooms(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/v1/rooms/{room_id}")
+@accepts(bodies.RenameRoom)
 async def rename_room(request: web.Request) -> web.Response:
     require_admin(request)
-    body = await read_json(request)
+    body = await read_body(request, bodies.RenameRoom)
     return web.json_response(
         await request.app[ROOMS].update_room(request.match_info["room_id"], body)
     )
@@ -162,20 +153,20 @@ async def delete_room(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/rooms/{room_id}/duplicate")
+@accepts(bodies.DuplicateRoom)
 async def duplicate_room(request: web.Request) -> web.Response:
     require_admin(request)
-    body = await read_json(request)
+    body = await read_body(request, bodies.DuplicateRoom)
     room = await request.app[ROOMS].duplicate_room(request.match_info["room_id"], body)
     return web.json_response(room, status=201)
 
 
 @routes.put("/api/v1/rooms/{room_id}/order")
+@accepts(bodies.PollOrder)
 async def reorder_polls(request: web.Request) -> web.Response:
     require_admin(request)
-    body = await read_json(request)
-    room = await request.app[ROOMS].reorder_polls(
-        request.match_info["room_id"], body.get("poll_ids")
-    )
+    body = await read_body(request, bodies.PollOrder)
+    room = await request.app[ROOMS].reorder_polls(request.match_info["room_id"], body.poll_ids)
     return web.json_response(room)
 
 
@@ -201,9 +192,10 @@ async def get_room(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/rooms/{room_id}/polls")
+@accepts(bodies.CreatePoll)
 async def create_poll(request: web.Request) -> web.Response:
     require_admin(request)
-    body = await read_json(request)
+    body = await read_body(request, bodies.CreatePoll)
     poll = await request.app[ROOMS].create_poll(request.match_info["room_id"], body)
     return web.json_response(poll, status=201)
 
@@ -215,9 +207,10 @@ async def get_poll(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/v1/polls/{poll_id}")
+@accepts(bodies.UpdatePoll)
 async def update_poll(request: web.Request) -> web.Response:
     require_admin(request)
-    body = await read_json(request)
+    body = await read_body(request, bodies.UpdatePoll)
     return web.json_response(
         await request.app[ROOMS].update_poll(request.match_info["poll_id"], body)
     )
@@ -259,9 +252,10 @@ def _count(request: web.Request, name: str, default: int, most: int) -> int:
 
 
 @routes.patch("/api/v1/questions/{question_id}")
+@accepts(bodies.Moderate)
 async def moderate_question(request: web.Request) -> web.Response:
     require_admin(request)
-    body = await read_json(request)
+    body = await read_body(request, bodies.Moderate)
     return web.json_response(
         await request.app[ROOMS].moderate(request.match_info["question_id"], body)
     )
@@ -311,20 +305,21 @@ def _attachment(text: str, fmt: str, name: str) -> web.Response:
 
 
 @routes.post("/api/v1/join")
+@accepts(bodies.Join)
 async def join(request: web.Request) -> web.Response:
     throttle = request.app[_throttle_key]
     address = request.app[ADDRESSES].of(request)
     throttle.check(address)
-    body = await read_json(request)
-    code = body.get("code")
-    if not isinstance(code, str) or not code.strip():
+    body = await read_body(request, bodies.Join)
+    code = body.code
+    if not code.strip():
         raise BadRequest(
             "'code' must be the room's code, as shown on the screen.", code="invalid_field"
         )
     known = identify(request).voter
     try:
         voter = await request.app[ROOMS].join(
-            code[:64], known, address=address, passcode=body.get("passcode")
+            code[:64], known, address=address, passcode=body.passcode
         )
     except (NotFound, Forbidden) as exc:
         if exc.code in ("room_not_found", "wrong_passcode"):
@@ -345,9 +340,10 @@ async def join(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/polls/{poll_id}/votes")
+@accepts(bodies.CastVote)
 async def cast_vote(request: web.Request) -> web.Response:
     voter = require_voter(request)
-    body = await read_json(request)
+    body = await read_body(request, bodies.CastVote)
     event_id = await request.app[INGEST].cast(voter, request.match_info["poll_id"], body)
     return web.Response(
         text=f'{{"event_id": "{event_id}", "status": "accepted"}}',

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from opus import auth, kinds
+from opus import auth, bodies, kinds
 from opus.auth import Voter
 from opus.callers import VOTER_COOKIE, VOTER_COOKIE_S, identify
 from opus.codes import display_code, normalize_code
@@ -320,7 +320,7 @@ async def vote(request: web.Request) -> web.Response:
         event_id = field(form, "event_id")
         if event_id:
             body["event_id"] = event_id  # the page's own: sending the form twice counts once
-        event_id = await request.app[INGEST].cast(voter, poll_id, body)
+        event_id = await request.app[INGEST].cast(voter, poll_id, bodies.of(bodies.CastVote, body))
     except OpusError as exc:
         response = redirect(anchor, FRIENDLY.get(exc.code, exc.message), error=True)
         return _with_voter_cookie(request, response, voter) if minted else response

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from opus import export, ws
+from opus import bodies, export, ws
 from opus.auth import same_token
 from opus.callers import HOST_COOKIE, SESSION_S, end_session, new_session
 from opus.errors import BadRequest, NotFound, OpusError, Unprocessable
@@ -162,7 +162,9 @@ async def index(request: web.Request) -> web.StreamResponse:
 @routes.post("/host/rooms")
 @action
 async def create_room(request: web.Request, form: Form) -> web.StreamResponse:
-    room = await request.app[ROOMS].create_room({"title": field(form, "title")})
+    room = await request.app[ROOMS].create_room(
+        bodies.of(bodies.CreateRoom, {"title": field(form, "title")})
+    )
     return redirect(f"/host/rooms/{room['id']}", f"Room “{room['title']}” created.")
 
 
@@ -220,7 +222,9 @@ async def room_page(request: web.Request) -> web.StreamResponse:
 @action
 async def rename_room(request: web.Request, form: Form) -> web.StreamResponse:
     room_id = request.match_info["room_id"]
-    await request.app[ROOMS].update_room(room_id, {"title": field(form, "title")})
+    await request.app[ROOMS].update_room(
+        room_id, bodies.of(bodies.RenameRoom, {"title": field(form, "title")})
+    )
     return redirect(f"/host/rooms/{room_id}", "Renamed.")
 
 
@@ -231,7 +235,9 @@ async def set_passcode(request: web.Request, form: Form) -> web.StreamResponse:
     passcode = field(form, "passcode")
     await request.app[ROOMS].update_room(
         room_id,
-        {"passcode": passcode or None, "show_passcode": field(form, "show_passcode") == "on"},
+        bodies.RenameRoom(
+            passcode=passcode or None, show_passcode=field(form, "show_passcode") == "on"
+        ),
     )
     said = "Joining needs the passcode now." if passcode else "Joining needs only the code now."
     return redirect(f"/host/rooms/{room_id}", said)
@@ -241,7 +247,9 @@ async def set_passcode(request: web.Request, form: Form) -> web.StreamResponse:
 @action
 async def duplicate_room(request: web.Request, form: Form) -> web.StreamResponse:
     body = {"title": field(form, "title")} if field(form, "title") else {}
-    room = await request.app[ROOMS].duplicate_room(request.match_info["room_id"], body)
+    room = await request.app[ROOMS].duplicate_room(
+        request.match_info["room_id"], bodies.of(bodies.DuplicateRoom, body)
+    )
     return redirect(
         f"/host/rooms/{room['id']}", f"Copied as “{room['title']}”: every poll is a draft again."
     )
@@ -318,7 +326,9 @@ async def create_poll(request: web.Request) -> web.StreamResponse:
         return refused(request)
     room_id = request.match_info["room_id"]
     try:
-        poll = await request.app[ROOMS].create_poll(room_id, poll_body(form))
+        poll = await request.app[ROOMS].create_poll(
+            room_id, bodies.of(bodies.CreatePoll, poll_body(form))
+        )
     except NotFound as exc:
         return not_found(request, exc.message)
     except OpusError as exc:
@@ -363,7 +373,7 @@ async def edit(request: web.Request) -> web.StreamResponse:
                 for k, v in body.items()
                 if k in ("hide_results", "allow_change", "blocked_words", "moderated")
             }
-        await rooms.update_poll(poll["id"], body)
+        await rooms.update_poll(poll["id"], bodies.of(bodies.UpdatePoll, body))
     except OpusError as exc:
         return render(
             request,
@@ -404,7 +414,9 @@ async def poll_action(request: web.Request, form: Form) -> web.StreamResponse:
         name = field(form, "name")
         if name not in ("hide_results", "allow_change", "moderated"):
             raise Unprocessable("Nothing to change.")
-        await rooms.update_poll(poll_id, {name: field(form, "value") == "on"})
+        await rooms.update_poll(
+            poll_id, bodies.of(bodies.UpdatePoll, {name: field(form, "value") == "on"})
+        )
     return redirect(back, message)
 
 
@@ -417,7 +429,9 @@ async def moderate(request: web.Request, form: Form) -> web.StreamResponse:
     for name in ("pinned", "answered"):
         if field(form, name) in ("on", "off"):
             change[name] = field(form, name) == "on"
-    await request.app[ROOMS].moderate(request.match_info["question_id"], change)
+    await request.app[ROOMS].moderate(
+        request.match_info["question_id"], bodies.of(bodies.Moderate, change)
+    )
     return redirect(_safe_back(field(form, "back"), "/host"))
 
 

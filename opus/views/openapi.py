@@ -10,14 +10,15 @@ import inspect
 import json
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
-from opus import __version__
+from opus import __version__, bodies
+from opus.bodies import MAX_PASSCODE, MAX_QUESTION, MAX_TITLE, MIN_PASSCODE
 from opus.callers import VOTER_COOKIE
 from opus.codes import CODE_ALPHABET, CODE_LENGTH
 from opus.ingest import ASKS_PER_MINUTE, QUESTIONS_PER_VOTER
 from opus.kinds import (
-    DEFAULT_TIME_LIMIT_S,
     KINDS,
     MAX_ANSWER,
     MAX_ASK,
@@ -30,13 +31,8 @@ from opus.kinds import (
     TIME_LIMIT_RANGE,
 )
 from opus.results import LEADERBOARD_SIZE, MAX_WORDS, QUESTIONS_SHOWN
-from opus.rooms import (
-    MAX_PASSCODE,
-    MAX_QUESTION,
-    MAX_TITLE,
-    MIN_PASSCODE,
-    MODERATION_PAGE,
-)
+from opus.rooms import MODERATION_PAGE
+from opus.views import api
 from opus.views.api import JoinThrottle
 
 JSON = dict[str, Any]
@@ -85,8 +81,11 @@ NOT_BLANK = r"\S"
 # -- small builders -----------------------------------------------------------------------
 
 
+REF = "#/components/schemas/{name}"
+
+
 def ref(name: str) -> JSON:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": REF.format(name=name)}
 
 
 def json_body(schema: JSON, example: Any = None) -> JSON:
@@ -107,6 +106,51 @@ def json_examples(schema: JSON, examples: dict[str, tuple[str, Any]]) -> JSON:
             },
         }
     }
+
+
+def example(value: Any) -> JSON:
+    """A request body's example; its schema comes from the route's declaration (`bodies`)."""
+    return {"application/json": {"example": value}}
+
+
+def examples(named: dict[str, tuple[str, Any]]) -> JSON:
+    """A request body's named examples: name -> (summary, value)."""
+    return {
+        "application/json": {
+            "examples": {
+                name: {"summary": summary, "value": value}
+                for name, (summary, value) in named.items()
+            }
+        }
+    }
+
+
+def request_schemas() -> JSON:
+    """The request bodies' schemas, from their declarations in opus/bodies.py."""
+    _, generated = msgspec.json.schema_components(bodies.REQUESTS, ref_template=REF)
+    for cls in bodies.REQUESTS:
+        schema = generated[cls.__name__]
+        schema.pop("title", None)
+        if "description" in schema:  # a docstring: one paragraph
+            schema["description"] = " ".join(schema["description"].split())
+        if not schema.get("required"):
+            schema.pop("required", None)
+        schema.update(cls.schema_extra)
+    return generated
+
+
+def with_bodies(paths: JSON) -> JSON:
+    """Each operation's request body is the one its route declares (`api.accepts`)."""
+    for route in api.routes:
+        if not isinstance(route, web.RouteDef):
+            continue
+        cls = api.BODIES.get(route.handler)
+        operation = paths[route.path][route.method.lower()]
+        if cls is None:
+            continue
+        body = operation.setdefault("requestBody", {"content": example({})})
+        body["content"]["application/json"]["schema"] = ref(cls.__name__)
+    return paths
 
 
 def ok(description: str, schema: JSON, example: Any = None) -> JSON:
@@ -451,18 +495,6 @@ def schemas() -> JSON:
             "closed_at": MAYBE_TIMESTAMP,
         },
     }
-    room_access: JSON = {
-        "passcode": {
-            "type": ["string", "null"],
-            "maxLength": MAX_PASSCODE,
-            "description": f"{MIN_PASSCODE} to {MAX_PASSCODE} characters: joining "
-            "then needs it. Null or empty: the code is enough.",
-        },
-        "show_passcode": {
-            "type": "boolean",
-            "description": "The projector screen shows the passcode.",
-        },
-    }
     room: JSON = {
         "type": "object",
         "required": ["id", "code", "code_display", "title", "created_at", "polls"],
@@ -574,87 +606,6 @@ def schemas() -> JSON:
             },
         },
     }
-    # The fields of a poll's body, shared by creation and edits.
-    poll_fields: JSON = {
-        "question": text(MAX_QUESTION, "The question."),
-        "kind": {
-            "type": "string",
-            "enum": list(KINDS),
-            "default": "single",
-            "description": KIND_HELP,
-        },
-        "options": {
-            "type": "array",
-            "minItems": MIN_OPTIONS,
-            "maxItems": MAX_OPTIONS,
-            "uniqueItems": True,
-            "items": text(MAX_LABEL, "An option's label, unique in the poll."),
-            "description": f"{', '.join(OPTION_KINDS)}: required. Ignored by the other kinds "
-            "(a rating's options are its scale).",
-        },
-        "correct": {
-            "type": "array",
-            "minItems": 1,
-            "items": {"type": "integer", "minimum": 0, "maximum": MAX_OPTIONS - 1},
-            "description": "Quiz only, required: the positions (from 0) in `options` of the "
-            "right answer. An answer (one option) is right only when it is exactly this set, "
-            "so give one position. `invalid_correct` when empty or out of range.",
-        },
-        "time_limit_s": {
-            "type": ["integer", "null"],
-            "minimum": TIME_LIMIT_RANGE[0],
-            "maximum": TIME_LIMIT_RANGE[1],
-            "default": DEFAULT_TIME_LIMIT_S,
-            "description": "Quiz only: seconds to answer once it opens; null for no limit. "
-            "`invalid_time_limit` outside the range.",
-        },
-        "scale": {
-            "type": "integer",
-            "enum": list(SCALES),
-            "default": SCALES[0],
-            "description": 'Rating only: the options become "1" to this. `invalid_scale` '
-            "otherwise.",
-        },
-        "blocked_words": {
-            "oneOf": [
-                {"type": "array", "maxItems": MAX_BLOCKED, "items": {"type": "string"}},
-                {"type": "string"},
-            ],
-            "description": "Text only: words left out of the cloud (kept lowercased, sorted, "
-            "without repeats). A string is split at commas and spaces. At most "
-            f"{MAX_BLOCKED} (`too_long`).",
-        },
-        "moderated": {
-            "type": "boolean",
-            "default": False,
-            "description": "Qa only: new questions are `pending` (seen by the host only) "
-            "until the host makes them `visible`.",
-        },
-        "allow_change": {
-            "type": "boolean",
-            "default": False,
-            "description": "A later vote by the same voter replaces the earlier one.",
-        },
-        "hide_results": {
-            "type": "boolean",
-            "default": False,
-            "description": "Attendees see the results only once the poll is closed.",
-        },
-    }
-    event_id: JSON = {
-        **UUID,
-        "description": "The vote's idempotency key. Absent: the server makes one. Send the "
-        "same one again to retry safely.",
-    }
-
-    def vote(description: str, field: str, schema: JSON) -> JSON:
-        return {
-            "type": "object",
-            "description": description,
-            "required": [field],
-            "properties": {"event_id": event_id, field: schema},
-        }
-
     return {
         "Error": {
             "type": "object",
@@ -680,96 +631,6 @@ def schemas() -> JSON:
         "Poll": poll,
         "Room": room,
         "Results": results,
-        "CreateRoom": {
-            "type": "object",
-            "required": ["title"],
-            "properties": {"title": text(MAX_TITLE, "The room's title."), **room_access},
-        },
-        "CreatePoll": {
-            "type": "object",
-            "description": "The fields of another kind are ignored.",
-            "required": ["question"],
-            "properties": poll_fields,
-            "allOf": [
-                {  # `kind` defaults to single, which needs options
-                    "if": {
-                        "required": ["kind"],
-                        "properties": {"kind": {"enum": ["rating", "text", "qa"]}},
-                    },
-                    "then": {},
-                    "else": {"required": ["options"]},
-                },
-                {
-                    "if": {"required": ["kind"], "properties": {"kind": {"const": "quiz"}}},
-                    "then": {"required": ["options", "correct"]},
-                },
-            ],
-        },
-        "UpdatePoll": {
-            "type": "object",
-            "description": "Only the fields to change. `question`, `kind`, `options`, "
-            "`correct`, `scale` and `time_limit_s` only while the poll is a draft "
-            "(`poll_not_draft` otherwise); sending any of them rebuilds the options with new "
-            "ids. `hide_results`, `allow_change`, `blocked_words` and `moderated` at any time. "
-            "Any other field answers 422 `invalid_field`.",
-            "properties": poll_fields,
-            "additionalProperties": False,
-        },
-        "RenameRoom": {
-            "type": "object",
-            "description": "Only the fields sent change; a body with none of them needs `title`.",
-            "properties": {"title": text(MAX_TITLE, "The room's new title."), **room_access},
-        },
-        "DuplicateRoom": {
-            "type": "object",
-            "properties": {
-                "title": text(MAX_TITLE, "The copy's title; absent: the old title + ' (copy)'."),
-            },
-        },
-        "PollOrder": {
-            "type": "object",
-            "required": ["poll_ids"],
-            "properties": {
-                "poll_ids": {
-                    "type": "array",
-                    "uniqueItems": True,
-                    "items": UUID,
-                    "description": "Every poll of the room (drafts too), each once, in the "
-                    "new order. `invalid_order` otherwise.",
-                },
-            },
-        },
-        "Moderate": {
-            "type": "object",
-            "description": "At least one of the three.",
-            "minProperties": 1,
-            "properties": {
-                "status": {
-                    "type": "string",
-                    "enum": ["visible", "hidden"],
-                    "description": "`visible`: approve (or show again); `hidden`: take it off "
-                    "attendees' screens. `pending` cannot be set.",
-                },
-                "pinned": {"type": "boolean", "description": "Pinned questions come first."},
-                "answered": {"type": "boolean", "description": "A mark for the screen."},
-            },
-        },
-        "Join": {
-            "type": "object",
-            "required": ["code"],
-            "properties": {
-                "code": {
-                    "type": "string",
-                    "minLength": 1,
-                    "pattern": NOT_BLANK,
-                    "description": "The room's code, in any case, with or without the dash.",
-                },
-                "passcode": {
-                    "type": "string",
-                    "description": "The room's passcode, when it has one.",
-                },
-            },
-        },
         "Joined": {
             "type": "object",
             "required": ["voter_id", "voter_token", "room_id"],
@@ -788,51 +649,6 @@ def schemas() -> JSON:
                 },
             },
         },
-        "CastVote": {
-            "description": "One of four shapes, by the poll's kind (a body with both `text` "
-            "and `upvote` is an upvote).",
-            "anyOf": [ref("OptionsVote"), ref("RatingVote"), ref("TextVote"), ref("UpvoteVote")],
-        },
-        "OptionsVote": vote(
-            "single, multiple, quiz (and rating, instead of `value`).",
-            "option_ids",
-            {
-                "type": "array",
-                "minItems": 1,
-                "items": {"type": "string"},
-                "description": "Ids of the poll's options: exactly one, or one or more on a "
-                "`multiple` poll. Repeats are ignored.",
-            },
-        ),
-        "RatingVote": vote(
-            "rating.",
-            "value",
-            {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": max(SCALES),
-                "description": "From 1 to the poll's `scale` (`invalid_value` outside it).",
-            },
-        ),
-        "TextVote": vote(
-            f"text: an answer of 1 to {MAX_ANSWER} characters, one per voter; qa: a question "
-            f"of 1 to {MAX_ASK} characters, as many as you like (its id is the vote's "
-            "event_id).",
-            "text",
-            {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": MAX_ASK,
-                "pattern": NOT_BLANK,
-                "description": "Runs of spaces count as one and the ends are trimmed before "
-                "the length is checked (`empty_text`, `too_long`).",
-            },
-        ),
-        "UpvoteVote": vote(
-            "qa: upvote a question of this poll, once per voter and question.",
-            "upvote",
-            {"type": "string", "minLength": 1, "description": "The question's id."},
-        ),
         "VoteAccepted": {
             "type": "object",
             "required": ["event_id", "status"],
@@ -1062,7 +878,7 @@ def schemas() -> JSON:
 
 def components() -> JSON:
     return {
-        "schemas": schemas(),
+        "schemas": {**schemas(), **request_schemas()},
         "securitySchemes": {
             "adminToken": {
                 "type": "http",
@@ -1134,7 +950,7 @@ def paths() -> JSON:
                 "security": ADMIN,
                 "requestBody": {
                     "required": True,
-                    "content": json_body(ref("CreateRoom"), {"title": "Physics 101"}),
+                    "content": example({"title": "Physics 101"}),
                 },
                 "responses": {
                     "201": {
@@ -1190,7 +1006,7 @@ def paths() -> JSON:
                 "security": ADMIN,
                 "requestBody": {
                     "required": True,
-                    "content": json_body(ref("RenameRoom"), {"title": "Physics 102"}),
+                    "content": example({"title": "Physics 102"}),
                 },
                 "responses": {
                     "200": ok(
@@ -1240,7 +1056,7 @@ def paths() -> JSON:
                 "security": ADMIN,
                 "requestBody": {
                     "required": False,
-                    "content": json_body(ref("DuplicateRoom"), {"title": "Physics 101, again"}),
+                    "content": example({"title": "Physics 101, again"}),
                 },
                 "responses": {
                     "201": {
@@ -1272,7 +1088,7 @@ def paths() -> JSON:
                 "security": ADMIN,
                 "requestBody": {
                     "required": True,
-                    "content": json_body(ref("PollOrder"), {"poll_ids": [EXAMPLE_POLL_ID]}),
+                    "content": example({"poll_ids": [EXAMPLE_POLL_ID]}),
                 },
                 "responses": {
                     "200": ok("The room, its polls in the new order.", ref("Room"), EXAMPLE_ROOM),
@@ -1327,8 +1143,7 @@ def paths() -> JSON:
                 "security": ADMIN,
                 "requestBody": {
                     "required": True,
-                    "content": json_examples(
-                        ref("CreatePoll"),
+                    "content": examples(
                         {
                             "single": (
                                 "One option per vote",
@@ -1444,8 +1259,7 @@ def paths() -> JSON:
                 "security": ADMIN,
                 "requestBody": {
                     "required": True,
-                    "content": json_examples(
-                        ref("UpdatePoll"),
+                    "content": examples(
                         {
                             "hide": (
                                 "Hide the results until the poll closes",
@@ -1565,8 +1379,7 @@ def paths() -> JSON:
                 "security": ADMIN,
                 "requestBody": {
                     "required": True,
-                    "content": json_examples(
-                        ref("Moderate"),
+                    "content": examples(
                         {
                             "approve": ("Approve a pending question", {"status": "visible"}),
                             "pin": (
@@ -1717,7 +1530,7 @@ def paths() -> JSON:
                 "security": ANYONE_OR_VOTER,
                 "requestBody": {
                     "required": True,
-                    "content": json_body(ref("Join"), {"code": "XHYR-GCQG"}),
+                    "content": example({"code": "XHYR-GCQG"}),
                 },
                 "responses": {
                     "201": {
@@ -1764,8 +1577,7 @@ def paths() -> JSON:
                 "security": VOTER,
                 "requestBody": {
                     "required": True,
-                    "content": json_examples(
-                        ref("CastVote"),
+                    "content": examples(
                         {
                             "options": (
                                 "single, multiple or quiz",
@@ -2111,7 +1923,7 @@ def document() -> JSON:
             {"name": "live", "description": f"The WebSocket; its messages are in {DOCS}."},
             {"name": "operations", "description": "For scripts and monitoring."},
         ],
-        "paths": paths(),
+        "paths": with_bodies(paths()),
         "components": components(),
     }
 
