@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from opus.answers import Results
+
 ROOM_CREATED = "ROOM.CREATED"
 POLL_CREATED = "POLL.CREATED"
 POLL_OPENED = "POLL.OPENED"
@@ -171,7 +173,7 @@ class StatusChange(msgspec.Struct, frozen=True, omit_defaults=True):
     poll_id: str
     room_id: str
     status: str
-    results: dict[str, Any] | None = None  # a closed poll's final results (results.py)
+    results: Results | None = None  # a closed poll's final results
 
 
 class VoteData(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -8,8 +8,9 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
+from opus.answers import PollExport, RoomExport, RoomFields
 from opus.errors import BadRequest, NotFound
 from opus.events import now_iso
 from opus.rooms import Rooms
@@ -37,7 +38,7 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-async def poll_export(rooms: Rooms, poll_id: str) -> dict[str, Any]:
+async def poll_export(rooms: Rooms, poll_id: str) -> PollExport:
     """`{"poll", "results", "votes"}`: the poll, its results and its counted votes."""
     return {
         "poll": await rooms.poll(poll_id),
@@ -55,18 +56,18 @@ async def find_room(rooms: Rooms, room: str) -> str:
         return str((await rooms.room_by_code(room))["id"])
 
 
-async def room_export(rooms: Rooms, room_id: str) -> dict[str, Any]:
+async def room_export(rooms: Rooms, room_id: str) -> RoomExport:
     """`{"room", "exported_at", "polls": [poll_export, ...]}`, drafts included."""
     room = await rooms.room(room_id, include_drafts=True)
     polls = [await poll_export(rooms, p["id"]) for p in room["polls"]]
     return {
-        "room": {k: v for k, v in room.items() if k != "polls"},
+        "room": cast(RoomFields, {k: v for k, v in room.items() if k != "polls"}),
         "exported_at": now_iso(),
         "polls": polls,
     }
 
 
-def _poll_rows(export: dict[str, Any]) -> Iterator[list[Any]]:
+def _poll_rows(export: PollExport) -> Iterator[list[Any]]:
     """One `result` row per option, a row per kind-specific figure (a rating's average, a word
     cloud's words, ...), then one `vote` row per chosen option of each counted vote; a vote
     without options (a word-cloud answer, a question) gives one row with its `value`."""
@@ -118,7 +119,7 @@ def _inert(row: list[Any]) -> list[Any]:
     return out
 
 
-def poll_csv(export: dict[str, Any]) -> str:
+def poll_csv(export: PollExport) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(POLL_COLUMNS)
@@ -126,7 +127,7 @@ def poll_csv(export: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def room_csv(export: dict[str, Any]) -> str:
+def room_csv(export: RoomExport) -> str:
     """Every poll's rows, each prefixed with the poll's id, question and kind."""
     out = io.StringIO()
     writer = csv.writer(out)
@@ -138,8 +139,10 @@ def room_csv(export: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def render(export: dict[str, Any], fmt: str) -> str:
+def render(export: PollExport | RoomExport, fmt: str) -> str:
     """The export as the text of a file: JSON (indented) or CSV."""
     if check_format(fmt) == "json":
         return json.dumps(export, indent=2, ensure_ascii=False) + "\n"
-    return room_csv(export) if "polls" in export else poll_csv(export)
+    if "polls" in export:
+        return room_csv(cast(RoomExport, export))
+    return poll_csv(export)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, web
 
-from opus import events
+from opus import answers, events
 from opus.catalog import Catalog
 from opus.config import Settings
 from opus.errors import NotFound
@@ -250,7 +250,7 @@ class Broadcaster:
     def online_voters(self, room_id: str) -> list[str]:
         return sorted({c.voter_id for c in self.clients.get(room_id, ()) if c.voter_id})
 
-    def push_notification(self, voter_id: str, notification: dict[str, Any]) -> None:
+    def push_notification(self, voter_id: str, notification: answers.Notification) -> None:
         frame = text_frame(json.dumps({"type": "notification", "notification": notification}))
         for client in self.voters.get(voter_id, ()):
             client.send(frame)

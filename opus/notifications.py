@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
 
-from opus import events
+from opus import answers, events
 from opus.db import Database, Row, placeholders
 from opus.errors import NotFound
 
@@ -20,14 +19,14 @@ log = logging.getLogger(__name__)
 _BATCH = 1000
 # The events that notify voters (app.py subscribes `fan_out` to them).
 NOTIFIED_EVENTS = (events.POLL_CREATED, events.POLL_OPENED, events.POLL_CLOSED)
-_LIST_LIMIT = 100
+_LIST_LIMIT = answers.INBOX_SIZE
 
-Push = Callable[[str, dict[str, Any]], None]  # (voter_id, notification)
+Push = Callable[[str, answers.Notification], None]  # (voter_id, notification)
 Online = Callable[[str], list[str]]  # room_id -> voter ids with a socket open
 
 
-def as_json(row: Row) -> dict[str, Any]:
-    body = {
+def as_json(row: Row) -> answers.Notification:
+    body: answers.Notification = {
         "id": row["id"],
         "title": row["title"],
         "message": row["message"],
@@ -41,7 +40,7 @@ def as_json(row: Row) -> dict[str, Any]:
     return body
 
 
-def _closed_message(results: dict[str, Any]) -> str:
+def _closed_message(results: answers.Results) -> str:
     total = results["total_votes"]
     if not total:
         return "The poll closed with no votes."
@@ -85,11 +84,13 @@ class Notifier:
         elif isinstance(event, events.PollOpened):
             kind, title, message = "poll_opened", "Poll open", question
         else:
-            final = event.data.results or {}
+            final = event.data.results
+            if final is None:  # every close carries its results (rooms.set_status)
+                return 0
             kind, title = "poll_closed", f"Closed: {question}"
             message, extra = _closed_message(final), json.dumps(final)
             # Who voted; in a Q&A, who asked (each once: the insert ignores repeats).
-            table = "questions" if final.get("kind") == "qa" else "votes"
+            table = "questions" if final["kind"] == "qa" else "votes"
             recipients = f"SELECT rowid, voter_id FROM {table} WHERE poll_id = ? AND rowid > ?"
             scope = (poll_id,)
         created = 0
@@ -130,7 +131,7 @@ class Notifier:
 
     # -- the voter's inbox ----------------------------------------------------------------
 
-    async def inbox(self, voter_id: str) -> dict[str, Any]:
+    async def inbox(self, voter_id: str) -> answers.Inbox:
         rows = await self._db.fetchall(
             "SELECT * FROM notifications WHERE voter_id = ? ORDER BY id DESC LIMIT ?",
             (voter_id, _LIST_LIMIT),

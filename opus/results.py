@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any
 
+from opus.answers import (
+    LEADERBOARD_SIZE,
+    MAX_WORDS,
+    QUESTIONS_SHOWN,
+    LeaderboardRow,
+    OptionResult,
+    Question,
+    Results,
+)
 from opus.auth import pseudonym
 from opus.db import fetchall
 from opus.errors import NotFound
 
-MAX_WORDS = 60
-LEADERBOARD_SIZE = 10
-QUESTIONS_SHOWN = 50  # the top Q&A questions in results and snapshots
 
-
-def poll_results(
-    conn: sqlite3.Connection, poll_id: str, *, for_host: bool = False
-) -> dict[str, Any]:
+def poll_results(conn: sqlite3.Connection, poll_id: str, *, for_host: bool = False) -> Results:
     """The contract's results body, with each kind's extras. Hosts also see a Q&A's pending and
     hidden questions and a quiz's right answers before it closes."""
     rows = fetchall(
@@ -35,14 +37,14 @@ def poll_results(
     poll = rows[0]
     kind, total = poll["kind"], poll["total_votes"]
     reveal = for_host or poll["status"] == "closed"
-    options = []
+    options: list[OptionResult] = []
     for o in fetchall(
         conn,
         "SELECT o.id, o.label, o.correct, t.votes FROM options o"
         " JOIN tallies t ON t.option_id = o.id WHERE o.poll_id = ? ORDER BY o.position",
         (poll_id,),
     ):
-        option = {
+        option: OptionResult = {
             "id": o["id"],
             "label": o["label"],
             "votes": o["votes"],
@@ -54,7 +56,7 @@ def poll_results(
             # How the hall answers would hint at the right answer: the host's until it closes.
             option["votes"] = option["percent"] = None
         options.append(option)
-    body: dict[str, Any] = {
+    body: Results = {
         "poll_id": poll_id,
         "kind": kind,
         "status": poll["status"],
@@ -62,12 +64,9 @@ def poll_results(
         "options": options,
     }
     if kind == "rating":
-        weight = sum(o["votes"] for o in options)
-        body["average"] = (
-            round(sum(int(o["label"]) * o["votes"] for o in options) / weight, 2)
-            if weight
-            else None
-        )
+        counts = [(int(o["label"]), o["votes"] or 0) for o in options]
+        weight = sum(n for _, n in counts)
+        body["average"] = round(sum(v * n for v, n in counts) / weight, 2) if weight else None
     elif kind == "text":
         blocked = json.loads(poll["blocked_words"])
         body["words"] = [
@@ -95,7 +94,7 @@ def poll_results(
 
 def questions(
     conn: sqlite3.Connection, poll_id: str, *, for_host: bool, limit: int = -1, offset: int = 0
-) -> list[dict[str, Any]]:
+) -> list[Question]:
     """Pinned first, then the most upvoted, then the oldest (`limit` of them, -1: all)."""
     shown = "" if for_host else " AND status = 'visible'"
     return [
@@ -119,7 +118,7 @@ def questions(
 
 def leaderboard(
     conn: sqlite3.Connection, room_id: str, limit: int = LEADERBOARD_SIZE
-) -> list[dict[str, Any]]:
+) -> list[LeaderboardRow]:
     """Points over the room's closed quizzes (an open one would give its answers away)."""
     return [
         {"name": pseudonym(r["voter_id"]), "points": r["points"], "correct": r["correct"]}

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from opus import bodies, events, kinds, outbox, results
+from opus import answers, bodies, events, kinds, outbox, results
 from opus.auth import Voter
 from opus.bodies import MAX_PASSCODE, MAX_QUESTION, MAX_TITLE, MIN_PASSCODE
 from opus.catalog import Catalog
@@ -88,9 +88,16 @@ def _spec(kind: str, body: bodies.CreatePoll) -> kinds.Spec:
 _DRAFT_FIELDS = ("question", "kind", "options", "correct", "scale", "time_limit_s")
 
 
-def _poll_body(row: Row, options: list[Row], *, for_host: bool) -> dict[str, Any]:
+def _option(row: Row, *, reveal: bool) -> answers.Option:
+    option: answers.Option = {"id": row["id"], "label": row["label"]}
+    if reveal:
+        option["correct"] = bool(row["correct"])
+    return option
+
+
+def _poll_body(row: Row, options: list[Row], *, for_host: bool) -> answers.Poll:
     reveal = for_host or row["status"] == "closed"
-    body: dict[str, Any] = {
+    body: answers.Poll = {
         "id": row["id"],
         "room_id": row["room_id"],
         "position": row["position"],
@@ -99,14 +106,7 @@ def _poll_body(row: Row, options: list[Row], *, for_host: bool) -> dict[str, Any
         "status": row["status"],
         "allow_change": bool(row["allow_change"]),
         "hide_results": bool(row["hide_results"]),
-        "options": [
-            {
-                "id": o["id"],
-                "label": o["label"],
-                **({"correct": bool(o["correct"])} if row["kind"] == "quiz" and reveal else {}),
-            }
-            for o in options
-        ],
+        "options": [_option(o, reveal=row["kind"] == "quiz" and reveal) for o in options],
         "total_votes": row["total_votes"],
         "scale": row["scale"],
         "blocked_words": json.loads(row["blocked_words"]),
@@ -144,7 +144,7 @@ class Rooms:
 
     # -- rooms ---------------------------------------------------------------------------
 
-    async def create_room(self, body: bodies.CreateRoom, actor: str = "host") -> dict[str, Any]:
+    async def create_room(self, body: bodies.CreateRoom, actor: str = "host") -> answers.Room:
         title = _trimmed(body.title, "title", MAX_TITLE)
         access = _room_access(body)
         with self.db.write() as conn:
@@ -169,7 +169,7 @@ class Rooms:
         outbox.add(conn, [self._event(events.ROOM_CREATED, dict(room), actor)])
         return room
 
-    async def list_rooms(self) -> list[dict[str, Any]]:
+    async def list_rooms(self) -> list[answers.RoomSummary]:
         rows = await self.db.fetchall(
             "SELECT r.*, (SELECT COUNT(*) FROM polls p WHERE p.room_id = r.id) AS poll_count"
             " FROM rooms r ORDER BY r.created_at DESC, r.id DESC"
@@ -188,7 +188,7 @@ class Rooms:
 
     async def update_room(
         self, room_id: str, body: bodies.RenameRoom, actor: str = "host"
-    ) -> dict[str, Any]:
+    ) -> answers.Room:
         """Change what the body names: the title, the passcode, whether the screen shows it."""
         access = _room_access(body)
         changes = dict(access)
@@ -213,7 +213,7 @@ class Rooms:
 
     async def duplicate_room(
         self, room_id: str, body: bodies.DuplicateRoom, actor: str = "host"
-    ) -> dict[str, Any]:
+    ) -> answers.Room:
         """A new room with a new code and a draft copy of every poll: a template for the next
         session. Votes are not copied."""
         source = await self.room(room_id, include_drafts=True)
@@ -332,7 +332,7 @@ class Rooms:
 
     async def create_poll(
         self, room_id: str, body: bodies.CreatePoll, actor: str = "host"
-    ) -> dict[str, Any]:
+    ) -> answers.Poll:
         question = _trimmed(body.question, "question", MAX_QUESTION)
         kind = _kind(body.kind)
         spec = _spec(kind, body)
@@ -362,7 +362,7 @@ class Rooms:
 
     async def update_poll(
         self, poll_id: str, body: bodies.UpdatePoll, actor: str = "host"
-    ) -> dict[str, Any]:
+    ) -> answers.Poll:
         """Change a poll: its shape while it is a draft, its display rules at any time."""
         sent = body.given()
         current = await self.poll(poll_id, for_host=True)
@@ -459,7 +459,7 @@ class Rooms:
 
     async def reorder_polls(
         self, room_id: str, poll_ids: list[str], actor: str = "host"
-    ) -> dict[str, Any]:
+    ) -> answers.Room:
         with self.db.write() as conn:
             if not fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,)):
                 raise NotFound("No room has this id.", code="room_not_found")
@@ -480,7 +480,7 @@ class Rooms:
         self._on_commit()
         return await self.room(room_id, include_drafts=True)
 
-    async def set_status(self, poll_id: str, status: str, actor: str = "host") -> dict[str, Any]:
+    async def set_status(self, poll_id: str, status: str, actor: str = "host") -> answers.Poll:
         """Open or close a poll. Opening an open poll (or closing a closed one) changes nothing."""
         allowed_from = {"open": ("draft",), "closed": ("open",)}[status]
         stamp = {"open": "opened_at", "closed": "closed_at"}[status]
@@ -516,7 +516,7 @@ class Rooms:
 
     async def moderate(
         self, question_id: str, body: bodies.Moderate, actor: str = "host"
-    ) -> dict[str, Any]:
+    ) -> answers.Question:
         """Approve or hide a Q&A question, pin it, mark it answered."""
         changes: dict[str, Any] = {}
         if body.status is not msgspec.UNSET:
@@ -569,7 +569,7 @@ class Rooms:
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def room(self, room_id: str, *, include_drafts: bool) -> dict[str, Any]:
+    async def room(self, room_id: str, *, include_drafts: bool) -> answers.Room:
         row = await self.db.fetchone("SELECT * FROM rooms WHERE id = ?", (room_id,))
         if row is None:
             raise NotFound("No room has this id.", code="room_not_found")
@@ -588,21 +588,20 @@ class Rooms:
             for p in polls
             if include_drafts or p["status"] != "draft"
         ]
-        return {
+        room: answers.Room = {
             "id": row["id"],
             "code": row["code"],
             "code_display": display_code(row["code"]),
             "title": row["title"],
             "created_at": row["created_at"],
             "passcode_required": bool(row["passcode"]),
-            # The host sees the passcode; everyone sees it when the screen shows it.
-            **(
-                {"passcode": row["passcode"], "show_passcode": bool(row["show_passcode"])}
-                if include_drafts or row["show_passcode"]
-                else {}
-            ),
             "polls": shown,
         }
+        # The host sees the passcode; everyone sees it when the screen shows it.
+        if include_drafts or row["show_passcode"]:
+            room["passcode"] = row["passcode"]
+            room["show_passcode"] = bool(row["show_passcode"])
+        return room
 
     async def room_by_code(self, code: str) -> Row:
         row = await self.db.fetchone("SELECT * FROM rooms WHERE code = ?", (normalize_code(code),))
@@ -612,7 +611,7 @@ class Rooms:
             )
         return row
 
-    async def poll(self, poll_id: str, *, for_host: bool = True) -> dict[str, Any]:
+    async def poll(self, poll_id: str, *, for_host: bool = True) -> answers.Poll:
         row = await self.db.fetchone("SELECT * FROM polls WHERE id = ?", (poll_id,))
         if row is None:
             raise NotFound("No poll has this id.", code="poll_not_found")
@@ -621,13 +620,13 @@ class Rooms:
         )
         return _poll_body(row, options, for_host=for_host)
 
-    async def results(self, poll_id: str, *, for_host: bool = False) -> dict[str, Any]:
+    async def results(self, poll_id: str, *, for_host: bool = False) -> answers.Results:
         with self.db.read() as conn:
             return results.poll_results(conn, poll_id, for_host=for_host)
 
     async def questions(
         self, poll_id: str, limit: int = MODERATION_PAGE, offset: int = 0
-    ) -> list[dict[str, Any]]:
+    ) -> list[answers.Question]:
         """A page of a Q&A's questions, for the host (pending and hidden ones too), in the
         order of the results: pinned, most upvoted, oldest."""
         with self.db.read() as conn:
@@ -641,13 +640,13 @@ class Rooms:
             )[0]
             return int(count)
 
-    async def leaderboard(self, room_id: str) -> list[dict[str, Any]]:
+    async def leaderboard(self, room_id: str) -> list[answers.LeaderboardRow]:
         with self.db.read() as conn:
             if not fetchall(conn, "SELECT id FROM rooms WHERE id = ?", (room_id,)):
                 raise NotFound("No room has this id.", code="room_not_found")
             return results.leaderboard(conn, room_id)
 
-    async def counted_votes(self, poll_id: str) -> list[dict[str, Any]]:
+    async def counted_votes(self, poll_id: str) -> list[answers.CountedVote]:
         """Every counted vote of a poll (a Q&A's questions, with their upvotes)."""
         poll = self.catalog.polls.get(poll_id)
         if poll is not None and poll.kind == "qa":
@@ -669,17 +668,20 @@ class Rooms:
             " ORDER BY accepted_ns",
             (poll_id,),
         )
-        votes = []
+        votes: list[answers.CountedVote] = []
         for r in rows:
             choice = kinds.from_json(r["choice"])
-            vote: dict[str, Any] = {"event_id": r["event_id"], "voter_id": r["voter_id"]}
+            vote: answers.CountedVote = {
+                "event_id": r["event_id"],
+                "voter_id": r["voter_id"],
+                "counted_at": r["counted_at"],
+            }
             if isinstance(choice, kinds.Options):
                 vote["option_ids"] = list(choice.ids)
             else:
                 vote["text"] = choice.text if isinstance(choice, kinds.Answer) else ""
             if poll is not None and poll.kind == "quiz":
                 vote["points"] = r["points"]
-            vote["counted_at"] = r["counted_at"]
             votes.append(vote)
         return votes
 

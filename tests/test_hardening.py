@@ -21,7 +21,7 @@ from opus import events
 from opus.app import create_app
 from opus.config import Settings
 from opus.ingest import ASKS_PER_MINUTE, QUESTIONS_PER_VOTER
-from opus.results import QUESTIONS_SHOWN
+from opus.answers import QUESTIONS_SHOWN
 
 
 def _origin(client: TestClient) -> str:

@@ -88,12 +88,15 @@ def require_voter(request: web.Request) -> Voter:
     raise Unauthorized("The voter token is not valid; join the room again.", code="bad_token")
 
 
+# Wrong codes (or passcodes) one address may send in a minute. Generous, since a whole hall may
+# share one address behind the venue's NAT; with 10^11 codes this still makes guessing hopeless.
+JOIN_MISSES_PER_MINUTE = 300
+
+
 class JoinThrottle:
     """Slows down guessing of room codes: a few wrong codes a minute per address."""
 
-    # Generous, since a whole hall may share one address behind the venue's NAT; with 10^11
-    # codes this still makes guessing hopeless.
-    def __init__(self, allowed: int = 300, window_s: float = 60.0) -> None:
+    def __init__(self, allowed: int = JOIN_MISSES_PER_MINUTE, window_s: float = 60.0) -> None:
         self._allowed = allowed
         self._window = window_s
         self._misses: dict[str, deque[float]] = {}

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from opus import bodies, export, ws
+from opus import answers, bodies, export, ws
 from opus.auth import same_token
 from opus.callers import HOST_COOKIE, SESSION_S, end_session, new_session
 from opus.errors import BadRequest, NotFound, OpusError, Unprocessable
@@ -301,7 +301,7 @@ def draft_values(form: Form) -> dict[str, Any]:
     } | {name: bool(form.get(name)) for name in ("allow_change", "hide_results", "moderated")}
 
 
-def poll_values(poll: dict[str, Any]) -> dict[str, Any]:
+def poll_values(poll: answers.Poll) -> dict[str, Any]:
     """A poll as the form's values (to edit a draft)."""
     options = "\n".join(("*" if o.get("correct") else "") + o["label"] for o in poll["options"])
     return {
@@ -459,7 +459,7 @@ async def questions_part(request: web.Request) -> web.StreamResponse:
 
 
 async def _export(
-    request: web.Request, name: str, body: Awaitable[dict[str, Any]]
+    request: web.Request, name: str, body: Awaitable[answers.PollExport | answers.RoomExport]
 ) -> web.StreamResponse:
     fmt = export.check_format(request.query.get("format", "json"))
     return web.Response(

@@ -1,22 +1,22 @@
 """The OpenAPI 3.1 description of the HTTP API, served at `GET /api/openapi.json`.
 
-The document is built in code from the same limits the handlers enforce (imported from
-`opus.rooms`), so a limit changed there changes here. docs/api.md is the prose version.
+Its schemas are generated from the declarations of what the API accepts (opus/bodies.py, each
+route naming its body with `api.accepts`) and answers (opus/answers.py); this module holds
+only the operations' prose, security, errors and examples. docs/api.md is the prose version.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from opus import __version__, bodies
+from opus import __version__, answers, bodies
+from opus.answers import LEADERBOARD_SIZE
 from opus.bodies import MAX_PASSCODE, MAX_QUESTION, MAX_TITLE, MIN_PASSCODE
 from opus.callers import VOTER_COOKIE
-from opus.codes import CODE_ALPHABET, CODE_LENGTH
 from opus.ingest import ASKS_PER_MINUTE, QUESTIONS_PER_VOTER
 from opus.kinds import (
     KINDS,
@@ -30,38 +30,14 @@ from opus.kinds import (
     SCALES,
     TIME_LIMIT_RANGE,
 )
-from opus.results import LEADERBOARD_SIZE, MAX_WORDS, QUESTIONS_SHOWN
 from opus.rooms import MODERATION_PAGE
 from opus.views import api
-from opus.views.api import JoinThrottle
+from opus.views.api import JOIN_MISSES_PER_MINUTE
 
 JSON = dict[str, Any]
 
 PATH = "/api/openapi.json"
 
-POLL_STATUSES = ("draft", "open", "closed")
-RECEIPT_STATUSES = ("queued", "counted", "rejected")
-RECEIPT_REASONS = (
-    "already_voted",
-    "invalid_option",
-    "poll_not_found",
-    "question_hidden",
-    "question_not_found",
-    "replaced",
-    "superseded",
-    "time_up",
-)
-QUESTION_STATUSES = ("visible", "pending", "hidden")
-OPTION_KINDS = ("single", "multiple", "quiz")  # the kinds whose options the host writes
-KIND_HELP = (
-    "`single`: one option per vote; `multiple`: one or more; `rating`: a value on a scale of "
-    "5 or 10; `text`: a word cloud of short answers; `qa`: questions that attendees ask and "
-    "upvote; `quiz`: one option, with right answers, a time limit and points. See "
-    "docs/api.md, 'Poll kinds'."
-)
-NOTIFICATION_TYPES = ("poll_created", "poll_opened", "poll_closed")
-# Wrong join codes one address may send in a minute (the throttle's default).
-JOIN_MISSES: int = inspect.signature(JoinThrottle).parameters["allowed"].default
 
 # Security requirements, by who may call.
 ADMIN: list[JSON] = [{"adminToken": []}]
@@ -73,9 +49,6 @@ ANYONE_OR_VOTER: list[JSON] = [{}, *VOTER]
 SOCKET: list[JSON] = [{}, *ADMIN, *VOTER, {"socketToken": []}]
 
 DOCS = "docs/api.md"
-
-# Text the server trims before checking it: it must hold at least one non-space character.
-NOT_BLANK = r"\S"
 
 
 # -- small builders -----------------------------------------------------------------------
@@ -125,17 +98,19 @@ def examples(named: dict[str, tuple[str, Any]]) -> JSON:
     }
 
 
-def request_schemas() -> JSON:
-    """The request bodies' schemas, from their declarations in opus/bodies.py."""
-    _, generated = msgspec.json.schema_components(bodies.REQUESTS, ref_template=REF)
-    for cls in bodies.REQUESTS:
-        schema = generated[cls.__name__]
+def _components(types: tuple[Any, ...]) -> JSON:
+    """JSON Schemas of these declarations (and of the types they use), by name."""
+    _, generated = msgspec.json.schema_components(types, ref_template=REF)
+    for schema in generated.values():
         schema.pop("title", None)
         if "description" in schema:  # a docstring: one paragraph
             schema["description"] = " ".join(schema["description"].split())
         if not schema.get("required"):
             schema.pop("required", None)
-        schema.update(cls.schema_extra)
+    for cls in types:
+        schema_extra = getattr(cls, "schema_extra", None)
+        if schema_extra:
+            generated[cls.__name__].update(schema_extra)
     return generated
 
 
@@ -186,16 +161,6 @@ def id_param(name: str, what: str) -> JSON:
     }
 
 
-def text(limit: int, description: str) -> JSON:
-    return {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": limit,
-        "pattern": NOT_BLANK,
-        "description": f"{description} 1 to {limit} characters after trimming spaces.",
-    }
-
-
 # -- the errors each kind of call can answer ----------------------------------------------
 
 BAD_JSON = (
@@ -228,13 +193,6 @@ def host_errors(more: JSON | None = None) -> JSON:
 # -- components ---------------------------------------------------------------------------
 
 UUID: JSON = {"type": "string", "format": "uuid"}
-TIMESTAMP: JSON = {
-    "type": "string",
-    "format": "date-time",
-    "description": "UTC, RFC 3339 with milliseconds.",
-}
-MAYBE_TIMESTAMP: JSON = {**TIMESTAMP, "type": ["string", "null"]}
-COUNT: JSON = {"type": "integer", "minimum": 0}
 
 EXAMPLE_ROOM_ID = "01a20884-63f5-7027-a1a7-e81889764ec2"
 EXAMPLE_POLL_ID = "01a20884-658c-701d-aea6-1b86b40d1981"
@@ -397,488 +355,18 @@ EXAMPLE_NOTIFICATIONS: JSON = {
 }
 
 
-def schemas() -> JSON:
-    correct: JSON = {
-        "type": "boolean",
-        "description": "Quiz only: this option is a right answer. Shown to the host always, to "
-        "everyone else once the quiz is closed.",
+def answer_schemas() -> JSON:
+    """The answers' schemas, from their declarations in opus/answers.py."""
+    generated = _components(answers.ANSWERS)
+    generated["Error"]["example"] = {
+        "error": {"code": "poll_not_open", "message": "This poll is not open for votes."}
     }
-    option: JSON = {
-        "type": "object",
-        "required": ["id", "label"],
-        "properties": {"id": UUID, "label": {"type": "string"}, "correct": correct},
-    }
-    poll: JSON = {
-        "type": "object",
-        "description": "A poll, as the host sees it. `draft` polls are shown to the host only.",
-        "required": [
-            "id",
-            "room_id",
-            "position",
-            "question",
-            "kind",
-            "status",
-            "allow_change",
-            "hide_results",
-            "options",
-            "total_votes",
-            "scale",
-            "blocked_words",
-            "moderated",
-            "time_limit_s",
-            "deadline",
-            "created_at",
-            "opened_at",
-            "closed_at",
-        ],
-        "properties": {
-            "id": UUID,
-            "room_id": UUID,
-            "position": {
-                **COUNT,
-                "description": "The poll's place in its room, from 0 (PUT "
-                "/api/v1/rooms/{room_id}/order changes it).",
-            },
-            "question": {"type": "string"},
-            "kind": {"type": "string", "enum": list(KINDS), "description": KIND_HELP},
-            "status": {"type": "string", "enum": list(POLL_STATUSES)},
-            "allow_change": {
-                "type": "boolean",
-                "description": "A later vote by the same voter replaces the earlier one.",
-            },
-            "hide_results": {
-                "type": "boolean",
-                "description": "Results are shown to attendees only once the poll is closed.",
-            },
-            "options": {
-                "type": "array",
-                "items": ref("Option"),
-                "description": "In order. A rating's are its scale's values, labelled \"1\" "
-                'to "5" (or "10"); `text` and `qa` polls have none.',
-            },
-            "total_votes": {
-                **COUNT,
-                "description": "Voters counted (not options chosen); on a `qa` poll, the "
-                "questions asked.",
-            },
-            "scale": {
-                "type": ["integer", "null"],
-                "enum": [*SCALES, None],
-                "description": "A rating's scale; null for the other kinds.",
-            },
-            "blocked_words": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "A word cloud's blocked words, lowercased and sorted; empty for "
-                "the other kinds.",
-            },
-            "moderated": {
-                "type": "boolean",
-                "description": "A Q&A whose questions wait for the host's approval; false for "
-                "the other kinds.",
-            },
-            "time_limit_s": {
-                "type": ["integer", "null"],
-                "minimum": TIME_LIMIT_RANGE[0],
-                "maximum": TIME_LIMIT_RANGE[1],
-                "description": "A quiz's seconds to answer; null for the other kinds, or no limit.",
-            },
-            "deadline": {
-                "type": ["string", "null"],
-                "format": "date-time",
-                "description": "While a quiz with a time limit is open: opened_at + "
-                f"time_limit_s (answers still count for {QUIZ_GRACE_S:g} s more). RFC 3339 "
-                "with the server's UTC offset (e.g. `+00:00`). Null otherwise.",
-            },
-            "created_at": TIMESTAMP,
-            "opened_at": MAYBE_TIMESTAMP,
-            "closed_at": MAYBE_TIMESTAMP,
-        },
-    }
-    room: JSON = {
-        "type": "object",
-        "required": ["id", "code", "code_display", "title", "created_at", "polls"],
-        "properties": {
-            "id": UUID,
-            "code": {
-                "type": "string",
-                "pattern": f"^[{CODE_ALPHABET}]{{{CODE_LENGTH}}}$",
-                "description": "The join code attendees type (any case, dash optional).",
-            },
-            "code_display": {
-                "type": "string",
-                "description": "The code as shown on the screen: ABCD-EFGH.",
-            },
-            "title": {"type": "string"},
-            "created_at": TIMESTAMP,
-            "passcode_required": {
-                "type": "boolean",
-                "description": "Joining needs the room's passcode.",
-            },
-            "passcode": {
-                "type": ["string", "null"],
-                "description": "The host always sees it; others when shown.",
-            },
-            "show_passcode": {
-                "type": "boolean",
-                "description": "The projector screen shows the passcode.",
-            },
-            "polls": {
-                "type": "array",
-                "items": ref("Poll"),
-                "description": "In the host's order (`position`): creation order unless "
-                "reordered. Attendees do not see `draft` polls.",
-            },
-        },
-    }
-    results: JSON = {
-        "type": "object",
-        "description": "Every kind has the first five fields; `average` (rating), `words` "
-        "(text), `questions` (qa) and `leaderboard` (quiz) come with their kind only. "
-        "Attendees and screens see a Q&A's `visible` questions only and a quiz's `correct` "
-        "once it is closed; the host (admin token, host sockets) sees everything.",
-        "required": ["poll_id", "kind", "status", "total_votes", "options"],
-        "properties": {
-            "poll_id": UUID,
-            "kind": {"type": "string", "enum": list(KINDS)},
-            "status": {"type": "string", "enum": list(POLL_STATUSES)},
-            "total_votes": {
-                **COUNT,
-                "description": "Voters counted; on a `qa` poll, the questions asked (pending "
-                "and hidden ones too).",
-            },
-            "options": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "label", "votes", "percent"],
-                    "properties": {
-                        "id": UUID,
-                        "label": {"type": "string"},
-                        "votes": {
-                            "type": ["integer", "null"],
-                            "minimum": 0,
-                            "description": "Null in an open quiz's results for anyone but "
-                            "the host: how the hall answers would hint at the right answer.",
-                        },
-                        "percent": {
-                            "type": ["number", "null"],
-                            "minimum": 0,
-                            "description": "votes / total_votes * 100, one decimal; 0 with "
-                            "no votes. On `multiple` polls the options add up to over 100. "
-                            "Null where `votes` is.",
-                        },
-                        "correct": correct,
-                    },
-                },
-                "description": "In the poll's order; empty for `text` and `qa` polls.",
-            },
-            "average": {
-                "type": ["number", "null"],
-                "description": "Rating only: the mean value, 2 decimals; null with no votes.",
-            },
-            "words": {
-                "type": "array",
-                "maxItems": MAX_WORDS,
-                "items": ref("Word"),
-                "description": f"Text only: the {MAX_WORDS} most frequent words, by count then "
-                "alphabetically, without the poll's blocked words (applied as the results are "
-                "read, so a word blocked later disappears at once).",
-            },
-            "questions": {
-                "type": "array",
-                "maxItems": QUESTIONS_SHOWN,
-                "items": ref("Question"),
-                "description": f"Q&A only: the top {QUESTIONS_SHOWN}, pinned first, then the "
-                "most upvoted, then the oldest.",
-            },
-            "question_count": {
-                **COUNT,
-                "description": "Q&A only: every question the reader may see (attendees: the "
-                "visible ones), including those beyond `questions`.",
-            },
-            "leaderboard": {
-                "type": "array",
-                "maxItems": LEADERBOARD_SIZE,
-                "items": ref("LeaderboardRow"),
-                "description": f"Quiz only: the room's top {LEADERBOARD_SIZE} over its closed "
-                "quizzes (an open quiz is not counted yet).",
-            },
-        },
-    }
-    return {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {
-                        "code": {
-                            "type": "string",
-                            "description": "A stable slug to branch on, e.g. `poll_not_open`.",
-                        },
-                        "message": {"type": "string", "description": "A sentence for a person."},
-                    },
-                }
-            },
-            "example": {
-                "error": {"code": "poll_not_open", "message": "This poll is not open for votes."}
-            },
-        },
-        "Option": option,
-        "Poll": poll,
-        "Room": room,
-        "Results": results,
-        "Joined": {
-            "type": "object",
-            "required": ["voter_id", "voter_token", "room_id"],
-            "properties": {
-                "voter_id": UUID,
-                "voter_token": {
-                    "type": "string",
-                    "description": "Send as `Authorization: Bearer <voter_token>`; also set "
-                    f"as the `{VOTER_COOKIE}` cookie (HttpOnly, 7 days).",
-                },
-                "room_id": UUID,
-                "name": {
-                    "type": "string",
-                    "description": "The voter's pseudonym on quiz leaderboards (an adjective, "
-                    "an animal, a number), derived from voter_id: stable, nothing stored.",
-                },
-            },
-        },
-        "VoteAccepted": {
-            "type": "object",
-            "required": ["event_id", "status"],
-            "properties": {
-                "event_id": {**UUID, "description": "Lower case, with dashes."},
-                "status": {"const": "accepted"},
-            },
-        },
-        "Receipt": {
-            "type": "object",
-            "required": ["event_id", "status"],
-            "properties": {
-                "event_id": UUID,
-                "status": {
-                    "type": "string",
-                    "enum": list(RECEIPT_STATUSES),
-                    "description": "`queued`: durable, not yet counted; `counted`: in the "
-                    "results; `rejected`: not (or no longer) in the results, see `reason`.",
-                },
-                "reason": {
-                    "type": "string",
-                    "enum": list(RECEIPT_REASONS),
-                    "description": "Only with `rejected`. `replaced`: a later vote by the "
-                    "same voter took its place; `superseded`: a later vote was counted first; "
-                    "`question_hidden`: an upvote of a pending or hidden question; `time_up`: "
-                    "a quiz answer after the time limit.",
-                },
-            },
-        },
-        "CountedVote": {
-            "type": "object",
-            "description": "`option_ids` on the option kinds (a quiz's with its `points`); "
-            "`text` on a word cloud; on a Q&A one per question, oldest first (`event_id` is "
-            "the question's id) with `text`, `upvotes` and `status`.",
-            "required": ["event_id", "voter_id", "counted_at"],
-            "properties": {
-                "event_id": UUID,
-                "voter_id": UUID,
-                "option_ids": {"type": "array", "items": UUID},
-                "points": {**COUNT, "description": "Quiz only."},
-                "text": {"type": "string"},
-                "upvotes": COUNT,
-                "status": {"type": "string", "enum": list(QUESTION_STATUSES)},
-                "counted_at": TIMESTAMP,
-            },
-        },
-        "PollExport": {
-            "type": "object",
-            "required": ["poll", "results", "votes"],
-            "properties": {
-                "poll": ref("Poll"),
-                "results": ref("Results"),
-                "votes": {"type": "array", "items": ref("CountedVote")},
-            },
-        },
-        "RoomExport": {
-            "type": "object",
-            "description": "Every poll of a room, drafts included, in the room's order.",
-            "required": ["room", "exported_at", "polls"],
-            "properties": {
-                "room": {
-                    "type": "object",
-                    "description": "The room, as in getRoom, without its polls.",
-                    "required": ["id", "code", "title", "created_at"],
-                },
-                "exported_at": TIMESTAMP,
-                "polls": {"type": "array", "items": ref("PollExport")},
-            },
-        },
-        "Notification": {
-            "type": "object",
-            "description": "A message for one attendee. `poll_created`: the host prepared a poll "
-            "(its question is not shown); `poll_opened`: a poll opened in the room; "
-            "`poll_closed`: a poll the attendee voted in closed (`data` holds its "
-            "final results).",
-            "required": [
-                "id",
-                "title",
-                "message",
-                "type",
-                "source_id",
-                "is_read",
-                "created_at",
-            ],
-            "properties": {
-                "id": {"type": "integer", "minimum": 1},
-                "title": {"type": "string", "description": "A heading for a person."},
-                "message": {"type": "string", "description": "A sentence for a person."},
-                "type": {"type": "string", "enum": list(NOTIFICATION_TYPES)},
-                "source_id": {**UUID, "description": "The poll's id."},
-                "is_read": {"type": "boolean"},
-                "created_at": TIMESTAMP,
-                "data": {
-                    **ref("Results"),
-                    "description": "Only on `poll_closed`: the final results.",
-                },
-            },
-        },
-        "Inbox": {
-            "type": "object",
-            "required": ["notifications", "unread"],
-            "properties": {
-                "notifications": {
-                    "type": "array",
-                    "maxItems": 100,
-                    "items": ref("Notification"),
-                    "description": "The newest 100, newest first.",
-                },
-                "unread": {**COUNT, "description": "Unread notifications, of all of them."},
-            },
-        },
-        "NotificationRead": {
-            "type": "object",
-            "required": ["id", "is_read"],
-            "properties": {"id": {"type": "integer"}, "is_read": {"const": True}},
-        },
-        "MarkedRead": {
-            "type": "object",
-            "required": ["marked_read"],
-            "properties": {
-                "marked_read": {**COUNT, "description": "How many were unread until now."},
-            },
-        },
-        "Word": {
-            "type": "object",
-            "required": ["word", "count"],
-            "properties": {
-                "word": {"type": "string", "description": "Lowercased."},
-                "count": {**COUNT, "description": "Answers that contain the word."},
-            },
-        },
-        "Question": {
-            "type": "object",
-            "required": ["id", "text", "upvotes", "pinned", "answered", "status", "created_at"],
-            "properties": {
-                "id": {**UUID, "description": "The event_id of the vote that asked it."},
-                "text": {"type": "string"},
-                "upvotes": COUNT,
-                "pinned": {"type": "boolean"},
-                "answered": {"type": "boolean"},
-                "status": {
-                    "type": "string",
-                    "enum": list(QUESTION_STATUSES),
-                    "description": "`pending`: waiting for the host's approval (moderated "
-                    "polls); only `visible` ones reach attendees and screens.",
-                },
-                "created_at": TIMESTAMP,
-            },
-        },
-        "Questions": {
-            "type": "object",
-            "required": ["poll_id", "questions", "total", "limit", "offset"],
-            "properties": {
-                "poll_id": UUID,
-                "questions": {"type": "array", "items": ref("Question")},
-                "total": {**COUNT, "description": "Every question of the poll."},
-                "limit": COUNT,
-                "offset": COUNT,
-            },
-        },
-        "LeaderboardRow": {
-            "type": "object",
-            "required": ["name", "points", "correct"],
-            "properties": {
-                "name": {"type": "string", "description": "The voter's pseudonym (join's `name`)."},
-                "points": {
-                    **COUNT,
-                    "description": "Over the room's closed quizzes. A right answer scores "
-                    "500 + round(500 * max(0, 1 - t / time_limit_s)), t the seconds from the "
-                    "opening to the answer (1000 without a time limit); a wrong one 0.",
-                },
-                "correct": {**COUNT, "description": "Right answers."},
-            },
-        },
-        "Leaderboard": {
-            "type": "object",
-            "required": ["room_id", "leaderboard"],
-            "properties": {
-                "room_id": UUID,
-                "leaderboard": {
-                    "type": "array",
-                    "maxItems": LEADERBOARD_SIZE,
-                    "items": ref("LeaderboardRow"),
-                    "description": "Most points first; on a tie, whoever answered first.",
-                },
-            },
-        },
-        "RoomSummary": {
-            "type": "object",
-            "required": ["id", "code", "code_display", "title", "created_at", "poll_count"],
-            "properties": {
-                "id": UUID,
-                "code": {"type": "string"},
-                "code_display": {"type": "string"},
-                "title": {"type": "string"},
-                "created_at": TIMESTAMP,
-                "poll_count": COUNT,
-            },
-        },
-        "RoomList": {
-            "type": "object",
-            "required": ["rooms"],
-            "properties": {
-                "rooms": {
-                    "type": "array",
-                    "items": ref("RoomSummary"),
-                    "description": "Newest first.",
-                },
-            },
-        },
-        "Deleted": {
-            "type": "object",
-            "required": ["id", "deleted"],
-            "properties": {"id": UUID, "deleted": {"const": True}},
-        },
-        "Health": {
-            "type": "object",
-            "required": ["status", "version", "node_id"],
-            "properties": {
-                "status": {"const": "ok"},
-                "version": {"type": "string"},
-                "node_id": {**UUID, "description": "This server's stable id."},
-            },
-        },
-    }
+    return generated
 
 
 def components() -> JSON:
     return {
-        "schemas": {**schemas(), **request_schemas()},
+        "schemas": {**answer_schemas(), **_components(bodies.REQUESTS)},
         "securitySchemes": {
             "adminToken": {
                 "type": "http",
@@ -1554,8 +1042,8 @@ def paths() -> JSON:
                         "`too_many_identities`: this address already made the most voters "
                         "allowed in this room; `too_many_joins`: it made the most allowed in "
                         "the last minute; `too_many_requests`: too many wrong codes or "
-                        f"passcodes from this address ({JOIN_MISSES} a minute). Each waits "
-                        "`Retry-After` seconds.",
+                        f"passcodes from this address ({JOIN_MISSES_PER_MINUTE} a minute). "
+                        "Each waits `Retry-After` seconds.",
                         retry_after=True,
                     ),
                     "default": OTHER,
