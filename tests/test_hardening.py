@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestClient
 
 from conftest import ADMIN, Api, ServerProcess
 from opus import events
+from opus.answers import QUESTIONS_SHOWN
 from opus.app import create_app
 from opus.config import Settings
 from opus.ingest import ASKS_PER_MINUTE, QUESTIONS_PER_VOTER
-from opus.answers import QUESTIONS_SHOWN
 
 
 def _origin(client: TestClient) -> str:
