@@ -454,6 +454,24 @@ class Health(TypedDict):
     node_id: Annotated[str, _("This server's stable id.", format="uuid")]
 
 
+class PeerStatus(TypedDict):
+    box: str
+    reachable: Annotated[bool, Meta(description="This box reaches the peer's NATS server.")]
+    behind: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="The peer's events this box knows of and has not applied yet (as of "
+            "the last contact).",
+        ),
+    ]
+
+
+class VenueStatus(TypedDict):
+    box: Annotated[str, Meta(description="This box's name in the venue file.")]
+    peers: list[PeerStatus]
+
+
 class ErrorDetail(TypedDict):
     code: Annotated[str, Meta(description="A stable slug to branch on, e.g. `poll_not_open`.")]
     message: Annotated[str, Meta(description="A sentence for a person.")]
@@ -488,4 +506,5 @@ ANSWERS: tuple[Any, ...] = (
     RoomList,
     Deleted,
     Health,
+    VenueStatus,
 )

@@ -22,8 +22,10 @@ from opus.ingest import Ingest
 from opus.keys import (
     ADDRESSES,
     ADMIN_TOKEN,
+    BOX,
     BROADCASTER,
     CATALOG,
+    COMMITTED,
     DB,
     HUB,
     IDENTITIES,
@@ -32,19 +34,27 @@ from opus.keys import (
     METRICS,
     NODE_ID,
     NOTIFIER,
+    ON_COMMIT,
     QUEUE,
+    REPLICATION,
     ROOMS,
     SETTINGS,
     SIGNER,
+    SOURCE,
+    VENUE,
 )
 from opus.ledger import Ledger
 from opus.live import LIVE_EVENTS, Broadcaster
 from opus.lock import DataDirLock
 from opus.metrics import Metrics
+from opus.natsbox import NatsServer
 from opus.notifications import NOTIFIED_EVENTS, Notifier
 from opus.outbox import Relay
 from opus.queue import VoteQueue
+from opus.replica import Replica
+from opus.replication import Replication
 from opus.rooms import Rooms
+from opus.venue import load as load_venue
 from opus.views import api, attendee, host, kit, middleware, openapi, screen
 from opus.worker import Workers
 
@@ -104,11 +114,18 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     relay = Relay(db, hub, metrics)
     app[IDENTITIES] = identities = IdentityLimits(settings)
     await identities.load(db)
-    app[ROOMS] = Rooms(db, catalog, app[NODE_ID], relay.wake, identities)
+    wakers = app[ON_COMMIT] = [relay.wake]  # in a venue, the publisher's too
+
+    def committed() -> None:
+        """New events are in the outbox: for this box's hub, and for the venue's boxes."""
+        for wake in wakers:
+            wake()
+
+    app[COMMITTED] = committed
+
+    app[ROOMS] = Rooms(db, catalog, app[SOURCE], committed, identities)
     work_available = asyncio.Event()
-    workers = Workers(
-        settings, db, queue, ledger, metrics, app[NODE_ID], work_available, relay.wake
-    )
+    workers = Workers(settings, db, queue, ledger, metrics, app[SOURCE], work_available, committed)
     # No worker is alive yet, so every claim is a dead worker's: give them back, then apply
     # the backlog before the first request, so the ledger rebuilt from SQLite is complete.
     returned = queue.return_expired(0)
@@ -147,6 +164,28 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     for task in helpers:
         task.cancel()
     await asyncio.gather(*helpers, return_exceptions=True)
+
+
+async def _venue(app: web.Application) -> AsyncIterator[None]:
+    """In a venue: the box's NATS server (unless --nats-url names one), then the publishing of
+    this box's events and the pulling of its peers'; stopped before the pipeline."""
+    if VENUE not in app:
+        yield
+        return
+    venue, box, settings = app[VENUE], app[BOX], app[SETTINGS]
+    server = None
+    if settings.nats_url is None:
+        server = NatsServer(venue, box, settings.data_dir)
+        await server.start()
+    replica = Replica(app[DB], app[CATALOG], app[LEDGER], box.name, app[COMMITTED])
+    own = settings.nats_url or (server.url if server is not None else box.nats_url())
+    app[REPLICATION] = replication = Replication(venue, box, app[DB], replica, own)
+    app[ON_COMMIT].append(replication.wake)
+    await replication.start()
+    yield
+    await replication.stop()
+    if server is not None:
+        await server.stop()
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -228,11 +267,19 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
-    app[NODE_ID] = load_node_id(settings.data_dir)
-    app[SIGNER] = auth.Signer(auth.load_secret(settings.data_dir))
+    app[NODE_ID] = app[SOURCE] = load_node_id(settings.data_dir)
     app[ADDRESSES] = ClientAddresses(settings.trusted_proxies)
-    app[ADMIN_TOKEN], _ = auth.load_admin_token(settings.data_dir, settings.admin_token)
-    app.cleanup_ctx.extend([_data_dir_lock, _database, _queue, _pipeline])
+    if settings.venue is not None:
+        # One venue, one set of keys: a token made at any box is valid at every box.
+        venue = load_venue(settings.venue)
+        app[VENUE], app[BOX] = venue, venue.box(settings.box)
+        app[SOURCE] = app[BOX].name
+        app[SIGNER] = auth.Signer(venue.signing_secret)
+        app[ADMIN_TOKEN] = settings.admin_token or venue.admin_token
+    else:
+        app[SIGNER] = auth.Signer(auth.load_secret(settings.data_dir))
+        app[ADMIN_TOKEN], _ = auth.load_admin_token(settings.data_dir, settings.admin_token)
+    app.cleanup_ctx.extend([_data_dir_lock, _database, _queue, _pipeline, _venue])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/ws", ws.websocket)

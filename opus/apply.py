@@ -17,16 +17,39 @@ from opus.queue import Claim
 
 @dataclass(slots=True)
 class Vote:
+    """A vote to apply: taken from this box's queue, or from another box's event. `claim`
+    carries its event id, its clock stamp (`message_id`: the queue message's uuid7, which
+    orders a voter's votes at every box) and when it was taken."""
+
     claim: Claim
     poll_id: str
     voter_id: str
     value: Choice
     choice: str  # the choice's canonical JSON, as the database keeps it
+    source: str = ""  # the box that took it; "" for this one
+    timestamp: str | None = None  # its event's time, when it came from another box
 
 
 def parse(claim: Claim) -> Vote:
     entry = read_queued(claim.data)
     return Vote(claim, entry.poll_id, entry.voter_id, entry.choice, kinds.to_json(entry.choice))
+
+
+def from_event(event: events.VoteCast) -> Vote:
+    """Another box's vote, as that box took it."""
+    data = event.data
+    if data.choice is None:
+        raise ValueError(f"vote {event.event_id} carries no choice")
+    claim = Claim(event.hlc, 0, event.event_id, b"", data.taken_ns)
+    return Vote(
+        claim,
+        data.poll_id,
+        data.voter_id,
+        data.choice,
+        kinds.to_json(data.choice),
+        source=event.source,
+        timestamp=event.timestamp,
+    )
 
 
 @dataclass(slots=True)
@@ -89,20 +112,17 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
             poll_ids,
         )
     }
-    options: dict[str, set[str]] = {}
-    correct: dict[str, set[str]] = {}
+    read = _Context({}, {}, {}, {}, set())
     for r in fetchall(
         conn,
         f"SELECT id, poll_id, correct FROM options WHERE poll_id IN ({placeholders(poll_ids)})",
         poll_ids,
     ):
-        options.setdefault(r["poll_id"], set()).add(r["id"])
+        read.options.setdefault(r["poll_id"], set()).add(r["id"])
         if r["correct"]:
-            correct.setdefault(r["poll_id"], set()).add(r["id"])
+            read.correct.setdefault(r["poll_id"], set()).add(r["id"])
 
-    keyed = [v for v in votes if isinstance(v.value, Options | Answer)]
-    existing: dict[tuple[str, str], tuple[str, Choice, int, str | None]] = {}
-    keys = sorted({(v.poll_id, v.voter_id) for v in keyed})
+    keys = sorted({(v.poll_id, v.voter_id) for v in votes if isinstance(v.value, Options | Answer)})
     if keys:
         for r in fetchall(
             conn,
@@ -111,7 +131,7 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
             " FROM k JOIN votes ON votes.poll_id = k.a AND votes.voter_id = k.b",
             [x for key in keys for x in key],
         ):
-            existing[(r["poll_id"], r["voter_id"])] = (
+            read.existing[(r["poll_id"], r["voter_id"])] = (
                 r["event_id"],
                 kinds.from_json(r["choice"]),
                 r["accepted_ns"],
@@ -120,17 +140,15 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
 
     upvotes = [(v, v.value.question_id) for v in votes if isinstance(v.value, Upvote)]
     targets = sorted({target for _, target in upvotes})
-    questions: dict[str, tuple[str, str]] = {}  # id -> (poll id, status)
-    upvoted: set[tuple[str, str]] = set()
     if targets:
         for r in fetchall(
             conn,
             f"SELECT id, poll_id, status FROM questions WHERE id IN ({placeholders(targets)})",
             targets,
         ):
-            questions[r["id"]] = (r["poll_id"], r["status"])
+            read.questions[r["id"]] = (r["poll_id"], r["status"])
         pairs = sorted({(target, v.voter_id) for v, target in upvotes})
-        upvoted = {
+        read.upvoted = {
             (r[0], r[1])
             for r in fetchall(
                 conn,
@@ -150,114 +168,119 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
         if poll is None:
             result.reject(vote, "poll_not_found", now)
             continue
-        value = vote.value
-        question_id: str | None = None
-        if (poll["kind"] == "qa") != isinstance(value, Question | Upvote):
-            result.reject(vote, "invalid_option", now)  # a vote of another kind's shape
-            continue
-        if isinstance(value, Question):
-            status = "pending" if poll["moderated"] else "visible"
-            result.questions.append(
-                (event_id, vote.poll_id, vote.voter_id, value.text, status, now)
-            )
-            questions[event_id] = (vote.poll_id, status)
-            result.totals[vote.poll_id] = result.totals.get(vote.poll_id, 0) + 1
-            question_id = event_id
-        elif isinstance(value, Upvote):
-            target = value.question_id
-            asked = questions.get(target)
-            reason = None
-            if asked is None or asked[0] != vote.poll_id:
-                reason = "question_not_found"
-            elif asked[1] != "visible":
-                reason = "question_hidden"
-            elif (target, vote.voter_id) in upvoted:
-                reason = "already_voted"
-            if reason is not None:
-                result.reject(vote, reason, now)
-                continue
-            upvoted.add((target, vote.voter_id))
-            result.upvotes.append((target, vote.voter_id, event_id))
-            result.upvote_counts[target] = result.upvote_counts.get(target, 0) + 1
-            question_id = target
-        else:
-            reason, points = _check_keyed(vote, poll, options, correct, existing)
-            if reason is not None:
-                result.reject(vote, reason, now)
-                continue
-            key = (vote.poll_id, vote.voter_id)
-            if key in existing:
-                old_event, old_value, _, _ = existing[key]
-                result.add(vote.poll_id, old_value, -1)
-                result.replaces.append(
-                    (
-                        event_id,
-                        vote.choice,
-                        vote.claim.in_time_ns,
-                        vote.claim.message_id,
-                        points,
-                        now,
-                        *key,
-                    )
-                )
-                result.processed.append(
-                    (old_event, vote.poll_id, vote.voter_id, "rejected", "replaced", "[]", now)
-                )
-            else:
-                result.inserts.append(
-                    (
-                        *key,
-                        event_id,
-                        vote.choice,
-                        vote.claim.in_time_ns,
-                        vote.claim.message_id,
-                        points,
-                        now,
-                    )
-                )
-                result.totals[vote.poll_id] = result.totals.get(vote.poll_id, 0) + 1
-            existing[key] = (event_id, value, vote.claim.in_time_ns, vote.claim.message_id)
-            result.add(vote.poll_id, value, +1)
-        result.processed.append(
-            (event_id, vote.poll_id, vote.voter_id, "counted", None, vote.choice, now)
-        )
-        result.counted.append(vote)
+        question_id = _plan_one(vote, poll, read, result, now)
+        # Every vote this box takes goes to the venue's other boxes, counted or not: each box
+        # decides the same way from the same votes.
         result.events.append(
             events.VoteCast(
                 event_id=event_id,
-                timestamp=now,
-                source=node_id,
+                timestamp=vote.timestamp or now,
+                source=vote.source or node_id,
                 actor=vote.voter_id,
+                hlc=vote.claim.message_id,
                 data=events.VoteData(
                     poll_id=vote.poll_id,
                     room_id=poll["room_id"],
                     voter_id=vote.voter_id,
-                    option_ids=list(value.ids) if isinstance(value, Options) else [],
+                    option_ids=list(vote.value.ids) if isinstance(vote.value, Options) else [],
                     question_id=question_id,
+                    choice=vote.value,
+                    taken_ns=vote.claim.in_time_ns,
                 ),
             )
         )
     return result
 
 
-def _check_keyed(
-    vote: Vote,
-    poll: sqlite3.Row,
-    options: dict[str, set[str]],
-    correct: dict[str, set[str]],
-    existing: dict[tuple[str, str], tuple[str, Choice, int, str | None]],
-) -> tuple[str | None, int]:
+@dataclass(slots=True)
+class _Context:
+    """What a batch read before planning, kept up to date as it plans: the polls' options and
+    right answers, the counted votes a vote may replace, the questions and upvotes."""
+
+    options: dict[str, set[str]]
+    correct: dict[str, set[str]]
+    # (poll, voter) -> (event id, choice, accepted ns, queue message id) of the counted vote
+    existing: dict[tuple[str, str], tuple[str, Choice, int, str | None]]
+    questions: dict[str, tuple[str, str]]  # id -> (poll id, status)
+    upvoted: set[tuple[str, str]]  # (question id, voter id)
+
+
+def _plan_one(vote: Vote, poll: sqlite3.Row, read: _Context, result: Plan, now: str) -> str | None:
+    """Plan one vote: counted (and what it replaces), or rejected with its reason. Returns
+    the question it asked or upvoted."""
+    event_id, value = vote.claim.event_id, vote.value
+    question_id: str | None = None
+    if (poll["kind"] == "qa") != isinstance(value, Question | Upvote):
+        result.reject(vote, "invalid_option", now)  # a vote of another kind's shape
+        return None
+    if isinstance(value, Question):
+        status = "pending" if poll["moderated"] else "visible"
+        result.questions.append((event_id, vote.poll_id, vote.voter_id, value.text, status, now))
+        read.questions[event_id] = (vote.poll_id, status)
+        result.totals[vote.poll_id] = result.totals.get(vote.poll_id, 0) + 1
+        question_id = event_id
+    elif isinstance(value, Upvote):
+        target = value.question_id
+        asked = read.questions.get(target)
+        reason = None
+        if asked is None or asked[0] != vote.poll_id:
+            reason = "question_not_found"
+        elif asked[1] != "visible":
+            reason = "question_hidden"
+        elif (target, vote.voter_id) in read.upvoted:
+            reason = "already_voted"
+        if reason is not None:
+            result.reject(vote, reason, now)
+            return target
+        read.upvoted.add((target, vote.voter_id))
+        result.upvotes.append((target, vote.voter_id, event_id))
+        result.upvote_counts[target] = result.upvote_counts.get(target, 0) + 1
+        question_id = target
+    else:
+        reason, points = _check_keyed(vote, poll, read)
+        if reason is not None:
+            result.reject(vote, reason, now)
+            return None
+        key = (vote.poll_id, vote.voter_id)
+        taken = (vote.claim.in_time_ns, vote.claim.message_id, points, now)
+        if key in read.existing:
+            old_event, old_value, _, _ = read.existing[key]
+            result.add(vote.poll_id, old_value, -1)
+            result.replaces.append((event_id, vote.choice, *taken, *key))
+            # Where a vote may change, the latest counts; where it may not, the first one
+            # (by their clock stamps, so every box of a venue keeps the same one).
+            why = "replaced" if poll["allow_change"] else "already_voted"
+            result.processed.append(
+                (old_event, vote.poll_id, vote.voter_id, "rejected", why, "[]", now)
+            )
+        else:
+            result.inserts.append((*key, event_id, vote.choice, *taken))
+            result.totals[vote.poll_id] = result.totals.get(vote.poll_id, 0) + 1
+        read.existing[key] = (event_id, value, vote.claim.in_time_ns, vote.claim.message_id)
+        result.add(vote.poll_id, value, +1)
+    result.processed.append(
+        (event_id, vote.poll_id, vote.voter_id, "counted", None, vote.choice, now)
+    )
+    result.counted.append(vote)
+    return question_id
+
+
+def _check_keyed(vote: Vote, poll: sqlite3.Row, read: _Context) -> tuple[str | None, int]:
     """Why a vote (or word-cloud answer) cannot count, if it cannot; and a quiz answer's points."""
     key = (vote.poll_id, vote.voter_id)
     value = vote.value
     if isinstance(value, Options) != (poll["kind"] in kinds.OPTION_KINDS):
         return "invalid_option", 0
-    if isinstance(value, Options) and not options.get(vote.poll_id, set()).issuperset(value.ids):
+    if isinstance(value, Options) and not read.options.get(vote.poll_id, set()).issuperset(
+        value.ids
+    ):
         return "invalid_option", 0
-    if key in existing and not poll["allow_change"]:
-        return "already_voted", 0
-    if key in existing and _taken_after(existing[key], vote):
-        return "superseded", 0  # a later vote by the same voter was applied first
+    if key in read.existing:
+        counted_later = _taken_after(read.existing[key], vote)
+        if not poll["allow_change"] and not counted_later:
+            return "already_voted", 0  # the first vote counts
+        if poll["allow_change"] and counted_later:
+            return "replaced", 0  # a later vote by the same voter was counted first
     if poll["kind"] != "quiz":
         return None, 0
     opened = events.epoch(poll["opened_at"]) or 0.0
@@ -266,14 +289,14 @@ def _check_keyed(
     if limit and elapsed > limit + kinds.QUIZ_GRACE_S:
         return "time_up", 0
     chosen = set(value.ids) if isinstance(value, Options) else set()
-    right = bool(chosen) and chosen <= correct.get(vote.poll_id, set())  # any right option
+    right = bool(chosen) and chosen <= read.correct.get(vote.poll_id, set())  # any right option
     return None, kinds.quiz_points(right, elapsed, limit)
 
 
 def _taken_after(counted: tuple[str, Choice, int, str | None], vote: Vote) -> bool:
-    """Whether the counted vote was taken after this one. By queue message ids, which keep
-    growing when the wall clock goes back; by accept time for rows counted before they were
-    kept (schema 3)."""
+    """Whether the counted vote was taken after this one. By queue message ids (clock stamps
+    that keep growing when the wall clock goes back, and order votes taken at different boxes);
+    by accept time for rows counted before they were kept (schema 3)."""
     if counted[3] is not None:
         return counted[3] > vote.claim.message_id
     return counted[2] > vote.claim.in_time_ns

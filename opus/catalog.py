@@ -3,11 +3,12 @@ path): loaded from SQLite at start, updated by rooms.py after each commit."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, replace
 from typing import Any
 
 from opus import events, kinds
-from opus.db import Database, Row
+from opus.db import Database, Row, fetchall
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,23 @@ class Catalog:
             time_limit_s=row["time_limit_s"],
             opened_at=events.epoch(row["opened_at"]),
         )
+
+    def refresh(self, conn: sqlite3.Connection, poll_ids: list[str]) -> None:
+        """Read these polls again (changed by another box of the venue); gone ones go."""
+        for poll_id in poll_ids:
+            rows = fetchall(
+                conn,
+                "SELECT id, room_id, kind, status, allow_change, hide_results, time_limit_s,"
+                " opened_at FROM polls WHERE id = ?",
+                (poll_id,),
+            )
+            if not rows:
+                self.polls.pop(poll_id, None)
+                continue
+            options = fetchall(
+                conn, "SELECT id FROM options WHERE poll_id = ? ORDER BY position", (poll_id,)
+            )
+            self.put(rows[0], [o[0] for o in options])
 
     def update(self, poll_id: str, **changes: Any) -> None:
         self.polls[poll_id] = replace(self.polls[poll_id], **changes)

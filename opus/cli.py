@@ -172,7 +172,17 @@ def serve(**options: Any) -> None:
     from opus.app import create_app
     from opus.auth import load_admin_token
 
-    settings = _settings(options, click.get_current_context())
+    resolved = _resolve(options, click.get_current_context())
+    settings = resolved.settings
+    if settings.venue is not None:
+        from opus import venue as venues
+
+        try:
+            box = venues.load(settings.venue).box(settings.box)
+        except venues.VenueError as exc:
+            raise click.ClickException(str(exc)) from None
+        if resolved.sources["port"] == "default":  # the venue file's port for this box
+            settings = settings.replace(port=box.http_port)
     setup_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     running = lock.holder(settings.data_dir)
@@ -614,3 +624,82 @@ def admin_token(rotate: bool, data_dir: Path | None, config: Path | None) -> Non
             err=True,
         )
     click.echo(token)
+
+
+@main.group()
+def venue() -> None:
+    """Several boxes, one venue: every vote cast at any box counts at every box."""
+
+
+@venue.command("init")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder to write venue.toml in.",
+)
+@click.option(
+    "--box",
+    "boxes",
+    multiple=True,
+    required=True,
+    metavar="NAME=HOST:HTTP_PORT:NATS_PORT",
+    help="A box of the venue (one --box each; at least two). Its NATS server also takes"
+    " NATS_PORT+1, on loopback, for monitoring.",
+)
+def venue_init(out: Path, boxes: tuple[str, ...]) -> None:
+    """Write DIR/venue.toml: the boxes, their addresses and a fresh venue secret. Copy that
+    one file to every box, and run `opus serve --venue venue.toml --box NAME` there."""
+    from opus import venue as venues
+
+    try:
+        made = venues.create([venues.parse_box(spec) for spec in boxes])
+    except venues.VenueError as exc:
+        raise click.ClickException(str(exc)) from None
+    path = out / "venue.toml"
+    if path.exists():
+        raise click.ClickException(
+            f"{path} exists: a new one would make a new venue secret. Remove it first."
+        )
+    venues.write(made, out)
+    click.echo(f"Wrote {path} (readable by its owner only: it holds the venue's secret).")
+    click.echo("Copy it to every box, then start each one:")
+    for box in made.boxes.values():
+        click.echo(f"  on {box.host}:  opus serve --venue venue.toml --box {box.name}")
+    click.echo(f"Admin token at every box: {made.admin_token}")
+
+
+@venue.command("status", cls=_SettingsCommand)
+@_settings_options
+def venue_status(**options: Any) -> None:
+    """Ask this box's running server which boxes it reaches, and how many of their events
+    it has not applied yet."""
+    import urllib.error
+    import urllib.request
+
+    settings = _settings(options, click.get_current_context())
+    if settings.venue is None:
+        raise click.ClickException("Name the venue: --venue FILE --box NAME (or OPUS_VENUE).")
+    from opus import venue as venues
+
+    try:
+        made = venues.load(settings.venue)
+        box = made.box(settings.box)
+    except venues.VenueError as exc:
+        raise click.ClickException(str(exc)) from None
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{box.http_port}/api/v1/venue",
+        headers={"Authorization": f"Bearer {settings.admin_token or made.admin_token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            status = json.loads(answer.read())
+    except (urllib.error.URLError, OSError) as exc:
+        raise click.ClickException(
+            f"Box {box.name} does not answer on port {box.http_port} ({exc}): is it running?"
+        ) from None
+    click.echo(f"Box {status['box']}")
+    for peer in status["peers"]:
+        state = "reachable" if peer["reachable"] else "UNREACHABLE"
+        click.echo(f"  {peer['box']}: {state}, {peer['behind']} of its events not applied yet")

@@ -102,6 +102,17 @@ class Settings:
         "Serve /metrics to every address; otherwise only to the box itself and to"
         " requests with the admin token.",
     )
+    venue: Path | None = _setting(  # noqa: RUF009 - _setting returns a dataclasses.field
+        None,
+        "A venue file (written by 'opus venue init'): this box counts the votes of the"
+        " venue's other boxes, and they count its votes. Needs --box.",
+    )
+    box: str | None = _setting(None, "This box's name in the venue file.")
+    nats_url: str | None = _setting(
+        None,
+        "In a venue: use this NATS server (nats://HOST:PORT) for this box's stream instead of"
+        " starting the one Opus ships.",
+    )
     wifi_ssid: str | None = _setting(
         None, "Venue Wi-Fi name: the screen then shows a second QR code that joins it."
     )

@@ -172,6 +172,19 @@ MIGRATIONS: dict[int, str] = {
     -- Host sessions ended by logging out, until they would have expired anyway.
     CREATE TABLE revoked_sessions (nonce TEXT PRIMARY KEY, expires INTEGER NOT NULL);
     """,
+    6: """
+    -- A venue of several boxes (replica.py). The clock stamp (events.py, `hlc`) of the latest
+    -- change applied to a room, a poll and a question: an older change from another box loses.
+    ALTER TABLE rooms ADD COLUMN changed_hlc TEXT NOT NULL DEFAULT '';
+    ALTER TABLE polls ADD COLUMN changed_hlc TEXT NOT NULL DEFAULT '';
+    ALTER TABLE questions ADD COLUMN changed_hlc TEXT NOT NULL DEFAULT '';
+    -- How far this box has applied each peer's stream (its sequence numbers), and how far it
+    -- has published its own outbox to its NATS server.
+    CREATE TABLE venue_peers (box TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    CREATE TABLE venue_published (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL);
+    -- The events from other boxes applied here (each once, whichever peer relayed it).
+    CREATE TABLE venue_applied (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
+    """,
 }
 
 

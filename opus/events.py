@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from opus.answers import Results
+from opus.kinds import Choice
 
 ROOM_CREATED = "ROOM.CREATED"
 POLL_CREATED = "POLL.CREATED"
@@ -68,14 +69,32 @@ def uuid7() -> str:
 
 
 def never_before(earlier: str) -> None:
-    """Make every later uuid7() of this process sort after `earlier`, an id made before a
-    restart: the wall clock may have gone back since (a laptop's clock set right by NTP)."""
+    """Make every later uuid7() of this process sort after `earlier`: an id made before a
+    restart (the wall clock may have gone back since: a laptop's clock set right by NTP), or
+    another box's clock stamp (the hybrid logical clock's receive rule)."""
     global _last_ms, _counter
     value = int(earlier.replace("-", ""), 16)
     ms, counter = value >> 80, (value >> 64) & 0xFFF
     with _lock:
         if (ms, counter) > (_last_ms, _counter):
             _last_ms, _counter = ms, counter
+
+
+# How far ahead of this box's clock another box's stamp may pull it (the hybrid logical
+# clock's receive rule); a box whose clock is further ahead still merges the same way
+# everywhere, but does not drag every other box's clock with it.
+OBSERVE_AHEAD_MS = 2_000
+
+
+def observe(stamp: str) -> None:
+    """Another box's clock stamp (an event's `hlc`): later stamps of this box sort after it."""
+    if stamp_ms(stamp) <= time.time_ns() // 1_000_000 + OBSERVE_AHEAD_MS:
+        never_before(stamp)
+
+
+def stamp_ms(stamp: str) -> int:
+    """The milliseconds since the epoch that a uuid7 stamp carries."""
+    return int(stamp.replace("-", "")[:12], 16)
 
 
 def now_iso() -> str:
@@ -102,9 +121,13 @@ class Event(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
 
     event_id: str
     timestamp: str
-    source: str  # the node id of the box where it happened
+    source: str  # the box where it happened: its venue name, or its node id
     actor: str  # "host", or the voter's id
     v: int = SCHEMA
+    # The hybrid logical clock (a uuid7 from `uuid7()`, which never goes back and moves past
+    # every stamp this box has seen from others, see `observe`): in a venue the latest change
+    # wins, and every box orders the same changes the same way.
+    hlc: str = ""
     data: Any = None  # each kind of event declares its own
 
     @property
@@ -116,17 +139,23 @@ class RoomRef(msgspec.Struct, frozen=True):
     room_id: str
 
 
-class RoomData(msgspec.Struct, frozen=True):
+class RoomData(msgspec.Struct, frozen=True, omit_defaults=True):
     id: str
     title: str
     created_at: str
     code: str
+    passcode: str | None = None
+    show_passcode: bool = False
 
 
 class RoomChange(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What changed: the fields sent (UNSET ones did not)."""
+
     room_id: str
-    title: str | None = None  # renamed (or its passcode changed)
-    order: list[str] | None = None  # its polls' new order
+    title: str | msgspec.UnsetType = msgspec.UNSET
+    passcode: str | msgspec.UnsetType | None = msgspec.UNSET
+    show_passcode: bool | msgspec.UnsetType = msgspec.UNSET
+    order: list[str] | msgspec.UnsetType = msgspec.UNSET  # its polls' new order
 
 
 class PollRef(msgspec.Struct, frozen=True):
@@ -134,9 +163,10 @@ class PollRef(msgspec.Struct, frozen=True):
     room_id: str
 
 
-class OptionData(msgspec.Struct, frozen=True):
+class OptionData(msgspec.Struct, frozen=True, omit_defaults=True):
     id: str
     label: str
+    correct: bool = False
 
 
 class PollData(msgspec.Struct, frozen=True):
@@ -167,21 +197,27 @@ class PollChange(msgspec.Struct, frozen=True):
     poll_id: str
     room_id: str
     changed: list[str]  # the fields the host sent
+    poll: PollData | None = None  # the poll after the change (its options, if rebuilt)
 
 
 class StatusChange(msgspec.Struct, frozen=True, omit_defaults=True):
     poll_id: str
     room_id: str
     status: str
+    at: str = ""  # the opened_at or closed_at it wrote
     results: Results | None = None  # a closed poll's final results
 
 
 class VoteData(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A vote a box accepted (each box decides the same way whether it counts)."""
+
     poll_id: str
     room_id: str
     voter_id: str
     option_ids: list[str]
     question_id: str | None = None  # the question asked or upvoted
+    choice: Choice | None = None
+    taken_ns: int = 0  # when the box took it (a quiz answer's time)
 
 
 class QuestionChange(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -269,11 +305,13 @@ def make(
     cls = _BY_TYPE[event_type]
     if isinstance(data, dict):
         data = msgspec.convert(data, _DATA[event_type])
+    stamp = uuid7()
     return cls(
-        event_id=event_id or uuid7(),
+        event_id=event_id or stamp,
         timestamp=timestamp or now_iso(),
         source=source,
         actor=actor,
+        hlc=stamp,
         data=data,
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jinja2
 from aiohttp import web
 
@@ -17,7 +19,9 @@ from opus.live import Broadcaster
 from opus.metrics import Metrics
 from opus.notifications import Notifier
 from opus.queue import VoteQueue
+from opus.replication import Replication
 from opus.rooms import Rooms
+from opus.venue import Box, Venue
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -37,3 +41,10 @@ BROADCASTER = web.AppKey("broadcaster", Broadcaster)
 NOTIFIER = web.AppKey("notifier", Notifier)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 PAGE_SECRET = web.AppKey("page_secret", bytes)  # signs host sessions and CSRF tokens
+SOURCE = web.AppKey("source", str)  # the `source` of this box's events: its venue name, or NODE_ID
+VENUE = web.AppKey("venue", Venue)  # only in a venue of several boxes
+BOX = web.AppKey("box", Box)
+REPLICATION = web.AppKey("replication", Replication)
+# Called after every commit that wrote events: wakes the relay (and the venue's publisher).
+COMMITTED = web.AppKey[Callable[[], None]]("committed")
+ON_COMMIT = web.AppKey[list[Callable[[], None]]]("on_commit")

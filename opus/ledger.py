@@ -83,6 +83,18 @@ class Ledger:
         self.by_key[key] = event_id
         return previous
 
+    def learned(self, event_id: str, entry: Entry) -> None:
+        """Record a vote another box of the venue took (already applied here): its receipt
+        can be read at this box, and the voter's next vote here is checked against it."""
+        if event_id in self.by_event:
+            return
+        self.by_event[event_id] = entry
+        key = entry.key
+        if key is None:
+            self.asked[(entry.poll_id, entry.voter_id)] += 1
+        else:
+            self.by_key.setdefault(key, event_id)
+
     def forget(self, event_id: str, previous: str | None) -> None:
         """Undo `accept` for a vote whose durable write failed."""
         entry = self.by_event.pop(event_id, None)

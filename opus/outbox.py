@@ -119,7 +119,10 @@ class Relay:
             cursor = conn.execute(
                 "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox"
                 " WHERE sent_at IS NOT NULL AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ',"
-                " 'now', ?) LIMIT ?)",
+                " 'now', ?)"
+                # In a venue, an event stays until this box's stream has it too.
+                " AND seq <= COALESCE((SELECT seq FROM venue_published), 9223372036854775807)"
+                " LIMIT ?)",
                 (f"-{_KEEP_SENT_S} seconds", limit),
             )
         return int(cursor.rowcount)

@@ -88,6 +88,34 @@ def _spec(kind: str, body: bodies.CreatePoll) -> kinds.Spec:
 _DRAFT_FIELDS = ("question", "kind", "options", "correct", "scale", "time_limit_s")
 
 
+def poll_data(conn: sqlite3.Connection, poll_id: str) -> events.PollData:
+    """A poll's row and options as its events carry them (the venue's other boxes write the
+    same row from it)."""
+    row = fetchall(conn, "SELECT * FROM polls WHERE id = ?", (poll_id,))[0]
+    options = fetchall(
+        conn,
+        "SELECT id, label, correct FROM options WHERE poll_id = ? ORDER BY position",
+        (poll_id,),
+    )
+    return events.PollData(
+        id=row["id"],
+        room_id=row["room_id"],
+        position=row["position"],
+        question=row["question"],
+        kind=row["kind"],
+        status=row["status"],
+        allow_change=row["allow_change"],
+        hide_results=row["hide_results"],
+        scale=row["scale"],
+        blocked_words=row["blocked_words"],
+        moderated=row["moderated"],
+        time_limit_s=row["time_limit_s"],
+        opened_at=row["opened_at"],
+        created_at=row["created_at"],
+        options=[events.OptionData(o["id"], o["label"], bool(o["correct"])) for o in options],
+    )
+
+
 def _option(row: Row, *, reveal: bool) -> answers.Option:
     option: answers.Option = {"id": row["id"], "label": row["label"]}
     if reveal:
@@ -166,7 +194,13 @@ class Rooms:
             " VALUES (:id, :code, :title, :created_at, :passcode, :show_passcode)",
             {"passcode": None, "show_passcode": 0, **room, **(access or {})},
         )
-        outbox.add(conn, [self._event(events.ROOM_CREATED, dict(room), actor)])
+        shown = {
+            "passcode": (access or {}).get("passcode"),
+            "show_passcode": bool((access or {}).get("show_passcode", 0)),
+        }
+        event = self._event(events.ROOM_CREATED, {**room, **shown}, actor)
+        conn.execute("UPDATE rooms SET changed_hlc = ? WHERE id = ?", (event.hlc, room["id"]))
+        outbox.add(conn, [event])
         return room
 
     async def list_rooms(self) -> list[answers.RoomSummary]:
@@ -196,18 +230,19 @@ class Rooms:
             changes["title"] = _trimmed(body.title, "title", MAX_TITLE)
         elif not access:
             raise Unprocessable("'title' is required.", code="invalid_field")
+        data = {"room_id": room_id, **changes}
+        if "show_passcode" in data:
+            data["show_passcode"] = bool(data["show_passcode"])
+        event = self._event(events.ROOM_UPDATED, data, actor)
         with self.db.write() as conn:
             cursor = conn.execute(
-                f"UPDATE rooms SET {', '.join(f'{k} = :{k}' for k in changes)} WHERE id = :id",
-                {**changes, "id": room_id},
+                f"UPDATE rooms SET {', '.join(f'{k} = :{k}' for k in changes)},"
+                " changed_hlc = :hlc WHERE id = :id",
+                {**changes, "id": room_id, "hlc": event.hlc},
             )
             if cursor.rowcount == 0:
                 raise NotFound("No room has this id.", code="room_not_found")
-            (title,) = fetchall(conn, "SELECT title FROM rooms WHERE id = ?", (room_id,))[0]
-            outbox.add(
-                conn,
-                [self._event(events.ROOM_UPDATED, {"room_id": room_id, "title": title}, actor)],
-            )
+            outbox.add(conn, [event])
         self._on_commit()
         return await self.room(room_id, include_drafts=True)
 
@@ -308,15 +343,19 @@ class Rooms:
             poll,
         )
         options = self._insert_options(conn, poll["id"], spec)
-        data = {**poll, "options": options}
-        outbox.add(conn, [self._event(events.POLL_CREATED, data, actor)])
+        event = self._event(events.POLL_CREATED, {**poll, "options": options}, actor)
+        conn.execute("UPDATE polls SET changed_hlc = ? WHERE id = ?", (event.hlc, poll["id"]))
+        outbox.add(conn, [event])
         return poll, [o["id"] for o in options]
 
     @staticmethod
     def _insert_options(
         conn: sqlite3.Connection, poll_id: str, spec: kinds.Spec
     ) -> list[dict[str, Any]]:
-        options = [{"id": events.uuid7(), "label": label} for label in spec.labels]
+        options = [
+            {"id": events.uuid7(), "label": label, "correct": i in spec.correct}
+            for i, label in enumerate(spec.labels)
+        ]
         conn.executemany(
             "INSERT INTO options (id, poll_id, position, label, correct) VALUES (?, ?, ?, ?, ?)",
             [
@@ -412,20 +451,19 @@ class Rooms:
             if new_options:
                 conn.execute("DELETE FROM options WHERE poll_id = ?", (poll_id,))
                 options = [o["id"] for o in self._insert_options(conn, poll_id, spec)]
-            outbox.add(
-                conn,
-                [
-                    self._event(
-                        events.POLL_UPDATED,
-                        {
-                            "poll_id": poll_id,
-                            "room_id": current["room_id"],
-                            "changed": sorted(sent),
-                        },
-                        actor,
-                    )
-                ],
+            event = events.make(
+                events.POLL_UPDATED,
+                events.PollChange(
+                    poll_id=poll_id,
+                    room_id=current["room_id"],
+                    changed=sorted(sent),
+                    poll=poll_data(conn, poll_id),
+                ),
+                source=self.node_id,
+                actor=actor,
             )
+            conn.execute("UPDATE polls SET changed_hlc = ? WHERE id = ?", (event.hlc, poll_id))
+            outbox.add(conn, [event])
         changes: dict[str, Any] = {
             "kind": kind,
             "allow_change": allow_change,
@@ -504,6 +542,7 @@ class Rooms:
                     "poll_id": poll_id,
                     "room_id": rows[0]["room_id"],
                     "status": status,
+                    "at": now,
                 }
                 if status == "closed":
                     data["results"] = results.poll_results(conn, poll_id)

@@ -19,6 +19,7 @@ from opus.keys import (
     INGEST,
     LEDGER,
     NOTIFIER,
+    REPLICATION,
     ROOMS,
     SETTINGS,
     SIGNER,
@@ -391,6 +392,27 @@ async def results(request: web.Request) -> web.Response:
                 "The host shows these results when the poll closes.", code="results_hidden"
             )
     return web.json_response(await request.app[ROOMS].results(poll_id, for_host=host))
+
+
+@routes.get("/api/v1/venue")
+async def venue(request: web.Request) -> web.Response:
+    require_admin(request)
+    replication = request.app.get(REPLICATION)
+    if replication is None:
+        raise NotFound(
+            "This box is not part of a venue (opus serve --venue FILE --box NAME).",
+            code="not_a_venue",
+        )
+    status = replication.status
+    return web.json_response(
+        {
+            "box": status.box,
+            "peers": [
+                {"box": p.box, "reachable": p.reachable, "behind": p.behind}
+                for p in status.peers.values()
+            ],
+        }
+    )
 
 
 @routes.get("/api/v1/notifications")

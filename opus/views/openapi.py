@@ -120,9 +120,9 @@ def with_bodies(paths: JSON) -> JSON:
         if not isinstance(route, web.RouteDef):
             continue
         cls = api.BODIES.get(route.handler)
-        operation = paths[route.path][route.method.lower()]
         if cls is None:
             continue
+        operation = paths[route.path][route.method.lower()]
         body = operation.setdefault("requestBody", {"content": example({})})
         body["content"]["application/json"]["schema"] = ref(cls.__name__)
     return paths
@@ -1205,6 +1205,32 @@ def paths() -> JSON:
                     "default": OTHER,
                 },
             },
+        },
+        "/api/v1/venue": {
+            "get": {
+                "operationId": "getVenue",
+                "tags": ["host"],
+                "summary": "The venue's boxes, as this box sees them",
+                "description": "In a venue of several boxes (opus serve --venue FILE --box "
+                "NAME): this box's name, and for each other box whether this box reaches it "
+                "and how many of its events this box knows of and has not applied yet. See "
+                "docs/venue.md.",
+                "security": ADMIN,
+                "responses": {
+                    "200": ok(
+                        "This box and its peers.",
+                        ref("VenueStatus"),
+                        {
+                            "box": "a",
+                            "peers": [
+                                {"box": "b", "reachable": True, "behind": 0},
+                                {"box": "c", "reachable": False, "behind": 0},
+                            ],
+                        },
+                    ),
+                    **host_errors({"404": error("`not_a_venue`: this box serves alone.")}),
+                },
+            }
         },
         "/api/v1/notifications": {
             "get": {

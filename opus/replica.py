@@ -1,0 +1,300 @@
+"""Applying the venue's other boxes' events here (see replication.py for how they travel).
+
+Each event is applied once (`venue_applied`), in one transaction with how far this box got in
+the peer's stream (`venue_peers`), and goes into this box's outbox as it is: the hub moves this
+box's screens, and this box's stream relays it to the peers that cannot reach its source.
+
+Every box computes the same state from the same events, in any order:
+- rooms, polls and a question's moderation: the change with the latest clock stamp (`hlc`)
+  wins; a poll's status only moves forward (draft, open, closed);
+- votes go through the same planning as this box's own (apply.py): a voter's latest vote
+  counts where votes may change, the first one where they may not, by their clock stamps.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from opus import apply, events, outbox
+from opus.catalog import Catalog
+from opus.db import Database, fetchall
+from opus.ledger import Entry, Ledger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Applied:
+    """What a batch changed, for the in-memory views once it is committed."""
+
+    events: int = 0
+    polls: set[str] = field(default_factory=set)  # polls whose view must be read again
+    votes: list[apply.Vote] = field(default_factory=list)
+    counted: int = 0
+
+
+class Replica:
+    def __init__(
+        self,
+        db: Database,
+        catalog: Catalog,
+        ledger: Ledger,
+        box: str,
+        on_commit: Callable[[], None],
+    ) -> None:
+        self._db = db
+        self._catalog = catalog
+        self._ledger = ledger
+        self.box = box
+        self._on_commit = on_commit
+
+    def cursor(self, peer: str) -> int:
+        """The last sequence of `peer`'s stream applied here (0: none)."""
+        with self._db.read() as conn:
+            rows = fetchall(conn, "SELECT seq FROM venue_peers WHERE box = ?", (peer,))
+        return int(rows[0][0]) if rows else 0
+
+    def apply_batch(self, peer: str, batch: list[tuple[int, events.Event]]) -> Applied:
+        """Apply a slice of `peer`'s stream: (sequence, event) in order."""
+        done = Applied()
+        if not batch:
+            return done
+        with self._db.write() as conn:
+            ids = [e.event_id for _, e in batch]
+            seen = {
+                r[0]
+                for r in fetchall(
+                    conn,
+                    f"SELECT event_id FROM venue_applied WHERE event_id IN"
+                    f" ({','.join('?' for _ in ids)})",
+                    ids,
+                )
+            }
+            votes: list[apply.Vote] = []
+            for _, event in batch:
+                if event.source == self.box or event.event_id in seen:
+                    continue  # this box's own, or relayed to it by another peer already
+                seen.add(event.event_id)
+                done.events += 1
+                if isinstance(event, events.VoteCast):
+                    votes.append(apply.from_event(event))
+                    continue
+                # A change to a poll: the votes before it in the stream are planned first.
+                self._votes(conn, votes, done)
+                votes = []
+                self._change(conn, event, done)
+                outbox.add(conn, [event])
+            self._votes(conn, votes, done)
+            conn.executemany(
+                "INSERT OR IGNORE INTO venue_applied (event_id) VALUES (?)",
+                [(e.event_id,) for _, e in batch if e.source != self.box],
+            )
+            conn.execute(
+                "INSERT INTO venue_peers (box, seq) VALUES (?, ?)"
+                " ON CONFLICT (box) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                (peer, batch[-1][0]),
+            )
+        for _, event in batch:
+            if event.hlc and event.source != self.box:
+                events.observe(event.hlc)
+        self._refresh(done)
+        self._on_commit()
+        return done
+
+    def _votes(self, conn: sqlite3.Connection, votes: list[apply.Vote], done: Applied) -> None:
+        if not votes:
+            return
+        plan = apply.plan(conn, votes, self.box)
+        apply.write(conn, plan)
+        done.votes.extend(votes)
+        done.counted += len(plan.counted)
+
+    def _refresh(self, done: Applied) -> None:
+        """The vote path's views: the polls that changed, and who voted."""
+        if done.polls:
+            with self._db.read() as conn:
+                self._catalog.refresh(conn, sorted(done.polls))
+        for vote in done.votes:
+            entry = Entry(vote.poll_id, vote.voter_id, vote.value)
+            self._ledger.learned(vote.claim.event_id, entry)
+
+    # -- changes ------------------------------------------------------------------------
+
+    def _change(self, conn: sqlite3.Connection, event: events.Event, done: Applied) -> None:
+        if isinstance(event, events.RoomCreated):
+            _room_created(conn, event)
+        elif isinstance(event, events.RoomUpdated):
+            _room_updated(conn, event)
+        elif isinstance(event, events.RoomDeleted):
+            polls = fetchall(conn, "SELECT id FROM polls WHERE room_id = ?", (event.data.room_id,))
+            conn.execute("DELETE FROM rooms WHERE id = ?", (event.data.room_id,))
+            done.polls.update(r[0] for r in polls)
+        elif isinstance(event, events.PollCreated):
+            _poll_created(conn, event.data, event.hlc)
+            done.polls.add(event.data.id)
+        elif isinstance(event, events.PollUpdated):
+            _poll_updated(conn, event)
+            done.polls.add(event.data.poll_id)
+        elif isinstance(event, events.PollDeleted):
+            conn.execute("DELETE FROM polls WHERE id = ?", (event.data.poll_id,))
+            done.polls.add(event.data.poll_id)
+        elif isinstance(event, events.PollOpened | events.PollClosed):
+            _status(conn, event)
+            done.polls.add(event.data.poll_id)
+        elif isinstance(event, events.QuestionUpdated):
+            _moderated(conn, event)
+
+
+def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
+    room = event.data
+    conn.execute(
+        "INSERT OR IGNORE INTO rooms (id, code, title, created_at, passcode, show_passcode,"
+        " changed_hlc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            room.id,
+            room.code,
+            room.title,
+            room.created_at,
+            room.passcode,
+            int(room.show_passcode),
+            event.hlc,
+        ),
+    )
+    if not fetchall(conn, "SELECT 1 FROM rooms WHERE id = ?", (room.id,)):
+        log.error("room %s from %s has the join code of another room here", room.id, event.source)
+
+
+def _room_updated(conn: sqlite3.Connection, event: events.RoomUpdated) -> None:
+    change = event.data
+    rows = fetchall(conn, "SELECT changed_hlc FROM rooms WHERE id = ?", (change.room_id,))
+    if not rows or rows[0][0] >= event.hlc:
+        return  # deleted here, or a later change won
+    fields: dict[str, object] = {}
+    for name in ("title", "passcode", "show_passcode"):
+        value = getattr(change, name)
+        if value is not msgspec.UNSET:
+            fields[name] = int(value) if isinstance(value, bool) else value
+    sets = "".join(f"{name} = :{name}, " for name in fields)
+    conn.execute(
+        f"UPDATE rooms SET {sets}changed_hlc = :hlc WHERE id = :id",
+        {**fields, "hlc": event.hlc, "id": change.room_id},
+    )
+    if change.order is msgspec.UNSET:
+        return
+    conn.executemany(
+        "UPDATE polls SET position = ? WHERE id = ? AND room_id = ?",
+        [(i, poll_id, change.room_id) for i, poll_id in enumerate(change.order)],
+    )
+
+
+def _poll_created(conn: sqlite3.Connection, poll: events.PollData, hlc: str) -> None:
+    if not fetchall(conn, "SELECT 1 FROM rooms WHERE id = ?", (poll.room_id,)):
+        return  # its room was deleted here
+    if fetchall(conn, "SELECT 1 FROM polls WHERE id = ?", (poll.id,)):
+        return
+    conn.execute(
+        "INSERT INTO polls (id, room_id, position, question, kind, status, allow_change,"
+        " hide_results, scale, blocked_words, moderated, time_limit_s, created_at, opened_at,"
+        " changed_hlc) VALUES (?, ?, ?, ?, ?, 'draft', ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+        (
+            poll.id,
+            poll.room_id,
+            poll.position,
+            poll.question,
+            poll.kind,
+            poll.allow_change,
+            poll.hide_results,
+            poll.scale,
+            poll.blocked_words,
+            poll.moderated,
+            poll.time_limit_s,
+            poll.created_at,
+            hlc,
+        ),
+    )
+    _options(conn, poll)
+
+
+def _options(conn: sqlite3.Connection, poll: events.PollData) -> None:
+    conn.executemany(
+        "INSERT INTO options (id, poll_id, position, label, correct) VALUES (?, ?, ?, ?, ?)",
+        [(o.id, poll.id, i, o.label, int(o.correct)) for i, o in enumerate(poll.options)],
+    )
+    conn.executemany(
+        "INSERT INTO tallies (option_id, poll_id, votes) VALUES (?, ?, 0)",
+        [(o.id, poll.id) for o in poll.options],
+    )
+
+
+def _poll_updated(conn: sqlite3.Connection, event: events.PollUpdated) -> None:
+    poll = event.data.poll
+    if poll is None:
+        return
+    rows = fetchall(conn, "SELECT changed_hlc FROM polls WHERE id = ?", (poll.id,))
+    if not rows or rows[0][0] >= event.hlc:
+        return  # deleted here, or a later change won
+    conn.execute(
+        "UPDATE polls SET question = ?, kind = ?, allow_change = ?, hide_results = ?,"
+        " scale = ?, blocked_words = ?, moderated = ?, time_limit_s = ?, changed_hlc = ?"
+        " WHERE id = ?",
+        (
+            poll.question,
+            poll.kind,
+            poll.allow_change,
+            poll.hide_results,
+            poll.scale,
+            poll.blocked_words,
+            poll.moderated,
+            poll.time_limit_s,
+            event.hlc,
+            poll.id,
+        ),
+    )
+    here = [r[0] for r in fetchall(conn, "SELECT id FROM options WHERE poll_id = ?", (poll.id,))]
+    if sorted(here) != sorted(o.id for o in poll.options):  # rebuilt (only a draft's)
+        conn.execute("DELETE FROM options WHERE poll_id = ?", (poll.id,))
+        _options(conn, poll)
+
+
+_FORWARD = {"draft": 0, "open": 1, "closed": 2}
+
+
+def _status(conn: sqlite3.Connection, event: events.PollOpened | events.PollClosed) -> None:
+    """A poll's status only moves forward: every box ends at the furthest one it heard of."""
+    change = event.data
+    rows = fetchall(conn, "SELECT status FROM polls WHERE id = ?", (change.poll_id,))
+    if not rows or _FORWARD[rows[0][0]] >= _FORWARD[change.status]:
+        return
+    at = change.at or event.timestamp
+    if change.status == "open":
+        conn.execute(
+            "UPDATE polls SET status = 'open', opened_at = ? WHERE id = ?", (at, change.poll_id)
+        )
+    else:
+        conn.execute(
+            "UPDATE polls SET status = 'closed', closed_at = ?,"
+            " opened_at = COALESCE(opened_at, ?) WHERE id = ?",
+            (at, at, change.poll_id),
+        )
+
+
+def _moderated(conn: sqlite3.Connection, event: events.QuestionUpdated) -> None:
+    change = event.data
+    rows = fetchall(conn, "SELECT changed_hlc FROM questions WHERE id = ?", (change.question_id,))
+    if not rows or rows[0][0] >= event.hlc:
+        return
+    fields = {
+        name: value
+        for name in ("status", "pinned", "answered")
+        if (value := getattr(change, name)) is not None
+    }
+    sets = "".join(f"{name} = :{name}, " for name in fields)
+    conn.execute(
+        f"UPDATE questions SET {sets}changed_hlc = :hlc WHERE id = :id",
+        {**fields, "hlc": event.hlc, "id": change.question_id},
+    )

@@ -1,0 +1,278 @@
+"""How a venue's boxes share their events, over NATS.
+
+Each box publishes its outbox, in order, to its own stream (`opus-<box>`, subject `opus.<box>`)
+on its own NATS server, once the events are committed here: a vote's `202` never waits for
+NATS. A message's `Nats-Msg-Id` is the event's id, so a publish repeated after a timeout or a
+restart is stored once. How far the outbox is published is kept in SQLite (`venue_published`).
+
+Each box pulls every peer's stream from the peer's own NATS server, from just after the last
+sequence it applied (kept in SQLite in the same transaction as the apply, see replica.py), and
+applies the events. Events learned from a peer go into this box's outbox too, so they are in
+this box's stream as well: a chain A-B-C converges while the A-C link is cut.
+
+nats-py's `connect` never returns for a server that is down when reconnects are unlimited:
+every connection here is made with a bound, without reconnects, and made again by its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+
+from opus import events
+from opus.db import Database, fetchall
+from opus.replica import Replica
+from opus.venue import Box, Venue
+
+log = logging.getLogger(__name__)
+
+_CONNECT_S = 2.0
+_PUBLISH_S = 2.0
+_RETRY_S = 1.0
+_BATCH = 500
+_FETCH_WAIT_S = 1.0
+_DUPLICATE_WINDOW_S = 2 * 3600.0
+
+
+def stream(box: str) -> str:
+    return f"opus-{box}"
+
+
+def subject(box: str) -> str:
+    return f"opus.{box}"
+
+
+@dataclass(slots=True)
+class PeerState:
+    box: str
+    reachable: bool = False
+    behind: int = 0  # events in its stream this box has not applied yet
+    applied: int = 0  # the last sequence of its stream applied here
+    last_contact: float | None = None  # time.time() of the last answer
+    replication_s: float = 0.0  # how old its newest applied event was when applied
+
+
+@dataclass(slots=True)
+class Status:
+    box: str
+    peers: dict[str, PeerState] = field(default_factory=dict)
+    published: int = 0  # the last outbox seq published to this box's stream
+    unpublished: int = 0
+
+
+class Replication:
+    def __init__(
+        self,
+        venue: Venue,
+        box: Box,
+        db: Database,
+        replica: Replica,
+        own_url: str,
+    ) -> None:
+        self._venue = venue
+        self._box = box
+        self._db = db
+        self._replica = replica
+        self._own_url = own_url
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.status = Status(box.name, {p.name: PeerState(p.name) for p in venue.peers(box.name)})
+
+    def wake(self) -> None:
+        """New events are in the outbox."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        with self._db.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO venue_published (one, seq) VALUES (1, 0)")
+        self._tasks.append(asyncio.create_task(self._publish(), name="opus-venue-publish"))
+        for peer in self._venue.peers(self._box.name):
+            self._tasks.append(
+                asyncio.create_task(self._pull(peer), name=f"opus-venue-pull-{peer.name}")
+            )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _connect(self, url: str) -> NATS:
+        return await asyncio.wait_for(
+            nats.connect(
+                servers=[url],
+                user=Venue.NATS_USER,
+                password=self._venue.nats_password,
+                name=f"opus-{self._box.name}",
+                connect_timeout=_CONNECT_S,
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+            ),
+            _CONNECT_S * 2,
+        )
+
+    # -- publishing this box's outbox ----------------------------------------------------
+
+    async def _publish(self) -> None:
+        while True:
+            nc: NATS | None = None
+            try:
+                nc = await self._connect(self._own_url)
+                js = nc.jetstream(timeout=_PUBLISH_S)
+                config = StreamConfig(
+                    name=stream(self._box.name),
+                    subjects=[subject(self._box.name)],
+                    storage=StorageType.FILE,
+                    duplicate_window=_DUPLICATE_WINDOW_S,
+                )
+                try:
+                    await js.add_stream(config)
+                except nats.js.errors.BadRequestError:
+                    await js.update_stream(config)
+                while True:
+                    while await self._publish_some(js):
+                        pass
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                    self._wake.clear()
+                    if nc.is_closed:
+                        raise ConnectionError("the connection to this box's NATS server closed")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("venue: publishing to this box's NATS server failed: %s", exc)
+                await asyncio.sleep(_RETRY_S)
+            finally:
+                if nc is not None:
+                    with contextlib.suppress(Exception):
+                        await nc.close()
+
+    async def _publish_some(self, js: nats.js.JetStreamContext) -> int:
+        with self._db.read() as conn:
+            (done,) = fetchall(conn, "SELECT seq FROM venue_published")[0]
+            rows = fetchall(
+                conn,
+                "SELECT seq, event_id, envelope FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (done, _BATCH),
+            )
+            (last,) = fetchall(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")[0]
+        self.status.published = done
+        self.status.unpublished = max(0, last - done)
+        if not rows:
+            return 0
+        # In flight together: each acknowledgement is a synced write on the server.
+        acks = [
+            js.publish(
+                subject(self._box.name),
+                _payload(row["envelope"]),
+                timeout=_PUBLISH_S,
+                headers={"Nats-Msg-Id": row["event_id"]},
+            )
+            for row in rows
+        ]
+        results = await asyncio.gather(*acks, return_exceptions=True)
+        sent = 0
+        for result in results:  # in order: the first failure ends the published prefix
+            if isinstance(result, BaseException):
+                log.warning("venue: a publish failed (%s); it will be sent again", result)
+                break
+            sent += 1
+        if sent:
+            with self._db.write() as conn:
+                conn.execute("UPDATE venue_published SET seq = ?", (rows[sent - 1]["seq"],))
+            self.status.published = rows[sent - 1]["seq"]
+            self.status.unpublished = max(0, last - self.status.published)
+        return sent if sent == len(rows) else 0
+
+    # -- pulling a peer's stream ---------------------------------------------------------
+
+    async def _pull(self, peer: Box) -> None:
+        state = self.status.peers[peer.name]
+        state.applied = self._replica.cursor(peer.name)
+        while True:
+            nc: NATS | None = None
+            try:
+                nc = await self._connect(peer.nats_url())
+                js = nc.jetstream(timeout=_PUBLISH_S)
+                start = self._replica.cursor(peer.name) + 1
+                sub = await js.pull_subscribe(
+                    subject(peer.name),
+                    stream=stream(peer.name),
+                    config=ConsumerConfig(
+                        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                        opt_start_seq=start,
+                        ack_policy=AckPolicy.NONE,
+                        inactive_threshold=30.0,
+                    ),
+                )
+                self._contact(state)
+                while True:
+                    try:
+                        messages = await sub.fetch(_BATCH, timeout=_FETCH_WAIT_S)
+                    except (TimeoutError, nats.errors.TimeoutError):
+                        state.behind = 0
+                        self._contact(state)
+                        if nc.is_closed:
+                            raise ConnectionError("the connection closed") from None
+                        continue
+                    batch = [(m.metadata.sequence.stream, events.decode(m.data)) for m in messages]
+                    if batch[0][0] != state.applied + 1:
+                        first = (await js.stream_info(stream(peer.name))).state.first_seq
+                        if first <= state.applied + 1:
+                            # Messages in flight were dropped (a fetch that timed out):
+                            # subscribe again from the first one not applied.
+                            raise _Gap(f"{peer.name}: expected {state.applied + 1}")
+                        log.error(
+                            "venue: %s's stream starts at %d, after %d applied here: events"
+                            " are missing (its stream was trimmed or made again)",
+                            peer.name,
+                            first,
+                            state.applied,
+                        )
+                    applied = self._replica.apply_batch(peer.name, batch)
+                    state.applied = batch[-1][0]
+                    state.behind = messages[-1].metadata.num_pending
+                    if applied.events:
+                        newest = max(events.stamp_ms(e.hlc) for _, e in batch if e.hlc)
+                        state.replication_s = max(0.0, time.time() - newest / 1000)
+                    self._contact(state)
+            except asyncio.CancelledError:
+                raise
+            except _Gap as gap:
+                log.info("venue: pulling again after a gap (%s)", gap)
+            except Exception as exc:
+                if state.reachable:
+                    log.warning("venue: box %s is unreachable: %s", peer.name, exc or type(exc))
+                state.reachable = False
+                await asyncio.sleep(_RETRY_S)
+            finally:
+                if nc is not None:
+                    with contextlib.suppress(Exception):
+                        await nc.close()
+
+    @staticmethod
+    def _contact(state: PeerState) -> None:
+        if not state.reachable:
+            log.info("venue: box %s is reachable", state.box)
+        state.reachable = True
+        state.last_contact = time.time()
+
+
+class _Gap(Exception):
+    """A batch did not start where this box stopped."""
+
+
+def _payload(envelope: bytes | str) -> bytes:
+    """An outbox row's event as the streams carry it (MessagePack; JSON rows re-encoded)."""
+    if isinstance(envelope, str):
+        return events.encode(events.decode(envelope))
+    return envelope
