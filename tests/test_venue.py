@@ -5,6 +5,7 @@ one venue.toml. A vote cast at any box counts at every box, with the same result
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -202,3 +203,157 @@ async def test_a_vote_at_any_box_counts_at_every_box(apis: dict[str, Api]) -> No
     status, _ = await a.call("GET", "/api/v1/venue")
     assert status == 401
     assert ADMIN  # the same admin token at every box (set by the test's environment)
+
+
+async def _open_poll(
+    apis: dict[str, Api], at: str = "a", **extra: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A room and an open poll made at one box, known (and open) at every box."""
+    api = apis[at]
+    room = await api.room()
+    await _room_everywhere(apis, room["id"])
+    poll = await api.poll(room["id"], ["Red", "Green", "Blue"], **extra)
+
+    async def open_everywhere() -> bool:
+        return all([await _poll_status(x, poll["id"]) == "open" for x in apis.values()])
+
+    await until(open_everywhere, what="the poll open at every box")
+    return room, poll
+
+
+async def _converged(apis: dict[str, Api], poll_id: str, total: int | None = None) -> list[int]:
+    """Wait until every box shows the same counts (and, given, this many votes)."""
+
+    async def same() -> list[int] | None:
+        seen = [
+            [o["votes"] for o in (await api.results(poll_id))["options"]] for api in apis.values()
+        ]
+        if any(s != seen[0] for s in seen):
+            return None
+        if total is not None and sum(seen[0]) != total:
+            return None
+        return seen[0]
+
+    counts: list[int] = await until(same, timeout=30, what="the same counts at every box")
+    return counts
+
+
+async def _receipts(apis: dict[str, Api], voter: dict[str, Any], event_id: str) -> list[Any]:
+    return [
+        (r["status"], r.get("reason"))
+        for r in [await api.settled(voter, event_id) for api in apis.values()]
+    ]
+
+
+@pytest.mark.parametrize("allow_change", [False, True], ids=["first counts", "latest counts"])
+async def test_one_voter_voting_at_two_boxes_counts_once_and_the_same_everywhere(
+    apis: dict[str, Api], allow_change: bool
+) -> None:
+    """The same attendee's phone reaches box a, then box b (or both at once): where a vote may
+    not change, the first vote counts at every box; where it may, the latest does. The boxes
+    agree on which, and say the same in the other vote's receipt."""
+    room, poll = await _open_poll(apis, allow_change=allow_change)
+    red, green = poll["options"][0]["id"], poll["options"][1]["id"]
+    for _ in range(3):  # a few voters, each voting at a and at b at the same moment
+        voter = await apis["a"].join(room["code"])
+        (s1, first), (s2, second) = await asyncio.gather(
+            apis["a"].vote(voter, poll["id"], [red]), apis["b"].vote(voter, poll["id"], [green])
+        )
+        accepted = [body["event_id"] for s, body in ((s1, first), (s2, second)) if s == 202]
+        assert accepted, (first, second)
+        outcomes = []
+        for event_id in accepted:
+            seen = await until(
+                lambda e=event_id, v=voter: _settled_everywhere(apis, v, e),
+                timeout=30,
+                what="the receipt at every box",
+            )
+            assert len(set(seen)) == 1, seen  # the same receipt at every box
+            outcomes.append(seen[0])
+        assert [o[0] for o in outcomes].count("counted") == 1, outcomes
+    await _converged(apis, poll["id"], total=3)
+
+
+async def _settled_everywhere(
+    apis: dict[str, Api], voter: dict[str, Any], event_id: str
+) -> list[Any] | None:
+    seen = []
+    for api in apis.values():
+        status, body = await api.call("GET", f"/api/v1/votes/{event_id}", headers=voter["headers"])
+        if status != 200 or body["status"] == "queued":
+            return None
+        seen.append((body["status"], body.get("reason")))
+    # Settled everywhere; wait for the other vote too before comparing reasons.
+    return seen if len(set(seen)) == 1 else None
+
+
+async def test_a_box_killed_mid_burst_counts_every_acknowledged_vote_everywhere(
+    venue: dict[str, Box], apis: dict[str, Api]
+) -> None:
+    """kill -9 of box b's whole process group (the server and its NATS server) while votes
+    pour in at b; b starts again on the same data dir. Every vote b answered 202 counts
+    exactly once at every box."""
+    room, poll = await _open_poll(apis)
+    options = [o["id"] for o in poll["options"]]
+    voters = [await apis["a"].join(room["code"]) for _ in range(120)]
+    acked: list[str] = []
+    a_third_in = asyncio.Event()
+
+    async def one(i: int, voter: dict[str, Any]) -> None:
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            status, body = await apis["b"].vote(voter, poll["id"], [options[i % 3]])
+            if status == 202:
+                acked.append(body["event_id"])
+                if len(acked) >= len(voters) // 3:
+                    a_third_in.set()
+
+    burst = [asyncio.create_task(one(i, v)) for i, v in enumerate(voters)]
+    await asyncio.wait_for(a_third_in.wait(), 30)
+    venue["b"].kill_group()
+    await asyncio.gather(*burst)
+    assert not _nats_servers_of(venue["b"]), "the box's NATS server outlived it"
+    venue["b"].spawn()
+    venue["b"].wait_ready()
+    counts = await _converged(apis, poll["id"])
+    # The same counted votes at every box, each once, the acknowledged ones among them (a vote
+    # whose answer the kill cut off may have been kept too).
+    exports = []
+    for api in apis.values():
+        status, body = await api.call(
+            "GET", f"/api/v1/polls/{poll['id']}/export", headers=api.admin
+        )
+        assert status == 200
+        exports.append(sorted(v["event_id"] for v in body["votes"]))
+    assert exports[0] == exports[1] == exports[2]
+    assert set(acked) <= set(exports[0])
+    assert len(exports[0]) == len(set(exports[0])) == sum(counts)
+
+
+def _nats_servers_of(box: Box) -> list[int]:
+    """Pids of NATS servers started for this box's data dir."""
+    config = str(box.data_dir / "nats" / "nats.conf")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            if any(part.decode(errors="replace") == config for part in cmdline):
+                found.append(int(entry.name))
+    return found
+
+
+async def test_a_box_whose_nats_server_dies_catches_up(
+    venue: dict[str, Box], apis: dict[str, Api]
+) -> None:
+    """kill -9 of box a's NATS server alone: box a starts it again, keeps answering 202 for
+    its votes meanwhile, and the other boxes get them once it is back."""
+    room, poll = await _open_poll(apis)
+    voters = [await apis["a"].join(room["code"]) for _ in range(10)]
+    (pid,) = _nats_servers_of(venue["a"])
+    os.kill(pid, signal.SIGKILL)
+    for voter in voters:
+        status, body = await apis["a"].vote(voter, poll["id"], [poll["options"][0]["id"]])
+        assert status == 202, body
+    await _converged(apis, poll["id"], total=10)
+    assert _nats_servers_of(venue["a"]) not in ([], [pid])
