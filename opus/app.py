@@ -140,7 +140,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         settings, app[ROOMS], catalog, lambda: len(ledger.pending), metrics.recent_latency
     )
     app[NOTIFIER] = notifier = Notifier(
-        db, broadcaster.push_notification, broadcaster.online_voters
+        db, broadcaster.push_notification, broadcaster.online_voters, app[SOURCE], committed
     )
     # The relay marks an event sent once it is handed to the hub; a crash before the notifier's
     # task wrote its notifications would lose them. Recent ones are written again (those that

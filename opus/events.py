@@ -25,6 +25,8 @@ ROOM_DELETED = "ROOM.DELETED"
 POLL_UPDATED = "POLL.UPDATED"
 POLL_DELETED = "POLL.DELETED"
 QUESTION_UPDATED = "QUESTION.UPDATED"
+VOTER_JOINED = "VOTER.JOINED"
+NOTIFICATIONS_READ = "NOTIFICATIONS.READ"
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -229,6 +231,20 @@ class QuestionChange(msgspec.Struct, frozen=True, omit_defaults=True):
     answered: int | None = None
 
 
+class VoterData(msgspec.Struct, frozen=True):
+    voter_id: str
+    room_id: str
+    created_at: str
+
+
+class ReadData(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A voter read one notification (`id`), or every one up to `before`."""
+
+    voter_id: str
+    id: int | None = None
+    before: str = ""
+
+
 class RoomCreated(Event, tag=ROOM_CREATED, frozen=True):
     data: RoomData
 
@@ -269,6 +285,14 @@ class QuestionUpdated(Event, tag=QUESTION_UPDATED, frozen=True):
     data: QuestionChange
 
 
+class VoterJoined(Event, tag=VOTER_JOINED, frozen=True):
+    data: VoterData
+
+
+class NotificationsRead(Event, tag=NOTIFICATIONS_READ, frozen=True):
+    data: ReadData
+
+
 AnyEvent = (
     RoomCreated
     | RoomUpdated
@@ -280,6 +304,8 @@ AnyEvent = (
     | PollClosed
     | VoteCast
     | QuestionUpdated
+    | VoterJoined
+    | NotificationsRead
 )
 _BY_TYPE: dict[str, type[Event]] = {
     str(t.__struct_config__.tag): t for t in typing.get_args(AnyEvent)

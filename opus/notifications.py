@@ -6,13 +6,16 @@ request handler; a notification exists once per voter and event."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 
-from opus import answers, events
-from opus.db import Database, Row, placeholders
+from opus import answers, events, outbox
+from opus.db import Database, Row, fetchall, placeholders
 from opus.errors import NotFound
+from opus.events import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +62,43 @@ def _closed_message(results: answers.Results) -> str:
     return "Final result: " + ", ".join(parts)
 
 
+def note_id(event_id: str, voter_id: str) -> int:
+    """A notification's id, the same at every box of a venue (48 bits: a JavaScript number
+    holds it exactly)."""
+    digest = hashlib.sha256(f"{event_id}/{voter_id}".encode()).digest()
+    return int.from_bytes(digest[:6]) or 1
+
+
+def mark(conn: sqlite3.Connection, read: events.ReadData) -> int:
+    """Mark one notification, or every one up to `read.before`, read; returns how many."""
+    if read.id is not None:
+        cursor = conn.execute(
+            "UPDATE notifications SET is_read = 1 WHERE id = ? AND voter_id = ?",
+            (read.id, read.voter_id),
+        )
+    else:
+        cursor = conn.execute(
+            "UPDATE notifications SET is_read = 1 WHERE voter_id = ? AND is_read = 0"
+            " AND created_at <= ?",
+            (read.voter_id, read.before),
+        )
+    return max(cursor.rowcount, 0)
+
+
 class Notifier:
-    def __init__(self, db: Database, push: Push, online: Online) -> None:
+    def __init__(
+        self,
+        db: Database,
+        push: Push,
+        online: Online,
+        source: str = "",
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self._db = db
         self._push = push
         self._online = online
+        self._source = source
+        self._on_commit = on_commit
 
     async def fan_out(self, event: events.Event) -> int:
         """Write the event's notification for every recipient; returns how many were new."""
@@ -95,7 +130,6 @@ class Notifier:
             scope = (poll_id,)
         created = 0
         after = -1
-        now = events.now_iso()
         while True:
             batch = await self._db.fetchall(
                 f"{recipients} ORDER BY rowid LIMIT {_BATCH}", (*scope, after)
@@ -104,11 +138,22 @@ class Notifier:
                 break
             after = batch[-1][0]
             with self._db.write() as conn:
+                # The same id and time at every box of a venue: one inbox wherever the phone is.
                 cursor = conn.executemany(
-                    "INSERT OR IGNORE INTO notifications (voter_id, event_id, type, title,"
-                    " message, source_id, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO notifications (id, voter_id, event_id, type, title,"
+                    " message, source_id, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (r[1], event.event_id, kind, title, message, poll_id, extra, now)
+                        (
+                            note_id(event.event_id, r[1]),
+                            r[1],
+                            event.event_id,
+                            kind,
+                            title,
+                            message,
+                            poll_id,
+                            extra,
+                            event.timestamp,
+                        )
                         for r in batch
                     ],
                 )
@@ -133,7 +178,8 @@ class Notifier:
 
     async def inbox(self, voter_id: str) -> answers.Inbox:
         rows = await self._db.fetchall(
-            "SELECT * FROM notifications WHERE voter_id = ? ORDER BY id DESC LIMIT ?",
+            "SELECT * FROM notifications WHERE voter_id = ? ORDER BY created_at DESC, id DESC"
+            " LIMIT ?",
             (voter_id, _LIST_LIMIT),
         )
         unread = await self._db.fetchone(
@@ -143,19 +189,22 @@ class Notifier:
 
     async def mark_read(self, voter_id: str, notification_id: int | None) -> int:
         """Mark one notification (or all, with None) as read; returns how many changed."""
+        read = events.ReadData(voter_id, notification_id, "" if notification_id else now_iso())
         with self._db.write() as conn:
-            if notification_id is None:
-                cursor = conn.execute(
-                    "UPDATE notifications SET is_read = 1 WHERE voter_id = ? AND is_read = 0",
-                    (voter_id,),
-                )
-                return max(cursor.rowcount, 0)
-            cursor = conn.execute(
-                "UPDATE notifications SET is_read = 1 WHERE id = ? AND voter_id = ?",
+            if notification_id is not None and not fetchall(
+                conn,
+                "SELECT 1 FROM notifications WHERE id = ? AND voter_id = ?",
                 (notification_id, voter_id),
-            )
-            if cursor.rowcount == 0:
+            ):
                 raise NotFound(
                     "You have no notification with this id.", code="notification_not_found"
                 )
-            return 1
+            changed = mark(conn, read)
+            # The venue's other boxes mark it read too.
+            outbox.add(
+                conn,
+                [events.make(events.NOTIFICATIONS_READ, read, source=self._source, actor=voter_id)],
+            )
+        if self._on_commit is not None:
+            self._on_commit()
+        return changed if notification_id is None else 1

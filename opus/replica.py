@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from opus import apply, events, outbox
+from opus import apply, events, notifications, outbox
 from opus.catalog import Catalog
 from opus.db import Database, fetchall
 from opus.ledger import Entry, Ledger
@@ -148,6 +148,15 @@ class Replica:
             done.polls.add(event.data.poll_id)
         elif isinstance(event, events.QuestionUpdated):
             _moderated(conn, event)
+        elif isinstance(event, events.VoterJoined):
+            voter = event.data
+            if fetchall(conn, "SELECT 1 FROM rooms WHERE id = ?", (voter.room_id,)):
+                conn.execute(
+                    "INSERT OR IGNORE INTO voters (id, room_id, created_at) VALUES (?, ?, ?)",
+                    (voter.voter_id, voter.room_id, voter.created_at),
+                )
+        elif isinstance(event, events.NotificationsRead):
+            notifications.mark(conn, event.data)
 
 
 def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:

@@ -744,11 +744,28 @@ class Rooms:
         if self.identities is not None:
             self.identities.check(room["id"], address)
         voter = Voter(events.uuid7(), room["id"])
+        joined = events.now_iso()
         with self.db.write() as conn:
             conn.execute(
                 "INSERT INTO voters (id, room_id, created_at, address) VALUES (?, ?, ?, ?)",
-                (voter.voter_id, voter.room_id, events.now_iso(), address),
+                (voter.voter_id, voter.room_id, joined, address),
             )
+            # In a venue the other boxes learn the voter too: their notifications reach them.
+            outbox.add(
+                conn,
+                [
+                    self._event(
+                        events.VOTER_JOINED,
+                        {
+                            "voter_id": voter.voter_id,
+                            "room_id": voter.room_id,
+                            "created_at": joined,
+                        },
+                        voter.voter_id,
+                    )
+                ],
+            )
+        self._on_commit()
         if self.identities is not None:
             self.identities.record(room["id"], address)
         return voter

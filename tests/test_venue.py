@@ -357,3 +357,53 @@ async def test_a_box_whose_nats_server_dies_catches_up(
         assert status == 202, body
     await _converged(apis, poll["id"], total=10)
     assert _nats_servers_of(venue["a"]) not in ([], [pid])
+
+
+async def test_an_attendee_reads_the_same_inbox_at_every_box(apis: dict[str, Api]) -> None:
+    """Joined at a; the host opens a poll at b; the phone asks c. The notification has the same
+    id at every box, and marking it read at c marks it read everywhere."""
+    room = await apis["a"].room()
+    await _room_everywhere(apis, room["id"])
+    voter = await apis["a"].join(room["code"])
+    poll = await apis["b"].poll(room["id"], ["Yes", "No"], open=False)
+
+    async def inboxes() -> list[Any] | None:
+        seen = []
+        for api in apis.values():
+            status, inbox = await api.call("GET", "/api/v1/notifications", headers=voter["headers"])
+            assert status == 200, inbox
+            seen.append([(n["id"], n["type"], n["is_read"]) for n in inbox["notifications"]])
+        return seen if seen[0] and all(s == seen[0] for s in seen) else None
+
+    status, _ = await apis["b"].call(
+        "POST", f"/api/v1/polls/{poll['id']}/open", headers=apis["b"].admin
+    )
+    assert status == 200
+
+    async def opened_everywhere() -> list[Any] | None:
+        seen = await inboxes()
+        return seen if seen and len(seen[0]) == 2 else None
+
+    (first, *_) = await until(opened_everywhere, what="the same two notifications everywhere")
+    assert [t for _, t, _ in first] == ["poll_opened", "poll_created"]
+    opened_id = first[0][0]
+    status, _ = await apis["c"].call(
+        "POST", f"/api/v1/notifications/{opened_id}/read", headers=voter["headers"]
+    )
+    assert status == 200
+
+    async def read_everywhere() -> list[Any] | None:
+        seen = await inboxes()
+        return seen if seen and seen[0][0][2] is True and seen[0][1][2] is False else None
+
+    await until(read_everywhere, what="read at c, read everywhere")
+    status, body = await apis["a"].call(
+        "POST", "/api/v1/notifications/read-all", headers=voter["headers"]
+    )
+    assert (status, body["marked_read"]) == (200, 1)
+
+    async def all_read_everywhere() -> list[Any] | None:
+        seen = await inboxes()
+        return seen if seen and all(r for _, _, r in seen[0]) else None
+
+    await until(all_read_everywhere, what="all read at a, all read everywhere")
