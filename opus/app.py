@@ -179,7 +179,7 @@ async def _venue(app: web.Application) -> AsyncIterator[None]:
         await server.start()
     replica = Replica(app[DB], app[CATALOG], app[LEDGER], box.name, app[COMMITTED])
     own = settings.nats_url or (server.url if server is not None else box.nats_url())
-    app[REPLICATION] = replication = Replication(venue, box, app[DB], replica, own)
+    app[REPLICATION] = replication = Replication(venue, box, app[DB], replica, own, app[METRICS])
     app[ON_COMMIT].append(replication.wake)
     await replication.start()
     yield

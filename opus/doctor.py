@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from opus import db, lock, network
+from opus import db, lock, natsbox, network, venue
 from opus.config import Settings
+from opus.events import OBSERVE_AHEAD_MS
 from opus.network import attendee_urls
 from opus.queue import VoteQueue
 
@@ -50,6 +51,7 @@ def run(settings: Settings, min_free_mb: int = 500) -> list[Check]:
         check_limits(),
         *check_clock_and_database(settings.db_path),
         check_queue(settings.queue_path, running),
+        *check_venue(settings),
     ]
 
 
@@ -253,3 +255,84 @@ def check_queue(path: Path, running: lock.Holder | None) -> Check:
     if waiting and running is None:
         message += " (counted when the server starts)"
     return Check(OK, "queue", message)
+
+
+NATS_MINIMUM = (2, 10)  # JetStream's per-message dedup and sync settings Opus relies on
+
+
+def check_venue(settings: Settings) -> list[Check]:
+    """In a venue: the venue file, the NATS server Opus runs (its version and sync setting),
+    and each peer: its NATS port reachable, its clock close to this box's."""
+    if settings.venue is None:
+        return []
+    try:
+        made = venue.load(settings.venue)
+        box = made.box(settings.box)
+    except venue.VenueError as exc:
+        return [Check(FAIL, "venue", str(exc))]
+    checks = [Check(OK, "venue", f"box {box.name} of {len(made.boxes)} ({settings.venue})")]
+    if settings.nats_url is None:
+        checks.append(_check_nats_binary())
+        conf = settings.data_dir / "nats" / "nats.conf"
+        if conf.is_file():
+            synced = json.loads(conf.read_text()).get("jetstream", {}).get("sync_interval")
+            checks.append(
+                Check(OK, "nats sync", "every message is on disk before it is acknowledged")
+                if synced == "always"
+                else Check(WARN, "nats sync", f"sync_interval is {synced!r}, not 'always'")
+            )
+    for peer in made.peers(box.name):
+        checks.append(_check_peer(peer))
+    return checks
+
+
+def _check_nats_binary() -> Check:
+    import subprocess
+
+    try:
+        path = natsbox.binary()
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=10)
+    except Exception as exc:
+        return Check(FAIL, "nats", str(exc))
+    text = out.stdout.strip()
+    try:
+        version = tuple(int(x) for x in text.rsplit("v", 1)[1].split(".")[:2])
+    except (IndexError, ValueError):
+        return Check(WARN, "nats", f"{path}: cannot tell its version ({text!r})")
+    if version < NATS_MINIMUM:
+        return Check(FAIL, "nats", f"{text} at {path} is too old (2.10 or newer is needed)")
+    return Check(OK, "nats", f"{text} ({path})")
+
+
+def _check_peer(peer: venue.Box) -> Check:
+    name = f"peer {peer.name}"
+    try:
+        with socket.create_connection((peer.host, peer.nats_port), timeout=1.0):
+            pass
+    except OSError as exc:
+        return Check(
+            WARN,
+            name,
+            f"its NATS server {peer.host}:{peer.nats_port} does not answer"
+            f" ({exc.strerror or exc}); its votes reach this box once it does",
+        )
+    try:
+        request = urllib.request.Request(f"http://{peer.host}:{peer.http_port}/healthz")
+        with urllib.request.urlopen(request, timeout=2) as answer:
+            date = answer.headers.get("Date")
+    except OSError:
+        return Check(
+            OK, name, f"NATS at {peer.host}:{peer.nats_port} answers (its web port does not)"
+        )
+    if date:
+        from email.utils import parsedate_to_datetime
+
+        skew = (parsedate_to_datetime(date) - datetime.now(UTC)).total_seconds()
+        if abs(skew) * 1000 > OBSERVE_AHEAD_MS + 1000:
+            return Check(
+                WARN,
+                name,
+                f"its clock is {skew:+.0f} s from this box's: set both right (NTP); the boxes"
+                " still agree on every result, but a late clock's changes lose to others'",
+            )
+    return Check(OK, name, f"reachable at {peer.host}, clock within a second or two")

@@ -90,6 +90,36 @@ class Metrics:
         self.outbox_published = Counter(
             "opus_outbox_published", "Events relayed from the outbox to the hub.", registry=r
         )
+        # A venue of several boxes: one series per peer (replication.py sets them).
+        self.venue_peer_reachable = Gauge(
+            "opus_venue_peer_reachable",
+            "1 while this box reaches the peer's NATS server, else 0.",
+            ["peer"],
+            registry=r,
+        )
+        self.venue_peer_behind = Gauge(
+            "opus_venue_peer_behind_events",
+            "The peer's events this box knows of and has not applied.",
+            ["peer"],
+            registry=r,
+        )
+        self.venue_peer_last_contact = Gauge(
+            "opus_venue_peer_last_contact_timestamp_seconds",
+            "When this box last heard from the peer (Unix time; 0: never).",
+            ["peer"],
+            registry=r,
+        )
+        self.venue_peer_replication = Gauge(
+            "opus_venue_peer_replication_seconds",
+            "How old the newest event from the peer was when this box applied it.",
+            ["peer"],
+            registry=r,
+        )
+        self.venue_unpublished = Gauge(
+            "opus_venue_unpublished_events",
+            "Events of this box not yet in its own NATS stream.",
+            registry=r,
+        )
 
     def watch_depth(self, depth: Callable[[], float]) -> None:
         self.queue_depth.set_function(depth)

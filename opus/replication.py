@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import nats
 import nats.errors
@@ -30,6 +31,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 
 from opus import events
 from opus.db import Database, fetchall
+from opus.metrics import Metrics
 from opus.replica import Replica
 from opus.venue import Box, Venue
 
@@ -77,6 +79,7 @@ class Replication:
         db: Database,
         replica: Replica,
         own_url: str,
+        metrics: Metrics | None = None,
     ) -> None:
         self._venue = venue
         self._box = box
@@ -86,6 +89,21 @@ class Replication:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.status = Status(box.name, {p.name: PeerState(p.name) for p in venue.peers(box.name)})
+        if metrics is not None:
+            self._export(metrics)
+
+    def _export(self, metrics: Metrics) -> None:
+        """The status as Prometheus series, read when /metrics is scraped."""
+        for name, state in self.status.peers.items():
+            series = (
+                (metrics.venue_peer_reachable, "reachable"),
+                (metrics.venue_peer_behind, "behind"),
+                (metrics.venue_peer_last_contact, "last_contact"),
+                (metrics.venue_peer_replication, "replication_s"),
+            )
+            for gauge, field_name in series:
+                gauge.labels(name).set_function(partial(_read, state, field_name))
+        metrics.venue_unpublished.set_function(lambda: self.status.unpublished)
 
     def wake(self) -> None:
         """New events are in the outbox."""
@@ -265,6 +283,10 @@ class Replication:
             log.info("venue: box %s is reachable", state.box)
         state.reachable = True
         state.last_contact = time.time()
+
+
+def _read(state: PeerState, name: str) -> float:
+    return float(getattr(state, name) or 0)
 
 
 class _Gap(Exception):

@@ -153,7 +153,9 @@ async def _poll_status(api: Api, poll_id: str) -> str | None:
     return body["status"] if status == 200 else None
 
 
-async def test_a_vote_at_any_box_counts_at_every_box(apis: dict[str, Api]) -> None:
+async def test_a_vote_at_any_box_counts_at_every_box(
+    venue: dict[str, Box], apis: dict[str, Api]
+) -> None:
     a, b = apis["a"], apis["b"]
     room = await a.room("Main hall")
     await _room_everywhere(apis, room["id"])
@@ -196,12 +198,23 @@ async def test_a_vote_at_any_box_counts_at_every_box(apis: dict[str, Api]) -> No
         for api in apis.values():
             receipt = await api.settled(voter, event_id)
             assert receipt["status"] == "counted", (api.base, receipt)
-    status, venue = await a.call("GET", "/api/v1/venue", headers=a.admin)
+    status, seen = await a.call("GET", "/api/v1/venue", headers=a.admin)
     assert status == 200
-    assert venue["box"] == "a"
-    assert {p["box"]: p["reachable"] for p in venue["peers"]} == {"b": True, "c": True}
+    assert seen["box"] == "a"
+    assert {p["box"]: p["reachable"] for p in seen["peers"]} == {"b": True, "c": True}
     status, _ = await a.call("GET", "/api/v1/venue")
     assert status == 401
+    status, text = await a.call("GET", "/metrics")
+    assert status == 200
+    assert 'opus_venue_peer_reachable{peer="b"} 1.0' in text, text[-2000:]
+    assert 'opus_venue_peer_behind_events{peer="c"} 0.0' in text
+    # opus doctor checks the venue from box a: the NATS server it runs, and each peer.
+    doctor = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "opus", "doctor", env=venue["a"].env, stdout=subprocess.PIPE
+    )
+    out = (await doctor.communicate())[0].decode()
+    assert out.count("OK    peer ") == 2, out
+    assert "OK    nats sync" in out and "OK    nats       nats-server: v2." in out, out
     assert ADMIN  # the same admin token at every box (set by the test's environment)
 
 
