@@ -134,6 +134,7 @@ class Replication:
                 connect_timeout=_CONNECT_S,
                 allow_reconnect=False,
                 max_reconnect_attempts=0,
+                error_cb=_quiet,  # its default logs a traceback per refused connection
             ),
             _CONNECT_S * 2,
         )
@@ -216,6 +217,7 @@ class Replication:
     async def _pull(self, peer: Box) -> None:
         state = self.status.peers[peer.name]
         state.applied = self._replica.cursor(peer.name)
+        failures = 0  # in a row: the first retries come soon (a peer starting up)
         while True:
             nc: NATS | None = None
             try:
@@ -237,10 +239,11 @@ class Replication:
                     try:
                         messages = await sub.fetch(_BATCH, timeout=_FETCH_WAIT_S)
                     except (TimeoutError, nats.errors.TimeoutError):
+                        # Nothing new, or a link that silently drops everything: a ping
+                        # tells which (a stalled connection is closed and made again).
+                        await nc.flush(timeout=2)
                         state.behind = 0
                         self._contact(state)
-                        if nc.is_closed:
-                            raise ConnectionError("the connection closed") from None
                         continue
                     batch = [(m.metadata.sequence.stream, events.decode(m.data)) for m in messages]
                     if batch[0][0] != state.applied + 1:
@@ -271,7 +274,10 @@ class Replication:
                 if state.reachable:
                     log.warning("venue: box %s is unreachable: %s", peer.name, exc or type(exc))
                 state.reachable = False
-                await asyncio.sleep(_RETRY_S)
+                failures += 1
+                await asyncio.sleep(min(_RETRY_S, 0.1 * failures))
+            else:
+                failures = 0
             finally:
                 if nc is not None:
                     with contextlib.suppress(Exception):
@@ -283,6 +289,11 @@ class Replication:
             log.info("venue: box %s is reachable", state.box)
         state.reachable = True
         state.last_contact = time.time()
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py's errors: the loops here report what matters (a peer unreachable)."""
+    log.debug("nats: %s", exc)
 
 
 def _read(state: PeerState, name: str) -> float:

@@ -198,8 +198,13 @@ async def test_a_vote_at_any_box_counts_at_every_box(
         for api in apis.values():
             receipt = await api.settled(voter, event_id)
             assert receipt["status"] == "counted", (api.base, receipt)
-    status, seen = await a.call("GET", "/api/v1/venue", headers=a.admin)
-    assert status == 200
+
+    async def reaches_both() -> dict[str, Any] | None:
+        status, seen = await a.call("GET", "/api/v1/venue", headers=a.admin)
+        assert status == 200
+        return seen if all(p["reachable"] for p in seen["peers"]) else None
+
+    seen = await until(reaches_both, what="box a reaches b and c")
     assert seen["box"] == "a"
     assert {p["box"]: p["reachable"] for p in seen["peers"]} == {"b": True, "c": True}
     status, _ = await a.call("GET", "/api/v1/venue")
