@@ -465,6 +465,14 @@ class PeerStatus(TypedDict):
             "the last contact).",
         ),
     ]
+    clock_ahead_s: Annotated[
+        float,
+        Meta(
+            description="How far ahead of this box's clock the peer stamps its events; 0 "
+            "within 2 s. Set the clocks right: the boxes still agree, but the box ahead wins "
+            "every tie of changes."
+        ),
+    ]
 
 
 class VenueStatus(TypedDict):

@@ -51,7 +51,7 @@ from opus.natsbox import NatsServer
 from opus.notifications import NOTIFIED_EVENTS, Notifier
 from opus.outbox import Relay
 from opus.queue import VoteQueue
-from opus.replica import Replica
+from opus.replica import Applied, Replica
 from opus.replication import Replication
 from opus.rooms import Rooms
 from opus.venue import load as load_venue
@@ -177,7 +177,20 @@ async def _venue(app: web.Application) -> AsyncIterator[None]:
     if settings.nats_url is None:
         server = NatsServer(venue, box, settings.data_dir)
         await server.start()
-    replica = Replica(app[DB], app[CATALOG], app[LEDGER], box.name, app[COMMITTED])
+    notifier = app[NOTIFIER]
+    later: set[asyncio.Task[int]] = set()
+
+    def learned(done: Applied) -> None:
+        catalog = app[CATALOG]
+        polls = {v.poll_id for v in done.votes}
+        polls = {p for p in polls if p in catalog.polls and catalog.polls[p].status == "closed"}
+        if not (polls or done.joined_rooms):
+            return
+        task = asyncio.create_task(notifier.catch_up(done.joined_rooms, polls))
+        later.add(task)
+        task.add_done_callback(later.discard)
+
+    replica = Replica(app[DB], app[CATALOG], app[LEDGER], box.name, app[COMMITTED], learned)
     own = settings.nats_url or (server.url if server is not None else box.nats_url())
     app[REPLICATION] = replication = Replication(venue, box, app[DB], replica, own, app[METRICS])
     app[ON_COMMIT].append(replication.wake)

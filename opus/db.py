@@ -184,6 +184,8 @@ MIGRATIONS: dict[int, str] = {
     CREATE TABLE venue_published (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL);
     -- The events from other boxes applied here (each once, whichever peer relayed it).
     CREATE TABLE venue_applied (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
+    -- The few events that notify, found without reading every vote's event.
+    CREATE INDEX outbox_type ON outbox(event_type, seq);
     """,
 }
 

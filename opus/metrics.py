@@ -115,6 +115,12 @@ class Metrics:
             ["peer"],
             registry=r,
         )
+        self.venue_peer_clock_ahead = Gauge(
+            "opus_venue_peer_clock_ahead_seconds",
+            "How far ahead of this box's clock the peer stamps its events (0: within 2 s).",
+            ["peer"],
+            registry=r,
+        )
         self.venue_unpublished = Gauge(
             "opus_venue_unpublished_events",
             "Events of this box not yet in its own NATS stream.",

@@ -162,6 +162,28 @@ class Notifier:
             await self._push_online(event.event_id, room_id)
         return created
 
+    async def catch_up(self, rooms: set[str], polls: set[str]) -> int:
+        """In a venue, a voter (or a vote) may arrive from another box after the event that
+        notifies them was fanned out here: fan the room's recent events out again (existing
+        notifications are skipped). Every box then holds the same inbox."""
+        created = 0
+        for event in await self._recent():
+            if isinstance(event, events.PollCreated | events.PollOpened):
+                again = event.data.room_id in rooms
+            else:
+                again = isinstance(event, events.PollClosed) and event.data.poll_id in polls
+            if again:
+                created += await self.fan_out(event)
+        return created
+
+    async def _recent(self) -> list[events.Event]:
+        rows = await self._db.fetchall(
+            "SELECT envelope FROM outbox WHERE event_type IN (?, ?, ?) AND sent_at IS NOT NULL"
+            " ORDER BY seq",
+            NOTIFIED_EVENTS,
+        )
+        return [events.decode(r["envelope"]) for r in rows]
+
     async def _push_online(self, event_id: str, room_id: str) -> None:
         online = self._online(room_id)
         for start in range(0, len(online), _BATCH):

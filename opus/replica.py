@@ -36,6 +36,7 @@ class Applied:
     polls: set[str] = field(default_factory=set)  # polls whose view must be read again
     votes: list[apply.Vote] = field(default_factory=list)
     counted: int = 0
+    joined_rooms: set[str] = field(default_factory=set)  # rooms with voters new here
 
 
 class Replica:
@@ -46,12 +47,14 @@ class Replica:
         ledger: Ledger,
         box: str,
         on_commit: Callable[[], None],
+        on_learned: Callable[[Applied], None] | None = None,
     ) -> None:
         self._db = db
         self._catalog = catalog
         self._ledger = ledger
         self.box = box
         self._on_commit = on_commit
+        self._on_learned = on_learned  # the notifications of voters and votes learned late
 
     def cursor(self, peer: str) -> int:
         """The last sequence of `peer`'s stream applied here (0: none)."""
@@ -104,6 +107,8 @@ class Replica:
                 events.observe(event.hlc)
         self._refresh(done)
         self._on_commit()
+        if self._on_learned is not None and (done.joined_rooms or done.votes):
+            self._on_learned(done)
         return done
 
     def _votes(self, conn: sqlite3.Connection, votes: list[apply.Vote], done: Applied) -> None:
@@ -155,6 +160,7 @@ class Replica:
                     "INSERT OR IGNORE INTO voters (id, room_id, created_at) VALUES (?, ?, ?)",
                     (voter.voter_id, voter.room_id, voter.created_at),
                 )
+                done.joined_rooms.add(voter.room_id)
         elif isinstance(event, events.NotificationsRead):
             notifications.mark(conn, event.data)
 

@@ -61,6 +61,7 @@ class PeerState:
     applied: int = 0  # the last sequence of its stream applied here
     last_contact: float | None = None  # time.time() of the last answer
     replication_s: float = 0.0  # how old its newest applied event was when applied
+    clock_ahead_s: float = 0.0  # how far ahead of this box's clock its last event was stamped
 
 
 @dataclass(slots=True)
@@ -100,6 +101,7 @@ class Replication:
                 (metrics.venue_peer_behind, "behind"),
                 (metrics.venue_peer_last_contact, "last_contact"),
                 (metrics.venue_peer_replication, "replication_s"),
+                (metrics.venue_peer_clock_ahead, "clock_ahead_s"),
             )
             for gauge, field_name in series:
                 gauge.labels(name).set_function(partial(_read, state, field_name))
@@ -265,6 +267,7 @@ class Replication:
                     if applied.events:
                         newest = max(events.stamp_ms(e.hlc) for _, e in batch if e.hlc)
                         state.replication_s = max(0.0, time.time() - newest / 1000)
+                        self._clocks(batch)
                     self._contact(state)
             except asyncio.CancelledError:
                 raise
@@ -282,6 +285,27 @@ class Replication:
                 if nc is not None:
                     with contextlib.suppress(Exception):
                         await nc.close()
+
+    def _clocks(self, batch: list[tuple[int, events.Event]]) -> None:
+        """Flag a box whose events are stamped ahead of this box's clock (its clock is wrong,
+        or this one is): every box still orders them the same way."""
+        now_ms = time.time() * 1000
+        newest: dict[str, int] = {}
+        for _, event in batch:
+            if event.hlc and event.source in self.status.peers:
+                newest[event.source] = max(newest.get(event.source, 0), events.stamp_ms(event.hlc))
+        for source, stamp in newest.items():
+            state = self.status.peers[source]
+            ahead = (stamp - now_ms) / 1000
+            flagged = ahead * 1000 > events.OBSERVE_AHEAD_MS
+            if flagged and not state.clock_ahead_s:
+                log.warning(
+                    "venue: box %s stamps its events %.0f s ahead of this box's clock: set"
+                    " the clocks right (its changes win over the others' until then)",
+                    source,
+                    ahead,
+                )
+            state.clock_ahead_s = round(ahead, 1) if flagged else 0.0
 
     @staticmethod
     def _contact(state: PeerState) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import os
 import signal
 import socket
@@ -425,3 +426,55 @@ async def test_an_attendee_reads_the_same_inbox_at_every_box(apis: dict[str, Api
         return seen if seen and all(r for _, _, r in seen[0]) else None
 
     await until(all_read_everywhere, what="all read at a, all read everywhere")
+
+
+def _libfaketime() -> str:
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not found:
+        pytest.skip("libfaketime is not installed (Debian package faketime; .ci/run installs it)")
+    return found[0]
+
+
+@pytest.fixture
+def skewed_venue(tmp_path: Path) -> Iterator[dict[str, Box]]:
+    """The venue, with box c's wall clock ten minutes ahead (libfaketime)."""
+    faketime = _libfaketime()
+    path, ports = init_venue(tmp_path)
+    boxes = {n: Box(tmp_path / n, path, n, http) for n, (http, _) in ports.items()}
+    boxes["c"].env.update(LD_PRELOAD=faketime, FAKETIME="+600", FAKETIME_DONT_FAKE_MONOTONIC="1")
+    try:
+        for box in boxes.values():
+            box.spawn()
+        for box in boxes.values():
+            box.wait_ready()
+        yield boxes
+    finally:
+        for box in boxes.values():
+            if box.proc is not None and box.proc.poll() is None:
+                os.killpg(box.proc.pid, signal.SIGKILL)
+                box.proc.wait(10)
+
+
+async def test_a_box_whose_clock_is_ten_minutes_ahead_is_flagged_and_still_agrees(
+    skewed_venue: dict[str, Box],
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        apis = {n: Api(session, base=box.base) for n, box in skewed_venue.items()}
+        room, poll = await _open_poll(apis, at="c", allow_change=True)
+        red, green, blue = (o["id"] for o in poll["options"])
+        voters = [await apis["a"].join(room["code"]) for _ in range(6)]
+        for voter in voters:
+            # Each voter votes at a, then changes the vote at c, then at b: the latest by the
+            # clock stamps is c's (ten minutes ahead), at every box.
+            for at, option in (("a", red), ("c", green), ("b", blue)):
+                status, body = await apis[at].vote(voter, poll["id"], [option])
+                assert status == 202, body
+        counts = await _converged(apis, poll["id"], total=6)
+        assert counts == [0, 6, 0], counts
+
+        async def flagged() -> bool:
+            _, seen = await apis["a"].call("GET", "/api/v1/venue", headers=apis["a"].admin)
+            ahead = {p["box"]: p["clock_ahead_s"] for p in seen["peers"]}
+            return ahead["c"] > 500 and ahead["b"] == 0
+
+        await until(flagged, what="a flags c's clock, not b's")

@@ -408,7 +408,12 @@ async def venue(request: web.Request) -> web.Response:
         {
             "box": status.box,
             "peers": [
-                {"box": p.box, "reachable": p.reachable, "behind": p.behind}
+                {
+                    "box": p.box,
+                    "reachable": p.reachable,
+                    "behind": p.behind,
+                    "clock_ahead_s": p.clock_ahead_s,
+                }
                 for p in status.peers.values()
             ],
         }

@@ -1223,8 +1223,8 @@ def paths() -> JSON:
                         {
                             "box": "a",
                             "peers": [
-                                {"box": "b", "reachable": True, "behind": 0},
-                                {"box": "c", "reachable": False, "behind": 0},
+                                {"box": "b", "reachable": True, "behind": 0, "clock_ahead_s": 0},
+                                {"box": "c", "reachable": False, "behind": 0, "clock_ahead_s": 0},
                             ],
                         },
                     ),
