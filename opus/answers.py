@@ -23,6 +23,7 @@ RECEIPT_STATUSES = ("queued", "counted", "rejected")
 RECEIPT_REASONS = (
     "already_voted",
     "invalid_option",
+    "poll_closed",
     "poll_not_found",
     "question_hidden",
     "question_not_found",
@@ -341,7 +342,8 @@ class Receipt(TypedDict):
                 "Only with `rejected`. `replaced`: a later vote by the same voter took its "
                 "place; `superseded`: a later vote was counted first; `question_hidden`: an "
                 "upvote of a pending or hidden question; `time_up`: a quiz answer after the "
-                "time limit.",
+                "time limit; `poll_closed`: taken at a box of a venue after the poll had "
+                "closed at another.",
                 enum=list(RECEIPT_REASONS),
             ),
         ]

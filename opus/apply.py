@@ -80,7 +80,17 @@ class Plan:
 
     def reject(self, vote: Vote, reason: str, now: str) -> None:
         self.processed.append(
-            (vote.claim.event_id, vote.poll_id, vote.voter_id, "rejected", reason, vote.choice, now)
+            (
+                vote.claim.event_id,
+                vote.poll_id,
+                vote.voter_id,
+                "rejected",
+                reason,
+                vote.choice,
+                now,
+                vote.claim.message_id,
+                vote.claim.in_time_ns,
+            )
         )
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
@@ -107,8 +117,8 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
         r["id"]: r
         for r in fetchall(
             conn,
-            "SELECT id, room_id, kind, allow_change, moderated, time_limit_s, opened_at"
-            f" FROM polls WHERE id IN ({placeholders(poll_ids)})",
+            "SELECT id, room_id, kind, allow_change, moderated, time_limit_s, opened_at,"
+            f" closed_hlc FROM polls WHERE id IN ({placeholders(poll_ids)})",
             poll_ids,
         )
     }
@@ -209,7 +219,12 @@ def _plan_one(vote: Vote, poll: sqlite3.Row, read: _Context, result: Plan, now: 
     """Plan one vote: counted (and what it replaces), or rejected with its reason. Returns
     the question it asked or upvoted."""
     event_id, value = vote.claim.event_id, vote.value
+    taken_stamp = vote.claim.message_id
     question_id: str | None = None
+    if poll["closed_hlc"] and vote.claim.message_id > poll["closed_hlc"]:
+        # Taken at a box of the venue that had not heard of the close yet: counts nowhere.
+        result.reject(vote, "poll_closed", now)
+        return value.question_id if isinstance(value, Upvote) else None
     if (poll["kind"] == "qa") != isinstance(value, Question | Upvote):
         result.reject(vote, "invalid_option", now)  # a vote of another kind's shape
         return None
@@ -251,7 +266,7 @@ def _plan_one(vote: Vote, poll: sqlite3.Row, read: _Context, result: Plan, now: 
             # (by their clock stamps, so every box of a venue keeps the same one).
             why = "replaced" if poll["allow_change"] else "already_voted"
             result.processed.append(
-                (old_event, vote.poll_id, vote.voter_id, "rejected", why, "[]", now)
+                (old_event, vote.poll_id, vote.voter_id, "rejected", why, "[]", now, None, None)
             )
         else:
             result.inserts.append((*key, event_id, vote.choice, *taken))
@@ -259,7 +274,17 @@ def _plan_one(vote: Vote, poll: sqlite3.Row, read: _Context, result: Plan, now: 
         read.existing[key] = (event_id, value, vote.claim.in_time_ns, vote.claim.message_id)
         result.add(vote.poll_id, value, +1)
     result.processed.append(
-        (event_id, vote.poll_id, vote.voter_id, "counted", None, vote.choice, now)
+        (
+            event_id,
+            vote.poll_id,
+            vote.voter_id,
+            "counted",
+            None,
+            vote.choice,
+            now,
+            taken_stamp,
+            vote.claim.in_time_ns,
+        )
     )
     result.counted.append(vote)
     return question_id
@@ -352,7 +377,7 @@ def write(conn: sqlite3.Connection, batch: Plan) -> None:
         # A replaced vote was counted once; its receipt now says it was replaced.
         conn.executemany(
             "INSERT INTO processed_events (event_id, poll_id, voter_id, status, reason,"
-            " choice, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " choice, processed_at, hlc, taken_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (event_id) DO UPDATE SET status = excluded.status,"
             " reason = excluded.reason",
             batch.processed,

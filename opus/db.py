@@ -178,6 +178,12 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE rooms ADD COLUMN changed_hlc TEXT NOT NULL DEFAULT '';
     ALTER TABLE polls ADD COLUMN changed_hlc TEXT NOT NULL DEFAULT '';
     ALTER TABLE questions ADD COLUMN changed_hlc TEXT NOT NULL DEFAULT '';
+    -- The clock stamp of a poll's close: a vote stamped after it counts at no box. And each
+    -- vote's own stamp, kept with its receipt (a vote replaced by one stamped after the close
+    -- counts again when the close arrives).
+    ALTER TABLE polls ADD COLUMN closed_hlc TEXT;
+    ALTER TABLE processed_events ADD COLUMN hlc TEXT;
+    ALTER TABLE processed_events ADD COLUMN taken_ns INTEGER;
     -- How far this box has applied each peer's stream (its sequence numbers), and how far it
     -- has published its own outbox to its NATS server.
     CREATE TABLE venue_peers (box TEXT PRIMARY KEY, seq INTEGER NOT NULL);

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from opus import apply, events, notifications, outbox
+from opus import apply, events, kinds, notifications, outbox
 from opus.catalog import Catalog
 from opus.db import Database, fetchall
 from opus.ledger import Entry, Ledger
+from opus.queue import Claim
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,49 @@ class Replica:
         done.votes.extend(votes)
         done.counted += len(plan.counted)
 
+    def _after_close(
+        self, conn: sqlite3.Connection, poll_id: str, closed: str, done: Applied
+    ) -> None:
+        """A close from another box: the votes this box counted that are stamped after it
+        count nowhere. A vote one of them replaced (stamped before the close) counts again."""
+        rows = fetchall(conn, "SELECT closed_hlc FROM polls WHERE id = ?", (poll_id,))
+        if not rows or not closed:
+            return
+        if rows[0][0] and rows[0][0] <= closed:
+            closed = rows[0][0]  # the earliest close of the poll wins
+        conn.execute("UPDATE polls SET closed_hlc = ? WHERE id = ?", (closed, poll_id))
+        late = fetchall(
+            conn,
+            "SELECT event_id, voter_id, choice FROM processed_events WHERE poll_id = ?"
+            " AND status = 'counted' AND hlc > ?",
+            (poll_id, closed),
+        )
+        if not late:
+            return
+        for row in late:
+            _uncount(conn, poll_id, row["event_id"], kinds.from_json(row["choice"]))
+        conn.executemany(
+            "UPDATE processed_events SET status = 'rejected', reason = 'poll_closed'"
+            " WHERE event_id = ?",
+            [(r["event_id"],) for r in late],
+        )
+        again = []
+        for voter_id in sorted({r["voter_id"] for r in late}):
+            earlier = fetchall(
+                conn,
+                "SELECT event_id, choice, hlc, taken_ns FROM processed_events"
+                " WHERE poll_id = ? AND voter_id = ? AND status = 'rejected'"
+                " AND reason = 'replaced' AND hlc IS NOT NULL AND hlc <= ?"
+                " ORDER BY hlc DESC LIMIT 1",
+                (poll_id, voter_id, closed),
+            )
+            for r in earlier:
+                conn.execute("DELETE FROM processed_events WHERE event_id = ?", (r["event_id"],))
+                choice = kinds.from_json(r["choice"])
+                claim = Claim(r["hlc"], 0, r["event_id"], b"", r["taken_ns"] or 0)
+                again.append(apply.Vote(claim, poll_id, voter_id, choice, r["choice"]))
+        self._votes(conn, again, done)
+
     def _refresh(self, done: Applied) -> None:
         """The vote path's views: the polls that changed, and who voted."""
         if done.polls:
@@ -151,6 +195,8 @@ class Replica:
         elif isinstance(event, events.PollOpened | events.PollClosed):
             _status(conn, event)
             done.polls.add(event.data.poll_id)
+            if isinstance(event, events.PollClosed):
+                self._after_close(conn, event.data.poll_id, event.hlc, done)
         elif isinstance(event, events.QuestionUpdated):
             _moderated(conn, event)
         elif isinstance(event, events.VoterJoined):
@@ -163,6 +209,33 @@ class Replica:
                 done.joined_rooms.add(voter.room_id)
         elif isinstance(event, events.NotificationsRead):
             notifications.mark(conn, event.data)
+
+
+def _uncount(conn: sqlite3.Connection, poll_id: str, event_id: str, choice: kinds.Choice) -> None:
+    """Take one counted vote (an answer, a question, an upvote) out of the results."""
+    if isinstance(choice, kinds.Question):
+        if conn.execute("DELETE FROM questions WHERE id = ?", (event_id,)).rowcount:
+            conn.execute("UPDATE polls SET total_votes = total_votes - 1 WHERE id = ?", (poll_id,))
+        return
+    if isinstance(choice, kinds.Upvote):
+        if conn.execute("DELETE FROM upvotes WHERE event_id = ?", (event_id,)).rowcount:
+            conn.execute(
+                "UPDATE questions SET upvotes = upvotes - 1 WHERE id = ?", (choice.question_id,)
+            )
+        return
+    if not conn.execute("DELETE FROM votes WHERE event_id = ?", (event_id,)).rowcount:
+        return
+    conn.execute("UPDATE polls SET total_votes = total_votes - 1 WHERE id = ?", (poll_id,))
+    if isinstance(choice, kinds.Options):
+        conn.executemany(
+            "UPDATE tallies SET votes = votes - 1 WHERE option_id = ?",
+            [(option_id,) for option_id in choice.ids],
+        )
+    elif isinstance(choice, kinds.Answer):
+        conn.executemany(
+            "UPDATE words SET count = count - 1 WHERE poll_id = ? AND word = ?",
+            [(poll_id, word) for word in kinds.words(choice.text)],
+        )
 
 
 def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:

@@ -546,7 +546,12 @@ class Rooms:
                 }
                 if status == "closed":
                     data["results"] = results.poll_results(conn, poll_id)
-                outbox.add(conn, [self._event(kind, data, actor)])
+                event = self._event(kind, data, actor)
+                if status == "closed":
+                    conn.execute(
+                        "UPDATE polls SET closed_hlc = ? WHERE id = ?", (event.hlc, poll_id)
+                    )
+                outbox.add(conn, [event])
         if current != status:
             opened = {"opened_at": events.epoch(now)} if status == "open" else {}
             self.catalog.update(poll_id, status=status, **opened)

@@ -298,3 +298,65 @@ async def test_a_cut_cable_between_a_and_c_converges_through_b(
 
 async def _venue_all_reachable(api: Api) -> bool:
     return all((await _venue(api)).values())
+
+
+async def test_votes_taken_after_a_close_at_another_box_count_nowhere(
+    network: Network, boxes: dict[str, Api]
+) -> None:
+    """Box b is cut off while the host closes the poll at a; b, not knowing, keeps taking
+    votes (202). After the heal those votes count at no box, and a vote one of them had
+    replaced at b counts again there: the same result everywhere."""
+    room = await boxes["a"].room()
+    poll = await boxes["a"].poll(room["id"], ["Left", "Right"], allow_change=True)
+    left, right = (o["id"] for o in poll["options"])
+
+    async def open_everywhere() -> bool:
+        for api in boxes.values():
+            status, body = await api.call("GET", f"/api/v1/polls/{poll['id']}", headers=api.admin)
+            if status != 200 or body["status"] != "open":
+                return False
+        return True
+
+    await until(open_everywhere, what="open everywhere")
+    early = await boxes["b"].join(room["code"])
+    status, first = await boxes["b"].vote(early, poll["id"], [left])
+    assert status == 202
+    await until(lambda: _converged(boxes, poll["id"], [first["event_id"]]), 30, "first vote")
+    network.cut("a", "b")
+    network.cut("b", "c")
+    status, _ = await boxes["a"].call(
+        "POST", f"/api/v1/polls/{poll['id']}/close", headers=boxes["a"].admin
+    )
+    assert status == 200
+    await asyncio.sleep(0.05)  # b's clock moves past the close's stamp
+    late = [await boxes["b"].vote(early, poll["id"], [right])]
+    other = await boxes["b"].join(room["code"])
+    late.append(await boxes["b"].vote(other, poll["id"], [right]))
+    assert [s for s, _ in late] == [202, 202]  # b does not know: it takes them
+    network.heal("a", "b")
+    network.heal("b", "c")
+
+    async def same_results() -> list[Any] | None:
+        seen = [
+            [o["votes"] for o in (await api.results(poll["id"]))["options"]]
+            for api in boxes.values()
+        ]
+        return seen if all(s == [1, 0] for s in seen) else None
+
+    await until(same_results, 60, "the early vote alone counts, at every box")
+
+    async def receipts(voter: dict[str, Any], event_id: str) -> list[Any] | None:
+        seen = []
+        for api in boxes.values():
+            status, body = await api.call(
+                "GET", f"/api/v1/votes/{event_id}", headers=voter["headers"]
+            )
+            if status != 200 or body["status"] == "queued":
+                return None  # not applied at that box yet
+            seen.append((body["status"], body.get("reason")))
+        return seen
+
+    for (_, body), voter in zip(late, (early, other), strict=True):
+        seen = await until(lambda v=voter, e=body["event_id"]: receipts(v, e), 30, "receipts")
+        assert seen == [("rejected", "poll_closed")] * 3
+    assert await receipts(early, first["event_id"]) == [("counted", None)] * 3
