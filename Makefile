@@ -11,7 +11,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 \
 	command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { command -v $$c; break; }; done)
 
-.PHONY: run test venv bench bench-ingest bench-live bench-binary binary deb clean
+.PHONY: run test venv bench bench-ingest bench-live bench-venue bench-binary binary deb clean
 
 $(PY):
 	@if [ -z "$(PYTHON)" ]; then echo "Opus needs Python 3.12 or newer: install python3.12 (apt install python3.12, or pyenv install 3.12) and run make again." >&2; exit 1; fi
@@ -61,6 +61,9 @@ clean:
 
 bench-live: $(TEST_STAMP)
 	$(PY) bench/live.py
+
+bench-venue: $(TEST_STAMP)
+	$(PY) bench/venue.py
 
 # The single binary (PyInstaller, from opus.spec) and the Debian package around it. PyInstaller
 # keeps its work in build/pyinstaller, so a rebuild after a small change is quicker; make skips

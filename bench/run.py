@@ -56,6 +56,7 @@ ORDER = [
     "Thundering herd",
     "Single binary",
     "Backup",
+    "Venue",
 ]
 OWNED = {
     "Summary",
@@ -66,6 +67,7 @@ OWNED = {
     "Thundering herd",
     "Single binary",
     "Backup",
+    "Venue",
 }
 HERD = BENCH / "herd.py"
 START_LOAD = os.getloadavg()
@@ -421,7 +423,7 @@ def main() -> int:
         "--only",
         nargs="+",
         metavar="STEP",
-        help="run only these steps (ingest drain live herd binary backup); "
+        help="run only these steps (ingest drain live herd binary backup venue); "
         "the other sections stay as they were: for trying, not for committing",
     )
     args = parser.parse_args()
@@ -500,6 +502,15 @@ def main() -> int:
         "backup",
         "Backup",
         lambda: ["bench/backup.py", *common, *(["--votes", "5000"] if quick else [])],
+    )
+    steps["venue"] = Step(
+        "venue",
+        "Venue",
+        lambda: [
+            "bench/venue.py",
+            *common,
+            *(["--seconds", "4", "--pending", "3000"] if quick else []),
+        ],
     )
     chosen = [s for name, s in steps.items() if not args.only or name in args.only]
 
