@@ -3,6 +3,7 @@ one reader connection, WAL, and migrations tracked by PRAGMA user_version."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -173,11 +174,12 @@ MIGRATIONS: dict[int, str] = {
     CREATE TABLE revoked_sessions (nonce TEXT PRIMARY KEY, expires INTEGER NOT NULL);
     """,
     6: """
-    -- A venue of several boxes (replica.py). The clock stamp (events.py, `hlc`) of the latest
-    -- change applied to a room, a poll and a question: an older change from another box loses.
-    ALTER TABLE rooms ADD COLUMN changed_hlc TEXT NOT NULL DEFAULT '';
+    -- A venue of several boxes (replica.py). The clock stamps (events.py, `hlc`) of the latest
+    -- change applied to each field of a room and of a question's moderation (a JSON object,
+    -- see `last_writer_wins`), and to a poll: an older change from another box loses.
+    ALTER TABLE rooms ADD COLUMN stamps TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE polls ADD COLUMN changed_hlc TEXT NOT NULL DEFAULT '';
-    ALTER TABLE questions ADD COLUMN changed_hlc TEXT NOT NULL DEFAULT '';
+    ALTER TABLE questions ADD COLUMN stamps TEXT NOT NULL DEFAULT '{}';
     -- The clock stamp of a poll's close: a vote stamped after it counts at no box. And each
     -- vote's own stamp, kept with its receipt (a vote replaced by one stamped after the close
     -- counts again when the close arrives).
@@ -194,6 +196,33 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX outbox_type ON outbox(event_type, seq);
     """,
 }
+
+
+def last_writer_wins(
+    conn: sqlite3.Connection,
+    table: str,
+    row_id: str,
+    fields: dict[str, object],
+    stamp: str,
+    marks: tuple[str, ...] = (),
+) -> set[str] | None:
+    """Set each field whose last change is older than `stamp` (per field: two boxes of a
+    venue changing different fields both win); `marks` are changes with a stamp and no column
+    (a room's poll order). Returns the names that won; None when the row does not exist."""
+    rows = fetchall(conn, f"SELECT stamps FROM {table} WHERE id = ?", (row_id,))
+    if not rows:
+        return None
+    stamps = json.loads(rows[0][0])
+    won = {name for name in (*fields, *marks) if stamp > stamps.get(name, "")}
+    if won:
+        stamps.update(dict.fromkeys(won, stamp))
+        newer = {name: fields[name] for name in won if name in fields}
+        sets = "".join(f"{name} = :{name}, " for name in newer)
+        conn.execute(
+            f"UPDATE {table} SET {sets}stamps = :stamps WHERE id = :id",
+            {**newer, "stamps": json.dumps(stamps, sort_keys=True), "id": row_id},
+        )
+    return won
 
 
 class Database:

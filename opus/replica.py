@@ -22,7 +22,7 @@ import msgspec
 
 from opus import apply, events, kinds, notifications, outbox
 from opus.catalog import Catalog
-from opus.db import Database, fetchall
+from opus.db import Database, fetchall, last_writer_wins
 from opus.ledger import Entry, Ledger
 from opus.queue import Claim
 
@@ -241,8 +241,8 @@ def _uncount(conn: sqlite3.Connection, poll_id: str, event_id: str, choice: kind
 def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
     room = event.data
     conn.execute(
-        "INSERT OR IGNORE INTO rooms (id, code, title, created_at, passcode, show_passcode,"
-        " changed_hlc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO rooms (id, code, title, created_at, passcode, show_passcode)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
         (
             room.id,
             room.code,
@@ -250,7 +250,6 @@ def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
             room.created_at,
             room.passcode,
             int(room.show_passcode),
-            event.hlc,
         ),
     )
     if not fetchall(conn, "SELECT 1 FROM rooms WHERE id = ?", (room.id,)):
@@ -259,21 +258,15 @@ def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
 
 def _room_updated(conn: sqlite3.Connection, event: events.RoomUpdated) -> None:
     change = event.data
-    rows = fetchall(conn, "SELECT changed_hlc FROM rooms WHERE id = ?", (change.room_id,))
-    if not rows or rows[0][0] >= event.hlc:
-        return  # deleted here, or a later change won
     fields: dict[str, object] = {}
     for name in ("title", "passcode", "show_passcode"):
         value = getattr(change, name)
         if value is not msgspec.UNSET:
             fields[name] = int(value) if isinstance(value, bool) else value
-    sets = "".join(f"{name} = :{name}, " for name in fields)
-    conn.execute(
-        f"UPDATE rooms SET {sets}changed_hlc = :hlc WHERE id = :id",
-        {**fields, "hlc": event.hlc, "id": change.room_id},
-    )
-    if change.order is msgspec.UNSET:
-        return
+    marks = ("order",) if change.order is not msgspec.UNSET else ()
+    won = last_writer_wins(conn, "rooms", change.room_id, fields, event.hlc, marks)
+    if not won or "order" not in won or change.order is msgspec.UNSET:
+        return  # deleted here, or no newer order
     conn.executemany(
         "UPDATE polls SET position = ? WHERE id = ? AND room_id = ?",
         [(i, poll_id, change.room_id) for i, poll_id in enumerate(change.order)],
@@ -373,16 +366,9 @@ def _status(conn: sqlite3.Connection, event: events.PollOpened | events.PollClos
 
 def _moderated(conn: sqlite3.Connection, event: events.QuestionUpdated) -> None:
     change = event.data
-    rows = fetchall(conn, "SELECT changed_hlc FROM questions WHERE id = ?", (change.question_id,))
-    if not rows or rows[0][0] >= event.hlc:
-        return
     fields = {
         name: value
         for name in ("status", "pinned", "answered")
         if (value := getattr(change, name)) is not None
     }
-    sets = "".join(f"{name} = :{name}, " for name in fields)
-    conn.execute(
-        f"UPDATE questions SET {sets}changed_hlc = :hlc WHERE id = :id",
-        {**fields, "hlc": event.hlc, "id": change.question_id},
-    )
+    last_writer_wins(conn, "questions", change.question_id, fields, event.hlc)

@@ -20,7 +20,7 @@ from opus.auth import Voter
 from opus.bodies import MAX_PASSCODE, MAX_QUESTION, MAX_TITLE, MIN_PASSCODE
 from opus.catalog import Catalog
 from opus.codes import display_code, new_code, normalize_code
-from opus.db import Database, Row, fetchall, placeholders
+from opus.db import Database, Row, fetchall, last_writer_wins, placeholders
 from opus.errors import Conflict, Forbidden, NotFound, Unprocessable
 from opus.identity import IdentityLimits
 from opus.kinds import KINDS
@@ -199,7 +199,6 @@ class Rooms:
             "show_passcode": bool((access or {}).get("show_passcode", 0)),
         }
         event = self._event(events.ROOM_CREATED, {**room, **shown}, actor)
-        conn.execute("UPDATE rooms SET changed_hlc = ? WHERE id = ?", (event.hlc, room["id"]))
         outbox.add(conn, [event])
         return room
 
@@ -235,12 +234,7 @@ class Rooms:
             data["show_passcode"] = bool(data["show_passcode"])
         event = self._event(events.ROOM_UPDATED, data, actor)
         with self.db.write() as conn:
-            cursor = conn.execute(
-                f"UPDATE rooms SET {', '.join(f'{k} = :{k}' for k in changes)},"
-                " changed_hlc = :hlc WHERE id = :id",
-                {**changes, "id": room_id, "hlc": event.hlc},
-            )
-            if cursor.rowcount == 0:
+            if last_writer_wins(conn, "rooms", room_id, changes, event.hlc) is None:
                 raise NotFound("No room has this id.", code="room_not_found")
             outbox.add(conn, [event])
         self._on_commit()
@@ -511,10 +505,9 @@ class Rooms:
             conn.executemany(
                 "UPDATE polls SET position = ? WHERE id = ?", list(enumerate(poll_ids))
             )
-            outbox.add(
-                conn,
-                [self._event(events.ROOM_UPDATED, {"room_id": room_id, "order": poll_ids}, actor)],
-            )
+            event = self._event(events.ROOM_UPDATED, {"room_id": room_id, "order": poll_ids}, actor)
+            last_writer_wins(conn, "rooms", room_id, {}, event.hlc, marks=("order",))
+            outbox.add(conn, [event])
         self._on_commit()
         return await self.room(room_id, include_drafts=True)
 
@@ -584,25 +577,18 @@ class Rooms:
             )
             if not rows:
                 raise NotFound("No question has this id.", code="question_not_found")
-            assignments = ", ".join(f"{name} = :{name}" for name in changes)
-            conn.execute(
-                f"UPDATE questions SET {assignments} WHERE id = :id", {**changes, "id": question_id}
+            event = self._event(
+                events.QUESTION_UPDATED,
+                {
+                    "question_id": question_id,
+                    "poll_id": rows[0]["poll_id"],
+                    "room_id": rows[0]["room_id"],
+                    **changes,
+                },
+                actor,
             )
-            outbox.add(
-                conn,
-                [
-                    self._event(
-                        events.QUESTION_UPDATED,
-                        {
-                            "question_id": question_id,
-                            "poll_id": rows[0]["poll_id"],
-                            "room_id": rows[0]["room_id"],
-                            **changes,
-                        },
-                        actor,
-                    )
-                ],
-            )
+            last_writer_wins(conn, "questions", question_id, changes, event.hlc)
+            outbox.add(conn, [event])
             (question,) = [
                 q
                 for q in results.questions(conn, rows[0]["poll_id"], for_host=True)

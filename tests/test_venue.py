@@ -488,3 +488,54 @@ async def test_a_box_whose_clock_is_ten_minutes_ahead_is_flagged_and_still_agree
             return ahead["c"] > 500 and ahead["b"] == 0
 
         await until(flagged, what="a flags c's clock, not b's")
+
+
+async def test_conflicting_changes_at_two_boxes_end_the_same_everywhere(
+    apis: dict[str, Api],
+) -> None:
+    """The host renames the room at a while a colleague renames it at b; a question is pinned
+    at a and hidden at b at the same moment: every box ends with the same title, and the same
+    question state (the change with the latest clock stamp wins)."""
+    room, poll = await _open_poll(apis, kind="qa")  # (a Q&A ignores the options)
+    voter = await apis["c"].join(room["code"])
+    status, asked = await apis["c"].call(
+        "POST",
+        f"/api/v1/polls/{poll['id']}/votes",
+        json={"text": "Will the slides be online?"},
+        headers=voter["headers"],
+    )
+    assert status == 202, asked
+    question = asked["event_id"]
+
+    async def question_everywhere() -> bool:
+        for api in apis.values():
+            results = await api.results(poll["id"])
+            if [q["id"] for q in results["questions"]] != [question]:
+                return False
+        return True
+
+    await until(question_everywhere, what="the question at every box")
+    a, b = apis["a"], apis["b"]
+    await asyncio.gather(
+        a.call("PATCH", f"/api/v1/rooms/{room['id']}", json={"title": "Hall A"}, headers=a.admin),
+        b.call("PATCH", f"/api/v1/rooms/{room['id']}", json={"title": "Hall B"}, headers=b.admin),
+        a.call("PATCH", f"/api/v1/questions/{question}", json={"pinned": True}, headers=a.admin),
+        b.call(
+            "PATCH", f"/api/v1/questions/{question}", json={"status": "hidden"}, headers=b.admin
+        ),
+    )
+
+    async def same_everywhere() -> list[Any] | None:
+        seen = []
+        for api in apis.values():
+            _, got = await api.call("GET", f"/api/v1/rooms/{room['id']}", headers=api.admin)
+            _, page = await api.call(
+                "GET", f"/api/v1/polls/{poll['id']}/questions", headers=api.admin
+            )
+            (q,) = page["questions"]
+            seen.append((got["title"], q["status"], q["pinned"]))
+
+        return seen if all(s == seen[0] for s in seen) else None
+
+    seen = await until(same_everywhere, what="the same title and question state everywhere")
+    assert seen[0][0] in ("Hall A", "Hall B")
