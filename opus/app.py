@@ -194,6 +194,7 @@ async def _venue(app: web.Application) -> AsyncIterator[None]:
     own = settings.nats_url or (server.url if server is not None else box.nats_url())
     app[REPLICATION] = replication = Replication(venue, box, app[DB], replica, own, app[METRICS])
     app[ON_COMMIT].append(replication.wake)
+    app[BROADCASTER].venue = replication.summary
     await replication.start()
     yield
     await replication.stop()

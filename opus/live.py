@@ -222,6 +222,10 @@ class Broadcaster:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._votes: dict[str, deque[float]] = {}  # room id -> times of recent votes
+        # In a venue: the other boxes as this box sees them (app.py sets it), and what the
+        # screens were last told of them.
+        self.venue: Callable[[], dict[str, Any]] | None = None
+        self._venue_told: dict[str, Any] | None = None
 
     # -- sockets -------------------------------------------------------------------------
 
@@ -279,9 +283,10 @@ class Broadcaster:
             view = self._catalog.polls.get(poll["id"])
             if is_host or (view is not None and not view.results_hidden):
                 results.append(await self._rooms.results(poll["id"], for_host=is_host))
-        return text_frame(
-            json.dumps({"type": "snapshot", "room": room, "results": results, "seq": seq})
-        )
+        body: dict[str, Any] = {"type": "snapshot", "room": room, "results": results, "seq": seq}
+        if self.venue is not None:
+            body["venue"] = self.venue()
+        return text_frame(json.dumps(body))
 
     # -- events from the hub -------------------------------------------------------------
 
@@ -408,10 +413,26 @@ class Broadcaster:
                         client.send(frames.get(client.is_host, frames[False]), poll_id)
             await asyncio.sleep(interval)
 
+    def _tell_venue(self) -> None:
+        """In a venue: every socket (screens, phones, hosts) learns when a box becomes
+        unreachable or reachable again, and how many of its events wait."""
+        if self.venue is None:
+            return
+        now = self.venue()
+        if now == self._venue_told:
+            return
+        self._venue_told = now
+        frame = text_frame(json.dumps({"type": "venue", **now}))
+        for clients in self.clients.values():
+            for client in clients:
+                client.send(frame)
+
     async def run_activity(self) -> None:
-        """Once a second, each room's counters to the host sockets watching it."""
+        """Once a second, each room's counters to the host sockets watching it (and, in a
+        venue, the other boxes' state to every socket when it changes)."""
         while True:
             await asyncio.sleep(self._settings.activity_interval_s)
+            self._tell_venue()
             now = time.monotonic()
             for room_id, clients in list(self.clients.items()):
                 hosts = [c for c in clients if c.is_host]

@@ -22,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import nats
 import nats.errors
@@ -106,6 +107,16 @@ class Replication:
             for gauge, field_name in series:
                 gauge.labels(name).set_function(partial(_read, state, field_name))
         metrics.venue_unpublished.set_function(lambda: self.status.unpublished)
+
+    def summary(self) -> dict[str, Any]:
+        """What the screens show of the venue: the boxes this one does not reach, and the
+        events of the others known and not yet applied here."""
+        peers = self.status.peers.values()
+        return {
+            "box": self.status.box,
+            "unreachable": sorted(p.box for p in peers if not p.reachable),
+            "behind": {p.box: p.behind for p in peers if p.behind},
+        }
 
     def wake(self) -> None:
         """New events are in the outbox."""

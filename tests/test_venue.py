@@ -81,6 +81,10 @@ class Box(ServerProcess):
             time.sleep(0.05)
         raise RuntimeError(f"box {self.name} did not start: {self.log.read_text()[-3000:]}")
 
+    def signal_group(self, sig: int) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, sig)
+
     def kill_group(self) -> None:
         """kill -9 of the box's whole process group: the server and its NATS server."""
         assert self.proc is not None
@@ -539,3 +543,57 @@ async def test_conflicting_changes_at_two_boxes_end_the_same_everywhere(
 
     seen = await until(same_everywhere, what="the same title and question state everywhere")
     assert seen[0][0] in ("Hall A", "Hall B")
+
+
+async def test_screens_say_which_box_is_out_of_reach(venue: dict[str, Box]) -> None:
+    """Box b freezes (its process group stopped, as behind a pulled cable): the screens at box
+    a are told that b is out of reach, and told again once it is back."""
+    async with aiohttp.ClientSession() as session:
+        apis = {n: Api(session, base=box.base) for n, box in venue.items()}
+        room = await apis["a"].room()
+        await _room_everywhere(apis, room["id"])
+        async with session.ws_connect(f"{venue['a'].base}/ws?room={room['code']}") as ws:
+            snapshot = await ws.receive_json(timeout=10)
+            assert snapshot["type"] == "snapshot"
+            assert snapshot["venue"]["box"] == "a"
+
+            async def venue_message(unreachable: list[str]) -> dict[str, Any]:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    msg = await ws.receive_json(timeout=20)
+                    if msg["type"] == "venue" and msg["unreachable"] == unreachable:
+                        return msg  # type: ignore[no-any-return]
+                raise AssertionError(f"no venue message saying {unreachable} is out of reach")
+
+            venue["b"].signal_group(signal.SIGSTOP)
+            try:
+                await venue_message(["b"])
+            finally:
+                venue["b"].signal_group(signal.SIGCONT)
+            await venue_message([])
+
+
+def test_the_projector_says_when_a_box_is_out_of_reach(venue: dict[str, Box]) -> None:
+    """What the hall sees: the projector page of box a, in Chromium, says that box b is out of
+    reach while b is frozen, and stops saying it once b is back."""
+    from browser import Host, launch
+    from playwright.sync_api import expect, sync_playwright
+
+    host = Host(venue["a"].base)
+    room = host.room("Main hall")
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            page = browser.new_page()
+            page.goto(f"{venue['a'].base}/screen/{room['code']}")
+            expect(page.locator("[data-connection]")).to_have_text("Live")
+            note = page.locator("[data-venue]")
+            expect(note).to_be_hidden()
+            venue["b"].signal_group(signal.SIGSTOP)
+            try:
+                expect(note).to_contain_text("Box b is out of reach", timeout=20_000)
+            finally:
+                venue["b"].signal_group(signal.SIGCONT)
+            expect(note).to_be_hidden(timeout=20_000)
+        finally:
+            browser.close()

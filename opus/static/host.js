@@ -67,6 +67,9 @@
       dot.textContent = s === "live" ? "Live" : s === "offline" ? "Reconnecting…" : "Connecting…";
     },
     message: function (msg) {
+      if (msg.type === "snapshot" || msg.type === "venue") {
+        Opus.renderVenue(document.querySelector("[data-venue]"), msg.type === "venue" ? msg : msg.venue);
+      }
       if (msg.type === "snapshot") {
         // (Re)connected: what changed between the page's render and now came before the
         // socket, so the results are drawn from the snapshot and the Q&A lists fetched again.

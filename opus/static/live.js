@@ -88,3 +88,20 @@ Opus.countdown = function (el, offset) {
   }
   tick();
 };
+
+/* In a venue of several boxes: say which boxes this one cannot reach (their votes count once
+   they are back), and how many of their events are still on the way; say nothing otherwise. */
+Opus.renderVenue = function (el, venue) {
+  if (!el || !venue) return;
+  var parts = [];
+  (venue.unreachable || []).forEach(function (box) {
+    parts.push("Box " + box + " is out of reach: its votes will count when it is back.");
+  });
+  Object.keys(venue.behind || {}).forEach(function (box) {
+    if ((venue.unreachable || []).indexOf(box) < 0) {
+      parts.push(venue.behind[box] + " votes and changes from box " + box + " on the way.");
+    }
+  });
+  el.textContent = parts.join(" ");
+  el.hidden = parts.length === 0;
+};

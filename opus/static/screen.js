@@ -92,6 +92,9 @@
   }
 
   function message(msg) {
+    if (msg.type === "snapshot" || msg.type === "venue") {
+      Opus.renderVenue($("[data-venue]"), msg.type === "venue" ? msg : msg.venue);
+    }
     if (msg.type === "snapshot") {
       state.polls = msg.room.polls;
       state.results = {};
