@@ -87,7 +87,7 @@ $(BINARY): $(BINARY_SOURCES) | $(TEST_STAMP)
 
 deb: $(DEB)
 
-$(DEB): $(BINARY) systemd/opus.service systemd/opus-kiosk.service $(wildcard packaging/deb/*) README.md
+$(DEB): $(BINARY) systemd/opus.service systemd/opus-kiosk.service $(wildcard packaging/deb/*) README.md LICENSE
 	packaging/deb/build $(BINARY) $@
 
 bench-binary: $(TEST_STAMP)

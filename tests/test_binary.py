@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -265,6 +266,78 @@ def test_deb_holds_binary_units_and_config(deb: Path, binary: Path, tmp_path: Pa
         path = unpacked / "DEBIAN" / script
         assert os.access(path, os.X_OK)
         subprocess.run(["sh", "-n", str(path)], check=True)
+    # By the book: a copyright file (Opus's licence, and the NATS server's that the binary
+    # carries), a changelog, a manual page.
+    doc = unpacked / "usr/share/doc/opus"
+    assert "License: Expat" in (doc / "copyright").read_text()
+    assert "Apache License" in (doc / "nats-server.LICENSE").read_text()
+    assert (doc / "changelog.gz").stat().st_size > 0
+    assert (unpacked / "usr/share/man/man1/opus.1.gz").stat().st_size > 0
+    assert "deb-systemd-helper" in postinst and "systemctl try-restart" not in postinst
+
+
+def test_deb_passes_lintian(deb: Path) -> None:
+    """Debian's checker finds no error in the package (.ci/run installs lintian)."""
+    if shutil.which("lintian") is None:
+        pytest.skip("lintian is not installed (Debian package lintian; .ci/run installs it)")
+    checked = subprocess.run(
+        ["lintian", "--fail-on", "error", "--tag-display-limit", "0", str(deb)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "E: " not in checked.stdout, checked.stdout
+
+
+def test_the_binary_runs_a_box_of_a_venue_with_the_nats_server_it_carries(
+    binary: Path, tmp_path: Path
+) -> None:
+    """The single binary alone (no Python, no venv on PATH) serves a box of a venue: the NATS
+    server it starts is the one inside it."""
+    http, nats = _free_port(), _free_port(pair=True)
+    other_http, other_nats = _free_port(), _free_port(pair=True)
+    made = subprocess.run(
+        [str(binary), "venue", "init", "--out", str(tmp_path),
+         f"--box=a=127.0.0.1:{http}:{nats}", f"--box=b=127.0.0.1:{other_http}:{other_nats}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "Admin token at every box" in made.stdout
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OPUS_DATA_DIR": str(tmp_path / "d")}
+    env |= {"OPUS_VENUE": str(tmp_path / "venue.toml"), "OPUS_BOX": "a", "OPUS_HOST": "127.0.0.1"}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(binary), "serve"], env=env, stderr=out)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with socket.create_connection(("127.0.0.1", http), timeout=0.5) as s:
+                    s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                    if b" 200 " in s.recv(100):
+                        break
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", nats), timeout=2) as s:
+            assert s.recv(4).startswith(b"INFO")  # its NATS server answers
+        conf = (tmp_path / "d" / "nats" / "nats.conf").read_text()
+        assert '"sync_interval": "always"' in conf
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0
+
+
+def _free_port(pair: bool = False) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if not pair:
+            return port
+        with contextlib.suppress(OSError), socket.socket() as s:
+            s.bind(("127.0.0.1", port + 1))
+            return port
 
 
 def test_shipped_settings_file_is_one_opus_reads(tmp_path: Path) -> None:
