@@ -63,6 +63,12 @@ class Replica:
             rows = fetchall(conn, "SELECT seq FROM venue_peers WHERE box = ?", (peer,))
         return int(rows[0][0]) if rows else 0
 
+    def reset(self, peer: str) -> None:
+        """Read `peer`'s stream from its start again (its events are applied once all the
+        same)."""
+        with self._db.write() as conn:
+            conn.execute("UPDATE venue_peers SET seq = 0 WHERE box = ?", (peer,))
+
     def apply_batch(self, peer: str, batch: list[tuple[int, events.Event]]) -> Applied:
         """Apply a slice of `peer`'s stream: (sequence, event) in order."""
         done = Applied()

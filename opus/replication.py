@@ -63,6 +63,7 @@ class PeerState:
     last_contact: float | None = None  # time.time() of the last answer
     replication_s: float = 0.0  # how old its newest applied event was when applied
     clock_ahead_s: float = 0.0  # how far ahead of this box's clock its last event was stamped
+    stream_created: str | None = None  # when its stream was made, as last seen
 
 
 @dataclass(slots=True)
@@ -170,6 +171,7 @@ class Replication:
                     await js.add_stream(config)
                 except nats.js.errors.BadRequestError:
                     await js.update_stream(config)
+                await self._after_lost_store(js)
                 while True:
                     while await self._publish_some(js):
                         pass
@@ -187,6 +189,18 @@ class Replication:
                 if nc is not None:
                     with contextlib.suppress(Exception):
                         await nc.close()
+
+    async def _after_lost_store(self, js: nats.js.JetStreamContext) -> None:
+        """An empty stream after events were published: the NATS server's store was lost (a
+        wiped disk, a new box in the old one's place). Everything still in the outbox (the
+        last hour) is published again; the peers apply each event once all the same."""
+        info = await js.stream_info(stream(self._box.name))
+        with self._db.read() as conn:
+            (done,) = fetchall(conn, "SELECT seq FROM venue_published")[0]
+        if info.state.messages == 0 and done > 0:
+            log.warning("venue: this box's stream is empty: publishing its outbox again")
+            with self._db.write() as conn:
+                conn.execute("UPDATE venue_published SET seq = 0")
 
     async def _publish_some(self, js: nats.js.JetStreamContext) -> int:
         with self._db.read() as conn:
@@ -236,6 +250,15 @@ class Replication:
             try:
                 nc = await self._connect(peer.nats_url())
                 js = nc.jetstream(timeout=_PUBLISH_S)
+                info = await js.stream_info(stream(peer.name))
+                created = str(info.created)
+                remade = state.stream_created not in (None, created)
+                if remade or info.state.last_seq < self._replica.cursor(peer.name):
+                    # Its stream was made again (its store lost): read it from the start.
+                    log.warning("venue: %s's stream was made again; reading it again", peer.name)
+                    self._replica.reset(peer.name)
+                    state.applied = 0
+                state.stream_created = created
                 start = self._replica.cursor(peer.name) + 1
                 sub = await js.pull_subscribe(
                     subject(peer.name),

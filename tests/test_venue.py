@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -597,3 +598,28 @@ def test_the_projector_says_when_a_box_is_out_of_reach(venue: dict[str, Box]) ->
             expect(note).to_be_hidden(timeout=20_000)
         finally:
             browser.close()
+
+
+async def test_a_box_whose_nats_store_is_lost_is_read_again(
+    venue: dict[str, Box], apis: dict[str, Api]
+) -> None:
+    """Box a's NATS server dies and its store is wiped before it starts again (a new disk):
+    a publishes what its outbox holds again, the other boxes read its new stream from the
+    start, and votes at a keep reaching them, each counted once."""
+    room, poll = await _open_poll(apis)
+    voters = [await apis["a"].join(room["code"]) for _ in range(10)]
+    for voter in voters[:5]:
+        status, _ = await apis["a"].vote(voter, poll["id"], [poll["options"][0]["id"]])
+        assert status == 202
+    await _converged(apis, poll["id"], total=5)
+    (pid,) = _nats_servers_of(venue["a"])
+    os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(venue["a"].data_dir / "nats" / "jetstream", ignore_errors=True)
+    for voter in voters[5:]:
+        status, _ = await apis["a"].vote(voter, poll["id"], [poll["options"][1]["id"]])
+        assert status == 202
+
+    async def ten_everywhere() -> bool:
+        return await _converged(apis, poll["id"], total=10) == [5, 5, 0]
+
+    await until(ten_everywhere, 30, "the votes after the lost store at every box, once")
