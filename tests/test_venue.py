@@ -224,6 +224,12 @@ async def test_a_vote_at_any_box_counts_at_every_box(
         sys.executable, "-m", "opus", "doctor", env=venue["a"].env, stdout=subprocess.PIPE
     )
     out = (await doctor.communicate())[0].decode()
+    status_command = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "opus", "venue", "status", env=venue["a"].env, stdout=subprocess.PIPE
+    )
+    told = (await status_command.communicate())[0].decode()
+    assert status_command.returncode == 0, told
+    assert told.splitlines()[0] == "Box a" and "  b: reachable, 0 of its events" in told, told
     assert out.count("OK    peer ") == 2, out
     assert "OK    nats sync" in out and "OK    nats       nats-server: v2." in out, out
     assert ADMIN  # the same admin token at every box (set by the test's environment)
