@@ -181,12 +181,16 @@ async def _venue(app: web.Application) -> AsyncIterator[None]:
     later: set[asyncio.Task[int]] = set()
 
     def learned(done: Applied) -> None:
+        """Voters, and votes in closed polls, that arrived after their notifications' events."""
         catalog = app[CATALOG]
-        polls = {v.poll_id for v in done.votes}
-        polls = {p for p in polls if p in catalog.polls and catalog.polls[p].status == "closed"}
-        if not (polls or done.joined_rooms):
+        voted: dict[str, list[str]] = {}
+        for vote in done.votes:
+            view = catalog.polls.get(vote.poll_id)
+            if view is not None and view.status == "closed":
+                voted.setdefault(vote.poll_id, []).append(vote.voter_id)
+        if not (voted or done.joined):
             return
-        task = asyncio.create_task(notifier.catch_up(done.joined_rooms, polls))
+        task = asyncio.create_task(notifier.catch_up(done.joined, voted))
         later.add(task)
         task.add_done_callback(later.discard)
 

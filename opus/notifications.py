@@ -100,8 +100,9 @@ class Notifier:
         self._source = source
         self._on_commit = on_commit
 
-    async def fan_out(self, event: events.Event) -> int:
-        """Write the event's notification for every recipient; returns how many were new."""
+    async def fan_out(self, event: events.Event, only: list[str] | None = None) -> int:
+        """Write the event's notification for every recipient (or for those of `only`, voter
+        ids); returns how many were new."""
         if not isinstance(event, events.PollCreated | events.PollOpened | events.PollClosed):
             return 0
         poll_id, room_id = event.data.poll_id, event.data.room_id
@@ -128,12 +129,15 @@ class Notifier:
             table = "questions" if final["kind"] == "qa" else "votes"
             recipients = f"SELECT rowid, voter_id FROM {table} WHERE poll_id = ? AND rowid > ?"
             scope = (poll_id,)
+        if only is not None:
+            who = "id" if not isinstance(event, events.PollClosed) else "voter_id"
+            recipients += f" AND {who} IN (SELECT value FROM json_each(?))"
+            scope = (*scope, json.dumps(only))
         created = 0
         after = -1
         while True:
-            batch = await self._db.fetchall(
-                f"{recipients} ORDER BY rowid LIMIT {_BATCH}", (*scope, after)
-            )
+            args = (*scope[:-1], after, scope[-1]) if only is not None else (*scope, after)
+            batch = await self._db.fetchall(f"{recipients} ORDER BY rowid LIMIT {_BATCH}", args)
             if not batch:
                 break
             after = batch[-1][0]
@@ -162,18 +166,22 @@ class Notifier:
             await self._push_online(event.event_id, room_id)
         return created
 
-    async def catch_up(self, rooms: set[str], polls: set[str]) -> int:
+    async def catch_up(self, joined: dict[str, list[str]], voted: dict[str, list[str]]) -> int:
         """In a venue, a voter (or a vote) may arrive from another box after the event that
-        notifies them was fanned out here: fan the room's recent events out again (existing
-        notifications are skipped). Every box then holds the same inbox."""
+        notifies them was fanned out here: the recent events of those rooms (or polls) are
+        fanned out again to those voters only (existing notifications are skipped). Every box
+        then holds the same inbox. `joined`: room id -> voters new here; `voted`: closed poll
+        id -> voters whose votes are new here."""
         created = 0
         for event in await self._recent():
             if isinstance(event, events.PollCreated | events.PollOpened):
-                again = event.data.room_id in rooms
+                who = joined.get(event.data.room_id)
+            elif isinstance(event, events.PollClosed):
+                who = voted.get(event.data.poll_id)
             else:
-                again = isinstance(event, events.PollClosed) and event.data.poll_id in polls
-            if again:
-                created += await self.fan_out(event)
+                who = None
+            if who:
+                created += await self.fan_out(event, only=who)
         return created
 
     async def _recent(self) -> list[events.Event]:

@@ -37,7 +37,7 @@ class Applied:
     polls: set[str] = field(default_factory=set)  # polls whose view must be read again
     votes: list[apply.Vote] = field(default_factory=list)
     counted: int = 0
-    joined_rooms: set[str] = field(default_factory=set)  # rooms with voters new here
+    joined: dict[str, list[str]] = field(default_factory=dict)  # room id -> voters new here
 
 
 class Replica:
@@ -114,7 +114,7 @@ class Replica:
                 events.observe(event.hlc)
         self._refresh(done)
         self._on_commit()
-        if self._on_learned is not None and (done.joined_rooms or done.votes):
+        if self._on_learned is not None and (done.joined or done.votes):
             self._on_learned(done)
         return done
 
@@ -212,7 +212,7 @@ class Replica:
                     "INSERT OR IGNORE INTO voters (id, room_id, created_at) VALUES (?, ?, ?)",
                     (voter.voter_id, voter.room_id, voter.created_at),
                 )
-                done.joined_rooms.add(voter.room_id)
+                done.joined.setdefault(voter.room_id, []).append(voter.voter_id)
         elif isinstance(event, events.NotificationsRead):
             notifications.mark(conn, event.data)
 

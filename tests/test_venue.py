@@ -629,3 +629,34 @@ async def test_a_box_whose_nats_store_is_lost_is_read_again(
         return await _converged(apis, poll["id"], total=10) == [5, 5, 0]
 
     await until(ten_everywhere, 30, "the votes after the lost store at every box, once")
+
+
+async def test_a_voter_learned_late_gets_the_notifications_made_before(
+    venue: dict[str, Box], apis: dict[str, Api]
+) -> None:
+    """An attendee joins at box c while c cannot publish (its NATS server frozen); meanwhile
+    the host prepares and opens a poll at a. When c's events arrive, a and b learn the voter
+    after they notified the room: they notify that voter then, with the same ids as c."""
+    room = await apis["a"].room()
+    await _room_everywhere(apis, room["id"])
+    (nats_c,) = _nats_servers_of(venue["c"])
+    os.kill(nats_c, signal.SIGSTOP)
+    try:
+        voter = await apis["c"].join(room["code"])
+        poll = await apis["a"].poll(room["id"], ["Yes", "No"])
+
+        async def opened_at_c() -> bool:
+            return await _poll_status(apis["c"], poll["id"]) == "open"
+
+        await until(opened_at_c, what="c learns the poll (it still pulls a's stream)")
+    finally:
+        os.kill(nats_c, signal.SIGCONT)
+
+    async def same_inbox() -> list[Any] | None:
+        seen = []
+        for api in apis.values():
+            _, inbox = await api.call("GET", "/api/v1/notifications", headers=voter["headers"])
+            seen.append(sorted((n["id"], n["type"]) for n in inbox["notifications"]))
+        return seen if len(seen[0]) == 2 and all(s == seen[0] for s in seen) else None
+
+    await until(same_inbox, 30, "the voter's two notifications at every box")
