@@ -18,9 +18,7 @@ is a secret: it is written readable by its owner only.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
-import ipaddress
 import re
 import secrets
 import tomllib
@@ -189,15 +187,3 @@ def load(path: Path) -> Venue:
         parsed.append(_box(name, host, http, nats, where=where))
     _check_ports(parsed)
     return Venue(path, secret, {b.name: b for b in parsed})
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def fingerprint(venue: Venue) -> str:
-    """A short, harmless name of the venue's secret (to tell two venues apart in logs)."""
-    return hashlib.sha256(venue.derive("fingerprint")).hexdigest()[:12]

@@ -660,3 +660,44 @@ async def test_a_voter_learned_late_gets_the_notifications_made_before(
         return seen if len(seen[0]) == 2 and all(s == seen[0] for s in seen) else None
 
     await until(same_inbox, 30, "the voter's two notifications at every box")
+
+
+def test_venue_mistakes_get_a_clear_sentence(tmp_path: Path) -> None:
+    """A technician's typo is told in one line, never a traceback."""
+    from click.testing import CliRunner
+
+    from opus.cli import main
+
+    runner = CliRunner()
+    cases = [
+        (["venue", "init", "--out", str(tmp_path), "--box", "a=10.0.0.1:8080"], "NAME=HOST"),
+        (["venue", "init", "--out", str(tmp_path), "--box", "a=10.0.0.1:8080:4222"], "two boxes"),
+        (
+            ["venue", "init", "--out", str(tmp_path), "--box", "A!=h:1:2", "--box", "b=h:3:4"],
+            "lower-case",
+        ),
+        (
+            ["venue", "init", "--out", str(tmp_path), "--box=a=h:8080:4222", "--box=b=h:4223:5000"],
+            "both use h:4223",
+        ),
+        (["serve", "--venue", str(tmp_path / "none.toml"), "--box", "a"], "no such venue file"),
+    ]
+    for args, said in cases:
+        result = runner.invoke(main, args)
+        assert result.exit_code != 0, (args, result.output)
+        assert said in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    made = runner.invoke(
+        main,
+        ["venue", "init", "--out", str(tmp_path), "--box=a=h:8080:4222", "--box=b=i:8080:4222"],
+    )
+    assert made.exit_code == 0, made.output
+    again = runner.invoke(
+        main,
+        ["venue", "init", "--out", str(tmp_path), "--box=a=h:8080:4222", "--box=b=i:8080:4222"],
+    )
+    assert again.exit_code != 0 and "new venue secret" in again.output
+    wrong_box = runner.invoke(
+        main, ["serve", "--venue", str(tmp_path / "venue.toml"), "--box", "z"]
+    )
+    assert "has no box 'z'" in wrong_box.output, wrong_box.output
