@@ -181,7 +181,10 @@ async def _venue(app: web.Application) -> AsyncIterator[None]:
     later: set[asyncio.Task[int]] = set()
 
     def learned(done: Applied) -> None:
-        """Voters, and votes in closed polls, that arrived after their notifications' events."""
+        """Voters, and votes in closed polls, that arrived after their notifications' events;
+        and the addresses of voters who joined at other boxes (the limits are the venue's)."""
+        for room_id, address in done.addresses:
+            app[IDENTITIES].record(room_id, address)
         catalog = app[CATALOG]
         voted: dict[str, list[str]] = {}
         for vote in done.votes:

@@ -231,10 +231,11 @@ class QuestionChange(msgspec.Struct, frozen=True, omit_defaults=True):
     answered: int | None = None
 
 
-class VoterData(msgspec.Struct, frozen=True):
+class VoterData(msgspec.Struct, frozen=True, omit_defaults=True):
     voter_id: str
     room_id: str
     created_at: str
+    address: str | None = None  # the client's (identity limits count it at every box)
 
 
 class ReadData(msgspec.Struct, frozen=True, omit_defaults=True):

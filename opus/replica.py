@@ -38,6 +38,7 @@ class Applied:
     votes: list[apply.Vote] = field(default_factory=list)
     counted: int = 0
     joined: dict[str, list[str]] = field(default_factory=dict)  # room id -> voters new here
+    addresses: list[tuple[str, str]] = field(default_factory=list)  # (room, client) of those
 
 
 class Replica:
@@ -208,11 +209,14 @@ class Replica:
         elif isinstance(event, events.VoterJoined):
             voter = event.data
             if fetchall(conn, "SELECT 1 FROM rooms WHERE id = ?", (voter.room_id,)):
-                conn.execute(
-                    "INSERT OR IGNORE INTO voters (id, room_id, created_at) VALUES (?, ?, ?)",
-                    (voter.voter_id, voter.room_id, voter.created_at),
-                )
-                done.joined.setdefault(voter.room_id, []).append(voter.voter_id)
+                new = conn.execute(
+                    "INSERT OR IGNORE INTO voters (id, room_id, created_at, address)"
+                    " VALUES (?, ?, ?, ?)",
+                    (voter.voter_id, voter.room_id, voter.created_at, voter.address),
+                ).rowcount
+                if new:
+                    done.joined.setdefault(voter.room_id, []).append(voter.voter_id)
+                    done.addresses.append((voter.room_id, voter.address or "?"))
         elif isinstance(event, events.NotificationsRead):
             notifications.mark(conn, event.data)
 

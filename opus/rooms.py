@@ -751,6 +751,7 @@ class Rooms:
                             "voter_id": voter.voter_id,
                             "room_id": voter.room_id,
                             "created_at": joined,
+                            "address": address,
                         },
                         voter.voter_id,
                     )

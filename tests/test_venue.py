@@ -109,10 +109,15 @@ def init_venue(folder: Path) -> tuple[Path, dict[str, tuple[int, int]]]:
     return path, ports
 
 
-@pytest.fixture
-def venue(tmp_path: Path) -> Iterator[dict[str, Box]]:
-    path, ports = init_venue(tmp_path)
-    boxes = {n: Box(tmp_path / n, path, n, http) for n, (http, _) in ports.items()}
+@contextlib.contextmanager
+def running_venue(folder: Path, **env: dict[str, str]) -> Iterator[dict[str, Box]]:
+    """Three boxes of a new venue, started; `env` adds variables per box name ("all": every
+    box). Killed, with their NATS servers, at the end."""
+    path, ports = init_venue(folder)
+    boxes = {n: Box(folder / n, path, n, http) for n, (http, _) in ports.items()}
+    for name, box in boxes.items():
+        box.env.update(env.get("all", {}))
+        box.env.update(env.get(name, {}))
     try:
         for box in boxes.values():
             box.spawn()
@@ -124,6 +129,12 @@ def venue(tmp_path: Path) -> Iterator[dict[str, Box]]:
             if box.proc is not None and box.proc.poll() is None:
                 os.killpg(box.proc.pid, signal.SIGKILL)
                 box.proc.wait(10)
+
+
+@pytest.fixture
+def venue(tmp_path: Path) -> Iterator[dict[str, Box]]:
+    with running_venue(tmp_path) as boxes:
+        yield boxes
 
 
 @pytest.fixture
@@ -456,21 +467,9 @@ def _libfaketime() -> str:
 @pytest.fixture
 def skewed_venue(tmp_path: Path) -> Iterator[dict[str, Box]]:
     """The venue, with box c's wall clock ten minutes ahead (libfaketime)."""
-    faketime = _libfaketime()
-    path, ports = init_venue(tmp_path)
-    boxes = {n: Box(tmp_path / n, path, n, http) for n, (http, _) in ports.items()}
-    boxes["c"].env.update(LD_PRELOAD=faketime, FAKETIME="+600", FAKETIME_DONT_FAKE_MONOTONIC="1")
-    try:
-        for box in boxes.values():
-            box.spawn()
-        for box in boxes.values():
-            box.wait_ready()
+    skew = {"LD_PRELOAD": _libfaketime(), "FAKETIME": "+600", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    with running_venue(tmp_path, c=skew) as boxes:
         yield boxes
-    finally:
-        for box in boxes.values():
-            if box.proc is not None and box.proc.poll() is None:
-                os.killpg(box.proc.pid, signal.SIGKILL)
-                box.proc.wait(10)
 
 
 async def test_a_box_whose_clock_is_ten_minutes_ahead_is_flagged_and_still_agrees(
@@ -701,3 +700,37 @@ def test_venue_mistakes_get_a_clear_sentence(tmp_path: Path) -> None:
         main, ["serve", "--venue", str(tmp_path / "venue.toml"), "--box", "z"]
     )
     assert "has no box 'z'" in wrong_box.output, wrong_box.output
+
+
+async def test_identity_limits_count_the_joins_made_at_every_box(tmp_path: Path) -> None:
+    """One phone (one client address) may become two voters in a room: joining twice at box a
+    and once more at box b is refused at b, once b has heard of a's joins."""
+    limits = {
+        "OPUS_IDENTITIES_PER_ADDRESS": "2",
+        "OPUS_TRUSTED_PROXIES": "127.0.0.1",  # the test's requests name their client below
+    }
+    phone = {"X-Forwarded-For": "10.20.30.40"}
+    with running_venue(tmp_path, all=limits) as boxes:
+        async with aiohttp.ClientSession() as session:
+            apis = {n: Api(session, base=box.base) for n, box in boxes.items()}
+            room = await apis["a"].room()
+            await _room_everywhere(apis, room["id"])
+            for _ in range(2):
+                status, body = await apis["a"].call(
+                    "POST", "/api/v1/join", json={"code": room["code"]}, headers=phone
+                )
+                assert status == 201, body
+
+            # A poll made at a after the joins: once b has it, b has the joins (a's stream
+            # keeps a's order).
+            poll = await apis["a"].poll(room["id"], ["Yes", "No"], open=False)
+
+            async def b_has_the_poll() -> bool:
+                return await _poll_status(apis["b"], poll["id"]) == "draft"
+
+            await until(b_has_the_poll, what="b learns the poll made after the joins")
+            status, body = await apis["b"].call(
+                "POST", "/api/v1/join", json={"code": room["code"]}, headers=phone
+            )
+            assert status == 429, body
+            assert body["error"]["code"] == "too_many_identities"
