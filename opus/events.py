@@ -327,12 +327,13 @@ def make(
     actor: str,
     event_id: str | None = None,
     timestamp: str | None = None,
+    hlc: str | None = None,
 ) -> Event:
     """A new event of this type; `data` is its data struct, or a dict of its fields."""
     cls = _BY_TYPE[event_type]
     if isinstance(data, dict):
         data = msgspec.convert(data, _DATA[event_type])
-    stamp = uuid7()
+    stamp = hlc or uuid7()
     return cls(
         event_id=event_id or stamp,
         timestamp=timestamp or now_iso(),

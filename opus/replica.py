@@ -130,45 +130,7 @@ class Replica:
     def _after_close(
         self, conn: sqlite3.Connection, poll_id: str, closed: str, done: Applied
     ) -> None:
-        """A close from another box: the votes this box counted that are stamped after it
-        count nowhere. A vote one of them replaced (stamped before the close) counts again."""
-        rows = fetchall(conn, "SELECT closed_hlc FROM polls WHERE id = ?", (poll_id,))
-        if not rows or not closed:
-            return
-        if rows[0][0] and rows[0][0] <= closed:
-            closed = rows[0][0]  # the earliest close of the poll wins
-        conn.execute("UPDATE polls SET closed_hlc = ? WHERE id = ?", (closed, poll_id))
-        late = fetchall(
-            conn,
-            "SELECT event_id, voter_id, choice FROM processed_events WHERE poll_id = ?"
-            " AND status = 'counted' AND hlc > ?",
-            (poll_id, closed),
-        )
-        if not late:
-            return
-        for row in late:
-            _uncount(conn, poll_id, row["event_id"], kinds.from_json(row["choice"]))
-        conn.executemany(
-            "UPDATE processed_events SET status = 'rejected', reason = 'poll_closed'"
-            " WHERE event_id = ?",
-            [(r["event_id"],) for r in late],
-        )
-        again = []
-        for voter_id in sorted({r["voter_id"] for r in late}):
-            earlier = fetchall(
-                conn,
-                "SELECT event_id, choice, hlc, taken_ns FROM processed_events"
-                " WHERE poll_id = ? AND voter_id = ? AND status = 'rejected'"
-                " AND reason = 'replaced' AND hlc IS NOT NULL AND hlc <= ?"
-                " ORDER BY hlc DESC LIMIT 1",
-                (poll_id, voter_id, closed),
-            )
-            for r in earlier:
-                conn.execute("DELETE FROM processed_events WHERE event_id = ?", (r["event_id"],))
-                choice = kinds.from_json(r["choice"])
-                claim = Claim(r["hlc"], 0, r["event_id"], b"", r["taken_ns"] or 0)
-                again.append(apply.Vote(claim, poll_id, voter_id, choice, r["choice"]))
-        self._votes(conn, again, done)
+        done.votes.extend(close_at(conn, poll_id, closed, self.box))
 
     def _refresh(self, done: Applied) -> None:
         """The vote path's views: the polls that changed, and who voted."""
@@ -219,6 +181,51 @@ class Replica:
                     done.addresses.append((voter.room_id, voter.address or "?"))
         elif isinstance(event, events.NotificationsRead):
             notifications.mark(conn, event.data)
+
+
+def close_at(conn: sqlite3.Connection, poll_id: str, closed: str, box: str) -> list[apply.Vote]:
+    """A poll's close stamped `closed` (this box's, or another's): the votes counted here that
+    are stamped after it count nowhere, and a vote one of them had replaced (stamped before the
+    close) counts again. The earliest close of a poll wins. Returns the votes counted again."""
+    rows = fetchall(conn, "SELECT closed_hlc FROM polls WHERE id = ?", (poll_id,))
+    if not rows or not closed:
+        return []
+    if rows[0][0] and rows[0][0] <= closed:
+        closed = rows[0][0]
+    conn.execute("UPDATE polls SET closed_hlc = ? WHERE id = ?", (closed, poll_id))
+    late = fetchall(
+        conn,
+        "SELECT event_id, voter_id, choice FROM processed_events WHERE poll_id = ?"
+        " AND status = 'counted' AND hlc > ?",
+        (poll_id, closed),
+    )
+    if not late:
+        return []
+    for row in late:
+        _uncount(conn, poll_id, row["event_id"], kinds.from_json(row["choice"]))
+    conn.executemany(
+        "UPDATE processed_events SET status = 'rejected', reason = 'poll_closed'"
+        " WHERE event_id = ?",
+        [(r["event_id"],) for r in late],
+    )
+    again = []
+    for voter_id in sorted({r["voter_id"] for r in late}):
+        earlier = fetchall(
+            conn,
+            "SELECT event_id, choice, hlc, taken_ns FROM processed_events"
+            " WHERE poll_id = ? AND voter_id = ? AND status = 'rejected'"
+            " AND reason = 'replaced' AND hlc IS NOT NULL AND hlc <= ?"
+            " ORDER BY hlc DESC LIMIT 1",
+            (poll_id, voter_id, closed),
+        )
+        for r in earlier:
+            conn.execute("DELETE FROM processed_events WHERE event_id = ?", (r["event_id"],))
+            choice = kinds.from_json(r["choice"])
+            claim = Claim(r["hlc"], 0, r["event_id"], b"", r["taken_ns"] or 0)
+            again.append(apply.Vote(claim, poll_id, voter_id, choice, r["choice"]))
+    if again:
+        apply.write(conn, apply.plan(conn, again, box))
+    return again
 
 
 def _uncount(conn: sqlite3.Connection, poll_id: str, event_id: str, choice: kinds.Choice) -> None:

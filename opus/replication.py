@@ -271,6 +271,7 @@ class Replication:
                     ),
                 )
                 self._contact(state)
+                failures = 0
                 while True:
                     try:
                         messages = await sub.fetch(_BATCH, timeout=_FETCH_WAIT_S)
@@ -313,8 +314,6 @@ class Replication:
                 state.reachable = False
                 failures += 1
                 await asyncio.sleep(min(_RETRY_S, 0.1 * failures))
-            else:
-                failures = 0
             finally:
                 if nc is not None:
                     with contextlib.suppress(Exception):
