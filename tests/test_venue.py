@@ -94,7 +94,16 @@ class Box(ServerProcess):
 
 
 def init_venue(folder: Path) -> tuple[Path, dict[str, tuple[int, int]]]:
-    ports = {name: (_free_pair(), _free_pair()) for name in NAMES}
+    ports: dict[str, tuple[int, int]] = {}
+    taken: set[int] = set()
+    for name in NAMES:  # every box's web port, NATS port and the one after: all different
+        while True:
+            http, nats = _free_pair(), _free_pair()
+            wanted = {http, http + 1, nats, nats + 1}
+            if len(wanted) == 4 and not wanted & taken:
+                break
+        taken |= wanted
+        ports[name] = (http, nats)
     boxes = [f"--box={n}=127.0.0.1:{http}:{nats}" for n, (http, nats) in ports.items()]
     done = subprocess.run(
         [sys.executable, "-m", "opus", "venue", "init", "--out", str(folder), *boxes],
