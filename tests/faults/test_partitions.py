@@ -65,13 +65,16 @@ class Network:
     def __init__(self) -> None:
         self.tag = uuid.uuid4().hex[:6]
         self.ns = {n: f"opus-{self.tag}-{n}" for n in NAMES}
+        # The test's cables get a network of their own (10.X.i.0/24): a network left behind by
+        # an interrupted run cannot take this one's traffic.
+        self.octet = 100 + int(self.tag, 16) % 150
         self.index = {n: i + 1 for i, n in enumerate(NAMES)}
 
     def address(self, name: str) -> str:
         return f"10.77.0.{self.index[name]}"
 
     def http_address(self, name: str) -> str:
-        return f"10.78.{self.index[name]}.2"
+        return f"10.{self.octet}.{self.index[name]}.2"
 
     def _veth(self, x: str, y: str) -> str:
         return f"v{self.tag[:4]}{x}{y}"
@@ -87,9 +90,9 @@ class Network:
             _run("ip", "link", "add", outside, "type", "veth", "peer", "name", inside)
             _run("ip", "link", "set", inside, "netns", ns)
             i = self.index[name]
-            _run("ip", "addr", "add", f"10.78.{i}.1/24", "dev", outside)
+            _run("ip", "addr", "add", f"10.{self.octet}.{i}.1/24", "dev", outside)
             _run("ip", "link", "set", outside, "up")
-            _run("ip", "-n", ns, "addr", "add", f"10.78.{i}.2/24", "dev", inside)
+            _run("ip", "-n", ns, "addr", "add", f"10.{self.octet}.{i}.2/24", "dev", inside)
             _run("ip", "-n", ns, "link", "set", inside, "up")
         for x, y in CABLES:
             vx, vy = self._veth(x, y), self._veth(y, x)
