@@ -296,26 +296,26 @@ def _poll_created(conn: sqlite3.Connection, poll: events.PollData, hlc: str) -> 
     if fetchall(conn, "SELECT 1 FROM polls WHERE id = ?", (poll.id,)):
         return
     conn.execute(
-        "INSERT INTO polls (id, room_id, position, question, kind, status, allow_change,"
-        " hide_results, scale, blocked_words, moderated, time_limit_s, created_at, opened_at,"
-        " changed_hlc) VALUES (?, ?, ?, ?, ?, 'draft', ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-        (
-            poll.id,
-            poll.room_id,
-            poll.position,
-            poll.question,
-            poll.kind,
-            poll.allow_change,
-            poll.hide_results,
-            poll.scale,
-            poll.blocked_words,
-            poll.moderated,
-            poll.time_limit_s,
-            poll.created_at,
-            hlc,
-        ),
+        "INSERT INTO polls (id, room_id, position, created_at, status, opened_at, question,"
+        " kind, allow_change, hide_results, scale, blocked_words, moderated, time_limit_s,"
+        " changed_hlc) VALUES (?, ?, ?, ?, 'draft', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (poll.id, poll.room_id, poll.position, poll.created_at, *_settings(poll), hlc),
     )
     _options(conn, poll)
+
+
+def _settings(poll: events.PollData) -> tuple[object, ...]:
+    """What an edit may change, in the order the statements here name it."""
+    return (
+        poll.question,
+        poll.kind,
+        poll.allow_change,
+        poll.hide_results,
+        poll.scale,
+        poll.blocked_words,
+        poll.moderated,
+        poll.time_limit_s,
+    )
 
 
 def _options(conn: sqlite3.Connection, poll: events.PollData) -> None:
@@ -340,18 +340,7 @@ def _poll_updated(conn: sqlite3.Connection, event: events.PollUpdated) -> None:
         "UPDATE polls SET question = ?, kind = ?, allow_change = ?, hide_results = ?,"
         " scale = ?, blocked_words = ?, moderated = ?, time_limit_s = ?, changed_hlc = ?"
         " WHERE id = ?",
-        (
-            poll.question,
-            poll.kind,
-            poll.allow_change,
-            poll.hide_results,
-            poll.scale,
-            poll.blocked_words,
-            poll.moderated,
-            poll.time_limit_s,
-            event.hlc,
-            poll.id,
-        ),
+        (*_settings(poll), event.hlc, poll.id),
     )
     here = [r[0] for r in fetchall(conn, "SELECT id FROM options WHERE poll_id = ?", (poll.id,))]
     if sorted(here) != sorted(o.id for o in poll.options):  # rebuilt (only a draft's)

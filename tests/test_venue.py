@@ -743,3 +743,45 @@ async def test_identity_limits_count_the_joins_made_at_every_box(tmp_path: Path)
             )
             assert status == 429, body
             assert body["error"]["code"] == "too_many_identities"
+
+
+async def test_a_draft_edited_at_another_box_is_the_same_everywhere(apis: dict[str, Api]) -> None:
+    """A poll prepared at a, reworded and given other options at b, opened at c: every box
+    shows the edited poll, with the same option ids, and counts a vote on it."""
+    room = await apis["a"].room()
+    await _room_everywhere(apis, room["id"])
+    poll = await apis["a"].poll(room["id"], ["One", "Two"], open=False)
+
+    async def known_everywhere() -> bool:
+        return all([await _poll_status(api, poll["id"]) == "draft" for api in apis.values()])
+
+    await until(known_everywhere, what="the draft at every box")
+    status, edited = await apis["b"].call(
+        "PATCH",
+        f"/api/v1/polls/{poll['id']}",
+        json={"question": "Which planet?", "options": ["Mars", "Venus", "Earth"]},
+        headers=apis["b"].admin,
+    )
+    assert status == 200, edited
+
+    async def edited_everywhere() -> bool:
+        for api in apis.values():
+            _, seen = await api.call("GET", f"/api/v1/polls/{poll['id']}", headers=api.admin)
+            if (seen["question"], seen["options"]) != (edited["question"], edited["options"]):
+                return False
+        return True
+
+    await until(edited_everywhere, what="the edit at every box")
+    status, _ = await apis["c"].call(
+        "POST", f"/api/v1/polls/{poll['id']}/open", headers=apis["c"].admin
+    )
+    assert status == 200
+
+    async def open_everywhere() -> bool:
+        return all([await _poll_status(api, poll["id"]) == "open" for api in apis.values()])
+
+    await until(open_everywhere, what="open everywhere")
+    voter = await apis["a"].join(room["code"])
+    status, _ = await apis["a"].vote(voter, poll["id"], [edited["options"][2]["id"]])
+    assert status == 202
+    assert await _converged(apis, poll["id"], total=1) == [0, 0, 1]
