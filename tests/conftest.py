@@ -140,6 +140,19 @@ def api(client: TestClient) -> Api:
     return Api(client)
 
 
+async def until(check: Any, timeout: float = 20.0, what: str = "") -> Any:
+    """Wait until `await check()` gives something true (and give it back); fail after
+    `timeout` seconds with what it gave last."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out: {what} (last: {last!r})")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -180,11 +193,15 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         self.spawn()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait for the spawned server to answer /healthz."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
@@ -193,7 +210,7 @@ class ServerProcess:
             except OSError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("server did not become ready")
+        raise RuntimeError(f"server did not become ready: {self.log.read_text()[-3000:]}")
 
     def kill(self) -> None:
         assert self.proc is not None

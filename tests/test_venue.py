@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import ADMIN, Api, ServerProcess
+from conftest import ADMIN, Api, ServerProcess, until
 
 NAMES = ("a", "b", "c")
 
@@ -64,23 +64,6 @@ class Box(ServerProcess):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait for the spawned server to answer /healthz."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"box {self.name} exited: {self.log.read_text()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
-                    if b" 200 " in s.recv(100):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"box {self.name} did not start: {self.log.read_text()[-3000:]}")
 
     def signal_group(self, sig: int) -> None:
         assert self.proc is not None
@@ -150,17 +133,6 @@ def venue(tmp_path: Path) -> Iterator[dict[str, Box]]:
 async def apis(venue: dict[str, Box]) -> AsyncIterator[dict[str, Api]]:
     async with aiohttp.ClientSession() as session:
         yield {n: Api(session, base=box.base) for n, box in venue.items()}
-
-
-async def until(check: Any, timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out: {what} (last: {last!r})")
 
 
 async def _room_everywhere(apis: dict[str, Api], room_id: str) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import ADMIN, Api
+from conftest import ADMIN, Api, until
 
 NAMES = ("a", "b", "c")
 HTTP_PORT, NATS_PORT = 8080, 4222
@@ -212,17 +212,6 @@ async def _ready(api: Api, server: NsBox) -> None:
                 return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"box {server.name} did not start")
-
-
-async def until(check: Any, timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out: {what} (last: {last!r})")
 
 
 async def _digest(api: Api, poll_id: str) -> list[str]:
