@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,17 +46,20 @@ NAMES = ("a", "b", "c")
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def _free_pair() -> int:
-    while True:
-        port = free_port()
-        try:
-            import socket
-
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
+def _ports() -> dict[str, tuple[int, int]]:
+    """Each box's web port and NATS port (which takes the next one too), all different."""
+    ports: dict[str, tuple[int, int]] = {}
+    taken: set[int] = set()
+    while len(ports) < len(NAMES):
+        http, nats = free_port(), free_port()
+        wanted = {http, http + 1, nats, nats + 1}
+        if len(wanted) < 4 or wanted & taken:
             continue
+        with contextlib.suppress(OSError), socket.socket() as s:
+            s.bind(("127.0.0.1", nats + 1))
+            taken |= wanted
+            ports[NAMES[len(ports)]] = (http, nats)
+    return ports
 
 
 class Box:
@@ -237,7 +242,7 @@ async def cut_off(
 
 
 async def bench(args: argparse.Namespace, work: Path) -> tuple[str, bool]:
-    ports = {n: (_free_pair(), _free_pair()) for n in NAMES}
+    ports = _ports()
     specs = [f"--box={n}=127.0.0.1:{h}:{p}" for n, (h, p) in ports.items()]
     init = await asyncio.create_subprocess_exec(
         str(ROOT / ".venv/bin/opus"), "venue", "init", "--out", str(work), *specs,

@@ -234,17 +234,22 @@ def config_file(given: Path | None, environ: Mapping[str, str] | None = None) ->
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """The settings a TOML file sets (keys are the setting names), checked."""
+def read_toml(path: Path, error: type[ValueError], missing: str) -> dict[str, Any]:
+    """A TOML file's contents; `error` (with `missing` when there is no such file) otherwise."""
     try:
         with path.open("rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such settings file") from None
+        raise error(f"{path}: {missing}") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+        raise error(f"{path}: cannot read it ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        raise error(f"{path}: not valid TOML ({exc})") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings a TOML file sets (keys are the setting names), checked."""
+    data = read_toml(path, ConfigError, "no such settings file")
     fields = {f.name: f for f in settings_fields()}
     values: dict[str, Any] = {}
     for key, value in data.items():

@@ -11,13 +11,14 @@ from collections.abc import Iterable
 
 from opus import events as ev
 from opus.db import Database, is_disk_full
-from opus.events import POLL_VOTE_CAST, Event, now_iso
+from opus.events import NOTIFICATIONS_READ, POLL_VOTE_CAST, VOTER_JOINED, Event, now_iso
 from opus.hub import Hub
 from opus.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
+_ROUTINE = frozenset({POLL_VOTE_CAST, VOTER_JOINED, NOTIFICATIONS_READ})
 _KEEP_SENT_S = 3600
 
 
@@ -81,10 +82,12 @@ class Relay:
             event = ev.decode(row["envelope"])
             published = self._hub.publish(event)
             self._published_seq = row["seq"]
-            # One line per event; votes (thousands a second) only at debug level.
-            if published and (votes_at_debug or event.type != POLL_VOTE_CAST):
+            # One line per event; votes, joins and read marks (thousands a minute in a hall)
+            # only at debug level.
+            routine = event.type in _ROUTINE
+            if published and (votes_at_debug or not routine):
                 log.log(
-                    logging.DEBUG if event.type == POLL_VOTE_CAST else logging.INFO,
+                    logging.DEBUG if routine else logging.INFO,
                     "event %s %s actor=%s data=%s",
                     event.type,
                     event.event_id,

@@ -21,11 +21,11 @@ import base64
 import hmac
 import re
 import secrets
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from opus import files
+from opus.config import read_toml
 
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
@@ -162,15 +162,7 @@ def write(venue: Venue, folder: Path) -> Path:
 
 
 def load(path: Path) -> Venue:
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise VenueError(f"{path}: no such venue file (opus venue init writes one).") from None
-    except OSError as exc:
-        raise VenueError(f"{path}: cannot read it ({exc.strerror}).") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise VenueError(f"{path}: not valid TOML ({exc}).") from None
+    data = read_toml(path, VenueError, "no such venue file (opus venue init writes one).")
     secret, boxes = data.get("secret"), data.get("boxes")
     if not isinstance(secret, str) or len(secret) < 32:
         raise VenueError(f"{path}: 'secret' is missing or too short; copy the file again.")

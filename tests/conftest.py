@@ -162,6 +162,8 @@ def free_port() -> int:
 class ServerProcess:
     """`opus serve` as a real process: started, killed, restarted on the same data dir."""
 
+    new_session = False  # its own process group (a test then kills the group)
+
     def __init__(self, data_dir: Path, **env: str) -> None:
         self.data_dir = data_dir
         self.port = free_port()
@@ -189,6 +191,7 @@ class ServerProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=self.new_session,
             )
 
     def start(self, timeout: float = 30.0) -> None:

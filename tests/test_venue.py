@@ -47,23 +47,14 @@ def _free_pair() -> int:
 class Box(ServerProcess):
     """One box of the venue, in its own process group (so that a test can kill the group)."""
 
+    new_session = True
+
     def __init__(self, folder: Path, venue: Path, name: str, port: int) -> None:
         super().__init__(folder / "data", OPUS_VENUE=str(venue), OPUS_BOX=name)
         self.name = name
         self.port = port
         self.env["OPUS_PORT"] = str(port)
         self.log = folder / "server.log"
-
-    def spawn(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "opus", "serve"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
 
     def signal_group(self, sig: int) -> None:
         assert self.proc is not None
