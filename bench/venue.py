@@ -31,6 +31,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -268,6 +269,8 @@ async def bench(args: argparse.Namespace, work: Path) -> tuple[str, bool]:
     def goal(ok: bool) -> str:
         return "met" if ok else "missed"
 
+    kept, per_event = _log_size(work / "a" / "data" / "opus.db")
+
     ratio = cut["cpu_peer_us"] / cut["cpu_local_us"] if cut["cpu_local_us"] else float("nan")
     table = [
         "| measure | value | goal |",
@@ -289,6 +292,8 @@ async def bench(args: argparse.Namespace, work: Path) -> tuple[str, bool]:
         f"| server CPU per vote: box a (took it) : box b (applied it from a's stream) |"
         f" {cut['cpu_local_us']:.0f} : {cut['cpu_peer_us']:.0f} µs = {ratio:.2f} |"
         f" <= 1 ({goal(ratio <= 1)}) |",
+        f"| the log box a keeps for catching a peer up (its whole outbox) |"
+        f" {kept:,} events, {per_event:.0f} bytes per event on disk |  |",
         f"| exit codes after SIGTERM | {', '.join(str(c) for c in codes)} | 0 |",
     ]
     head = (
@@ -297,6 +302,17 @@ async def bench(args: argparse.Namespace, work: Path) -> tuple[str, bool]:
     )
     ok = not live["failed"] and not cut["not_202"] and cut["agree"] and all(c == 0 for c in codes)
     return head + "\n".join(table) + "\n", ok
+
+
+def _log_size(db: Path) -> tuple[int, float]:
+    """Events in a box's log (its outbox), and the disk its table and indexes take per event."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (events,) = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        (size,) = conn.execute(
+            "SELECT SUM(pgsize) FROM dbstat WHERE name IN"
+            " (SELECT name FROM sqlite_master WHERE tbl_name = 'outbox')"
+        ).fetchone()
+    return events, size / events if events else 0.0
 
 
 def main() -> int:

@@ -111,7 +111,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     if newest is not None and newest[0]:
         never_before(newest[0])
     app[CATALOG], app[LEDGER], app[HUB] = catalog, ledger, hub
-    relay = Relay(db, hub, metrics)
+    relay = Relay(db, hub, metrics, keep_log=VENUE in app)
     app[IDENTITIES] = identities = IdentityLimits(settings)
     await identities.load(db)
     wakers = app[ON_COMMIT] = [relay.wake]  # in a venue, the publisher's too

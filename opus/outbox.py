@@ -32,9 +32,28 @@ def add(conn: sqlite3.Connection, events: Iterable[Event]) -> None:
     )
 
 
+def wire(envelope: bytes | str) -> bytes:
+    """An outbox row's event as it travels between boxes (MessagePack; JSON rows, written
+    before the upgrade, re-encoded)."""
+    if isinstance(envelope, str):
+        return ev.encode(ev.decode(envelope))
+    return envelope
+
+
+async def log_page(db: Database, after: int, limit: int) -> list[tuple[int, bytes]]:
+    """This box's log after `after`, in order: every event it committed or learned."""
+    rows = await db.fetchall(
+        "SELECT seq, envelope FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+    )
+    return [(int(r[0]), wire(r[1])) for r in rows]
+
+
 class Relay:
-    def __init__(self, db: Database, hub: Hub, metrics: Metrics) -> None:
+    def __init__(self, db: Database, hub: Hub, metrics: Metrics, *, keep_log: bool = False) -> None:
         self._db = db
+        # In a venue the outbox is the box's log, kept whole: a peer that missed events its
+        # stream no longer has is caught up from it.
+        self._keep_log = keep_log
         self._hub = hub
         self._metrics = metrics
         self._wake = asyncio.Event()
@@ -117,13 +136,15 @@ class Relay:
 
     def prune(self, limit: int = 5000) -> int:
         """Forget up to `limit` events sent more than an hour ago (the database keeps the
-        state itself); returns how many."""
+        state itself); returns how many. A venue's box keeps them all (its log)."""
+        if self._keep_log:
+            return 0
         with self._db.write() as conn:
             cursor = conn.execute(
                 "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox"
                 " WHERE sent_at IS NOT NULL AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ',"
                 " 'now', ?)"
-                # In a venue, an event stays until this box's stream has it too.
+                # A box that served in a venue: an event stays until its stream has it too.
                 " AND seq <= COALESCE((SELECT seq FROM venue_published), 9223372036854775807)"
                 " LIMIT ?)",
                 (f"-{_KEEP_SENT_S} seconds", limit),

@@ -70,6 +70,16 @@ class Replica:
         with self._db.write() as conn:
             conn.execute("UPDATE venue_peers SET seq = 0 WHERE box = ?", (peer,))
 
+    def advance(self, peer: str, seq: int) -> None:
+        """Go on from `seq` of `peer`'s stream (its events up to there are applied: they came
+        from its log)."""
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO venue_peers (box, seq) VALUES (?, ?)"
+                " ON CONFLICT (box) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                (peer, seq),
+            )
+
     def apply_batch(self, peer: str, batch: list[tuple[int, events.Event]]) -> Applied:
         """Apply a slice of `peer`'s stream: (sequence, event) in order."""
         done = Applied()

@@ -24,13 +24,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import aiohttp
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
-from opus import events
+from opus import events, outbox
 from opus.db import Database, fetchall
 from opus.metrics import Metrics
 from opus.replica import Replica
@@ -44,6 +46,8 @@ _RETRY_S = 1.0
 _BATCH = 500
 _FETCH_WAIT_S = 1.0
 _DUPLICATE_WINDOW_S = 2 * 3600.0
+_LOG_PAGE = 2000  # events per page of a peer's log
+_LOG_TIMEOUT_S = 30.0
 
 
 def stream(box: str) -> str:
@@ -219,7 +223,7 @@ class Replication:
         acks = [
             js.publish(
                 subject(self._box.name),
-                _payload(row["envelope"]),
+                outbox.wire(row["envelope"]),
                 timeout=_PUBLISH_S,
                 headers={"Nats-Msg-Id": row["event_id"]},
             )
@@ -289,13 +293,15 @@ class Replication:
                             # Messages in flight were dropped (a fetch that timed out):
                             # subscribe again from the first one not applied.
                             raise _Gap(f"{peer.name}: expected {state.applied + 1}")
-                        log.error(
-                            "venue: %s's stream starts at %d, after %d applied here: events"
-                            " are missing (its stream was trimmed or made again)",
+                        log.warning(
+                            "venue: %s's stream starts at %d, after %d applied here (it was"
+                            " trimmed): catching up from that box's log",
                             peer.name,
                             first,
                             state.applied,
                         )
+                        await self._catch_up(peer, js, state)
+                        raise _Gap(f"{peer.name}: caught up to {state.applied}")
                     applied = self._replica.apply_batch(peer.name, batch)
                     state.applied = batch[-1][0]
                     state.behind = messages[-1].metadata.num_pending
@@ -318,6 +324,38 @@ class Replication:
                 if nc is not None:
                     with contextlib.suppress(Exception):
                         await nc.close()
+
+    async def _catch_up(self, peer: Box, js: nats.js.JetStreamContext, state: PeerState) -> None:
+        """Apply every event of `peer`'s log (its outbox, kept whole in a venue), read over
+        HTTP, then go on from the end of its stream as it was before the log was read: each
+        event in the stream up to there was in the log by then (a box publishes only what its
+        outbox holds). Events this box has are skipped, as from the stream."""
+        last = (await js.stream_info(stream(peer.name))).state.last_seq
+        url = f"{peer.http_url()}/api/v1/venue/log"
+        headers = {"Authorization": f"Bearer {self._venue.log_token}"}
+        timeout = aiohttp.ClientTimeout(total=_LOG_TIMEOUT_S)
+        after, learned = 0, 0
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                params = {"after": str(after), "limit": str(_LOG_PAGE)}
+                async with session.get(url, params=params, headers=headers) as response:
+                    if response.status != 200:
+                        raise ConnectionError(
+                            f"{url} answered {response.status}: {(await response.text())[:200]}"
+                        )
+                    page = msgspec.msgpack.decode(await response.read(), type=LogPage)
+                if page.events:
+                    # At the cursor already reached: the apply keeps it where it is.
+                    batch = [(state.applied, events.decode(e)) for e in page.events]
+                    learned += self._replica.apply_batch(peer.name, batch).events
+                    state.behind = max(0, last - state.applied)
+                    self._contact(state)
+                if page.next is None:
+                    break
+                after = page.next
+        self._replica.advance(peer.name, last)
+        state.applied = last
+        log.info("venue: caught up from %s's log: %d events new here", peer.name, learned)
 
     def _clocks(self, batch: list[tuple[int, events.Event]]) -> None:
         """Flag a box whose events are stamped ahead of this box's clock (its clock is wrong,
@@ -357,12 +395,13 @@ def _read(state: PeerState, name: str) -> float:
     return float(getattr(state, name) or 0)
 
 
+class LogPage(msgspec.Struct):
+    """A page of a box's log, as GET /api/v1/venue/log sends it (MessagePack): its events'
+    envelopes, and the `after` of the next page (None: the end)."""
+
+    events: list[bytes]
+    next: int | None
+
+
 class _Gap(Exception):
     """A batch did not start where this box stopped."""
-
-
-def _payload(envelope: bytes | str) -> bytes:
-    """An outbox row's event as the streams carry it (MessagePack; JSON rows re-encoded)."""
-    if isinstance(envelope, str):
-        return events.encode(events.decode(envelope))
-    return envelope

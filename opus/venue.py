@@ -47,8 +47,13 @@ class Box:
         return self.nats_port + 1
 
     def nats_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"nats://{host}:{self.nats_port}"
+        return f"nats://{self._host()}:{self.nats_port}"
+
+    def http_url(self) -> str:
+        return f"http://{self._host()}:{self.http_port}"
+
+    def _host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,11 @@ class Venue:
     @property
     def signing_secret(self) -> bytes:
         return self.derive("voter tokens").hex().encode()
+
+    @property
+    def log_token(self) -> str:
+        """What one box shows another to read its log (GET /api/v1/venue/log)."""
+        return base64.urlsafe_b64encode(self.derive("log token")[:24]).decode()
 
     @property
     def nats_password(self) -> str:

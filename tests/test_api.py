@@ -399,3 +399,9 @@ async def test_admin_token_is_kept_in_the_data_dir(tmp_path: object) -> None:
     assert path == data / "admin_token" and path.stat().st_mode & 0o777 == 0o600
     assert load_admin_token(data, None) == (token, path)
     assert load_admin_token(data, ADMIN) == (ADMIN, None)
+
+
+async def test_venue_calls_on_a_box_that_serves_alone_say_so(api: Api) -> None:
+    for path in ("/api/v1/venue", "/api/v1/venue/log"):
+        status, body = await api.call("GET", path, headers=api.admin)
+        assert status == 404 and body["error"]["code"] == "not_a_venue", (path, body)

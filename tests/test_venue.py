@@ -198,6 +198,10 @@ async def test_a_vote_at_any_box_counts_at_every_box(
     assert {p["box"]: p["reachable"] for p in seen["peers"]} == {"b": True, "c": True}
     status, _ = await a.call("GET", "/api/v1/venue")
     assert status == 401
+    # A box's log is for the venue's boxes: not for the admin token, nor anyone else.
+    for headers in ({}, a.admin):
+        status, body = await a.call("GET", "/api/v1/venue/log", headers=headers)
+        assert (status, body["error"]["code"]) == (401, "bad_token")
     status, text = await a.call("GET", "/metrics")
     assert status == 200
     assert 'opus_venue_peer_reachable{peer="b"} 1.0' in text, text[-2000:]
@@ -337,16 +341,20 @@ async def test_a_box_killed_mid_burst_counts_every_acknowledged_vote_everywhere(
     counts = await _converged(apis, poll["id"])
     # The same counted votes at every box, each once, the acknowledged ones among them (a vote
     # whose answer the kill cut off may have been kept too).
-    exports = []
-    for api in apis.values():
-        status, body = await api.call(
-            "GET", f"/api/v1/polls/{poll['id']}/export", headers=api.admin
-        )
-        assert status == 200
-        exports.append(sorted(v["event_id"] for v in body["votes"]))
+    exports = await _counted_ids(apis, poll["id"])
     assert exports[0] == exports[1] == exports[2]
     assert set(acked) <= set(exports[0])
     assert len(exports[0]) == len(set(exports[0])) == sum(counts)
+
+
+async def _counted_ids(apis: dict[str, Api], poll_id: str) -> list[list[str]]:
+    """Each box's counted votes in a poll: their event ids, sorted."""
+    exports = []
+    for api in apis.values():
+        status, body = await api.call("GET", f"/api/v1/polls/{poll_id}/export", headers=api.admin)
+        assert status == 200
+        exports.append(sorted(v["event_id"] for v in body["votes"]))
+    return exports
 
 
 def _nats_servers_of(box: Box) -> list[int]:
@@ -748,3 +756,68 @@ async def test_a_draft_edited_at_another_box_is_the_same_everywhere(apis: dict[s
     status, _ = await apis["a"].vote(voter, poll["id"], [edited["options"][2]["id"]])
     assert status == 202
     assert await _converged(apis, poll["id"], total=1) == [0, 0, 1]
+
+
+async def test_a_box_behind_a_trimmed_stream_catches_up_from_that_boxs_log(
+    tmp_path: Path, venue: dict[str, Box], apis: dict[str, Api]
+) -> None:
+    """Boxes b and c are off while a takes votes, and a's stream is trimmed meanwhile (its
+    older messages purged, as a size or age limit would). c comes back first: the stream no
+    longer has what c missed, and no other box has it either, so c reads it from a's log over
+    HTTP; then b comes back. Every vote a acknowledged counts once at every box."""
+    import nats
+
+    from opus.venue import load
+
+    room, poll = await _open_poll(apis)
+    options = [o["id"] for o in poll["options"]]
+    voters = [await apis["a"].join(room["code"]) for _ in range(30)]
+    acked = []
+    for voter in voters[:5]:
+        status, body = await apis["a"].vote(voter, poll["id"], [options[0]])
+        assert status == 202
+        acked.append(body["event_id"])
+    await _converged(apis, poll["id"], total=5)
+    venue["b"].kill_group()
+    venue["c"].kill_group()
+    for voter in voters[5:25]:
+        status, body = await apis["a"].vote(voter, poll["id"], [options[1]])
+        assert status == 202
+        acked.append(body["event_id"])
+
+    async def published() -> bool:
+        _, status = await apis["a"].call("GET", "/api/v1/venue", headers=apis["a"].admin)
+        return status["box"] == "a" and (await apis["a"].results(poll["id"]))["total_votes"] == 25
+
+    await until(published, what="a counts the 20 votes")
+    config = load(tmp_path / "venue.toml")
+    nc = await nats.connect(
+        config.boxes["a"].nats_url(), user=config.NATS_USER, password=config.nats_password
+    )
+    try:
+        js = nc.jetstream()
+
+        async def all_in_stream() -> bool:
+            info = await js.stream_info("opus-a")
+            return info.state.messages >= 25
+
+        await until(all_in_stream, what="a's votes in its stream")
+        await js.purge_stream("opus-a", keep=1)
+        info = await js.stream_info("opus-a")
+        assert info.state.messages == 1 and info.state.first_seq > 25
+    finally:
+        await nc.close()
+    venue["c"].spawn()
+    venue["c"].wait_ready()
+    for voter in voters[25:]:
+        status, body = await apis["a"].vote(voter, poll["id"], [options[2]])
+        assert status == 202
+        acked.append(body["event_id"])
+    live = {name: apis[name] for name in ("a", "c")}
+    assert await _converged(live, poll["id"], total=30) == [5, 20, 5]
+    assert "caught up from a's log" in venue["c"].log.read_text()
+    venue["b"].spawn()
+    venue["b"].wait_ready()
+    assert await _converged(apis, poll["id"], total=30) == [5, 20, 5]
+    exports = await _counted_ids(apis, poll["id"])
+    assert exports[0] == exports[1] == exports[2] == sorted(acked)

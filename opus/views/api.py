@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+import msgspec
 from aiohttp import web
 
-from opus import bodies, export
+from opus import bodies, export, outbox
 from opus.auth import Voter, pseudonym
 from opus.callers import VOTER_COOKIE, VOTER_COOKIE_S, identify, origin_matches
 from opus.errors import BadRequest, Forbidden, NotFound, TooLarge, TooManyRequests, Unauthorized
 from opus.keys import (
     ADDRESSES,
     CATALOG,
+    DB,
     INGEST,
     LEDGER,
     NOTIFIER,
@@ -23,6 +26,7 @@ from opus.keys import (
     ROOMS,
     SETTINGS,
     SIGNER,
+    VENUE,
 )
 from opus.rooms import MODERATION_PAGE
 
@@ -418,6 +422,29 @@ async def venue(request: web.Request) -> web.Response:
             ],
         }
     )
+
+
+@routes.get("/api/v1/venue/log")
+async def venue_log(request: web.Request) -> web.Response:
+    """A page of this box's log, for another box of the venue catching up (a stream trimmed
+    past what it had); MessagePack, as the streams carry events."""
+    venue = request.app.get(VENUE)
+    if venue is None:
+        raise NotFound(
+            "This box is not part of a venue (opus serve --venue FILE --box NAME).",
+            code="not_a_venue",
+        )
+    sent = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(sent.encode(), f"Bearer {venue.log_token}".encode()):
+        raise Unauthorized("This call is for the venue's boxes.", code="bad_token")
+    after = _count(request, "after", 0, 2**62)
+    limit = max(1, _count(request, "limit", 1000, 5000))
+    rows = await outbox.log_page(request.app[DB], after, limit)
+    page = {
+        "events": [envelope for _, envelope in rows],
+        "next": rows[-1][0] if len(rows) == limit else None,
+    }
+    return web.Response(body=msgspec.msgpack.encode(page), content_type="application/msgpack")
 
 
 @routes.get("/api/v1/notifications")

@@ -385,6 +385,12 @@ def components() -> JSON:
                 "name": VOTER_COOKIE,
                 "description": "The cookie POST /api/v1/join sets; same value as the token.",
             },
+            "venueLogToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "In a venue, the token one box shows another to read its log: "
+                "derived from the venue secret in venue.toml.",
+            },
             "socketToken": {
                 "type": "apiKey",
                 "in": "query",
@@ -1229,6 +1235,62 @@ def paths() -> JSON:
                         },
                     ),
                     **host_errors({"404": error("`not_a_venue`: this box serves alone.")}),
+                },
+            }
+        },
+        "/api/v1/venue/log": {
+            "get": {
+                "operationId": "getVenueLog",
+                "tags": ["host"],
+                "summary": "This box's log, for the other boxes of the venue",
+                "description": "Every event this box committed or learned from the others, in "
+                "order, a page at a time. A box whose copy of another box's stream was trimmed "
+                "past what it had applied catches up from here (docs/venue.md). MessagePack: "
+                "`events` is a list of event envelopes as the streams carry them, `next` the "
+                "`after` of the next page, or null after the last page.",
+                "security": [{"venueLogToken": []}],
+                "parameters": [
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "description": "The position after which to start (0: the beginning).",
+                        "schema": {"type": "integer", "minimum": 0, "default": 0},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "Events in the page at most.",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 5000,
+                            "default": 1000,
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "A page of the log.",
+                        "content": {
+                            "application/msgpack": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["events", "next"],
+                                    "properties": {
+                                        "events": {
+                                            "type": "array",
+                                            "items": {"type": "string", "format": "binary"},
+                                        },
+                                        "next": {"type": ["integer", "null"]},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": error("`invalid_field`: `after` or `limit` is not a whole number."),
+                    "401": error("`bad_token`: not the venue's log token."),
+                    "404": error("`not_a_venue`: this box serves alone."),
+                    "default": OTHER,
                 },
             }
         },
