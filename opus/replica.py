@@ -87,19 +87,28 @@ class Replica:
             return done
         with self._db.write() as conn:
             ids = [e.event_id for _, e in batch]
+            marks = ",".join("?" for _ in ids)
             seen = {
                 r[0]
                 for r in fetchall(
-                    conn,
-                    f"SELECT event_id FROM venue_applied WHERE event_id IN"
-                    f" ({','.join('?' for _ in ids)})",
-                    ids,
+                    conn, f"SELECT event_id FROM venue_applied WHERE event_id IN ({marks})", ids
                 )
             }
+            # This box's own events, relayed back to it: known here (its log keeps them), unless
+            # the box is a new one in the place of one whose disk was lost.
+            mine = [e.event_id for _, e in batch if e.source == self.box]
+            if mine:
+                marks = ",".join("?" for _ in mine)
+                seen.update(
+                    r[0]
+                    for r in fetchall(
+                        conn, f"SELECT event_id FROM outbox WHERE event_id IN ({marks})", mine
+                    )
+                )
             votes: list[apply.Vote] = []
             for _, event in batch:
-                if event.source == self.box or event.event_id in seen:
-                    continue  # this box's own, or relayed to it by another peer already
+                if event.event_id in seen:
+                    continue  # known here: this box's own, or relayed by another peer already
                 seen.add(event.event_id)
                 done.events += 1
                 if isinstance(event, events.VoteCast):
@@ -121,7 +130,7 @@ class Replica:
                 (peer, batch[-1][0]),
             )
         for _, event in batch:
-            if event.hlc and event.source != self.box:
+            if event.hlc:
                 events.observe(event.hlc)
         self._refresh(done)
         self._on_commit()

@@ -821,3 +821,34 @@ async def test_a_box_behind_a_trimmed_stream_catches_up_from_that_boxs_log(
     assert await _converged(apis, poll["id"], total=30) == [5, 20, 5]
     exports = await _counted_ids(apis, poll["id"])
     assert exports[0] == exports[1] == exports[2] == sorted(acked)
+
+
+async def test_a_box_whose_disk_is_lost_learns_everything_back(
+    venue: dict[str, Box], apis: dict[str, Api]
+) -> None:
+    """Box c's disk is lost (a new card, the same venue.toml): it starts empty and learns the
+    venue back from the others, the votes it took itself before included."""
+    room, poll = await _open_poll(apis)
+    options = [o["id"] for o in poll["options"]]
+    taken = []
+    for at in ("a", "c"):
+        for _ in range(5):
+            voter = await apis[at].join(room["code"])
+            status, body = await apis[at].vote(voter, poll["id"], [options[0 if at == "a" else 1]])
+            assert status == 202
+            taken.append((voter, body["event_id"]))
+    await _converged(apis, poll["id"], total=10)
+    venue["c"].kill_group()
+    shutil.rmtree(venue["c"].data_dir)
+    venue["c"].spawn()
+    venue["c"].wait_ready()
+
+    async def open_at_c() -> bool:
+        return await _poll_status(apis["c"], poll["id"]) == "open"
+
+    await until(open_at_c, what="the new c learns the poll")
+    assert await _converged(apis, poll["id"], total=10) == [5, 5, 0]
+    exports = await _counted_ids(apis, poll["id"])
+    assert exports[0] == exports[1] == exports[2] == sorted(e for _, e in taken)
+    for voter, event_id in taken:
+        assert (await apis["c"].settled(voter, event_id))["status"] == "counted"
