@@ -670,6 +670,37 @@ def venue_init(out: Path, boxes: tuple[str, ...]) -> None:
     click.echo(f"Admin token at every box: {made.admin_token}")
 
 
+@venue.command("nats-config")
+@click.option(
+    "--venue",
+    "venue_file",
+    envvar="OPUS_VENUE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The venue file (written by 'opus venue init').",
+)
+@click.option("--box", "box_name", envvar="OPUS_BOX", required=True, help="The box's name.")
+@click.option(
+    "--store",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for the server's JetStream store.",
+)
+def venue_nats_config(venue_file: Path, box_name: str, store: Path) -> None:
+    """Print the configuration of the NATS server that box NAME runs, for a server you run
+    yourself (nats-server -c FILE; then opus serve ... --nats-url nats://127.0.0.1:PORT). It
+    holds the password derived from the venue secret: keep it readable by its owner only."""
+    from opus import natsbox
+    from opus import venue as venues
+
+    try:
+        made = venues.load(venue_file)
+        box = made.box(box_name)
+    except venues.VenueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(natsbox.config(made, box, store.absolute(), "0.0.0.0"))
+
+
 @venue.command("status", cls=_SettingsCommand)
 @_settings_options
 def venue_status(**options: Any) -> None:

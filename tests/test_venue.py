@@ -852,3 +852,55 @@ async def test_a_box_whose_disk_is_lost_learns_everything_back(
     assert exports[0] == exports[1] == exports[2] == sorted(e for _, e in taken)
     for voter, event_id in taken:
         assert (await apis["c"].settled(voter, event_id))["status"] == "counted"
+
+
+@pytest.fixture
+def venue_with_own_nats(tmp_path: Path) -> Iterator[dict[str, Box]]:
+    """Box c publishes to a NATS server run by hand from `opus venue nats-config` (and
+    --nats-url) instead of one it starts."""
+    from opus import natsbox
+
+    path, ports = init_venue(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "opus", "venue", "nats-config", "--venue", str(path), "--box", "c",
+         "--store", str(tmp_path / "own-nats")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = tmp_path / "nats.conf"
+    config.write_text(done.stdout)
+    with (tmp_path / "nats.log").open("wb") as out:
+        server = subprocess.Popen(
+            [str(natsbox.binary()), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT
+        )
+    boxes = {n: Box(tmp_path / n, path, n, http) for n, (http, _) in ports.items()}
+    boxes["c"].env["OPUS_NATS_URL"] = f"nats://127.0.0.1:{ports['c'][1]}"
+    try:
+        for box in boxes.values():
+            box.spawn()
+        for box in boxes.values():
+            box.wait_ready()
+        yield boxes
+    finally:
+        for box in boxes.values():
+            if box.proc is not None and box.proc.poll() is None:
+                box.kill_group()
+        server.kill()
+        server.wait(10)
+
+
+async def test_a_box_can_use_a_nats_server_the_technician_runs(
+    venue_with_own_nats: dict[str, Box],
+) -> None:
+    """Box c's votes count at every box, and theirs at c, through the server it did not
+    start."""
+    boxes = venue_with_own_nats
+    assert _nats_servers_of(boxes["c"]) == []
+    async with aiohttp.ClientSession() as session:
+        apis = {n: Api(session, base=box.base) for n, box in boxes.items()}
+        room, poll = await _open_poll(apis, at="c")
+        for at in ("a", "c"):
+            voter = await apis[at].join(room["code"])
+            status, _ = await apis[at].vote(voter, poll["id"], [poll["options"][0]["id"]])
+            assert status == 202
+        assert await _converged(apis, poll["id"], total=2) == [2, 0, 0]
