@@ -195,6 +195,12 @@ MIGRATIONS: dict[int, str] = {
     -- The few events that notify, found without reading every vote's event.
     CREATE INDEX outbox_type ON outbox(event_type, seq);
     """,
+    7: """
+    -- Presenter-paced rooms: the host shows one poll at a time ('self': every open poll on
+    -- every phone, as before), and which poll is shown now.
+    ALTER TABLE rooms ADD COLUMN pace TEXT NOT NULL DEFAULT 'self';
+    ALTER TABLE rooms ADD COLUMN shown_poll_id TEXT;
+    """,
 }
 
 
