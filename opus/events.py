@@ -217,6 +217,7 @@ class StatusChange(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str
     at: str = ""  # the opened_at or closed_at it wrote
     results: Results | None = None  # a closed poll's final results
+    reopened: bool = False  # a closed poll opened again
 
 
 class VoteData(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -601,6 +601,42 @@ class Rooms:
                 await self._show(rows[0]["room_id"], poll_id, actor)
         return await self.poll(poll_id, for_host=True)
 
+    async def reopen(self, poll_id: str, actor: str = "host") -> answers.Poll:
+        """Open a closed poll again: votes as before it closed, its rules unchanged; a timed
+        quiz gets its whole time again. In a venue, the closes stamped before the reopening
+        are void at every box (see replica.reopen_at)."""
+        now, stamp = events.now_iso(), events.uuid7()
+        with self.db.write() as conn:
+            rows = fetchall(
+                conn,
+                "SELECT p.*, r.pace FROM polls p JOIN rooms r ON r.id = p.room_id WHERE p.id = ?",
+                (poll_id,),
+            )
+            if not rows:
+                raise NotFound("No poll has this id.", code="poll_not_found")
+            if rows[0]["status"] != "closed":
+                raise Conflict(
+                    f"A {rows[0]['status']} poll cannot be reopened; only a closed one.",
+                    code="invalid_transition",
+                )
+            replica.reopen_at(conn, poll_id, stamp, self.node_id, now)
+            data = {
+                "poll_id": poll_id,
+                "room_id": rows[0]["room_id"],
+                "status": "open",
+                "at": now,
+                "reopened": True,
+            }
+            event = events.make(
+                events.POLL_OPENED, data, source=self.node_id, actor=actor, hlc=stamp
+            )
+            outbox.add(conn, [event])
+        self.catalog.update(poll_id, status="open", opened_at=events.epoch(now))
+        self._on_commit()
+        if rows[0]["pace"] == "presenter":
+            await self._show(rows[0]["room_id"], poll_id, actor)
+        return await self.poll(poll_id, for_host=True)
+
     # -- presenter mode ------------------------------------------------------------------
 
     async def show(self, poll_id: str, actor: str = "host") -> answers.Room:

@@ -130,3 +130,26 @@ async def test_duplicating_a_poll_makes_a_draft_right_after_it(api: Api) -> None
     assert copy["total_votes"] == 0
     _, body = await api.call("GET", f"/api/v1/rooms/{room['id']}", headers=api.admin)
     assert [p["id"] for p in body["polls"]] == [first["id"], copy["id"], last["id"]]
+
+
+async def test_a_closed_poll_reopens_with_its_votes_and_takes_more(api: Api) -> None:
+    room = await api.room()
+    poll = await api.poll(room["id"], ["Tea", "Coffee"])
+    first, second = await api.join(room["code"]), await api.join(room["code"])
+    status, body = await api.vote(first, poll["id"], [poll["options"][0]["id"]])
+    assert status == 202
+    await api.settled(first, body["event_id"])
+    status, body = await api.call("POST", f"/api/v1/polls/{poll['id']}/reopen", headers=api.admin)
+    assert (status, body["error"]["code"]) == (409, "invalid_transition")
+    await api.call("POST", f"/api/v1/polls/{poll['id']}/close", headers=api.admin)
+    status, body = await api.vote(second, poll["id"], [poll["options"][1]["id"]])
+    assert (status, body["error"]["code"]) == (409, "poll_not_open")
+    status, body = await api.call("POST", f"/api/v1/polls/{poll['id']}/reopen", headers=api.admin)
+    assert status == 200 and body["status"] == "open" and body["closed_at"] is None
+    status, body = await api.vote(second, poll["id"], [poll["options"][1]["id"]])
+    assert status == 202, body
+    assert (await api.settled(second, body["event_id"]))["status"] == "counted"
+    status, body = await api.vote(first, poll["id"], [poll["options"][1]["id"]])
+    assert (status, body["error"]["code"]) == (409, "already_voted")  # its rules unchanged
+    results = await api.results(poll["id"])
+    assert [o["votes"] for o in results["options"]] == [1, 1]

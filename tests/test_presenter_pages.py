@@ -210,3 +210,26 @@ def test_the_host_duplicates_a_poll_from_the_console(contexts: Any, api: Host) -
         [re.compile(r"Tea or coffee\?"), re.compile(r"Tea or coffee\?")]
     )
     expect(console.locator("article.hpoll .badge").nth(1)).to_have_text("draft")
+
+
+def test_the_host_reopens_a_closed_poll_and_phones_can_vote_again(contexts: Any, api: Host) -> None:
+    console, code, room_id = _console(contexts, "Retro")
+    api.ok(
+        "POST",
+        f"/api/v1/rooms/{room_id}/polls",
+        {"question": "Keep the format?", "kind": "single", "options": ["Keep", "Change"]},
+    )
+    console.reload()
+    console.click("button[data-action=next]")
+    phone = _phone(contexts, code)
+    expect(phone.locator("[data-shown] .question")).to_have_text("Keep the format?")
+    console.click("button[data-action=close-shown]")
+    expect(phone.locator("[data-shown]")).to_have_attribute("data-status", "closed")
+    expect(phone.locator("form.vote")).to_have_count(0)
+    console.click("button[data-action=reopen]")
+    expect(console.locator(".flash")).to_contain_text("open again")
+    expect(phone.locator("[data-shown]")).to_have_attribute("data-status", "open")
+    phone.get_by_label("Change", exact=True).check()
+    phone.click("form.vote button:has-text('Vote')")
+    expect(phone.locator("[data-receipt]").first).to_have_text("Counted.")
+    assert phone.evaluate("window.sameDocument") is True

@@ -283,6 +283,12 @@ async def close_poll(request: web.Request) -> web.Response:
     return web.json_response(poll)
 
 
+@routes.post("/api/v1/polls/{poll_id}/reopen")
+async def reopen_poll(request: web.Request) -> web.Response:
+    require_admin(request)
+    return web.json_response(await request.app[ROOMS].reopen(request.match_info["poll_id"]))
+
+
 @routes.post("/api/v1/polls/{poll_id}/show")
 async def show_poll(request: web.Request) -> web.Response:
     require_admin(request)

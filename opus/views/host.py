@@ -412,7 +412,7 @@ async def edit(request: web.Request) -> web.StreamResponse:
     return redirect(f"/host/rooms/{poll['room_id']}#poll-{poll['id']}", "Poll saved.")
 
 
-@routes.post("/host/polls/{poll_id}/{verb:open|close|delete|up|down|set|show|duplicate}")
+@routes.post("/host/polls/{poll_id}/{verb:open|close|delete|up|down|set|show|duplicate|reopen}")
 @action
 async def poll_action(request: web.Request, form: Form) -> web.StreamResponse:
     rooms = request.app[ROOMS]
@@ -424,6 +424,9 @@ async def poll_action(request: web.Request, form: Form) -> web.StreamResponse:
     if verb in ("open", "close"):
         await rooms.set_status(poll_id, "open" if verb == "open" else "closed")
         message = "Poll open: attendees can vote." if verb == "open" else "Poll closed."
+    elif verb == "reopen":
+        await rooms.reopen(poll_id)
+        message = "Poll open again: attendees can vote."
     elif verb == "show":
         await rooms.show(poll_id)
         back = f"/host/rooms/{room_id}"

@@ -904,6 +904,28 @@ def paths() -> JSON:
                 },
             },
         },
+        "/api/v1/polls/{poll_id}/reopen": {
+            "parameters": [poll_id],
+            "post": {
+                "operationId": "reopenPoll",
+                "tags": ["host"],
+                "summary": "Open a closed poll again",
+                "description": "Its votes stay, its rules are unchanged; a timed quiz gets its "
+                "whole time again. In a presenter-paced room it is shown too. In a venue, a "
+                "vote another box took after the earlier close (before it heard of it) "
+                "counts after all.",
+                "security": ADMIN,
+                "responses": {
+                    "200": poll_200,
+                    **host_errors(
+                        {
+                            "404": POLL_404,
+                            "409": error("`invalid_transition`: the poll is not closed."),
+                        }
+                    ),
+                },
+            },
+        },
         "/api/v1/polls/{poll_id}/show": {
             "parameters": [poll_id],
             "post": {
