@@ -161,6 +161,17 @@ class RoomFields(TypedDict):
     show_passcode: NotRequired[
         Annotated[bool, Meta(description="The projector screen shows the passcode.")]
     ]
+    pace: Annotated[
+        Literal["presenter", "self"],
+        Meta(
+            description="`presenter`: the host shows one poll at a time, and the screen and "
+            "every phone follow it; `self`: every open poll is on every phone."
+        ),
+    ]
+    shown_poll_id: Annotated[
+        str | None,
+        Meta(description="The poll the host shows now (presenter mode); null: none yet."),
+    ]
 
 
 class Room(RoomFields):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from opus import __version__, auth, files, ws
+from opus import __version__, auth, files, quizclock, ws
 from opus.auth import same_token
 from opus.catalog import Catalog
 from opus.config import Settings
@@ -155,6 +155,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(broadcaster.run_results(), name="opus-live-results"),
         asyncio.create_task(broadcaster.run_activity(), name="opus-activity-feed"),
         asyncio.create_task(_watch_loop(metrics), name="opus-loop-lag"),
+        asyncio.create_task(quizclock.close_when_due(app[ROOMS], catalog), name="opus-quiz-clock"),
     ]
     async with workers.running(), ingest.running():
         yield

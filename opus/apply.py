@@ -309,7 +309,7 @@ def _check_keyed(vote: Vote, poll: sqlite3.Row, read: _Context) -> tuple[str | N
     if poll["kind"] != "quiz":
         return None, 0
     opened = events.epoch(poll["opened_at"]) or 0.0
-    elapsed = vote.claim.in_time_ns / 1e9 - opened
+    elapsed = max(0.0, vote.claim.in_time_ns / 1e9 - opened)  # a count-in has no head start
     limit = poll["time_limit_s"]
     if limit and elapsed > limit + kinds.QUIZ_GRACE_S:
         return "time_up", 0

@@ -85,6 +85,15 @@ Passcode = Annotated[
     ),
 ]
 ShowPasscode = Annotated[bool, Meta(description="The projector screen shows the passcode.")]
+Pace = Annotated[
+    str,
+    Meta(
+        description="`presenter`: the host shows one poll at a time, and the screen and "
+        "every phone follow it; `self`: every open poll is on every phone (the default "
+        "through the API). Anything else: 422 `invalid_field`.",
+        extra_json_schema={"enum": ["presenter", "self"]},
+    ),
+]
 
 
 class CreateRoom(Body):
@@ -93,6 +102,7 @@ class CreateRoom(Body):
     title: Title
     passcode: Passcode | UnsetType = UNSET
     show_passcode: ShowPasscode | UnsetType = UNSET
+    pace: Pace | UnsetType = UNSET
 
 
 class RenameRoom(Body):
@@ -101,6 +111,7 @@ class RenameRoom(Body):
     title: Annotated[str, _text(MAX_TITLE, "The room's new title.")] | UnsetType = UNSET
     passcode: Passcode | UnsetType = UNSET
     show_passcode: ShowPasscode | UnsetType = UNSET
+    pace: Pace | UnsetType = UNSET
 
 
 class DuplicateRoom(Body):

@@ -195,6 +195,18 @@ MIGRATIONS: dict[int, str] = {
     -- The few events that notify, found without reading every vote's event.
     CREATE INDEX outbox_type ON outbox(event_type, seq);
     """,
+    7: """
+    -- Presenter-paced rooms: the host shows one poll at a time ('self': every open poll on
+    -- every phone, as before), and which poll is shown now.
+    ALTER TABLE rooms ADD COLUMN pace TEXT NOT NULL DEFAULT 'self';
+    ALTER TABLE rooms ADD COLUMN shown_poll_id TEXT;
+    -- A closed poll can be opened again: the clock stamp of its latest reopening, and of each
+    -- close (a JSON list). A reopening voids the closes stamped before it, and `closed_hlc` is the
+    -- earliest close after the latest reopening, the same at every box whatever the order.
+    ALTER TABLE polls ADD COLUMN reopened_hlc TEXT;
+    ALTER TABLE polls ADD COLUMN closes TEXT NOT NULL DEFAULT '[]';
+    UPDATE polls SET closes = json_array(closed_hlc) WHERE closed_hlc IS NOT NULL;
+    """,
 }
 
 

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 import typing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -103,6 +103,12 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def iso_after(seconds: float) -> str:
+    """`now_iso()`, `seconds` from now."""
+    later = datetime.now(UTC) + timedelta(seconds=seconds)
+    return later.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def epoch(iso: str | None) -> float | None:
     """Seconds since the epoch of a `now_iso()` time (None stays None)."""
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
@@ -148,6 +154,7 @@ class RoomData(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     passcode: str | None = None
     show_passcode: bool = False
+    pace: str = "self"
 
 
 class RoomChange(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -157,6 +164,8 @@ class RoomChange(msgspec.Struct, frozen=True, omit_defaults=True):
     title: str | msgspec.UnsetType = msgspec.UNSET
     passcode: str | msgspec.UnsetType | None = msgspec.UNSET
     show_passcode: bool | msgspec.UnsetType = msgspec.UNSET
+    pace: str | msgspec.UnsetType = msgspec.UNSET
+    shown_poll_id: str | msgspec.UnsetType | None = msgspec.UNSET  # the poll shown now
     order: list[str] | msgspec.UnsetType = msgspec.UNSET  # its polls' new order
 
 
@@ -208,6 +217,7 @@ class StatusChange(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str
     at: str = ""  # the opened_at or closed_at it wrote
     results: Results | None = None  # a closed poll's final results
+    reopened: bool = False  # a closed poll opened again
 
 
 class VoteData(msgspec.Struct, frozen=True, omit_defaults=True):

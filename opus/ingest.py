@@ -135,6 +135,8 @@ class Ingest:
             if inflight is not None:
                 await asyncio.shield(inflight)
             return event_id
+        if poll.kind == "quiz" and poll.opened_at and time.time() < poll.opened_at:
+            raise Conflict("This question starts in a moment.", code="poll_not_open")
         if poll.kind == "quiz" and poll.past_deadline(time.time()):
             raise Conflict("Time is up for this question.", code="time_up")
         key = entry.key

@@ -13,6 +13,7 @@ Every box computes the same state from the same events, in any order:
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -180,6 +181,11 @@ class Replica:
         elif isinstance(event, events.PollDeleted):
             conn.execute("DELETE FROM polls WHERE id = ?", (event.data.poll_id,))
             done.polls.add(event.data.poll_id)
+        elif isinstance(event, events.PollOpened) and event.data.reopened:
+            change = event.data
+            at = change.at or event.timestamp
+            done.votes.extend(reopen_at(conn, change.poll_id, event.hlc, self.box, at))
+            done.polls.add(event.data.poll_id)
         elif isinstance(event, events.PollOpened | events.PollClosed):
             _status(conn, event)
             done.polls.add(event.data.poll_id)
@@ -202,16 +208,35 @@ class Replica:
             notifications.mark(conn, event.data)
 
 
+def _closes(conn: sqlite3.Connection, poll_id: str, close: str = "") -> tuple[str | None, bool]:
+    """Record a close stamp (if given); returns the poll's close in force (the earliest close
+    after its latest reopening, None: open) and whether the poll exists."""
+    rows = fetchall(conn, "SELECT closes, reopened_hlc FROM polls WHERE id = ?", (poll_id,))
+    if not rows:
+        return None, False
+    closes = set(json.loads(rows[0]["closes"]))
+    if close:
+        closes.add(close)
+        conn.execute(
+            "UPDATE polls SET closes = ? WHERE id = ?", (json.dumps(sorted(closes)), poll_id)
+        )
+    reopened = rows[0]["reopened_hlc"] or ""
+    in_force = min((c for c in closes if c > reopened), default=None)
+    conn.execute("UPDATE polls SET closed_hlc = ? WHERE id = ?", (in_force, poll_id))
+    return in_force, True
+
+
 def close_at(conn: sqlite3.Connection, poll_id: str, closed: str, box: str) -> list[apply.Vote]:
     """A poll's close stamped `closed` (this box's, or another's): the votes counted here that
     are stamped after it count nowhere, and a vote one of them had replaced (stamped before the
-    close) counts again. The earliest close of a poll wins. Returns the votes counted again."""
-    rows = fetchall(conn, "SELECT closed_hlc FROM polls WHERE id = ?", (poll_id,))
-    if not rows or not closed:
+    close) counts again. The earliest close after the latest reopening wins; a close stamped
+    before a reopening changes nothing. Returns the votes counted again."""
+    if not closed:
         return []
-    if rows[0][0] and rows[0][0] <= closed:
-        closed = rows[0][0]
-    conn.execute("UPDATE polls SET closed_hlc = ? WHERE id = ?", (closed, poll_id))
+    in_force, _ = _closes(conn, poll_id, closed)
+    if in_force is None:
+        return []
+    closed = in_force
     late = fetchall(
         conn,
         "SELECT event_id, voter_id, choice FROM processed_events WHERE poll_id = ?"
@@ -247,6 +272,41 @@ def close_at(conn: sqlite3.Connection, poll_id: str, closed: str, box: str) -> l
     return again
 
 
+def reopen_at(
+    conn: sqlite3.Connection, poll_id: str, reopened: str, box: str, at: str
+) -> list[apply.Vote]:
+    """A closed poll opened again, stamped `reopened`: the closes stamped before it are void,
+    so the votes refused for being stamped after them count again (in their stamps' order,
+    each under the poll's rules), unless a later close is in force. Returns those votes."""
+    rows = fetchall(conn, "SELECT reopened_hlc FROM polls WHERE id = ?", (poll_id,))
+    if not rows or (rows[0][0] or "") >= reopened:
+        return []  # unknown here, or an older reopening than one already applied
+    conn.execute("UPDATE polls SET reopened_hlc = ? WHERE id = ?", (reopened, poll_id))
+    in_force, _ = _closes(conn, poll_id)
+    if in_force is None:
+        conn.execute(
+            "UPDATE polls SET status = 'open', closed_at = NULL, opened_at = ? WHERE id = ?"
+            " AND status = 'closed'",
+            (at, poll_id),
+        )
+    refused = fetchall(
+        conn,
+        "SELECT event_id, voter_id, choice, hlc, taken_ns FROM processed_events"
+        " WHERE poll_id = ? AND status = 'rejected' AND reason = 'poll_closed'"
+        " AND hlc IS NOT NULL AND (? IS NULL OR hlc < ?) ORDER BY hlc",
+        (poll_id, in_force, in_force),
+    )
+    again = []
+    for r in refused:
+        conn.execute("DELETE FROM processed_events WHERE event_id = ?", (r["event_id"],))
+        claim = Claim(r["hlc"], 0, r["event_id"], b"", r["taken_ns"] or 0)
+        choice = kinds.from_json(r["choice"])
+        again.append(apply.Vote(claim, poll_id, r["voter_id"], choice, r["choice"]))
+    if again:
+        apply.write(conn, apply.plan(conn, again, box))
+    return again
+
+
 def _uncount(conn: sqlite3.Connection, poll_id: str, event_id: str, choice: kinds.Choice) -> None:
     """Take one counted vote (an answer, a question, an upvote) out of the results."""
     if isinstance(choice, kinds.Question):
@@ -277,8 +337,8 @@ def _uncount(conn: sqlite3.Connection, poll_id: str, event_id: str, choice: kind
 def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
     room = event.data
     conn.execute(
-        "INSERT OR IGNORE INTO rooms (id, code, title, created_at, passcode, show_passcode)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO rooms (id, code, title, created_at, passcode, show_passcode,"
+        " pace) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
             room.id,
             room.code,
@@ -286,6 +346,7 @@ def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
             room.created_at,
             room.passcode,
             int(room.show_passcode),
+            room.pace,
         ),
     )
     if not fetchall(conn, "SELECT 1 FROM rooms WHERE id = ?", (room.id,)):
@@ -295,7 +356,7 @@ def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
 def _room_updated(conn: sqlite3.Connection, event: events.RoomUpdated) -> None:
     change = event.data
     fields: dict[str, object] = {}
-    for name in ("title", "passcode", "show_passcode"):
+    for name in ("title", "passcode", "show_passcode", "pace", "shown_poll_id"):
         value = getattr(change, name)
         if value is not msgspec.UNSET:
             fields[name] = int(value) if isinstance(value, bool) else value
@@ -373,9 +434,11 @@ _FORWARD = {"draft": 0, "open": 1, "closed": 2}
 def _status(conn: sqlite3.Connection, event: events.PollOpened | events.PollClosed) -> None:
     """A poll's status only moves forward: every box ends at the furthest one it heard of."""
     change = event.data
-    rows = fetchall(conn, "SELECT status FROM polls WHERE id = ?", (change.poll_id,))
+    rows = fetchall(conn, "SELECT status, reopened_hlc FROM polls WHERE id = ?", (change.poll_id,))
     if not rows or _FORWARD[rows[0][0]] >= _FORWARD[change.status]:
         return
+    if change.status == "closed" and (rows[0]["reopened_hlc"] or "") > event.hlc:
+        return  # a close the poll's reopening made void
     at = change.at or event.timestamp
     if change.status == "open":
         conn.execute(

@@ -26,6 +26,10 @@ from opus.identity import IdentityLimits
 from opus.kinds import KINDS
 
 MODERATION_PAGE = 200  # questions the host's moderation list loads at once
+PACES = ("presenter", "self")
+# A quiz shown in a presenter-paced room starts this long after it is shown: phones and the
+# screen count down to it, so nobody's time runs out before they see the question.
+COUNT_IN_S = 3.0
 
 
 def _trimmed(value: str, name: str, limit: int) -> str:
@@ -50,6 +54,10 @@ def _room_access(body: bodies.CreateRoom | bodies.RenameRoom) -> dict[str, Any]:
         changes["passcode"] = value or None
     if body.show_passcode is not msgspec.UNSET:
         changes["show_passcode"] = int(body.show_passcode)
+    if body.pace is not msgspec.UNSET:
+        if body.pace not in PACES:
+            raise Unprocessable("'pace' is 'presenter' or 'self'.", code="invalid_field")
+        changes["pace"] = body.pace
     return changes
 
 
@@ -190,13 +198,14 @@ class Rooms:
                 break
         room["code"] = code
         conn.execute(
-            "INSERT INTO rooms (id, code, title, created_at, passcode, show_passcode)"
-            " VALUES (:id, :code, :title, :created_at, :passcode, :show_passcode)",
-            {"passcode": None, "show_passcode": 0, **room, **(access or {})},
+            "INSERT INTO rooms (id, code, title, created_at, passcode, show_passcode, pace)"
+            " VALUES (:id, :code, :title, :created_at, :passcode, :show_passcode, :pace)",
+            {"passcode": None, "show_passcode": 0, "pace": "self", **room, **(access or {})},
         )
         shown = {
             "passcode": (access or {}).get("passcode"),
             "show_passcode": bool((access or {}).get("show_passcode", 0)),
+            "pace": (access or {}).get("pace", "self"),
         }
         event = self._event(events.ROOM_CREATED, {**room, **shown}, actor)
         outbox.add(conn, [event])
@@ -252,34 +261,43 @@ class Rooms:
             else f"{source['title']} (copy)"[:MAX_TITLE]
         )
         created: list[tuple[dict[str, Any], list[str]]] = []
+        access = {
+            "passcode": source.get("passcode"),
+            "show_passcode": int(bool(source.get("show_passcode"))),
+            "pace": source["pace"],
+        }
         with self.db.write() as conn:
-            room = self._insert_room(conn, title, actor)
+            room = self._insert_room(conn, title, actor, access)
             for position, poll in enumerate(source["polls"]):
-                spec = kinds.Spec(
-                    labels=[o["label"] for o in poll["options"]],
-                    correct=[i for i, o in enumerate(poll["options"]) if o.get("correct")],
-                    scale=poll["scale"],
-                    blocked_words=poll["blocked_words"],
-                    moderated=poll["moderated"],
-                    time_limit_s=poll["time_limit_s"],
-                )
-                created.append(
-                    self._insert_poll(
-                        conn,
-                        room["id"],
-                        position,
-                        poll["question"],
-                        poll["kind"],
-                        spec,
-                        allow_change=poll["allow_change"],
-                        hide_results=poll["hide_results"],
-                        actor=actor,
-                    )
-                )
+                created.append(self._copy_poll(conn, room["id"], position, poll, actor))
         for row, option_ids in created:
             self.catalog.put(row, option_ids)
         self._on_commit()
         return await self.room(room["id"], include_drafts=True)
+
+    def _copy_poll(
+        self, conn: sqlite3.Connection, room_id: str, position: int, poll: answers.Poll, actor: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        """A draft with the poll's question, options and settings; no votes."""
+        spec = kinds.Spec(
+            labels=[o["label"] for o in poll["options"]],
+            correct=[i for i, o in enumerate(poll["options"]) if o.get("correct")],
+            scale=poll["scale"],
+            blocked_words=poll["blocked_words"],
+            moderated=poll["moderated"],
+            time_limit_s=poll["time_limit_s"],
+        )
+        return self._insert_poll(
+            conn,
+            room_id,
+            position,
+            poll["question"],
+            poll["kind"],
+            spec,
+            allow_change=poll["allow_change"],
+            hide_results=poll["hide_results"],
+            actor=actor,
+        )
 
     async def delete_room(self, room_id: str, actor: str = "host") -> None:
         """The room, its polls, votes and questions; receipts and notifications stay."""
@@ -392,6 +410,26 @@ class Rooms:
         self.catalog.put(poll, option_ids)
         self._on_commit()
         return await self.poll(poll["id"], for_host=True)
+
+    async def duplicate_poll(self, poll_id: str, actor: str = "host") -> answers.Poll:
+        """A draft copy of a poll (its question, options and settings; no votes), placed
+        right after it."""
+        poll = await self.poll(poll_id, for_host=True)
+        room_id = poll["room_id"]
+        with self.db.write() as conn:
+            (position,) = fetchall(
+                conn,
+                "SELECT COALESCE(MAX(position) + 1, 0) FROM polls WHERE room_id = ?",
+                (room_id,),
+            )[0]
+            copy, option_ids = self._copy_poll(conn, room_id, position, poll, actor)
+        self.catalog.put(copy, option_ids)
+        self._on_commit()
+        order = [p["id"] for p in (await self.room(room_id, include_drafts=True))["polls"]]
+        order.remove(copy["id"])
+        order.insert(order.index(poll_id) + 1, copy["id"])
+        await self.reorder_polls(room_id, order, actor)
+        return await self.poll(copy["id"], for_host=True)
 
     async def update_poll(
         self, poll_id: str, body: bodies.UpdatePoll, actor: str = "host"
@@ -518,9 +556,18 @@ class Rooms:
         kind = {"open": events.POLL_OPENED, "closed": events.POLL_CLOSED}[status]
         now = events.now_iso()
         with self.db.write() as conn:
-            rows = fetchall(conn, "SELECT * FROM polls WHERE id = ?", (poll_id,))
+            rows = fetchall(
+                conn,
+                "SELECT p.*, r.pace, r.shown_poll_id FROM polls p JOIN rooms r"
+                " ON r.id = p.room_id WHERE p.id = ?",
+                (poll_id,),
+            )
             if not rows:
                 raise NotFound("No poll has this id.", code="poll_not_found")
+            presenter = rows[0]["pace"] == "presenter"
+            if status == "open" and presenter and rows[0]["kind"] == "quiz":
+                if rows[0]["time_limit_s"]:
+                    now = events.iso_after(COUNT_IN_S)
             current = rows[0]["status"]
             if current != status and current not in allowed_from:
                 raise Conflict(
@@ -549,7 +596,82 @@ class Rooms:
             opened = {"opened_at": events.epoch(now)} if status == "open" else {}
             self.catalog.update(poll_id, status=status, **opened)
             self._on_commit()
+            if status == "closed" and presenter and rows[0]["shown_poll_id"] != poll_id:
+                # Closing a poll shows it: its results are what the room looks at next.
+                await self._show(rows[0]["room_id"], poll_id, actor)
         return await self.poll(poll_id, for_host=True)
+
+    async def reopen(self, poll_id: str, actor: str = "host") -> answers.Poll:
+        """Open a closed poll again: votes as before it closed, its rules unchanged; a timed
+        quiz gets its whole time again. In a venue, the closes stamped before the reopening
+        are void at every box (see replica.reopen_at)."""
+        now, stamp = events.now_iso(), events.uuid7()
+        with self.db.write() as conn:
+            rows = fetchall(
+                conn,
+                "SELECT p.*, r.pace FROM polls p JOIN rooms r ON r.id = p.room_id WHERE p.id = ?",
+                (poll_id,),
+            )
+            if not rows:
+                raise NotFound("No poll has this id.", code="poll_not_found")
+            if rows[0]["status"] != "closed":
+                raise Conflict(
+                    f"A {rows[0]['status']} poll cannot be reopened; only a closed one.",
+                    code="invalid_transition",
+                )
+            replica.reopen_at(conn, poll_id, stamp, self.node_id, now)
+            data = {
+                "poll_id": poll_id,
+                "room_id": rows[0]["room_id"],
+                "status": "open",
+                "at": now,
+                "reopened": True,
+            }
+            event = events.make(
+                events.POLL_OPENED, data, source=self.node_id, actor=actor, hlc=stamp
+            )
+            outbox.add(conn, [event])
+        self.catalog.update(poll_id, status="open", opened_at=events.epoch(now))
+        self._on_commit()
+        if rows[0]["pace"] == "presenter":
+            await self._show(rows[0]["room_id"], poll_id, actor)
+        return await self.poll(poll_id, for_host=True)
+
+    # -- presenter mode ------------------------------------------------------------------
+
+    async def show(self, poll_id: str, actor: str = "host") -> answers.Room:
+        """Show this poll on the screen and on every phone, opening it if it is a draft."""
+        poll = await self.poll(poll_id)
+        if poll["status"] == "draft":
+            await self.set_status(poll_id, "open", actor)
+        await self._show(poll["room_id"], poll_id, actor)
+        return await self.room(poll["room_id"], include_drafts=True)
+
+    async def step(self, room_id: str, by: int, actor: str = "host") -> answers.Room:
+        """Show the next poll (`by` = 1) or the previous one (-1) in the room's order."""
+        room = await self.room(room_id, include_drafts=True)
+        order = [p["id"] for p in room["polls"]]
+        shown = room["shown_poll_id"]
+        at = order.index(shown) if shown in order else (-1 if by > 0 else len(order))
+        to = at + by
+        if not 0 <= to < len(order):
+            where = "after" if by > 0 else "before"
+            raise Conflict(
+                f"There is no poll {where} the one shown.",
+                code="no_next_poll" if by > 0 else "no_previous_poll",
+            )
+        return await self.show(order[to], actor)
+
+    async def _show(self, room_id: str, poll_id: str, actor: str) -> None:
+        event = self._event(
+            events.ROOM_UPDATED, {"room_id": room_id, "shown_poll_id": poll_id}, actor
+        )
+        with self.db.write() as conn:
+            fields: dict[str, object] = {"shown_poll_id": poll_id}
+            if last_writer_wins(conn, "rooms", room_id, fields, event.hlc) is None:
+                raise NotFound("No room has this id.", code="room_not_found")
+            outbox.add(conn, [event])
+        self._on_commit()
 
     async def moderate(
         self, question_id: str, body: bodies.Moderate, actor: str = "host"
@@ -625,6 +747,8 @@ class Rooms:
             "title": row["title"],
             "created_at": row["created_at"],
             "passcode_required": bool(row["passcode"]),
+            "pace": row["pace"],
+            "shown_poll_id": row["shown_poll_id"],
             "polls": shown,
         }
         # The host sees the passcode; everyone sees it when the screen shows it.

@@ -11,11 +11,11 @@ from typing import cast
 
 from aiohttp import WSMsgType, web
 
-from opus.callers import identify
+from opus.callers import identify, origin_matches
 from opus.codes import normalize_code
-from opus.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from opus.errors import BadRequest, Forbidden, NotFound, OpusError, Unauthorized
 from opus.identity import IdentityLimits
-from opus.keys import ADDRESSES, BROADCASTER, DB, SETTINGS
+from opus.keys import ADDRESSES, BROADCASTER, DB, ROOMS, SETTINGS
 from opus.live import CLOSE_FULL, CLOSE_TOO_MANY, Client, Transport, text_frame
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,9 @@ async def open_socket(request: web.Request, *, session: bool = False) -> web.Web
     client = Client(ws, cast(Transport, transport), room_id, voter_id, is_host, settings, address)
     broadcaster.add(client)
     last_resume = time.monotonic()
+    # The projector's keys move everyone (presenter mode) when it holds the host's session,
+    # from this server's own page: another site's page cannot drive the room.
+    steers = is_host and origin_matches(request) is not False
     try:
         client.send_first(await broadcaster.snapshot(room_id, is_host))
         # The receive loop is what answers pings and notices a close.
@@ -100,6 +103,11 @@ async def open_socket(request: web.Request, *, session: bool = False) -> web.Web
                     continue
                 last_resume = now
                 client.send_first(await broadcaster.snapshot(room_id, is_host))
+            elif kind in ("next", "previous") and steers:
+                try:
+                    await app[ROOMS].step(room_id, 1 if kind == "next" else -1)
+                except OpusError:
+                    pass  # no poll that way: the screen stays where it is
     finally:
         broadcaster.remove(client)
         await client.stop()

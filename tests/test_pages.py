@@ -457,7 +457,7 @@ def test_host_manages_rooms_and_polls(contexts: Any, api: Host) -> None:
 
     page.on("dialog", lambda dialog: dialog.accept())
     page.fill("#copy-title", "Tuesday lecture")
-    page.click("button:has-text('Duplicate')")
+    page.click("button:has-text('Duplicate with every poll')")
     expect(page.locator("h1")).to_have_text("Tuesday lecture")
     expect(page.locator(".hpoll .badge")).to_have_text(["draft", "draft"])
     page.click("button:has-text('Delete room')")

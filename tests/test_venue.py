@@ -906,3 +906,62 @@ async def test_a_box_can_use_a_nats_server_the_technician_runs(
             status, _ = await apis[at].vote(voter, poll["id"], [poll["options"][0]["id"]])
             assert status == 202
         assert await _converged(apis, poll["id"], total=2) == [2, 0, 0]
+
+
+async def _receipt(api: Api, voter: dict[str, Any], event_id: str) -> tuple[str, str | None] | None:
+    """A vote's receipt at a box, None while that box has not heard of the vote."""
+    status, body = await api.call("GET", f"/api/v1/votes/{event_id}", headers=voter["headers"])
+    return (body["status"], body.get("reason")) if status == 200 else None
+
+
+async def test_votes_refused_for_a_close_count_once_the_poll_is_reopened(
+    venue: dict[str, Box], apis: dict[str, Api]
+) -> None:
+    """The host closes a poll at box a while a's NATS server is frozen, so box c has not heard
+    of it and takes three votes stamped after the close: once the close arrives they count at
+    no box. The host reopens the poll at a: the close is void, and the three votes count at
+    every box, their receipts alike."""
+    room, poll = await _open_poll(apis)
+    voters = [await apis["c"].join(room["code"]) for _ in range(3)]
+    (nats_a,) = _nats_servers_of(venue["a"])
+    os.kill(nats_a, signal.SIGSTOP)
+    try:
+        status, _ = await apis["a"].call(
+            "POST", f"/api/v1/polls/{poll['id']}/close", headers=apis["a"].admin
+        )
+        assert status == 200
+        cast = []
+        for voter in voters:
+            status, body = await apis["c"].vote(voter, poll["id"], [poll["options"][0]["id"]])
+            assert status == 202, body
+            cast.append((voter, body["event_id"]))
+    finally:
+        os.kill(nats_a, signal.SIGCONT)
+
+    async def closed_without_them() -> bool:
+        for api in apis.values():
+            if await _poll_status(api, poll["id"]) != "closed":
+                return False
+            for voter, event_id in cast:
+                if await _receipt(api, voter, event_id) != ("rejected", "poll_closed"):
+                    return False
+        return True
+
+    await until(closed_without_them, 30, "the late votes refused at every box")
+    assert await _converged(apis, poll["id"], total=0) == [0, 0, 0]
+    status, body = await apis["a"].call(
+        "POST", f"/api/v1/polls/{poll['id']}/reopen", headers=apis["a"].admin
+    )
+    assert status == 200 and body["status"] == "open", body
+
+    async def counted_everywhere() -> bool:
+        for api in apis.values():
+            if await _poll_status(api, poll["id"]) != "open":
+                return False
+            for voter, event_id in cast:
+                if await _receipt(api, voter, event_id) != ("counted", None):
+                    return False
+        return True
+
+    await until(counted_everywhere, 30, "the votes counted at every box after the reopening")
+    assert await _converged(apis, poll["id"], total=3) == [3, 0, 0]

@@ -234,6 +234,8 @@
             next.replaceWith(old);
           }
         });
+        var folded = current.querySelector("[data-earlier]"), unfolded = fresh.querySelector("[data-earlier]");
+        if (folded && unfolded) unfolded.open = folded.open;
         current.replaceWith(fresh);
         decorate();
       }, function () { /* offline: the socket's reconnect brings a refresh */ });
@@ -243,6 +245,10 @@
   function decorate() {
     outbox().forEach(function (item) { receipt(item.poll_id, "local", WORDS.local); });
     document.querySelectorAll("[data-deadline]").forEach(function (el) { Opus.countdown(el, offset); });
+    document.querySelectorAll("[data-count-in]").forEach(function (el) {
+      var form = el.parentNode.querySelector("form.vote");
+      Opus.countIn(el, offset, form);
+    });
     watch();
   }
 
@@ -261,7 +267,7 @@
     },
     message: function (msg) {
       if (msg.type === "snapshot") { if (snapshots++) refresh(); flush(); return; }
-      if (msg.type === "poll") { refresh(); return; }
+      if (msg.type === "poll" || msg.type === "room") { refresh(); return; }
       if (msg.type === "results") {
         var box = document.querySelector('.card [data-results="' + msg.poll_id + '"]');
         if (box) Opus.renderResults(box, msg);

@@ -90,6 +90,11 @@
         if (box) Opus.renderResults(box, msg);
         var card = document.querySelector('[data-poll="' + msg.poll_id + '"]');
         if (card && card.getAttribute("data-kind") === "qa") questions(msg.poll_id);
+      } else if (msg.type === "room" && msg.room) {
+        // Shown from the projector's keys, another tab or the API: the console follows.
+        var bar = document.querySelector("[data-presenter]");
+        var pace = bar ? "presenter" : "self";
+        if (msg.room.pace !== pace || (bar && bar.getAttribute("data-shown-poll") !== (msg.room.shown_poll_id || ""))) reloadSoon();
       } else if (msg.type === "poll") {
         var el = document.querySelector('[data-poll="' + msg.poll_id + '"]');
         // Changed elsewhere (another tab, the API): show the console as it now is.

@@ -63,6 +63,7 @@ Opus.connect = function (path, handlers) {
   open();
   return {
     resume: function () { if (socket && socket.readyState === 1) socket.send('{"type":"resume"}'); },
+    send: function (type) { if (socket && socket.readyState === 1) socket.send(JSON.stringify({ type: type })); },
     // Open a new socket now (the page's voter changed: a first vote joined the room).
     reconnect: function () {
       if (socket) { socket.onclose = null; socket.close(); socket = null; }
@@ -85,6 +86,21 @@ Opus.countdown = function (el, offset) {
     el.textContent = left > 0 ? left + " s" : "Time is up";
     el.classList.toggle("urgent", left <= 5);
     if (left > 0 && el.isConnected) setTimeout(tick, 250);
+  }
+  tick();
+};
+
+/* A quiz shown in a presenter-paced room starts a few seconds after it appears: say so, and
+   keep its form (if any) hidden until then. */
+Opus.countIn = function (el, offset, form) {
+  var start = Date.parse(el.getAttribute("data-count-in"));
+  if (isNaN(start)) return;
+  function tick() {
+    var left = Math.ceil((start - (Date.now() + offset)) / 1000);
+    var waiting = left > 0 && el.isConnected;
+    el.hidden = !waiting;
+    if (form) form.hidden = waiting;
+    if (waiting) { el.textContent = "Get ready: the question starts in " + left + "…"; setTimeout(tick, 200); }
   }
   tick();
 };

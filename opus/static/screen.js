@@ -1,9 +1,11 @@
-/* The projector: follows the poll the host opens, animates its results as they arrive, and
-   answers a few keys (N/P poll, H results, F full screen, Q join panel, ? help). */
+/* The projector: follows the poll the host shows (presenter mode) or opens, animates its
+   results as they arrive, and answers a few keys (N/P poll, H results, F full screen, Q join
+   panel, ? help). With the host's session, N and P move the phones too (presenter mode). */
 "use strict";
 (function () {
   var boot = Opus.boot(), offset = Opus.clockOffset(boot);
-  var state = { polls: [], results: {}, current: null, curtain: {}, shown: null };
+  var state = { polls: [], results: {}, current: null, curtain: {}, shown: null, pace: "self", presented: null };
+  var socket = null;
   var $ = function (sel) { return document.querySelector(sel); };
   var stage = $("[data-stage]"), chart = $("[data-chart]"), curtain = $("[data-curtain]");
 
@@ -15,6 +17,12 @@
     var key = open.length ? "opened_at" : "closed_at";
     pool.sort(function (a, b) { return String(b[key] || "").localeCompare(String(a[key] || "")); });
     return pool.length ? pool[0].id : null;
+  }
+  function presenting() { return state.pace === "presenter" && find(state.presented); }
+  function followRoom(room) {
+    state.pace = room.pace || "self";
+    state.presented = room.shown_poll_id || null;
+    if (presenting()) state.current = state.presented;
   }
   function hiddenByServer(poll) { return poll.hide_results && poll.status !== "closed"; }
   function curtained(poll) {
@@ -41,7 +49,13 @@
     var question = $("[data-question]");
     if (question.textContent !== poll.question) question.textContent = poll.question;
 
-    var countdown = $("[data-countdown]");
+    var countdown = $("[data-countdown]"), countIn = $("[data-count-in]");
+    var startAt = poll.kind === "quiz" && poll.status === "open" ? poll.opened_at || "" : "";
+    if (countIn.getAttribute("data-count-in") !== startAt) {
+      countIn.setAttribute("data-count-in", startAt);
+      countIn.hidden = true;
+      Opus.countIn(countIn, offset, null);
+    }
     if (poll.kind === "quiz" && poll.status === "open" && poll.deadline) {
       if (countdown.getAttribute("data-deadline") !== poll.deadline) {
         countdown.setAttribute("data-deadline", poll.deadline);
@@ -83,6 +97,10 @@
   }
 
   function move(step) {
+    if (state.pace === "presenter" && boot.host && socket) {
+      socket.send(step > 0 ? "next" : "previous");  // everyone follows, this screen too
+      return;
+    }
     var list = visible();
     if (!list.length) return;
     var at = list.indexOf(find(state.current));
@@ -101,13 +119,19 @@
       (msg.results || []).forEach(function (r) { state.results[r.poll_id] = r; });
       var still = find(state.current);
       if (!still || still.status === "draft") state.current = latest();
+      followRoom(msg.room);
+      render();
+    } else if (msg.type === "room" && msg.room) {
+      state.polls = msg.room.polls;
+      followRoom(msg.room);
       render();
     } else if (msg.type === "poll") {
       var poll = msg.poll, known = false;
       state.polls = state.polls.map(function (p) { if (p.id === poll.id) { known = true; return poll; } return p; });
       if (!known) state.polls.push(poll);
       state.polls.sort(function (a, b) { return (a.position || 0) - (b.position || 0); });
-      if (poll.status === "open") state.current = poll.id;  // follow the host
+      if (presenting()) { /* the host shows polls one at a time: stay on the shown one */ }
+      else if (poll.status === "open") state.current = poll.id;  // follow the host
       else if (!state.current || !find(state.current) || find(state.current).status === "draft") state.current = latest();
       render();
     } else if (msg.type === "results") {
@@ -117,7 +141,7 @@
   }
 
   var dot = $("[data-connection]");
-  Opus.connect(boot.live, {
+  socket = Opus.connect(boot.live, {
     message: message,
     status: function (s) {
       dot.setAttribute("data-state", s);

@@ -283,6 +283,38 @@ async def close_poll(request: web.Request) -> web.Response:
     return web.json_response(poll)
 
 
+@routes.post("/api/v1/polls/{poll_id}/reopen")
+async def reopen_poll(request: web.Request) -> web.Response:
+    require_admin(request)
+    return web.json_response(await request.app[ROOMS].reopen(request.match_info["poll_id"]))
+
+
+@routes.post("/api/v1/polls/{poll_id}/show")
+async def show_poll(request: web.Request) -> web.Response:
+    require_admin(request)
+    room = await request.app[ROOMS].show(request.match_info["poll_id"])
+    return web.json_response(room)
+
+
+@routes.post("/api/v1/rooms/{room_id}/next")
+async def show_next(request: web.Request) -> web.Response:
+    require_admin(request)
+    return web.json_response(await request.app[ROOMS].step(request.match_info["room_id"], 1))
+
+
+@routes.post("/api/v1/rooms/{room_id}/previous")
+async def show_previous(request: web.Request) -> web.Response:
+    require_admin(request)
+    return web.json_response(await request.app[ROOMS].step(request.match_info["room_id"], -1))
+
+
+@routes.post("/api/v1/polls/{poll_id}/duplicate")
+async def duplicate_poll(request: web.Request) -> web.Response:
+    require_admin(request)
+    poll = await request.app[ROOMS].duplicate_poll(request.match_info["poll_id"])
+    return web.json_response(poll, status=201)
+
+
 @routes.get("/api/v1/polls/{poll_id}/export")
 async def export_poll(request: web.Request) -> web.Response:
     require_admin(request)

@@ -106,6 +106,12 @@ async def poll_cards(
             -(_epoch(c["poll"].get("closed_at") or c["poll"]["opened_at"])),
         )
     )
+    if room["pace"] == "presenter":
+        # The poll the host shows first; the template folds the others below it.
+        shown = [c for c in cards if c["poll"]["id"] == room["shown_poll_id"]]
+        for card in shown:
+            card["shown"] = True
+        cards = shown + [c for c in cards if c not in shown]
     return cards
 
 
@@ -167,6 +173,7 @@ async def room_of(request: web.Request) -> dict[str, Any] | None:
         "title": row["title"],
         "passcode_required": bool(row["passcode"]),
         "shown_passcode": row["passcode"] if row["show_passcode"] else None,
+        "pace": row["pace"],
     }
 
 

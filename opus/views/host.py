@@ -162,8 +162,9 @@ async def index(request: web.Request) -> web.StreamResponse:
 @routes.post("/host/rooms")
 @action
 async def create_room(request: web.Request, form: Form) -> web.StreamResponse:
+    # The console's rooms are presenter-paced; the API's stay self-paced unless asked.
     room = await request.app[ROOMS].create_room(
-        bodies.of(bodies.CreateRoom, {"title": field(form, "title")})
+        bodies.of(bodies.CreateRoom, {"title": field(form, "title"), "pace": "presenter"})
     )
     return redirect(f"/host/rooms/{room['id']}", f"Room “{room['title']}” created.")
 
@@ -241,6 +242,29 @@ async def set_passcode(request: web.Request, form: Form) -> web.StreamResponse:
     )
     said = "Joining needs the passcode now." if passcode else "Joining needs only the code now."
     return redirect(f"/host/rooms/{room_id}", said)
+
+
+@routes.post("/host/rooms/{room_id}/pace")
+@action
+async def set_pace(request: web.Request, form: Form) -> web.StreamResponse:
+    room_id = request.match_info["room_id"]
+    pace = field(form, "pace")
+    await request.app[ROOMS].update_room(room_id, bodies.of(bodies.RenameRoom, {"pace": pace}))
+    said = (
+        "Presenter pace: show one poll at a time."
+        if pace == "presenter"
+        else "Self-paced: every open poll is on every phone."
+    )
+    return redirect(f"/host/rooms/{room_id}", said)
+
+
+@routes.post("/host/rooms/{room_id}/{step:next|previous}")
+@action
+async def step(request: web.Request, form: Form) -> web.StreamResponse:
+    room_id = request.match_info["room_id"]
+    by = 1 if request.match_info["step"] == "next" else -1
+    await request.app[ROOMS].step(room_id, by)
+    return redirect(f"/host/rooms/{room_id}")
 
 
 @routes.post("/host/rooms/{room_id}/duplicate")
@@ -388,7 +412,7 @@ async def edit(request: web.Request) -> web.StreamResponse:
     return redirect(f"/host/rooms/{poll['room_id']}#poll-{poll['id']}", "Poll saved.")
 
 
-@routes.post("/host/polls/{poll_id}/{verb:open|close|delete|up|down|set}")
+@routes.post("/host/polls/{poll_id}/{verb:open|close|delete|up|down|set|show|duplicate|reopen}")
 @action
 async def poll_action(request: web.Request, form: Form) -> web.StreamResponse:
     rooms = request.app[ROOMS]
@@ -400,6 +424,15 @@ async def poll_action(request: web.Request, form: Form) -> web.StreamResponse:
     if verb in ("open", "close"):
         await rooms.set_status(poll_id, "open" if verb == "open" else "closed")
         message = "Poll open: attendees can vote." if verb == "open" else "Poll closed."
+    elif verb == "reopen":
+        await rooms.reopen(poll_id)
+        message = "Poll open again: attendees can vote."
+    elif verb == "show":
+        await rooms.show(poll_id)
+        back = f"/host/rooms/{room_id}"
+    elif verb == "duplicate":
+        copy = await rooms.duplicate_poll(poll_id)
+        back, message = f"/host/rooms/{room_id}#poll-{copy['id']}", "Copied as a draft."
     elif verb == "delete":
         await rooms.delete_poll(poll_id)
         back, message = f"/host/rooms/{room_id}", "Poll deleted."

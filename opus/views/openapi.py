@@ -904,6 +904,95 @@ def paths() -> JSON:
                 },
             },
         },
+        "/api/v1/polls/{poll_id}/reopen": {
+            "parameters": [poll_id],
+            "post": {
+                "operationId": "reopenPoll",
+                "tags": ["host"],
+                "summary": "Open a closed poll again",
+                "description": "Its votes stay, its rules are unchanged; a timed quiz gets its "
+                "whole time again. In a presenter-paced room it is shown too. In a venue, a "
+                "vote another box took after the earlier close (before it heard of it) "
+                "counts after all.",
+                "security": ADMIN,
+                "responses": {
+                    "200": poll_200,
+                    **host_errors(
+                        {
+                            "404": POLL_404,
+                            "409": error("`invalid_transition`: the poll is not closed."),
+                        }
+                    ),
+                },
+            },
+        },
+        "/api/v1/polls/{poll_id}/show": {
+            "parameters": [poll_id],
+            "post": {
+                "operationId": "showPoll",
+                "tags": ["host"],
+                "summary": "Show this poll on the screen and on every phone",
+                "description": "Presenter mode (a room's `pace`): the screen and every phone "
+                "follow the shown poll over the socket (a `room` message with "
+                "`shown_poll_id`). A draft is opened as it is shown; a timed quiz in a "
+                "presenter-paced room starts after a 3 s count-in (its `opened_at` and "
+                "`deadline` say when), and closes itself when its time is up.",
+                "security": ADMIN,
+                "responses": {
+                    "200": ok("The room, with `shown_poll_id`.", ref("Room")),
+                    **host_errors({"404": POLL_404}),
+                },
+            },
+        },
+        "/api/v1/rooms/{room_id}/next": {
+            "parameters": [room_id],
+            "post": {
+                "operationId": "showNextPoll",
+                "tags": ["host"],
+                "summary": "Show the next poll",
+                "description": "In the room's order of polls; a draft is opened as it is "
+                "shown. With no poll shown yet, next shows the first.",
+                "security": ADMIN,
+                "responses": {
+                    "200": ok("The room, with `shown_poll_id`.", ref("Room")),
+                    **host_errors(
+                        {"404": ROOM_404, "409": error("`no_next_poll`: there is none.")}
+                    ),
+                },
+            },
+        },
+        "/api/v1/rooms/{room_id}/previous": {
+            "parameters": [room_id],
+            "post": {
+                "operationId": "showPreviousPoll",
+                "tags": ["host"],
+                "summary": "Show the previous poll",
+                "description": "In the room's order of polls; a draft is opened as it is "
+                "shown. With no poll shown yet, next shows the first.",
+                "security": ADMIN,
+                "responses": {
+                    "200": ok("The room, with `shown_poll_id`.", ref("Room")),
+                    **host_errors(
+                        {"404": ROOM_404, "409": error("`no_previous_poll`: there is none.")}
+                    ),
+                },
+            },
+        },
+        "/api/v1/polls/{poll_id}/duplicate": {
+            "parameters": [poll_id],
+            "post": {
+                "operationId": "duplicatePoll",
+                "tags": ["host"],
+                "summary": "A draft copy of a poll, right after it",
+                "description": "Its question, kind, options (new ids, a quiz's right answers) "
+                "and settings; no votes.",
+                "security": ADMIN,
+                "responses": {
+                    "201": ok("The copy.", ref("Poll")),
+                    **host_errors({"404": POLL_404}),
+                },
+            },
+        },
         "/api/v1/polls/{poll_id}/open": {
             "parameters": [poll_id],
             "post": {
