@@ -123,6 +123,8 @@ class Ingest:
         # A retry is answered as the first try was, even if the poll has closed since.
         known = self._ledger.by_event.get(event_id)
         if known is None and poll.status != "open":
+            if poll.kind == "quiz" and poll.past_deadline(time.time()):  # closed by its clock
+                raise Conflict("Time is up for this question.", code="time_up")
             raise Conflict("This poll is not open for votes.", code="poll_not_open")
         if known is not None:
             if known != entry:

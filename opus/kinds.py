@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,15 +234,41 @@ def qa_choice(text: str | None, upvote: str | None) -> Question | Upvote:
 
 
 _WORD = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*")  # words, with "don't" and "e-mail"
+# Emoji, with their skin tones, variation selectors and joined sequences ("👍🏽", "👩‍💻").
+_PICTO = "\u2600-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff"
+_EMOJI = re.compile(f"[{_PICTO}](?:[\u200d\ufe0f\U0001f3fb-\U0001f3ff]+[{_PICTO}]?)*")
+PHRASE_WORDS = 3  # an answer of up to this many words is one entry of the cloud
 
 
 def words(answer: str) -> list[str]:
-    """The words of a word-cloud answer, lowercased, each counted once per answer."""
+    """A word-cloud answer's entries, lowercased, each counted once per answer: a short answer
+    ("New York", "🎉", "ニューヨーク") is one phrase; a longer one counts each of its words
+    and emoji."""
+    tokens = [t for t in (_trim(t) for t in answer.lower().split()) if t]
+    if len(tokens) <= PHRASE_WORDS:
+        phrase = " ".join(tokens)
+        return [phrase] if _WORD.search(phrase) or _EMOJI.search(phrase) else []
+    text = " ".join(tokens)
     seen: list[str] = []
-    for word in _WORD.findall(answer.lower()):
+    for word in [*_WORD.findall(text), *_EMOJI.findall(text)]:
         if word not in seen:
             seen.append(word)
     return seen
+
+
+def _trim(token: str) -> str:
+    """A token without the punctuation around it ("york!", "«oui»", "「はい」")."""
+    start, end = 0, len(token)
+    while start < end and unicodedata.category(token[start]).startswith("P"):
+        start += 1
+    while end > start and unicodedata.category(token[end - 1]).startswith("P"):
+        end -= 1
+    return token[start:end]
+
+
+def hidden_by(entry: str, blocked: set[str]) -> bool:
+    """Whether a cloud entry (a word or a short phrase) holds a blocked word, or is one."""
+    return entry in blocked or any(word in blocked for word in entry.split(" "))
 
 
 def quiz_points(correct: bool, elapsed_s: float, limit_s: int | None) -> int:

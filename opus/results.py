@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from opus import kinds
 from opus.answers import (
     LEADERBOARD_SIZE,
     MAX_WORDS,
@@ -18,6 +19,7 @@ from opus.answers import (
     OptionResult,
     Question,
     Results,
+    Word,
 )
 from opus.auth import pseudonym
 from opus.db import fetchall
@@ -68,17 +70,20 @@ def poll_results(conn: sqlite3.Connection, poll_id: str, *, for_host: bool = Fal
         weight = sum(n for _, n in counts)
         body["average"] = round(sum(v * n for v, n in counts) / weight, 2) if weight else None
     elif kind == "text":
-        blocked = json.loads(poll["blocked_words"])
+        blocked = set(json.loads(poll["blocked_words"]))
+        # Blocked as they are read (a word blocked later disappears at once), phrases holding
+        # a blocked word too.
+        entries = fetchall(
+            conn,
+            "SELECT word, count FROM words WHERE poll_id = ? AND count > 0"
+            " ORDER BY count DESC, word LIMIT ?",
+            (poll_id, MAX_WORDS * 4 if blocked else MAX_WORDS),
+        )
         body["words"] = [
-            {"word": r["word"], "count": r["count"]}
-            for r in fetchall(
-                conn,
-                "SELECT word, count FROM words WHERE poll_id = ? AND count > 0"
-                " AND word NOT IN (SELECT value FROM json_each(?))"
-                " ORDER BY count DESC, word LIMIT ?",
-                (poll_id, json.dumps(blocked), MAX_WORDS),
-            )
-        ]
+            Word(word=r["word"], count=r["count"])
+            for r in entries
+            if not kinds.hidden_by(r["word"], blocked)
+        ][:MAX_WORDS]
     elif kind == "qa":
         # The top questions only: every results message and snapshot carries them, and one
         # crowded Q&A must not make every watcher's message grow without end.

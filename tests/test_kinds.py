@@ -77,14 +77,14 @@ async def test_word_cloud_counts_words_and_hides_blocked_ones(api: Api) -> None:
     )
     assert poll["blocked_words"] == ["boring", "meh"]
     a, b, c = [await api.join(room["code"]) for _ in range(3)]
-    await counted(api, a, poll["id"], text="Great talk")
-    await counted(api, b, poll["id"], text="  great   DEMO ")
+    await counted(api, a, poll["id"], text="Great talk, great demo")
+    await counted(api, b, poll["id"], text="  great   DEMO and more ")
     await counted(api, c, poll["id"], text="boring")
     words = {w["word"]: w["count"] for w in (await api.results(poll["id"]))["words"]}
-    assert words == {"great": 2, "talk": 1, "demo": 1}
+    assert words == {"great": 2, "talk": 1, "demo": 2, "and": 1, "more": 1}
 
     # A changed answer replaces its words; a blocked word added later disappears at once.
-    await counted(api, b, poll["id"], text="Great questions")
+    await counted(api, b, poll["id"], text="Great questions from the hall")
     status, _ = await api.call(
         "PATCH",
         f"/api/v1/polls/{poll['id']}",
@@ -93,13 +93,33 @@ async def test_word_cloud_counts_words_and_hides_blocked_ones(api: Api) -> None:
     )
     assert status == 200
     results = await api.results(poll["id"])
-    assert {w["word"]: w["count"] for w in results["words"]} == {"great": 2, "questions": 1}
+    assert {w["word"]: w["count"] for w in results["words"]} == {
+        "great": 2,
+        "demo": 1,
+        "questions": 1,
+        "from": 1,
+        "the": 1,
+        "hall": 1,
+    }
     assert results["total_votes"] == 3
 
     status, body = await send(api, a, poll["id"], text="x" * 81)
     assert status == 422 and body["error"]["code"] == "too_long"
     status, body = await send(api, a, poll["id"], option_ids=["nope"])
     assert status == 400
+
+
+async def test_a_short_answer_is_one_phrase_and_emoji_count(api: Api) -> None:
+    """A short answer (up to three words) stays one entry of the cloud, "New York" whatever
+    its case and punctuation; an answer of emoji alone counts too; a phrase holding a blocked
+    word is hidden."""
+    room = await api.room()
+    poll = await make_poll(api, room["id"], kind="text", blocked_words="rude")
+    answers = ["New York", "new york!", "  New   YORK ", "🎉", "🎉", "👍🏽", "ニューヨーク"]
+    for answer in [*answers, "so rude"]:
+        await counted(api, await api.join(room["code"]), poll["id"], text=answer)
+    words = {w["word"]: w["count"] for w in (await api.results(poll["id"]))["words"]}
+    assert words == {"new york": 3, "🎉": 2, "👍🏽": 1, "ニューヨーク": 1}
 
 
 async def test_questions_upvotes_and_moderation(api: Api) -> None:
@@ -336,7 +356,7 @@ async def test_kinds_survive_a_restart(server: ServerProcess, http: aiohttp.Clie
     voter = await api.join(room["code"])
     question = await counted(api, voter, qa["id"], text="Why?")
     await counted(api, voter, qa["id"], upvote=question)
-    await counted(api, voter, cloud["id"], text="hello world")
+    await counted(api, voter, cloud["id"], text="hello world, hello you")
     assert server.terminate() == 0
     server.start()
     async with aiohttp.ClientSession() as fresh:  # the old connections died with the server
@@ -346,7 +366,7 @@ async def test_kinds_survive_a_restart(server: ServerProcess, http: aiohttp.Clie
         status, body = await send(api, voter, cloud["id"], text="again")
         assert status == 409 and body["error"]["code"] == "already_voted"
         results = await api.results(cloud["id"])
-        assert {w["word"] for w in results["words"]} == {"hello", "world"}
+        assert {w["word"] for w in results["words"]} == {"hello", "world", "you"}
         await counted(api, voter, quiz["id"], option_ids=[quiz["options"][0]["id"]])
 
 
