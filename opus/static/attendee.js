@@ -144,6 +144,7 @@
       receipt(item.poll_id, "counted", "Upvoted.");
     } else if (item.kind === "qa") {
       receipt(item.poll_id, "counted", "Your question is in.");
+      asked(item);
     } else {
       receipt(item.poll_id, "queued", WORDS.queued, item.event_id);
     }
@@ -155,6 +156,14 @@
       if (Date.now() - item.at > 24 * 3600 * 1000) { drop(item.event_id); return; }
       send(item);
     });
+  }
+
+  // A Q&A takes several questions from one phone: the one sent leaves the box, ready for the
+  // next (an empty box also lets the refresh bring the card, and the question, up to date).
+  function asked(item) {
+    var c = card(item.poll_id), box = c && c.querySelector("form.vote textarea");
+    if (box && box.value === item.body.text) box.value = "";
+    enable(item.poll_id);
   }
 
   function enable(pollId) {
@@ -232,6 +241,10 @@
           if (next && editing(old) && next.getAttribute("data-status") === old.getAttribute("data-status")
               && next.getAttribute("data-voted") === old.getAttribute("data-voted")) {
             next.replaceWith(old);
+          } else if (next && old.getAttribute("data-kind") === "qa") {
+            // A question's receipt is this page's own (the server renders none): kept.
+            var said = old.querySelector("[data-receipt]"), blank = next.querySelector("[data-receipt]");
+            if (said && blank && !blank.textContent.trim()) blank.replaceWith(said);
           }
         });
         current.replaceWith(fresh);
