@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from browser import PHONE, Host, launch
-from playwright.sync_api import Browser, BrowserContext, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from conftest import ServerProcess
 
@@ -75,3 +75,92 @@ def test_an_attendee_asks_a_second_question_without_a_reload(contexts: Any, api:
     )
     expect(box).to_have_value("")
     expect(phone.locator("[data-receipt]")).to_have_text("Your question is in.")
+
+
+# -- the projector screen -------------------------------------------------------------------
+
+SCREENS = [(1920, 1080), (1280, 720)]
+
+
+def box(page: Page, selector: str) -> dict[str, float]:
+    found = page.locator(selector).bounding_box()
+    assert found is not None, f"{selector} is not shown"
+    return found
+
+
+def inside(inner: dict[str, float], width: int, height: int) -> bool:
+    return (
+        inner["x"] >= 0
+        and inner["y"] >= 0
+        and inner["x"] + inner["width"] <= width
+        and inner["y"] + inner["height"] <= height
+    )
+
+
+def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
+
+
+@pytest.mark.parametrize(("width", "height"), SCREENS)
+def test_the_large_join_mode_shows_the_whole_qr_code(
+    contexts: Any, api: Host, width: int, height: int
+) -> None:
+    room = api.room("Arriving")
+    screen = contexts(viewport={"width": width, "height": height}).new_page()
+    screen.goto(f"/screen/{room['code']}")
+    expect(screen.locator("[data-connection]")).to_have_text("Live")
+    for mode in ("welcome", "poll"):
+        if mode == "poll":
+            api.poll(room["id"], question="Which planet is the largest in our solar system?")
+            expect(screen.locator("[data-question]")).to_contain_text("Which planet")
+        screen.keyboard.press("q")
+        expect(screen.locator("[data-stage]")).to_have_attribute("data-big-join", "")
+        qr = box(screen, ".join-panel > .qr")
+        assert inside(qr, width, height), (mode, qr)
+        assert qr["height"] > 0.4 * height, (mode, qr)  # large: that is what Q is for
+        for other in (".screen-foot", ".join-code", ".join-label", "[data-current] .kicker"):
+            if screen.locator(other).is_visible():
+                assert not overlap(qr, box(screen, other)), (mode, other)
+        screen.keyboard.press("q")
+        expect(screen.locator("[data-stage]")).not_to_have_attribute("data-big-join", "")
+
+
+@pytest.mark.parametrize(("width", "height"), SCREENS)
+def test_the_total_and_the_average_stay_clear_of_the_footer(
+    contexts: Any, api: Host, width: int, height: int
+) -> None:
+    room = api.room("Results")
+    single = api.poll(
+        room["id"],
+        question="Which planet is the largest in our solar system, by far?",
+        options=["Mercury", "Jupiter", "Saturn", "Neptune"],
+    )
+    for i, option in enumerate(single["options"]):
+        for _ in range(i + 1):
+            api.vote_as_newcomer(room["code"], single["id"], option["id"])
+    screen = contexts(viewport={"width": width, "height": height}).new_page()
+    screen.goto(f"/screen/{room['code']}")
+    expect(screen.locator("[data-total]")).to_have_text("10")
+    foot = box(screen, ".screen-foot")
+    total = box(screen, ".chart .total")
+    assert inside(total, width, height) and not overlap(total, foot), (total, foot)
+
+    api.close(single["id"])
+    rating = api.poll(
+        room["id"], question="How was the talk today, all things considered?", kind="rating"
+    )
+    for value in (3, 4, 5, 5):
+        status, joined = api.call("POST", "/api/v1/join", {"code": room["code"]}, token="")
+        assert status == 201, joined
+        api.call(
+            "POST", f"/api/v1/polls/{rating['id']}/votes", {"value": value}, joined["voter_token"]
+        )
+    expect(screen.locator("[data-average]")).to_have_text("4.25")
+    for part in (".chart .total", ".chart .average"):
+        shown = box(screen, part)
+        assert inside(shown, width, height) and not overlap(shown, foot), (part, shown, foot)

@@ -29,6 +29,7 @@
       stage.setAttribute("data-mode", "welcome");
       $("[data-welcome]").hidden = false; $("[data-current]").hidden = true;
       $("[data-position]").textContent = visible().length ? "" : "Waiting for the first poll";
+      fit();
       return;
     }
     stage.setAttribute("data-mode", "poll");
@@ -79,6 +80,22 @@
         ? (boot.host ? "They appear when the poll closes, or press H to show them now."
                      : "They appear when the poll closes.")
         : "Press H to show them.";
+    }
+    fit();
+  }
+
+  // Everything on one projected page: what would run past its bottom (a long question, many
+  // options, the large join panel of a wide screen) is drawn smaller until it fits.
+  var show = $(".show"), panel = $(".join-panel"), qr = panel.querySelector(".qr");
+  function fit() {
+    qr.style.width = "";
+    var over = panel.scrollHeight - panel.clientHeight;
+    if (over > 0) qr.style.width = Math.max(qr.offsetWidth - over, 0) + "px";
+    var scale = 1;
+    show.style.removeProperty("--fit");
+    while (show.scrollHeight > show.clientHeight && scale > 0.4) {
+      scale = Math.max(0.4, scale * Math.min(0.95, show.clientHeight / show.scrollHeight));
+      show.style.setProperty("--fit", scale.toFixed(3));
     }
   }
 
@@ -139,10 +156,12 @@
       else if (document.documentElement.requestFullscreen) document.documentElement.requestFullscreen().catch(function () {});
     } else if (key === "q" || key === "Q") {
       stage.toggleAttribute("data-big-join");
+      fit();
     } else if (key === "?") help.hidden = !help.hidden;
     else if (key === "Escape") help.hidden = true;
     else return;
     event.preventDefault();
   });
+  window.addEventListener("resize", fit);
   render();
 })();
