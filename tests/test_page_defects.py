@@ -164,3 +164,22 @@ def test_the_total_and_the_average_stay_clear_of_the_footer(
     for part in (".chart .total", ".chart .average"):
         shown = box(screen, part)
         assert inside(shown, width, height) and not overlap(shown, foot), (part, shown, foot)
+
+
+def test_the_key_hints_are_for_the_presenter_only(contexts: Any, api: Host) -> None:
+    room = api.room("Hints")
+    screen = contexts(viewport={"width": 1920, "height": 1080}).new_page()
+    screen.goto(f"/screen/{room['code']}")
+    expect(screen.locator("[data-connection]")).to_have_text("Live")
+    keys = screen.locator(".screen-foot .keys")
+    expect(keys).to_be_hidden()
+    screen.keyboard.press("?")  # the help, and the hints while it is open
+    expect(screen.locator("[data-help]")).to_be_visible()
+    expect(keys).to_be_visible()
+    screen.keyboard.press("?")
+    expect(screen.locator("[data-help]")).to_be_hidden()
+    expect(keys).to_be_hidden()
+    screen.mouse.move(400, 300)  # the presenter reaches for the mouse
+    screen.mouse.move(420, 310)
+    expect(keys).to_be_visible()
+    expect(keys).to_be_hidden()  # and they go again

@@ -142,7 +142,16 @@
     }
   });
 
-  var help = $("[data-help]");
+  // The key hints are the presenter's, not the audience's: they show for a moment when the
+  // mouse moves or a key is pressed, and stay while the help is open (?).
+  var help = $("[data-help]"), foot = $(".screen-foot"), hintTimer = null;
+  function hints() {
+    foot.setAttribute("data-hints", "");
+    clearTimeout(hintTimer);
+    hintTimer = setTimeout(function () { if (help.hidden) foot.removeAttribute("data-hints"); }, 3000);
+  }
+  document.addEventListener("mousemove", hints);
+  document.addEventListener("keydown", hints);
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     var key = event.key;
@@ -160,6 +169,7 @@
     } else if (key === "?") help.hidden = !help.hidden;
     else if (key === "Escape") help.hidden = true;
     else return;
+    hints();
     event.preventDefault();
   });
   window.addEventListener("resize", fit);
