@@ -11,7 +11,7 @@ import pytest
 from browser import PHONE, Host, launch
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from conftest import ServerProcess
+from conftest import ADMIN, ServerProcess
 
 expect.set_options(timeout=10_000)
 
@@ -183,3 +183,53 @@ def test_the_key_hints_are_for_the_presenter_only(contexts: Any, api: Host) -> N
     screen.mouse.move(420, 310)
     expect(keys).to_be_visible()
     expect(keys).to_be_hidden()  # and they go again
+
+
+# -- Q&A ------------------------------------------------------------------------------------
+
+
+def log_in(page: Page) -> None:
+    page.goto("/host/login")
+    page.fill("#token", ADMIN)
+    page.click("button:has-text('Log in')")
+    expect(page.locator("h1")).to_have_text("Rooms")
+
+
+def test_a_hidden_question_is_not_counted_for_the_audience(contexts: Any, api: Host) -> None:
+    room = api.room("Town hall")
+    poll = api.poll(room["id"], question="Your questions", kind="qa")
+    asked = []
+    for text in ("Will the slides be online?", "Is there a recording?", "Something rude"):
+        status, joined = api.call("POST", "/api/v1/join", {"code": room["code"]}, token="")
+        assert status == 201, joined
+        status, answer = api.call(
+            "POST", f"/api/v1/polls/{poll['id']}/votes", {"text": text}, joined["voter_token"]
+        )
+        assert status == 202, answer
+        asked.append(answer["event_id"])
+    api.total_when(poll["id"], 3)
+    phone = contexts(**PHONE).new_page()
+    phone.goto(f"/j/{room['code']}")
+    screen = contexts(viewport={"width": 1280, "height": 720}).new_page()
+    screen.goto(f"/screen/{room['code']}")
+    laptop = contexts(viewport={"width": 1280, "height": 900})
+    console = laptop.new_page()
+    log_in(console)
+    console.goto(f"/host/rooms/{room['id']}")
+    host_screen = laptop.new_page()  # the screen opened from the console: the host's socket
+    host_screen.goto(f"/screen/{room['code']}")
+    for page in (phone, screen, host_screen):
+        expect(page.locator(".qa-item")).to_have_count(3)
+        expect(page.locator(".results .total")).to_have_text("3 questions")
+
+    api.ok("PATCH", f"/api/v1/questions/{asked[2]}", {"status": "hidden"})
+    for page in (phone, screen, host_screen):
+        expect(page.locator(".qa-item")).to_have_count(2)
+        expect(page.locator(".results .total")).to_have_text("2 questions")
+        expect(page.locator(".results")).not_to_contain_text("Something rude")
+    phone.reload()
+    expect(phone.locator(".results .total")).to_have_text("2 questions")
+    # The host's moderation list keeps every question, and says how many the audience sees.
+    counts = console.locator("[data-question-counts]")
+    expect(counts).to_have_text("3 questions asked: 2 shown, 1 hidden.")
+    expect(console.locator(".mod-hidden")).to_contain_text("Something rude")

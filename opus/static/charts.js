@@ -91,7 +91,9 @@ window.Opus = window.Opus || {};
     if (!list) { list = el("ol", "questions"); box.prepend(list); }
     var action = box.getAttribute("data-upvote-action"), csrf = box.getAttribute("data-csrf");
     var mine = Opus.upvoted ? Opus.upvoted() : {};
-    var items = (results.questions || []).map(function (q) {
+    // What the audience sees: a screen on the host's socket also gets pending and hidden ones.
+    var shown = (results.questions || []).filter(function (q) { return !q.status || q.status === "visible"; });
+    var items = shown.map(function (q) {
       var li = list.querySelector('[data-question="' + q.id + '"]');
       if (!li) {
         li = el("li", "qa-item");
