@@ -233,3 +233,17 @@ def test_a_hidden_question_is_not_counted_for_the_audience(contexts: Any, api: H
     counts = console.locator("[data-question-counts]")
     expect(counts).to_have_text("3 questions asked: 2 shown, 1 hidden.")
     expect(console.locator(".mod-hidden")).to_contain_text("Something rude")
+
+
+# -- quizzes --------------------------------------------------------------------------------
+
+
+def test_a_long_countdown_reads_in_minutes(contexts: Any, api: Host) -> None:
+    room = api.room("Timed")
+    api.poll(room["id"], question="Capital of Peru?", kind="quiz", correct=[0], time_limit_s=463)
+    phone = contexts(**PHONE).new_page()
+    phone.goto(f"/j/{room['code']}")
+    screen = contexts(viewport={"width": 1280, "height": 720}).new_page()
+    screen.goto(f"/screen/{room['code']}")
+    for clock in (phone.locator(".countdown"), screen.locator("[data-countdown]")):
+        expect(clock).to_have_text(re.compile(r"^7:[0-4]\d$"))
