@@ -247,3 +247,34 @@ def test_a_long_countdown_reads_in_minutes(contexts: Any, api: Host) -> None:
     screen.goto(f"/screen/{room['code']}")
     for clock in (phone.locator(".countdown"), screen.locator("[data-countdown]")):
         expect(clock).to_have_text(re.compile(r"^7:[0-4]\d$"))
+
+
+def test_the_leaderboard_ranks_ties_together_and_shows_you(contexts: Any, api: Host) -> None:
+    room = api.room("Ranked")
+    quiz = api.poll(
+        room["id"], question="Capital of Peru?", kind="quiz", options=["Lima", "Cusco"], correct=[0]
+    )
+    cusco = quiz["options"][1]["id"]
+    phone = contexts(**PHONE).new_page()
+    phone.goto(f"/j/{room['code']}")
+    phone.get_by_label("Lima", exact=True).check()
+    phone.click("form.vote button:has-text('Answer')")
+    expect(phone.locator("[data-receipt]")).to_have_text("Counted.")
+    me = phone.locator("[data-you] b").inner_text()
+    for _ in range(2):  # two wrong answers: 0 points each, a tie for second place
+        api.vote_as_newcomer(room["code"], quiz["id"], cusco)
+    api.total_when(quiz["id"], 3)
+    screen = contexts(viewport={"width": 1280, "height": 720}).new_page()
+    screen.goto(f"/screen/{room['code']}")
+    expect(screen.locator("[data-total]")).to_have_text("3")
+    api.close(quiz["id"])
+
+    expect(screen.locator(".leaderboard .rank")).to_have_text(["1", "2", "2"])
+    expect(screen.locator(".leaderboard .you")).to_have_count(0)  # nobody's phone
+    for _ in range(2):  # live, then as the page comes from the server
+        board = phone.locator(".leaderboard li")
+        expect(board.locator(".rank")).to_have_text(["1", "2", "2"])
+        expect(board.first).to_have_class("you")
+        expect(board.first.locator(".who")).to_have_text(f"{me} (you)")
+        expect(phone.locator(".leaderboard .you")).to_have_count(1)
+        phone.reload()

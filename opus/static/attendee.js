@@ -7,6 +7,7 @@
 (function () {
   var boot = Opus.boot(), offset = Opus.clockOffset(boot);
   var OUTBOX = "opus.outbox", UPVOTED = "opus.upvoted";
+  Opus.me = boot.name || "";  // this phone's name on a leaderboard
   var inflight = {}, held = {}, watching = {}, refreshTimer = null, snapshots = 0, live = null;
   var FRIENDLY = {
     already_voted: "You have already voted in this poll.",
@@ -87,6 +88,7 @@
             if (inbox) inbox.hidden = false;
             var you = document.querySelector("[data-you]");
             if (you && json.name) { you.querySelector("b").textContent = json.name; you.hidden = false; }
+            Opus.me = json.name || "";
             if (live) live.reconnect();
             return null;
           }

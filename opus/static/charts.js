@@ -147,9 +147,12 @@ window.Opus = window.Opus || {};
     }
     var list = holder.querySelector(".leaderboard");
     list.textContent = "";
-    results.leaderboard.forEach(function (p) {
-      var li = el("li");
-      li.append(el("span", "who", p.name), " ", el("b", "", String(p.points)));
+    var rank = 0, points = null;
+    results.leaderboard.forEach(function (p, i) {
+      if (p.points !== points) { rank = i + 1; points = p.points; }  // a tie shares its rank
+      var li = el("li"), who = el("span", "who", p.name);
+      if (Opus.me && p.name === Opus.me) { li.className = "you"; who.append(" ", el("small", "", "(you)")); }
+      li.append(el("span", "rank", String(rank)), " ", who, " ", el("b", "", String(p.points)));
       list.append(li);
     });
     holder.hidden = !results.leaderboard.length;
