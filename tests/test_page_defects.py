@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from browser import PHONE, Host, launch
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from conftest import ADMIN, ServerProcess
+from opus.views.kit import fmt_date
 
 expect.set_options(timeout=10_000)
 
@@ -278,3 +280,22 @@ def test_the_leaderboard_ranks_ties_together_and_shows_you(contexts: Any, api: H
         expect(board.first.locator(".who")).to_have_text(f"{me} (you)")
         expect(phone.locator(".leaderboard .you")).to_have_count(1)
         phone.reload()
+
+
+# -- the host console -----------------------------------------------------------------------
+
+
+def test_the_rooms_list_says_when_each_room_was_made(contexts: Any, api: Host) -> None:
+    api.room("Made today")
+    console = contexts(viewport={"width": 1280, "height": 900}).new_page()
+    log_in(console)
+    made = console.locator(".rooms tr", has_text="Made today").locator("time")
+    expect(made).to_have_text(re.compile(r"^today, \d\d:\d\d$"))
+
+
+def test_an_earlier_date_reads_with_its_day_month_and_year() -> None:
+    iso = "2026-11-15T12:05:00.000Z"  # November in every time zone
+    local = datetime(2026, 11, 15, 12, 5, tzinfo=UTC).astimezone()  # the box's time zone
+    expected = f"{local.day} Nov 2026, {local:%H:%M}"
+    assert fmt_date(iso, today=date(2026, 11, 30)) == expected
+    assert fmt_date(iso, today=local.date()) == f"today, {local:%H:%M}"
