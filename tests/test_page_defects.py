@@ -299,3 +299,22 @@ def test_an_earlier_date_reads_with_its_day_month_and_year() -> None:
     expected = f"{local.day} Nov 2026, {local:%H:%M}"
     assert fmt_date(iso, today=date(2026, 11, 30)) == expected
     assert fmt_date(iso, today=local.date()) == f"today, {local:%H:%M}"
+
+
+def test_the_activity_feed_speaks_to_a_host_not_an_engineer(contexts: Any, api: Host) -> None:
+    room = api.room("Plain words")
+    poll = api.poll(room["id"])
+    console = contexts(viewport={"width": 1280, "height": 900}).new_page()
+    log_in(console)
+    console.goto(f"/host/rooms/{room['id']}")
+    expect(console.locator("[data-connection]")).to_have_text("Live")
+    api.vote_as_newcomer(room["code"], poll["id"], poll["options"][0]["id"])
+    feed = console.locator("[data-activity]")
+    counted = feed.locator(".stat", has_text="Votes are counted within")
+    expect(counted.locator("b")).to_have_text(re.compile(r"^\d+(\.\d)? s$"))  # "0.1 s"
+    expect(feed.locator(".stat", has_text="votes being counted").locator("b")).to_have_text(
+        re.compile(r"^\d+$")
+    )
+    expect(feed).to_contain_text("votes in the last minute")
+    for jargon in ("p99", "ms vote", "queued", "→"):
+        expect(feed).not_to_contain_text(jargon)

@@ -529,7 +529,7 @@ def test_questions_are_asked_moderated_and_upvoted(contexts: Any, api: Host) -> 
     plain = contexts(java_script_enabled=False).new_page()
     log_in(plain)
     plain.goto(f"/host/rooms/{room['id']}")
-    expect(plain.locator(".mod-visible.pinned")).to_contain_text("▲ 1 · visible · pinned")
+    expect(plain.locator(".mod-visible.pinned")).to_contain_text("▲ 1 · shown · pinned")
 
 
 def test_a_short_quiz_with_three_phones(contexts: Any, api: Host) -> None:
