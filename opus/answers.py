@@ -101,7 +101,8 @@ class Poll(TypedDict):
         int,
         Meta(
             ge=0,
-            description="Voters counted (not options chosen); on a `qa` poll, the questions asked.",
+            description="Voters counted (not options chosen); on a `qa` poll, its `visible` "
+            "questions (pending and hidden ones are not counted).",
         ),
     ]
     scale: Annotated[
@@ -255,8 +256,8 @@ class Results(TypedDict):
         int,
         Meta(
             ge=0,
-            description="Voters counted; on a `qa` poll, the questions asked (pending and "
-            "hidden ones too).",
+            description="Voters counted; on a `qa` poll, its `visible` questions, for every "
+            "reader: what the audience sees (the host finds the others in `question_count`).",
         ),
     ]
     options: Annotated[
@@ -296,7 +297,8 @@ class Results(TypedDict):
             Meta(
                 ge=0,
                 description="Q&A only: every question the reader may see (attendees: the "
-                "visible ones), including those beyond `questions`.",
+                "visible ones; the host: pending and hidden ones too), including those beyond "
+                "`questions`.",
             ),
         ]
     ]

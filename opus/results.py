@@ -88,13 +88,26 @@ def poll_results(conn: sqlite3.Connection, poll_id: str, *, for_host: bool = Fal
         # The top questions only: every results message and snapshot carries them, and one
         # crowded Q&A must not make every watcher's message grow without end.
         body["questions"] = questions(conn, poll_id, for_host=for_host, limit=QUESTIONS_SHOWN)
-        shown = "" if for_host else " AND status = 'visible'"
-        (body["question_count"],) = fetchall(
-            conn, f"SELECT COUNT(*) FROM questions WHERE poll_id = ?{shown}", (poll_id,)
-        )[0]
+        statuses = question_statuses(conn, poll_id)
+        # The total is what the audience sees, for every reader: a question the host hid or has
+        # not approved is not counted there (the host finds it in question_count).
+        body["total_votes"] = statuses.get("visible", 0)
+        body["question_count"] = sum(statuses.values()) if for_host else body["total_votes"]
     elif kind == "quiz":
         body["leaderboard"] = leaderboard(conn, poll["room_id"])
     return body
+
+
+def question_statuses(conn: sqlite3.Connection, poll_id: str) -> dict[str, int]:
+    """How many of a Q&A's questions are `visible`, `pending` and `hidden`."""
+    return {
+        r["status"]: r["n"]
+        for r in fetchall(
+            conn,
+            "SELECT status, COUNT(*) AS n FROM questions WHERE poll_id = ? GROUP BY status",
+            (poll_id,),
+        )
+    }
 
 
 def questions(

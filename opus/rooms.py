@@ -131,7 +131,8 @@ def _option(row: Row, *, reveal: bool) -> answers.Option:
     return option
 
 
-def _poll_body(row: Row, options: list[Row], *, for_host: bool) -> answers.Poll:
+def _poll_body(row: Row, options: list[Row], *, for_host: bool, shown: int = 0) -> answers.Poll:
+    """`shown`: a Q&A's visible questions, its total (what its audience sees, results.py)."""
     reveal = for_host or row["status"] == "closed"
     body: answers.Poll = {
         "id": row["id"],
@@ -143,7 +144,7 @@ def _poll_body(row: Row, options: list[Row], *, for_host: bool) -> answers.Poll:
         "allow_change": bool(row["allow_change"]),
         "hide_results": bool(row["hide_results"]),
         "options": [_option(o, reveal=row["kind"] == "quiz" and reveal) for o in options],
-        "total_votes": row["total_votes"],
+        "total_votes": shown if row["kind"] == "qa" else row["total_votes"],
         "scale": row["scale"],
         "blocked_words": json.loads(row["blocked_words"]),
         "moderated": bool(row["moderated"]),
@@ -735,8 +736,18 @@ class Rooms:
             (room_id,),
         ):
             options.setdefault(o["poll_id"], []).append(o)
+        asked = {
+            r["poll_id"]: r["n"]
+            for r in await self.db.fetchall(
+                "SELECT q.poll_id, COUNT(*) AS n FROM questions q JOIN polls p ON p.id = q.poll_id"
+                " WHERE p.room_id = ? AND q.status = 'visible' GROUP BY q.poll_id",
+                (room_id,),
+            )
+        }
         shown = [
-            _poll_body(p, options.get(p["id"], []), for_host=include_drafts)
+            _poll_body(
+                p, options.get(p["id"], []), for_host=include_drafts, shown=asked.get(p["id"], 0)
+            )
             for p in polls
             if include_drafts or p["status"] != "draft"
         ]
@@ -772,7 +783,11 @@ class Rooms:
         options = await self.db.fetchall(
             "SELECT * FROM options WHERE poll_id = ? ORDER BY position", (poll_id,)
         )
-        return _poll_body(row, options, for_host=for_host)
+        shown = 0
+        if row["kind"] == "qa":
+            with self.db.read() as conn:
+                shown = results.question_statuses(conn, poll_id).get("visible", 0)
+        return _poll_body(row, options, for_host=for_host, shown=shown)
 
     async def results(self, poll_id: str, *, for_host: bool = False) -> answers.Results:
         with self.db.read() as conn:
@@ -785,6 +800,11 @@ class Rooms:
         order of the results: pinned, most upvoted, oldest."""
         with self.db.read() as conn:
             return results.questions(conn, poll_id, for_host=True, limit=limit, offset=offset)
+
+    async def question_statuses(self, poll_id: str) -> dict[str, int]:
+        """How many of a Q&A's questions are `visible`, `pending` and `hidden`."""
+        with self.db.read() as conn:
+            return results.question_statuses(conn, poll_id)
 
     async def question_count(self, poll_id: str) -> int:
         """Every question of a Q&A, pending and hidden ones too."""

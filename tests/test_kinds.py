@@ -187,6 +187,35 @@ async def test_moderated_questions_wait_for_the_host(api: Api) -> None:
     assert [q["text"] for q in results["questions"]] == ["Is this on?"]
 
 
+async def test_a_qa_counts_the_questions_its_audience_sees(api: Api) -> None:
+    """`total_votes` of a Q&A is the visible questions, for every reader; the host finds the
+    pending and hidden ones in `question_count` and in the questions' list."""
+    room = await api.room()
+    poll = await make_poll(api, room["id"], kind="qa")
+    askers = [await api.join(room["code"]) for _ in range(4)]  # 3 questions a minute each
+    asked = [await counted(api, a, poll["id"], text=f"Question {n}?") for n, a in enumerate(askers)]
+    asker = askers[-1]
+    status, _ = await api.call(
+        "PATCH", f"/api/v1/questions/{asked[0]}", json={"status": "hidden"}, headers=api.admin
+    )
+    assert status == 200
+    await api.call(
+        "PATCH", f"/api/v1/polls/{poll['id']}", json={"moderated": True}, headers=api.admin
+    )
+    await counted(api, asker, poll["id"], text="Still pending?")
+
+    _, seen = await public_results(api, asker, poll["id"])
+    assert (seen["total_votes"], seen["question_count"], len(seen["questions"])) == (3, 3, 3)
+    host = await api.results(poll["id"])
+    assert (host["total_votes"], host["question_count"], len(host["questions"])) == (3, 5, 5)
+    _, attendee_room = await api.call(
+        "GET", f"/api/v1/rooms/{room['id']}", headers=asker["headers"]
+    )
+    assert attendee_room["polls"][0]["total_votes"] == 3
+    _, host_poll = await api.call("GET", f"/api/v1/polls/{poll['id']}", headers=api.admin)
+    assert host_poll["total_votes"] == 3
+
+
 async def test_quiz_points_leaderboard_and_hidden_answers(api: Api) -> None:
     room = await api.room()
     quiz = await make_poll(

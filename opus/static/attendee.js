@@ -7,6 +7,7 @@
 (function () {
   var boot = Opus.boot(), offset = Opus.clockOffset(boot);
   var OUTBOX = "opus.outbox", UPVOTED = "opus.upvoted";
+  Opus.me = boot.name || "";  // this phone's name on a leaderboard
   var inflight = {}, held = {}, watching = {}, refreshTimer = null, snapshots = 0, live = null;
   var FRIENDLY = {
     already_voted: "You have already voted in this poll.",
@@ -87,6 +88,7 @@
             if (inbox) inbox.hidden = false;
             var you = document.querySelector("[data-you]");
             if (you && json.name) { you.querySelector("b").textContent = json.name; you.hidden = false; }
+            Opus.me = json.name || "";
             if (live) live.reconnect();
             return null;
           }
@@ -144,6 +146,7 @@
       receipt(item.poll_id, "counted", "Upvoted.");
     } else if (item.kind === "qa") {
       receipt(item.poll_id, "counted", "Your question is in.");
+      asked(item);
     } else {
       receipt(item.poll_id, "queued", WORDS.queued, item.event_id);
     }
@@ -155,6 +158,14 @@
       if (Date.now() - item.at > 24 * 3600 * 1000) { drop(item.event_id); return; }
       send(item);
     });
+  }
+
+  // A Q&A takes several questions from one phone: the one sent leaves the box, ready for the
+  // next (an empty box also lets the refresh bring the card, and the question, up to date).
+  function asked(item) {
+    var c = card(item.poll_id), box = c && c.querySelector("form.vote textarea");
+    if (box && box.value === item.body.text) box.value = "";
+    enable(item.poll_id);
   }
 
   function enable(pollId) {
@@ -232,6 +243,10 @@
           if (next && editing(old) && next.getAttribute("data-status") === old.getAttribute("data-status")
               && next.getAttribute("data-voted") === old.getAttribute("data-voted")) {
             next.replaceWith(old);
+          } else if (next && old.getAttribute("data-kind") === "qa") {
+            // A question's receipt is this page's own (the server renders none): kept.
+            var said = old.querySelector("[data-receipt]"), blank = next.querySelector("[data-receipt]");
+            if (said && blank && !blank.textContent.trim()) blank.replaceWith(said);
           }
         });
         var folded = current.querySelector("[data-earlier]"), unfolded = fresh.querySelector("[data-earlier]");

@@ -91,7 +91,9 @@ window.Opus = window.Opus || {};
     if (!list) { list = el("ol", "questions"); box.prepend(list); }
     var action = box.getAttribute("data-upvote-action"), csrf = box.getAttribute("data-csrf");
     var mine = Opus.upvoted ? Opus.upvoted() : {};
-    var items = (results.questions || []).map(function (q) {
+    // What the audience sees: a screen on the host's socket also gets pending and hidden ones.
+    var shown = (results.questions || []).filter(function (q) { return !q.status || q.status === "visible"; });
+    var items = shown.map(function (q) {
       var li = list.querySelector('[data-question="' + q.id + '"]');
       if (!li) {
         li = el("li", "qa-item");
@@ -145,9 +147,12 @@ window.Opus = window.Opus || {};
     }
     var list = holder.querySelector(".leaderboard");
     list.textContent = "";
-    results.leaderboard.forEach(function (p) {
-      var li = el("li");
-      li.append(el("span", "who", p.name), " ", el("b", "", String(p.points)));
+    var rank = 0, points = null;
+    results.leaderboard.forEach(function (p, i) {
+      if (p.points !== points) { rank = i + 1; points = p.points; }  // a tie shares its rank
+      var li = el("li"), who = el("span", "who", p.name);
+      if (Opus.me && p.name === Opus.me) { li.className = "you"; who.append(" ", el("small", "", "(you)")); }
+      li.append(el("span", "rank", String(rank)), " ", who, " ", el("b", "", String(p.points)));
       list.append(li);
     });
     holder.hidden = !results.leaderboard.length;

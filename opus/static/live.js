@@ -83,7 +83,9 @@ Opus.countdown = function (el, offset) {
   if (isNaN(deadline)) return;
   function tick() {
     var left = Math.max(0, Math.ceil((deadline - (Date.now() + offset)) / 1000));
-    el.textContent = left > 0 ? left + " s" : "Time is up";
+    // Minutes from a minute up ("7:43"): a count of hundreds of seconds reads slowly.
+    var clock = left >= 60 ? Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0") : left + " s";
+    el.textContent = left > 0 ? clock : "Time is up";
     el.classList.toggle("urgent", left <= 5);
     if (left > 0 && el.isConnected) setTimeout(tick, 250);
   }

@@ -37,6 +37,7 @@
       stage.setAttribute("data-mode", "welcome");
       $("[data-welcome]").hidden = false; $("[data-current]").hidden = true;
       $("[data-position]").textContent = visible().length ? "" : "Waiting for the first poll";
+      fit();
       return;
     }
     stage.setAttribute("data-mode", "poll");
@@ -94,6 +95,22 @@
                      : "They appear when the poll closes.")
         : "Press H to show them.";
     }
+    fit();
+  }
+
+  // Everything on one projected page: what would run past its bottom (a long question, many
+  // options, the large join panel of a wide screen) is drawn smaller until it fits.
+  var show = $(".show"), panel = $(".join-panel"), qr = panel.querySelector(".qr");
+  function fit() {
+    qr.style.width = "";
+    var over = panel.scrollHeight - panel.clientHeight;
+    if (over > 0) qr.style.width = Math.max(qr.offsetWidth - over, 0) + "px";
+    var scale = 1;
+    show.style.removeProperty("--fit");
+    while (show.scrollHeight > show.clientHeight && scale > 0.4) {
+      scale = Math.max(0.4, scale * Math.min(0.95, show.clientHeight / show.scrollHeight));
+      show.style.setProperty("--fit", scale.toFixed(3));
+    }
   }
 
   function move(step) {
@@ -125,6 +142,10 @@
       state.polls = msg.room.polls;
       followRoom(msg.room);
       render();
+    } else if (msg.type === "poll" && msg.status === "deleted") {
+      state.polls = state.polls.filter(function (p) { return p.id !== msg.poll_id; });
+      if (state.current === msg.poll_id) state.current = latest();
+      render();
     } else if (msg.type === "poll") {
       var poll = msg.poll, known = false;
       state.polls = state.polls.map(function (p) { if (p.id === poll.id) { known = true; return poll; } return p; });
@@ -149,7 +170,16 @@
     }
   });
 
-  var help = $("[data-help]");
+  // The key hints are the presenter's, not the audience's: they show for a moment when the
+  // mouse moves or a key is pressed, and stay while the help is open (?).
+  var help = $("[data-help]"), foot = $(".screen-foot"), hintTimer = null;
+  function hints() {
+    foot.setAttribute("data-hints", "");
+    clearTimeout(hintTimer);
+    hintTimer = setTimeout(function () { if (help.hidden) foot.removeAttribute("data-hints"); }, 3000);
+  }
+  document.addEventListener("mousemove", hints);
+  document.addEventListener("keydown", hints);
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     var key = event.key;
@@ -163,10 +193,13 @@
       else if (document.documentElement.requestFullscreen) document.documentElement.requestFullscreen().catch(function () {});
     } else if (key === "q" || key === "Q") {
       stage.toggleAttribute("data-big-join");
+      fit();
     } else if (key === "?") help.hidden = !help.hidden;
     else if (key === "Escape") help.hidden = true;
     else return;
+    hints();
     event.preventDefault();
   });
+  window.addEventListener("resize", fit);
   render();
 })();

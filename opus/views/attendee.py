@@ -216,6 +216,7 @@ async def attendee(request: web.Request) -> web.Response:
             "room_id": room["id"],
             "server_now": now_ms(),
             "joined": voter is not None,
+            "name": _pseudonym(voter) if voter else "",
         },
     )
 
@@ -302,7 +303,11 @@ async def attendee_polls(request: web.Request) -> web.Response:
             message="Open the room's page and type its passcode to join it.",
         )
     return render(
-        request, "_polls.html", room=room, cards=await poll_cards(request, room["id"], voter)
+        request,
+        "_polls.html",
+        room=room,
+        cards=await poll_cards(request, room["id"], voter),
+        name=_pseudonym(voter) if voter else "",
     )
 
 

@@ -181,16 +181,18 @@ async def _room_page(
     room = await rooms.room(room_id, include_drafts=True)
     polls = []
     for poll in room["polls"]:
-        questions, total = None, 0
+        questions, total, statuses = None, 0, {}
         if poll["kind"] == "qa":
             questions = await rooms.questions(poll["id"])
             total = await rooms.question_count(poll["id"])
+            statuses = await rooms.question_statuses(poll["id"])
         polls.append(
             {
                 "poll": poll,
                 "results": await rooms.results(poll["id"], for_host=True),
                 "questions": questions,
                 "question_total": total,
+                "question_statuses": statuses,
             }
         )
     base = join_base(request)
@@ -483,6 +485,7 @@ async def questions_part(request: web.Request) -> web.StreamResponse:
         poll=poll,
         questions=await rooms.questions(poll["id"], offset=offset),
         question_total=await rooms.question_count(poll["id"]),
+        question_statuses=await rooms.question_statuses(poll["id"]),
         question_offset=offset,
         question_page=MODERATION_PAGE,
     )

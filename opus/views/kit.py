@@ -17,7 +17,7 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import jinja2
@@ -223,6 +223,25 @@ def _fmt_time(iso: str | None) -> str:
     return stamp.strftime("%H:%M" if stamp.date() == today else "%d %b %H:%M")
 
 
+# The words of a date, together: what a later translation of the pages replaces.
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_DATE = "{day} {month} {year}, {time}"
+_TODAY = "today, {time}"
+
+
+def fmt_date(iso: str | None, today: date | None = None) -> str:
+    """A date and time as a person writes it, "30 Nov 2026, 14:05" ("today, 14:05"), in the
+    box's time zone: the host's laptop, whose clock the host reads too."""
+    if not iso:
+        return ""
+    stamp = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
+    time_of_day = stamp.strftime("%H:%M")
+    if stamp.date() == (today or datetime.now(UTC).astimezone().date()):
+        return _TODAY.format(time=time_of_day)
+    month = _MONTHS[stamp.month - 1]
+    return _DATE.format(day=stamp.day, month=month, year=stamp.year, time=time_of_day)
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
@@ -234,6 +253,7 @@ def environment() -> jinja2.Environment:
     env.globals["static"] = lambda path: f"/static/{path}?v={version}"
     env.globals["version"] = __version__
     env.filters["time"] = _fmt_time
+    env.filters["date"] = fmt_date
     return env
 
 
