@@ -233,3 +233,27 @@ def test_the_host_reopens_a_closed_poll_and_phones_can_vote_again(contexts: Any,
     phone.click("form.vote button:has-text('Vote')")
     expect(phone.locator("[data-receipt]").first).to_have_text("Counted.")
     assert phone.evaluate("window.sameDocument") is True
+
+
+def test_the_screen_moves_on_when_its_poll_is_deleted(contexts: Any, api: Host) -> None:
+    room = api.ok("POST", "/api/v1/rooms", {"title": "Deletions"})
+    first = api.ok(
+        "POST",
+        f"/api/v1/rooms/{room['id']}/polls",
+        {"question": "Stays?", "kind": "single", "options": ["A", "B"]},
+    )
+    second = api.ok(
+        "POST",
+        f"/api/v1/rooms/{room['id']}/polls",
+        {"question": "Goes?", "kind": "single", "options": ["A", "B"]},
+    )
+    api.ok("POST", f"/api/v1/polls/{first['id']}/open")
+    api.ok("POST", f"/api/v1/polls/{second['id']}/open")
+    screen = contexts(viewport={"width": 1280, "height": 720}).new_page()
+    errors: list[str] = []
+    screen.on("pageerror", lambda error: errors.append(str(error)))
+    screen.goto(f"/screen/{room['code']}")
+    expect(screen.locator("[data-question]")).to_have_text("Goes?")
+    api.ok("DELETE", f"/api/v1/polls/{second['id']}")
+    expect(screen.locator("[data-question]")).to_have_text("Stays?")
+    assert errors == []
