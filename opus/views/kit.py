@@ -11,7 +11,6 @@ neither read nor compute.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import secrets
@@ -35,6 +34,7 @@ from opus.keys import (
 )
 from opus.network import attendee_urls  # the same guess the start banner prints
 from opus.resources import static_dir, templates_dir
+from opus.views import assets
 
 CSRF_COOKIE = "opus_csrf"
 FLASH_COOKIE = "opus_flash"
@@ -204,17 +204,6 @@ def now_ms() -> int:
 # -- setup ----------------------------------------------------------------------------------
 
 
-def _static_version() -> str:
-    """Changes whenever a static file does, so browsers never keep a stale script."""
-    digest = hashlib.sha256(__version__.encode())
-    root = static_dir()
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:10]
-
-
 def _fmt_time(iso: str | None) -> str:
     if not iso:
         return ""
@@ -223,15 +212,16 @@ def _fmt_time(iso: str | None) -> str:
     return stamp.strftime("%H:%M" if stamp.date() == today else "%d %b %H:%M")
 
 
-def environment() -> jinja2.Environment:
+def environment(static_version: str) -> jinja2.Environment:
+    """The templates; `static` makes a static file's URL, with the version that lets browsers
+    keep it (assets.py)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    version = _static_version()
-    env.globals["static"] = lambda path: f"/static/{path}?v={version}"
+    env.globals["static"] = lambda path: f"/static/{path}?v={static_version}"
     env.globals["version"] = __version__
     env.filters["time"] = _fmt_time
     return env
@@ -241,6 +231,7 @@ def setup(app: web.Application) -> None:
     """The pages' key, templates, the host session's revocations and the static files."""
     secret = auth.load_secret(app[SETTINGS].data_dir)
     app[PAGE_SECRET] = hmac.digest(secret, b"opus pages", "sha256")
-    app[TEMPLATES] = environment()
+    files = assets.StaticFiles(static_dir())
+    app[TEMPLATES] = environment(files.version)
     callers.setup(app)
-    app.router.add_static("/static", static_dir())
+    assets.setup(app, files)
