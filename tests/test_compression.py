@@ -57,15 +57,15 @@ async def _room_page(raw: TestClient) -> tuple[dict[str, Any], str, str]:
 async def test_pages_scripts_css_and_large_json_come_gzipped(raw: TestClient) -> None:
     _, page, version = await _room_page(raw)
     for path, kind in (
-        (page, "text/html"),
-        (f"/static/attendee.js?v={version}", "text/javascript"),
-        (f"/static/opus.css?v={version}", "text/css"),
-        ("/api/openapi.json", "application/json"),
+        (page, "html"),
+        (f"/static/attendee.js?v={version}", "javascript"),
+        (f"/static/opus.css?v={version}", "css"),
+        ("/api/openapi.json", "json"),
     ):
         packed, packed_body = await _get(raw, path, gzip_ok=True)
         plain, plain_body = await _get(raw, path, gzip_ok=False)
         assert packed.status == plain.status == 200, path
-        assert packed.content_type == plain.content_type == kind, path
+        assert packed.content_type == plain.content_type and kind in plain.content_type, path
         assert packed.headers.get("Content-Encoding") == "gzip", path
         assert "Accept-Encoding" in packed.headers.get("Vary", ""), path
         assert "Content-Encoding" not in plain.headers, path
