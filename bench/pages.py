@@ -13,8 +13,10 @@ a room of three open polls, a voter who joined it and a logged-in host, then mea
    and stylesheet it links, fetched as sent (response bodies, headers not counted), once
    without Accept-Encoding and once with `Accept-Encoding: gzip`;
 2. CPU: the server's CPU time (/proc) per attendee page over --requests GETs, with and
-   without gzip: the cost of compressing a page; and, in this process, the time compression.py
-   spends deciding about a vote's 202 (it is never compressed: the body is under 1 KB);
+   without gzip; two runs of the same kind differ by up to 10% here, more than gzip costs, so
+   the gzip of that page is also timed alone in this process (zlib level 6, as aiohttp does
+   it); and the time compression.py spends deciding about a vote's 202 (never compressed: the
+   body is under 1 KB);
 3. first paint: the attendee page in Debian's headless Chromium (Playwright), a fresh browser
    context each time (empty cache), its network emulated over the Chrome DevTools Protocol at
    1.5 Mbit/s both ways and 300 ms round trip (Network.emulateNetworkConditions); reported:
@@ -34,12 +36,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import os
 import re
 import statistics
 import sys
 import tempfile
 import time
 import timeit
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,6 +222,17 @@ async def cpu_per_page(
     return 1e6 * spent[False] / count, 1e6 * spent[True] / count
 
 
+def gzip_us(body: bytes) -> float:
+    """µs to gzip `body` in this process as aiohttp does (a new zlib stream, level 6)."""
+
+    def once() -> bytes:
+        stream = zlib.compressobj(6, wbits=31)
+        return stream.compress(body) + stream.flush()
+
+    n = 2_000
+    return 1e6 * min(timeit.repeat(once, number=n, repeat=5)) / n
+
+
 def vote_check_us() -> tuple[float, int]:
     """µs compression.compress() takes on a vote's 202 (the answer the vote path sends)."""
     from aiohttp import web
@@ -364,7 +379,9 @@ async def bench(args: argparse.Namespace, work: Path) -> tuple[str, bool]:
             attendee = server.base + pages["attendee room page"][1]
             plain_us, packed_us = await cpu_per_page(session, server, attendee, args.requests)
             check_us, vote_bytes = vote_check_us()
+            page = await fetch(session, attendee, packed=False)
             page_bytes = len(await fetch(session, attendee, packed=True))
+            page_gzip_us = gzip_us(page)
             progress(f"first paint, {args.runs} runs each way")
             found = await first_paint(attendee, args.runs)
     except Failed as exc:
@@ -380,6 +397,8 @@ async def bench(args: argparse.Namespace, work: Path) -> tuple[str, bool]:
             "| --- | ---: | ---: |",
             f"| server CPU per attendee page GET ({args.requests} each; the gzipped page is "
             f"{_kb(page_bytes)}) | {plain_us:.0f} µs | {packed_us:.0f} µs |",
+            f"| gzip of that page ({_kb(len(page))}) timed alone, in process | | "
+            f"{page_gzip_us:.0f} µs |",
             f"| compression.py's check on a vote's 202 ({vote_bytes} bytes: never compressed), "
             f"in process | {check_us:.2f} µs | same |",
             f"| exit status after SIGTERM | {code} ({took:.1f} s) | |",
@@ -402,17 +421,19 @@ def main() -> int:
     if not CHROMIUM.exists():
         print(f"bench/pages.py needs Chromium at {CHROMIUM}: apt-get install chromium")
         return 2
-    started = time.monotonic()
+    started, load = time.monotonic(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="opus-bench-pages-") as tmp:
         tables, ok = asyncio.run(bench(args, Path(tmp)))
     command = " ".join(["bench/pages.py", *sys.argv[1:]])
     body = (
         f"{time.strftime('%Y-%m-%d')}: `{command}` on {machine_facts()}, "
-        f"{time.monotonic() - started:.0f} s. Bytes are response bodies as sent (headers not "
-        "counted); gzip as the server sends it to a client that takes it: pages and large "
-        "JSON compressed per response (aiohttp, zlib level 6), static files once at start "
-        "(level 9). Static files with the current version on their URL are then kept by the "
-        "browser for a year: a second visit fetches only the page.\n\n" + tables
+        f"{time.monotonic() - started:.0f} s; load average {load:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end (other work sharing the cores). Bytes are "
+        "response bodies as sent (headers not counted); gzip as the server sends it to a "
+        "client that takes it: pages and large JSON compressed per response (aiohttp, zlib "
+        "level 6), static files once at start (level 9). Static files with the current "
+        "version on their URL are then kept by the browser for a year: a second visit "
+        "fetches only the page.\n\n" + tables
     )
     print(body)
     if args.write:
