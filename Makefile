@@ -11,7 +11,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 \
 	command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { command -v $$c; break; }; done)
 
-.PHONY: run test venv bench bench-ingest bench-live bench-venue bench-binary binary deb clean
+.PHONY: run test venv bench bench-ingest bench-live bench-venue bench-pages bench-binary binary deb clean
 
 $(PY):
 	@if [ -z "$(PYTHON)" ]; then echo "Opus needs Python 3.12 or newer: install python3.12 (apt install python3.12, or pyenv install 3.12) and run make again." >&2; exit 1; fi
@@ -64,6 +64,11 @@ bench-live: $(TEST_STAMP)
 
 bench-venue: $(TEST_STAMP)
 	$(PY) bench/venue.py
+
+# Bytes per page without and with compression, and the attendee page's first paint on a slow
+# link in Debian's Chromium (about a minute).
+bench-pages: $(TEST_STAMP)
+	$(PY) bench/pages.py
 
 # The single binary (PyInstaller, from opus.spec) and the Debian package around it. PyInstaller
 # keeps its work in build/pyinstaller, so a rebuild after a small change is quicker; make skips

@@ -7,7 +7,8 @@ docs/benchmarks.md and its charts in docs/bench/.
 The steps are the scripts in bench/, each started as `python bench/NAME.py --write FILE`:
 ingest (max vote rate against /healthz, latency at 25/50/75% of it), drain (workers applying a
 backlog), live (vote -> screen with 1,000 and 5,000 watchers, memory per idle socket), herd
-(bench/herd.py, when present), binary (start of dist/opus, built first when stale) and backup.
+(bench/herd.py, when present), binary (start of dist/opus, built first when stale), backup,
+venue and pages (bytes per page with and without gzip, first paint on a slow link).
 They write into a copy of the document; only when every step has run does the copy, with the
 charts and the summary, replace docs/benchmarks.md, so an interrupted run changes nothing.
 Sections the runner does not own (hand-written ones such as "Where the time goes") are kept.
@@ -57,6 +58,7 @@ ORDER = [
     "Single binary",
     "Backup",
     "Venue",
+    "Pages",
 ]
 OWNED = {
     "Summary",
@@ -68,6 +70,7 @@ OWNED = {
     "Single binary",
     "Backup",
     "Venue",
+    "Pages",
 }
 HERD = BENCH / "herd.py"
 START_LOAD = os.getloadavg()
@@ -220,15 +223,15 @@ How to rerun: `make bench` (about 10 minutes; needs `wrk`, and builds `dist/opus
 older than the sources) rewrites this file and the charts in `docs/bench/`; `.venv/bin/python
 bench/run.py --quick` is a shorter run. Each section names the script that wrote it; each
 script also runs alone (`make bench-ingest`, `make bench-live`, `make bench-binary`,
-`.venv/bin/python bench/drain.py`, `bench/backup.py`, `bench/herd.py`) and its docstring says
-what each figure means. Sections without a script (such as "Where the time goes") are written
-by hand and kept by the runner.
+`make bench-pages`, `.venv/bin/python bench/drain.py`, `bench/backup.py`, `bench/herd.py`) and
+its docstring says what each figure means. Sections without a script (such as "Where the time
+goes") are written by hand and kept by the runner.
 
 {machine(started)} This file: {mode}, {took / 60:.0f} min.
 """
 
 
-def summary(steps: dict[str, Step], herd_section: str = "") -> str:
+def summary(steps: dict[str, Step], herd_section: str = "", pages_section: str = "") -> str:
     """The headline figures and every correctness verdict of this run."""
     rows: list[tuple[str, str, str]] = []
     ingest = steps["ingest"].load()
@@ -349,6 +352,19 @@ def summary(steps: dict[str, Step], herd_section: str = "") -> str:
                 "",
             )
         )
+    if steps.get("pages") and steps["pages"].ran:
+        # Likewise bench/pages.py: the attendee page's row of each table.
+        weight = re.search(r"^\| attendee room page [^|]*\|.*\*\*(.+)\*\*", pages_section, re.M)
+        paint = re.search(r"^\| first contentful paint \| ([^|]+)\| ([^|]+)\|", pages_section, re.M)
+        rows.append(
+            (
+                "attendee page and its files, plain -> gzip; first paint at 1.5 Mbit/s and "
+                "300 ms RTT, compression off -> on",
+                (f"{weight.group(1)}" if weight else "see its section")
+                + (f"; {paint.group(1).strip()} -> {paint.group(2).strip()}" if paint else ""),
+                "",
+            )
+        )
     for step in steps.values():
         if step.ran:
             verdict = "passed" if step.code == 0 else f"FAILED (exit {step.code})"
@@ -423,7 +439,7 @@ def main() -> int:
         "--only",
         nargs="+",
         metavar="STEP",
-        help="run only these steps (ingest drain live herd binary backup venue); "
+        help="run only these steps (ingest drain live herd binary backup venue pages); "
         "the other sections stay as they were: for trying, not for committing",
     )
     args = parser.parse_args()
@@ -512,6 +528,15 @@ def main() -> int:
             *(["--seconds", "4", "--pending", "3000"] if quick else []),
         ],
     )
+    steps["pages"] = Step(
+        "pages",
+        "Pages",
+        lambda: [
+            "bench/pages.py",
+            *common,
+            *(["--runs", "3", "--requests", "300"] if quick else []),
+        ],
+    )
     chosen = [s for name, s in steps.items() if not args.only or name in args.only]
 
     progress = Progress()
@@ -529,9 +554,10 @@ def main() -> int:
     made = charts.render(args.charts, steps["ingest"].load(), steps["live"].load())
     text = draft.read_text() if draft.exists() else ""
     herd_section = sections(text)[1].get("Thundering herd", "")
+    pages_section = sections(text)[1].get("Pages", "")
     own: dict[str, str] = {
         "Charts": charts_section(made, args.doc),
-        "Summary": summary(steps, herd_section),
+        "Summary": summary(steps, herd_section, pages_section),
     }
     if not HERD.exists():
         own["Thundering herd"] = (

@@ -11,7 +11,6 @@ neither read nor compute.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import secrets
@@ -35,6 +34,7 @@ from opus.keys import (
 )
 from opus.network import attendee_urls  # the same guess the start banner prints
 from opus.resources import static_dir, templates_dir
+from opus.views import assets
 
 CSRF_COOKIE = "opus_csrf"
 FLASH_COOKIE = "opus_flash"
@@ -52,6 +52,7 @@ _HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+_PAGE_MAX_BYTES = 1 << 16  # gzipped on the event loop up to this size (see render)
 
 Form = MultiDictProxy[Any]
 
@@ -137,7 +138,16 @@ def render(
         .get_template(template)
         .render(csrf=csrf, flash=flash, host_session=is_host(request), **context)
     )
-    response = web.Response(text=html, status=status, content_type="text/html", headers=_HEADERS)
+    # A page is gzipped on the event loop (about 0.1 ms for the attendee page, a tenth of its
+    # rendering), not in a thread as aiohttp does past 4 KB: the hand-off costs more CPU than
+    # the compression (bench/pages.py).
+    response = web.Response(
+        text=html,
+        status=status,
+        content_type="text/html",
+        headers=_HEADERS,
+        zlib_executor_size=_PAGE_MAX_BYTES,
+    )
     if _NEW_CSRF in request:
         response.set_cookie(
             CSRF_COOKIE, request[_NEW_CSRF], httponly=True, samesite="Lax", path="/"
@@ -204,17 +214,6 @@ def now_ms() -> int:
 # -- setup ----------------------------------------------------------------------------------
 
 
-def _static_version() -> str:
-    """Changes whenever a static file does, so browsers never keep a stale script."""
-    digest = hashlib.sha256(__version__.encode())
-    root = static_dir()
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:10]
-
-
 def _fmt_time(iso: str | None) -> str:
     if not iso:
         return ""
@@ -242,15 +241,16 @@ def fmt_date(iso: str | None, today: date | None = None) -> str:
     return _DATE.format(day=stamp.day, month=month, year=stamp.year, time=time_of_day)
 
 
-def environment() -> jinja2.Environment:
+def environment(static_version: str) -> jinja2.Environment:
+    """The templates; `static` makes a static file's URL, with the version that lets browsers
+    keep it (assets.py)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    version = _static_version()
-    env.globals["static"] = lambda path: f"/static/{path}?v={version}"
+    env.globals["static"] = lambda path: f"/static/{path}?v={static_version}"
     env.globals["version"] = __version__
     env.filters["time"] = _fmt_time
     env.filters["date"] = fmt_date
@@ -261,6 +261,7 @@ def setup(app: web.Application) -> None:
     """The pages' key, templates, the host session's revocations and the static files."""
     secret = auth.load_secret(app[SETTINGS].data_dir)
     app[PAGE_SECRET] = hmac.digest(secret, b"opus pages", "sha256")
-    app[TEMPLATES] = environment()
+    files = assets.StaticFiles(static_dir())
+    app[TEMPLATES] = environment(files.version)
     callers.setup(app)
-    app.router.add_static("/static", static_dir())
+    assets.setup(app, files)

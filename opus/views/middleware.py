@@ -1,4 +1,5 @@
-"""One middleware turns every error into the contract's JSON body and times every request."""
+"""One middleware turns every error into the contract's JSON body, gzips the answers worth it
+(compression.py) and times every request."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from aiohttp.typedefs import Handler
 from opus.db import is_disk_full
 from opus.errors import OpusError, StorageFull
 from opus.keys import METRICS, SETTINGS
+from opus.views.compression import compress
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,8 @@ async def _body_arrived(request: web.Request) -> bool:
 
 @web.middleware
 async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every error into the contract's JSON body, and time the request by route (one
-    middleware, not two: each is a coroutine more on every request)."""
+    """Turn every error into the contract's JSON body, gzip what is worth it, and time the
+    request by route (one middleware, not three: each is a coroutine more on every request)."""
     started = time.perf_counter()
     status = 500
     try:
@@ -115,6 +117,7 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
                     "Something went wrong on the server; nothing was lost, try again.",
                 )
         status = response.status
+        compress(request, response)
         return response
     finally:
         resource = request.match_info.route.resource
