@@ -63,6 +63,7 @@
       box = document.createElement("div");
       box.setAttribute("data-results", poll.id);
       box.setAttribute("data-leaderboard", "on");
+      box.setAttribute("data-heading", "h2");
       chart.append(box);
     }
     box.hidden = hide || !results;
