@@ -161,6 +161,14 @@ class RoomFields(TypedDict):
     show_passcode: NotRequired[
         Annotated[bool, Meta(description="The projector screen shows the passcode.")]
     ]
+    theme: Annotated[
+        Literal["auto", "light", "dark"],
+        Meta(description="The projector's and the phones' colours (`auto`: each page's own)."),
+    ]
+    accent: Annotated[
+        str,
+        _("The colour of buttons and highlights, #rrggbb.", pattern="^#[0-9a-f]{6}$"),
+    ]
 
 
 class Room(RoomFields):

@@ -195,6 +195,11 @@ MIGRATIONS: dict[int, str] = {
     -- The few events that notify, found without reading every vote's event.
     CREATE INDEX outbox_type ON outbox(event_type, seq);
     """,
+    7: """
+    -- A room's look on the projector and the phones (look.py): 'auto' keeps each page's own.
+    ALTER TABLE rooms ADD COLUMN theme TEXT NOT NULL DEFAULT 'auto';
+    ALTER TABLE rooms ADD COLUMN accent TEXT NOT NULL DEFAULT '#4338ca';
+    """,
 }
 
 

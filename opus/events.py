@@ -14,6 +14,7 @@ import msgspec
 
 from opus.answers import Results
 from opus.kinds import Choice
+from opus.look import DEFAULT_ACCENT, DEFAULT_THEME
 
 ROOM_CREATED = "ROOM.CREATED"
 POLL_CREATED = "POLL.CREATED"
@@ -148,6 +149,8 @@ class RoomData(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     passcode: str | None = None
     show_passcode: bool = False
+    theme: str = DEFAULT_THEME  # absent from a box that predates them
+    accent: str = DEFAULT_ACCENT
 
 
 class RoomChange(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -157,6 +160,8 @@ class RoomChange(msgspec.Struct, frozen=True, omit_defaults=True):
     title: str | msgspec.UnsetType = msgspec.UNSET
     passcode: str | msgspec.UnsetType | None = msgspec.UNSET
     show_passcode: bool | msgspec.UnsetType = msgspec.UNSET
+    theme: str | msgspec.UnsetType = msgspec.UNSET
+    accent: str | msgspec.UnsetType = msgspec.UNSET
     order: list[str] | msgspec.UnsetType = msgspec.UNSET  # its polls' new order
 
 

@@ -277,8 +277,8 @@ def _uncount(conn: sqlite3.Connection, poll_id: str, event_id: str, choice: kind
 def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
     room = event.data
     conn.execute(
-        "INSERT OR IGNORE INTO rooms (id, code, title, created_at, passcode, show_passcode)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO rooms (id, code, title, created_at, passcode, show_passcode,"
+        " theme, accent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             room.id,
             room.code,
@@ -286,6 +286,8 @@ def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
             room.created_at,
             room.passcode,
             int(room.show_passcode),
+            room.theme,
+            room.accent,
         ),
     )
     if not fetchall(conn, "SELECT 1 FROM rooms WHERE id = ?", (room.id,)):
@@ -295,7 +297,7 @@ def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
 def _room_updated(conn: sqlite3.Connection, event: events.RoomUpdated) -> None:
     change = event.data
     fields: dict[str, object] = {}
-    for name in ("title", "passcode", "show_passcode"):
+    for name in ("title", "passcode", "show_passcode", "theme", "accent"):
         value = getattr(change, name)
         if value is not msgspec.UNSET:
             fields[name] = int(value) if isinstance(value, bool) else value

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from opus import answers, bodies, events, kinds, outbox, replica, results
+from opus import answers, bodies, events, kinds, look, outbox, replica, results
 from opus.auth import Voter
 from opus.bodies import MAX_PASSCODE, MAX_QUESTION, MAX_TITLE, MIN_PASSCODE
 from opus.catalog import Catalog
@@ -26,6 +26,13 @@ from opus.identity import IdentityLimits
 from opus.kinds import KINDS
 
 MODERATION_PAGE = 200  # questions the host's moderation list loads at once
+# A room's settings when its body does not name them.
+_ROOM_DEFAULTS: dict[str, Any] = {
+    "passcode": None,
+    "show_passcode": 0,
+    "theme": look.DEFAULT_THEME,
+    "accent": look.DEFAULT_ACCENT,
+}
 
 
 def _trimmed(value: str, name: str, limit: int) -> str:
@@ -50,6 +57,16 @@ def _room_access(body: bodies.CreateRoom | bodies.RenameRoom) -> dict[str, Any]:
         changes["passcode"] = value or None
     if body.show_passcode is not msgspec.UNSET:
         changes["show_passcode"] = int(body.show_passcode)
+    return changes
+
+
+def _room_look(body: bodies.CreateRoom | bodies.RenameRoom) -> dict[str, Any]:
+    """The look fields sent in a room's body: `theme` and `accent` (look.py)."""
+    changes: dict[str, Any] = {}
+    if body.theme is not msgspec.UNSET:
+        changes["theme"] = look.check_theme(body.theme)
+    if body.accent is not msgspec.UNSET:
+        changes["accent"] = look.check_accent(body.accent)
     return changes
 
 
@@ -174,7 +191,7 @@ class Rooms:
 
     async def create_room(self, body: bodies.CreateRoom, actor: str = "host") -> answers.Room:
         title = _trimmed(body.title, "title", MAX_TITLE)
-        access = _room_access(body)
+        access = _room_access(body) | _room_look(body)
         with self.db.write() as conn:
             room = self._insert_room(conn, title, actor, access)
         self._on_commit()
@@ -190,12 +207,13 @@ class Rooms:
                 break
         room["code"] = code
         conn.execute(
-            "INSERT INTO rooms (id, code, title, created_at, passcode, show_passcode)"
-            " VALUES (:id, :code, :title, :created_at, :passcode, :show_passcode)",
-            {"passcode": None, "show_passcode": 0, **room, **(access or {})},
+            "INSERT INTO rooms (id, code, title, created_at, passcode, show_passcode, theme,"
+            " accent) VALUES (:id, :code, :title, :created_at, :passcode, :show_passcode, :theme,"
+            " :accent)",
+            {**_ROOM_DEFAULTS, **room, **(access or {})},
         )
         shown = {
-            "passcode": (access or {}).get("passcode"),
+            **{name: (access or {}).get(name, value) for name, value in _ROOM_DEFAULTS.items()},
             "show_passcode": bool((access or {}).get("show_passcode", 0)),
         }
         event = self._event(events.ROOM_CREATED, {**room, **shown}, actor)
@@ -222,8 +240,9 @@ class Rooms:
     async def update_room(
         self, room_id: str, body: bodies.RenameRoom, actor: str = "host"
     ) -> answers.Room:
-        """Change what the body names: the title, the passcode, whether the screen shows it."""
-        access = _room_access(body)
+        """Change what the body names: the title, the passcode, whether the screen shows it,
+        the look."""
+        access = _room_access(body) | _room_look(body)
         changes = dict(access)
         if body.title is not msgspec.UNSET:
             changes["title"] = _trimmed(body.title, "title", MAX_TITLE)
@@ -253,7 +272,9 @@ class Rooms:
         )
         created: list[tuple[dict[str, Any], list[str]]] = []
         with self.db.write() as conn:
-            room = self._insert_room(conn, title, actor)
+            room = self._insert_room(
+                conn, title, actor, {"theme": source["theme"], "accent": source["accent"]}
+            )
             for position, poll in enumerate(source["polls"]):
                 spec = kinds.Spec(
                     labels=[o["label"] for o in poll["options"]],
@@ -625,6 +646,8 @@ class Rooms:
             "title": row["title"],
             "created_at": row["created_at"],
             "passcode_required": bool(row["passcode"]),
+            "theme": row["theme"],
+            "accent": row["accent"],
             "polls": shown,
         }
         # The host sees the passcode; everyone sees it when the screen shows it.

@@ -38,6 +38,7 @@ class Stage:
     code: str
     room_id: str
     passcode_code: str
+    passcode_room_id: str
     draft_id: str
     visible: int  # polls the screen steps through
     questions: list[str]
@@ -161,6 +162,7 @@ def stage(browser: Browser, site: ServerProcess, api: Host) -> Stage:
         code=code,
         room_id=room["id"],
         passcode_code=guarded["code"],
+        passcode_room_id=guarded["id"],
         draft_id=draft["id"],
         visible=len(polls) + 1,
         questions=questions,
@@ -297,18 +299,58 @@ def test_every_page_passes_axe_and_its_fields_stand_out(
 ) -> None:
     page = open_page(browser, site, stage, name, color_scheme=scheme, locale=locale)
     try:
-        problems = check(page, name)
-        if name == "screen":  # every poll the projector shows, from the last one back
-            position = page.locator("[data-position]")
-            for _ in range(stage.visible):
-                page.keyboard.press("n")
-            for n in range(stage.visible, 1, -1):
-                expect(position).to_have_text(f"Poll {n} of {stage.visible}")
-                page.keyboard.press("p")
-                problems += check(page, f"screen, poll {n - 1}")
+        problems = check_all(page, name, stage)
         assert not problems, "\n".join(problems)
     finally:
         page.context.close()
+
+
+def check_all(page: Page, name: str, stage: Stage) -> list[str]:
+    """What `check` finds on the page (on the screen, with each poll it shows)."""
+    problems = check(page, name)
+    if name == "screen":  # every poll the projector shows, from the last one back
+        position = page.locator("[data-position]")
+        for _ in range(stage.visible):
+            page.keyboard.press("n")
+        for n in range(stage.visible, 1, -1):
+            expect(position).to_have_text(f"Poll {n} of {stage.visible}")
+            page.keyboard.press("p")
+            problems += check(page, f"screen, poll {n - 1}")
+    return problems
+
+
+# A light stage with a yellow accent (black text on buttons), dark phones with a teal one, and
+# each page's own theme with a crimson one.
+LOOKS = [("light", "#ffd400"), ("dark", "#0f766e"), ("auto", "#be123c")]
+THEMED = ["passcode", "attendee", "attendee-voted", "inbox", "screen"]
+
+
+@pytest.mark.parametrize(("theme", "accent"), LOOKS)
+@pytest.mark.parametrize("name", THEMED)
+def test_every_room_look_passes_axe(
+    browser: Browser,
+    site: ServerProcess,
+    stage: Stage,
+    api: Host,
+    name: str,
+    theme: str,
+    accent: str,
+) -> None:
+    rooms = (stage.room_id, stage.passcode_room_id)
+    for room_id in rooms:
+        api.ok("PATCH", f"/api/v1/rooms/{room_id}", {"theme": theme, "accent": accent})
+    # The device's own scheme, the other way: the room's theme wins.
+    page = open_page(
+        browser, site, stage, name, color_scheme="light" if theme == "dark" else "dark"
+    )
+    try:
+        expect(page.locator("html")).to_have_attribute("style", re.compile(f"--accent: {accent}"))
+        problems = check_all(page, name, stage)
+        assert not problems, "\n".join(problems)
+    finally:
+        page.context.close()
+        for room_id in rooms:
+            api.ok("PATCH", f"/api/v1/rooms/{room_id}", {"theme": "auto", "accent": "#4338ca"})
 
 
 # -- motion ---------------------------------------------------------------------------------
@@ -505,3 +547,69 @@ def test_console_buttons_name_their_poll_or_question(
         )
     finally:
         page.context.close()
+
+
+# -- the room's look follows the host's choice, live ------------------------------------------
+
+
+def colour_of(locator: Locator, prop: str) -> str:
+    return str(locator.evaluate(f"el => getComputedStyle(el).{prop}"))
+
+
+def test_the_screen_and_phones_follow_the_rooms_theme_and_accent(
+    browser: Browser, site: ServerProcess, api: Host
+) -> None:
+    room = api.room("Bright hall")
+    api.poll(room["id"], question="Can you read this?", options=["Yes", "No"])
+    path = f"/api/v1/rooms/{room['id']}"
+    screen_context = browser.new_context(base_url=site.base, color_scheme="dark", **PROJECTOR)
+    phone_context = browser.new_context(base_url=site.base, color_scheme="dark", **PHONE)
+    try:
+        screen = screen_context.new_page()
+        screen.goto(f"/screen/{room['code']}")
+        stage = screen.locator("body")
+        question = screen.locator("[data-question]")
+        expect(question).to_have_text("Can you read this?")
+        expect(stage).to_have_css("color", "rgb(248, 250, 252)")  # light on the dark stage
+        phone = phone_context.new_page()
+        phone.goto(f"/j/{room['code']}")
+        vote = phone.locator("form.vote button[type=submit]")
+        expect(vote).to_have_css("background-color", "rgb(67, 56, 202)")  # today's indigo
+        expect(phone.locator("body")).to_have_css("background-color", "rgb(243, 244, 248)")
+
+        # A bright hall: the host makes the room light, with a teal accent, in the console.
+        console = browser.new_context(base_url=site.base, **LAPTOP)
+        host = console.new_page()
+        log_in(host)
+        host.goto(f"/host/rooms/{room['id']}")
+        host.select_option("#theme", "light")
+        host.fill("#accent", "#0f766e")
+        host.click("button:has-text('Save colours')")
+        expect(host.locator(".flash")).to_contain_text("new colours")
+        expect(host.locator("#theme")).to_have_value("light")
+        console.close()
+        expect(stage).to_have_css("color", "rgb(15, 23, 42)")  # dark text on a light stage
+        assert "rgb(248, 250, 252)" in colour_of(stage, "backgroundImage")
+        expect(question).to_have_text("Can you read this?")
+        expect(vote).to_have_css("background-color", "rgb(15, 118, 110)")
+        expect(vote).to_have_css("color", "rgb(255, 255, 255)")
+        # A light accent: the buttons' text turns black.
+        api.ok("PATCH", path, {"accent": "#ffd400"})
+        expect(vote).to_have_css("background-color", "rgb(255, 212, 0)")
+        expect(vote).to_have_css("color", "rgb(0, 0, 0)")
+        # Dark: the phones too, whatever their own setting.
+        api.ok("PATCH", path, {"theme": "dark"})
+        expect(phone.locator("body")).to_have_css("background-color", "rgb(15, 23, 42)")
+        expect(stage).to_have_css("color", "rgb(248, 250, 252)")
+        # A phone opening the page now gets it at once, without its script too.
+        plain = browser.new_context(base_url=site.base, java_script_enabled=False, **PHONE)
+        fresh = plain.new_page()
+        fresh.goto(f"/j/{room['code']}")
+        expect(fresh.locator("form.vote button[type=submit]")).to_have_css(
+            "background-color", "rgb(255, 212, 0)"
+        )
+        expect(fresh.locator("body")).to_have_css("background-color", "rgb(15, 23, 42)")
+        plain.close()
+    finally:
+        screen_context.close()
+        phone_context.close()

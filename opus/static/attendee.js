@@ -269,10 +269,20 @@
           }
         });
         current.replaceWith(fresh);
+        look(fresh);
         decorate();
         focusBack(place);
       }, function () { /* offline: the socket's reconnect brings a refresh */ });
     }, 150);
+  }
+
+  // The room's theme and accent, as the fresh list says (the host may have changed them).
+  function look(list) {
+    var html = document.documentElement, style = list.getAttribute("data-look-style");
+    if (!list.hasAttribute("data-look-theme")) return;
+    html.setAttribute("data-theme", list.getAttribute("data-look-theme"));
+    html.toggleAttribute("data-look", !!style);
+    if (style) html.setAttribute("style", style); else html.removeAttribute("style");
   }
 
   function decorate() {
@@ -296,7 +306,7 @@
     },
     message: function (msg) {
       if (msg.type === "snapshot") { if (snapshots++) refresh(); flush(); return; }
-      if (msg.type === "poll") { refresh(); return; }
+      if (msg.type === "poll" || msg.type === "room") { refresh(); return; }
       if (msg.type === "results") {
         var box = document.querySelector('.card [data-results="' + msg.poll_id + '"]');
         if (box) Opus.renderResults(box, msg);

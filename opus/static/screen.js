@@ -93,6 +93,9 @@
   }
 
   function message(msg) {
+    // The host chose another theme or accent: the server draws the page in it.
+    var room = (msg.type === "room" || msg.type === "snapshot") && msg.room;
+    if (room && String([room.theme, room.accent]) !== String(boot.look)) { location.reload(); return; }
     if (msg.type === "snapshot" || msg.type === "venue") {
       Opus.renderVenue($("[data-venue]"), msg.type === "venue" ? msg : msg.venue);
     }

@@ -167,6 +167,8 @@ async def room_of(request: web.Request) -> dict[str, Any] | None:
         "title": row["title"],
         "passcode_required": bool(row["passcode"]),
         "shown_passcode": row["passcode"] if row["show_passcode"] else None,
+        "theme": row["theme"],
+        "accent": row["accent"],
     }
 
 

@@ -26,7 +26,7 @@ import segno.helpers
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from opus import __version__, auth, callers
+from opus import __version__, auth, callers, look
 from opus.callers import identify, origin_matches, sign
 from opus.keys import (
     PAGE_SECRET,
@@ -234,6 +234,7 @@ def environment() -> jinja2.Environment:
     env.globals["static"] = lambda path: f"/static/{path}?v={version}"
     env.globals["version"] = __version__
     env.filters["time"] = _fmt_time
+    env.globals["look"] = look.for_page
     return env
 
 
