@@ -173,6 +173,14 @@ class RoomFields(TypedDict):
         str | None,
         Meta(description="The poll the host shows now (presenter mode); null: none yet."),
     ]
+    theme: Annotated[
+        Literal["auto", "light", "dark"],
+        Meta(description="The projector's and the phones' colours (`auto`: each page's own)."),
+    ]
+    accent: Annotated[
+        str,
+        _("The colour of buttons and highlights, #rrggbb.", pattern="^#[0-9a-f]{6}$"),
+    ]
 
 
 class Room(RoomFields):

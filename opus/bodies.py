@@ -29,6 +29,7 @@ from opus.kinds import (
     SCALES,
     TIME_LIMIT_RANGE,
 )
+from opus.look import ACCENT_PATTERN, DEFAULT_ACCENT, THEMES
 
 MAX_TITLE = 200
 MAX_QUESTION = 500
@@ -94,6 +95,22 @@ Pace = Annotated[
         extra_json_schema={"enum": ["presenter", "self"]},
     ),
 ]
+Theme = Annotated[
+    str,
+    Shown(
+        "The projector's and the phones' colours: `auto` (default) keeps each page's own (a "
+        "dark projector, light phones), `light` or `dark` sets both. `invalid_field` otherwise.",
+        enum=list(THEMES),
+    ),
+]
+Accent = Annotated[
+    str,
+    Shown(
+        f"The colour of buttons and highlights, `#rrggbb` (default `{DEFAULT_ACCENT}`); the "
+        "text on it is black or white, whichever reads better. `invalid_field` otherwise.",
+        pattern=ACCENT_PATTERN,
+    ),
+]
 
 
 class CreateRoom(Body):
@@ -103,6 +120,8 @@ class CreateRoom(Body):
     passcode: Passcode | UnsetType = UNSET
     show_passcode: ShowPasscode | UnsetType = UNSET
     pace: Pace | UnsetType = UNSET
+    theme: Theme | UnsetType = UNSET
+    accent: Accent | UnsetType = UNSET
 
 
 class RenameRoom(Body):
@@ -112,6 +131,8 @@ class RenameRoom(Body):
     passcode: Passcode | UnsetType = UNSET
     show_passcode: ShowPasscode | UnsetType = UNSET
     pace: Pace | UnsetType = UNSET
+    theme: Theme | UnsetType = UNSET
+    accent: Accent | UnsetType = UNSET
 
 
 class DuplicateRoom(Body):

@@ -206,6 +206,9 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE polls ADD COLUMN reopened_hlc TEXT;
     ALTER TABLE polls ADD COLUMN closes TEXT NOT NULL DEFAULT '[]';
     UPDATE polls SET closes = json_array(closed_hlc) WHERE closed_hlc IS NOT NULL;
+    -- A room's look on the projector and the phones (look.py): 'auto' keeps each page's own.
+    ALTER TABLE rooms ADD COLUMN theme TEXT NOT NULL DEFAULT 'auto';
+    ALTER TABLE rooms ADD COLUMN accent TEXT NOT NULL DEFAULT '#4338ca';
     """,
 }
 

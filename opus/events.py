@@ -14,6 +14,7 @@ import msgspec
 
 from opus.answers import Results
 from opus.kinds import Choice
+from opus.look import DEFAULT_ACCENT, DEFAULT_THEME
 
 ROOM_CREATED = "ROOM.CREATED"
 POLL_CREATED = "POLL.CREATED"
@@ -155,6 +156,8 @@ class RoomData(msgspec.Struct, frozen=True, omit_defaults=True):
     passcode: str | None = None
     show_passcode: bool = False
     pace: str = "self"
+    theme: str = DEFAULT_THEME  # absent from a box that predates them
+    accent: str = DEFAULT_ACCENT
 
 
 class RoomChange(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -166,6 +169,8 @@ class RoomChange(msgspec.Struct, frozen=True, omit_defaults=True):
     show_passcode: bool | msgspec.UnsetType = msgspec.UNSET
     pace: str | msgspec.UnsetType = msgspec.UNSET
     shown_poll_id: str | msgspec.UnsetType | None = msgspec.UNSET  # the poll shown now
+    theme: str | msgspec.UnsetType = msgspec.UNSET
+    accent: str | msgspec.UnsetType = msgspec.UNSET
     order: list[str] | msgspec.UnsetType = msgspec.UNSET  # its polls' new order
 
 

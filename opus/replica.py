@@ -338,7 +338,7 @@ def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
     room = event.data
     conn.execute(
         "INSERT OR IGNORE INTO rooms (id, code, title, created_at, passcode, show_passcode,"
-        " pace) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " pace, theme, accent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             room.id,
             room.code,
@@ -347,6 +347,8 @@ def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
             room.passcode,
             int(room.show_passcode),
             room.pace,
+            room.theme,
+            room.accent,
         ),
     )
     if not fetchall(conn, "SELECT 1 FROM rooms WHERE id = ?", (room.id,)):
@@ -356,7 +358,8 @@ def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
 def _room_updated(conn: sqlite3.Connection, event: events.RoomUpdated) -> None:
     change = event.data
     fields: dict[str, object] = {}
-    for name in ("title", "passcode", "show_passcode", "pace", "shown_poll_id"):
+    fields_sent = ("title", "passcode", "show_passcode", "pace", "shown_poll_id", "theme", "accent")
+    for name in fields_sent:
         value = getattr(change, name)
         if value is not msgspec.UNSET:
             fields[name] = int(value) if isinstance(value, bool) else value

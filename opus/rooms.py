@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from opus import answers, bodies, events, kinds, outbox, replica, results
+from opus import answers, bodies, events, kinds, look, outbox, replica, results
 from opus.auth import Voter
 from opus.bodies import MAX_PASSCODE, MAX_QUESTION, MAX_TITLE, MIN_PASSCODE
 from opus.catalog import Catalog
@@ -30,6 +30,14 @@ PACES = ("presenter", "self")
 # A quiz shown in a presenter-paced room starts this long after it is shown: phones and the
 # screen count down to it, so nobody's time runs out before they see the question.
 COUNT_IN_S = 3.0
+# A room's settings when its body does not name them.
+_ROOM_DEFAULTS: dict[str, Any] = {
+    "passcode": None,
+    "show_passcode": 0,
+    "pace": "self",
+    "theme": look.DEFAULT_THEME,
+    "accent": look.DEFAULT_ACCENT,
+}
 
 
 def _trimmed(value: str, name: str, limit: int) -> str:
@@ -58,6 +66,16 @@ def _room_access(body: bodies.CreateRoom | bodies.RenameRoom) -> dict[str, Any]:
         if body.pace not in PACES:
             raise Unprocessable("'pace' is 'presenter' or 'self'.", code="invalid_field")
         changes["pace"] = body.pace
+    return changes
+
+
+def _room_look(body: bodies.CreateRoom | bodies.RenameRoom) -> dict[str, Any]:
+    """The look fields sent in a room's body: `theme` and `accent` (look.py)."""
+    changes: dict[str, Any] = {}
+    if body.theme is not msgspec.UNSET:
+        changes["theme"] = look.check_theme(body.theme)
+    if body.accent is not msgspec.UNSET:
+        changes["accent"] = look.check_accent(body.accent)
     return changes
 
 
@@ -183,7 +201,7 @@ class Rooms:
 
     async def create_room(self, body: bodies.CreateRoom, actor: str = "host") -> answers.Room:
         title = _trimmed(body.title, "title", MAX_TITLE)
-        access = _room_access(body)
+        access = _room_access(body) | _room_look(body)
         with self.db.write() as conn:
             room = self._insert_room(conn, title, actor, access)
         self._on_commit()
@@ -199,14 +217,14 @@ class Rooms:
                 break
         room["code"] = code
         conn.execute(
-            "INSERT INTO rooms (id, code, title, created_at, passcode, show_passcode, pace)"
-            " VALUES (:id, :code, :title, :created_at, :passcode, :show_passcode, :pace)",
-            {"passcode": None, "show_passcode": 0, "pace": "self", **room, **(access or {})},
+            "INSERT INTO rooms (id, code, title, created_at, passcode, show_passcode, pace,"
+            " theme, accent) VALUES (:id, :code, :title, :created_at, :passcode,"
+            " :show_passcode, :pace, :theme, :accent)",
+            {**_ROOM_DEFAULTS, **room, **(access or {})},
         )
         shown = {
-            "passcode": (access or {}).get("passcode"),
+            **{name: (access or {}).get(name, value) for name, value in _ROOM_DEFAULTS.items()},
             "show_passcode": bool((access or {}).get("show_passcode", 0)),
-            "pace": (access or {}).get("pace", "self"),
         }
         event = self._event(events.ROOM_CREATED, {**room, **shown}, actor)
         outbox.add(conn, [event])
@@ -232,8 +250,9 @@ class Rooms:
     async def update_room(
         self, room_id: str, body: bodies.RenameRoom, actor: str = "host"
     ) -> answers.Room:
-        """Change what the body names: the title, the passcode, whether the screen shows it."""
-        access = _room_access(body)
+        """Change what the body names: the title, the passcode, whether the screen shows it,
+        the look."""
+        access = _room_access(body) | _room_look(body)
         changes = dict(access)
         if body.title is not msgspec.UNSET:
             changes["title"] = _trimmed(body.title, "title", MAX_TITLE)
@@ -266,6 +285,8 @@ class Rooms:
             "passcode": source.get("passcode"),
             "show_passcode": int(bool(source.get("show_passcode"))),
             "pace": source["pace"],
+            "theme": source["theme"],
+            "accent": source["accent"],
         }
         with self.db.write() as conn:
             room = self._insert_room(conn, title, actor, access)
@@ -760,6 +781,8 @@ class Rooms:
             "passcode_required": bool(row["passcode"]),
             "pace": row["pace"],
             "shown_poll_id": row["shown_poll_id"],
+            "theme": row["theme"],
+            "accent": row["accent"],
             "polls": shown,
         }
         # The host sees the passcode; everyone sees it when the screen shows it.

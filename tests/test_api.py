@@ -405,3 +405,63 @@ async def test_venue_calls_on_a_box_that_serves_alone_say_so(api: Api) -> None:
     for path in ("/api/v1/venue", "/api/v1/venue/log"):
         status, body = await api.call("GET", path, headers=api.admin)
         assert status == 404 and body["error"]["code"] == "not_a_venue", (path, body)
+
+
+async def test_a_rooms_theme_and_accent(api: Api) -> None:
+    """The host picks the projector's and the phones' colours; a room made with a title alone
+    keeps the look every page had before (a dark projector, light phones, indigo buttons)."""
+    room = await api.room("Plain")
+    assert (room["theme"], room["accent"]) == ("auto", "#4338ca")
+    pages = {
+        "screen": f"/screen/{room['code']}",
+        "phone": f"/j/{room['code']}",
+        "polls": f"/j/{room['code']}/polls",
+    }
+    for path in pages.values():
+        _, html = await api.call("GET", path)
+        assert "--accent" not in html and "data-look " not in html, path
+    _, html = await api.call("GET", pages["screen"])
+    assert '<html lang="en" data-theme="dark">' in html
+
+    path = f"/api/v1/rooms/{room['id']}"
+    status, changed = await api.call(
+        "PATCH", path, json={"theme": "light", "accent": "#0F766E"}, headers=api.admin
+    )
+    assert status == 200, changed
+    assert (changed["title"], changed["theme"], changed["accent"]) == ("Plain", "light", "#0f766e")
+    _, html = await api.call("GET", pages["screen"])
+    assert 'data-theme="light" data-look style="--accent: #0f766e; --accent-ink: #ffffff' in html
+    status, changed = await api.call("PATCH", path, json={"theme": "dark"}, headers=api.admin)
+    assert (changed["theme"], changed["accent"]) == ("dark", "#0f766e")  # only what was sent
+
+    for body in (
+        {"accent": "red"},
+        {"accent": "#fff"},
+        {"accent": "#12345g"},
+        {"accent": "0f766e"},
+        {"accent": "#0f766e "},
+        {"theme": "neon"},
+        {"theme": "Light"},
+    ):
+        status, refused = await api.call("PATCH", path, json=body, headers=api.admin)
+        assert status == 422 and refused["error"]["code"] == "invalid_field", (body, refused)
+    status, refused = await api.call("PATCH", path, json={"accent": 4338}, headers=api.admin)
+    assert status == 400 and refused["error"]["code"] == "invalid_field"  # not even a string
+    _, kept = await api.call("GET", path, headers=api.admin)
+    assert (kept["theme"], kept["accent"]) == ("dark", "#0f766e")
+
+    status, made = await api.call(
+        "POST",
+        "/api/v1/rooms",
+        json={"title": "Bright hall", "theme": "light", "accent": "#ffd400"},
+        headers=api.admin,
+    )
+    assert status == 201 and (made["theme"], made["accent"]) == ("light", "#ffd400")
+    status, refused = await api.call(
+        "POST", "/api/v1/rooms", json={"title": "Bad", "accent": "yellow"}, headers=api.admin
+    )
+    assert status == 422 and refused["error"]["code"] == "invalid_field"
+    status, copy = await api.call(
+        "POST", f"/api/v1/rooms/{made['id']}/duplicate", headers=api.admin
+    )
+    assert status == 201 and (copy["theme"], copy["accent"]) == ("light", "#ffd400")

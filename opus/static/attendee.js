@@ -168,6 +168,29 @@
     enable(item.poll_id);
   }
 
+  function focusReceipt(pollId, still) {
+    var c = card(pollId), el = c && c.querySelector("[data-receipt]");
+    if (!el) return;
+    el.setAttribute("tabindex", "-1");
+    el.focus({ preventScroll: !!still });
+  }
+  // Where the focus is in the poll list, to put it back after the list is swapped.
+  function focusPlace() {
+    var el = document.activeElement, c = el && el.closest && el.closest("section.card[data-poll]");
+    return c ? { el: el, poll: c.getAttribute("data-poll"), id: el.id, name: el.name, value: el.value } : null;
+  }
+  function focusBack(place) {
+    if (!place || document.activeElement === place.el) return;
+    var c = card(place.poll), target = document.contains(place.el) ? place.el : null;
+    if (!c) return;
+    if (!target && place.id) target = document.getElementById(place.id);
+    if (!target && place.name) {
+      target = c.querySelector('[name="' + place.name + '"][value="' + CSS.escape(place.value || "") + '"]');
+    }
+    if (target && !target.disabled && target.getClientRects().length) target.focus({ preventScroll: true });
+    else focusReceipt(place.poll, true);
+  }
+
   function enable(pollId) {
     var c = card(pollId);
     if (c) c.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = false; });
@@ -182,8 +205,12 @@
       room: boot.room, body: bodyOf(form, event.submitter), at: Date.now()
     };
     keep(outbox().concat([item]));  // saved before it is sent: a drop now loses nothing
-    if (event.submitter) event.submitter.disabled = true;
     receipt(item.poll_id, "sending", WORDS.sending);
+    // The button is disabled, which would drop the focus to the page: it goes to what
+    // says how the vote fares (scrolled to only for a keyboard, whose focus shows).
+    var keyboard = event.submitter && event.submitter.matches(":focus-visible");
+    focusReceipt(item.poll_id, !keyboard);
+    if (event.submitter) event.submitter.disabled = true;
     send(item);
   });
 
@@ -236,6 +263,7 @@
         var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("polls");
         var current = document.getElementById("polls");
         if (!fresh || !current) return;
+        var place = focusPlace();
         // Keep a card whose form the attendee is filling in: swap the others.
         current.querySelectorAll("section.card[data-poll]").forEach(function (old) {
           var id = old.getAttribute("data-poll");
@@ -243,18 +271,31 @@
           if (next && editing(old) && next.getAttribute("data-status") === old.getAttribute("data-status")
               && next.getAttribute("data-voted") === old.getAttribute("data-voted")) {
             next.replaceWith(old);
-          } else if (next && old.getAttribute("data-kind") === "qa") {
-            // A question's receipt is this page's own (the server renders none): kept.
+          } else if (next) {  // what the page said of a vote (a question asked) stays said
             var said = old.querySelector("[data-receipt]"), blank = next.querySelector("[data-receipt]");
-            if (said && blank && !blank.textContent.trim()) blank.replaceWith(said);
+            if (said && blank && said.textContent.trim() && !blank.textContent.trim()) {
+              blank.textContent = said.textContent;
+              blank.setAttribute("data-state", said.getAttribute("data-state") || "");
+            }
           }
         });
         var folded = current.querySelector("[data-earlier]"), unfolded = fresh.querySelector("[data-earlier]");
         if (folded && unfolded) unfolded.open = folded.open;
         current.replaceWith(fresh);
+        look(fresh);
         decorate();
+        focusBack(place);
       }, function () { /* offline: the socket's reconnect brings a refresh */ });
     }, 150);
+  }
+
+  // The room's theme and accent, as the fresh list says (the host may have changed them).
+  function look(list) {
+    var html = document.documentElement, style = list.getAttribute("data-look-style");
+    if (!list.hasAttribute("data-look-theme")) return;
+    html.setAttribute("data-theme", list.getAttribute("data-look-theme"));
+    html.toggleAttribute("data-look", !!style);
+    if (style) html.setAttribute("style", style); else html.removeAttribute("style");
   }
 
   function decorate() {

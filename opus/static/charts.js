@@ -115,9 +115,11 @@ window.Opus = window.Opus || {};
         var hidden = el("input"); hidden.type = "hidden"; hidden.name = "csrf"; hidden.value = csrf;
         var button = el("button", "upvote-button");
         button.type = "submit"; button.name = "upvote"; button.value = q.id;
-        button.setAttribute("aria-label", "Upvote: " + q.text);
         if (mine[q.id]) { button.disabled = true; button.setAttribute("aria-pressed", "true"); }
-        button.append("▲ ", count);
+        // The name starts with what shows (the count), then says which question (WCAG 2.5.3).
+        var arrow = el("span", "", "▲ "); arrow.setAttribute("aria-hidden", "true");
+        var said = el("span", "sr-only", " " + (q.upvotes === 1 ? "upvote" : "upvotes") + ". Upvote: " + q.text);
+        button.append(arrow, count, said);
         form.append(hidden, button);
         meta.append(form);
       } else {
@@ -142,7 +144,8 @@ window.Opus = window.Opus || {};
     if (!holder) {
       if (results.status !== "closed" && box.getAttribute("data-leaderboard") !== "on") return;
       holder = el("div", "leaderboard-box");
-      holder.append(el("h3", "", "Leaderboard"), el("ol", "leaderboard"));
+      // Its heading's level follows the page's: under the screen's h1, an h2.
+      holder.append(el(box.getAttribute("data-heading") || "h3", "", "Leaderboard"), el("ol", "leaderboard"));
       box.append(holder);
     }
     var list = holder.querySelector(".leaderboard");

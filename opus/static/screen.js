@@ -78,6 +78,7 @@
       box = document.createElement("div");
       box.setAttribute("data-results", poll.id);
       box.setAttribute("data-leaderboard", "on");
+      box.setAttribute("data-heading", "h2");
       chart.append(box);
     }
     box.hidden = hide || !results;
@@ -127,6 +128,9 @@
   }
 
   function message(msg) {
+    // The host chose another theme or accent: the server draws the page in it.
+    var room = (msg.type === "room" || msg.type === "snapshot") && msg.room;
+    if (room && String([room.theme, room.accent]) !== String(boot.look)) { location.reload(); return; }
     if (msg.type === "snapshot" || msg.type === "venue") {
       Opus.renderVenue($("[data-venue]"), msg.type === "venue" ? msg : msg.venue);
     }

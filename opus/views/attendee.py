@@ -174,6 +174,8 @@ async def room_of(request: web.Request) -> dict[str, Any] | None:
         "passcode_required": bool(row["passcode"]),
         "shown_passcode": row["passcode"] if row["show_passcode"] else None,
         "pace": row["pace"],
+        "theme": row["theme"],
+        "accent": row["accent"],
     }
 
 

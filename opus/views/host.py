@@ -269,6 +269,15 @@ async def step(request: web.Request, form: Form) -> web.StreamResponse:
     return redirect(f"/host/rooms/{room_id}")
 
 
+@routes.post("/host/rooms/{room_id}/look")
+@action
+async def set_look(request: web.Request, form: Form) -> web.StreamResponse:
+    room_id = request.match_info["room_id"]
+    look = {"theme": field(form, "theme", "auto"), "accent": field(form, "accent")}
+    await request.app[ROOMS].update_room(room_id, bodies.of(bodies.RenameRoom, look))
+    return redirect(f"/host/rooms/{room_id}", "The screen and the phones show the new colours.")
+
+
 @routes.post("/host/rooms/{room_id}/duplicate")
 @action
 async def duplicate_room(request: web.Request, form: Form) -> web.StreamResponse:

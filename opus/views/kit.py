@@ -25,7 +25,7 @@ import segno.helpers
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from opus import __version__, auth, callers
+from opus import __version__, auth, callers, look
 from opus.callers import identify, origin_matches, sign
 from opus.keys import (
     PAGE_SECRET,
@@ -254,6 +254,7 @@ def environment(static_version: str) -> jinja2.Environment:
     env.globals["version"] = __version__
     env.filters["time"] = _fmt_time
     env.filters["date"] = fmt_date
+    env.globals["look"] = look.for_page
     return env
 
 

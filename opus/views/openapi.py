@@ -229,6 +229,9 @@ EXAMPLE_ROOM: JSON = {
     "code_display": "XHYR-GCQG",
     "title": "Physics 101",
     "created_at": "2026-11-23T13:07:03.797Z",
+    "passcode_required": False,
+    "theme": "auto",
+    "accent": "#4338ca",
     "polls": [EXAMPLE_POLL],
 }
 EXAMPLE_RESULTS: JSON = {
@@ -466,9 +469,11 @@ def paths() -> JSON:
                         {
                             "413": TOO_LARGE,
                             "422": error(
-                                "`invalid_field`: `title` missing or blank, or a "
+                                "`invalid_field`: `title` missing or blank, a "
                                 f"passcode not {MIN_PASSCODE} to {MAX_PASSCODE} "
-                                f"characters; `too_long`: over {MAX_TITLE} characters."
+                                "characters, a `theme` not `auto`, `light` or `dark`, or an "
+                                "`accent` not `#rrggbb`; `too_long`: title over "
+                                f"{MAX_TITLE} characters."
                             ),
                         }
                     ),
@@ -495,8 +500,9 @@ def paths() -> JSON:
             "patch": {
                 "operationId": "renameRoom",
                 "tags": ["host"],
-                "summary": "Rename a room",
-                "description": "The code stays the same. Sockets on the room get a `room` message.",
+                "summary": "Rename a room, set its passcode or its look",
+                "description": "Only the fields sent change; the code stays the same. Sockets "
+                "on the room get a `room` message.",
                 "security": ADMIN,
                 "requestBody": {
                     "required": True,
@@ -516,9 +522,11 @@ def paths() -> JSON:
                             ),
                             "413": TOO_LARGE,
                             "422": error(
-                                "`invalid_field`: `title` missing or blank, or a "
+                                "`invalid_field`: `title` missing or blank, a "
                                 f"passcode not {MIN_PASSCODE} to {MAX_PASSCODE} "
-                                f"characters; `too_long`: over {MAX_TITLE} characters."
+                                "characters, a `theme` not `auto`, `light` or `dark`, or an "
+                                "`accent` not `#rrggbb`; `too_long`: title over "
+                                f"{MAX_TITLE} characters."
                             ),
                         }
                     ),

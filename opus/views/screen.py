@@ -73,6 +73,7 @@ async def screen(request: web.Request) -> web.Response:
             "live": live,
             "server_now": now_ms(),
             "host": host,
+            "look": [room["theme"], room["accent"]],
         },
     )
 
