@@ -36,6 +36,12 @@
     var el = document.activeElement;
     return el && (el.tagName === "INPUT" || el.tagName === "TEXTAREA" || el.tagName === "SELECT") && el.value;
   }
+  // A poll shown from the projector's keys, another tab or the API: the console follows.
+  function followRoom(room) {
+    var bar = document.querySelector("[data-presenter]");
+    var pace = bar ? "presenter" : "self";
+    if (room.pace !== pace || (bar && bar.getAttribute("data-shown-poll") !== (room.shown_poll_id || ""))) reloadSoon();
+  }
   function reloadSoon() {
     clearTimeout(reloadTimer);
     reloadTimer = setTimeout(function () { if (busy()) reloadSoon(); else location.reload(); }, 400);
@@ -78,6 +84,7 @@
       if (msg.type === "snapshot" || msg.type === "venue") {
         Opus.renderVenue(document.querySelector("[data-venue]"), msg.type === "venue" ? msg : msg.venue);
       }
+      if (msg.type === "snapshot" && msg.room) followRoom(msg.room);  // what changed before it
       if (msg.type === "snapshot") {
         // (Re)connected: what changed between the page's render and now came before the
         // socket, so the results are drawn from the snapshot and the Q&A lists fetched again.
@@ -99,10 +106,7 @@
         var card = document.querySelector('[data-poll="' + msg.poll_id + '"]');
         if (card && card.getAttribute("data-kind") === "qa") questions(msg.poll_id);
       } else if (msg.type === "room" && msg.room) {
-        // Shown from the projector's keys, another tab or the API: the console follows.
-        var bar = document.querySelector("[data-presenter]");
-        var pace = bar ? "presenter" : "self";
-        if (msg.room.pace !== pace || (bar && bar.getAttribute("data-shown-poll") !== (msg.room.shown_poll_id || ""))) reloadSoon();
+        followRoom(msg.room);
       } else if (msg.type === "poll") {
         var el = document.querySelector('[data-poll="' + msg.poll_id + '"]');
         // Changed elsewhere (another tab, the API): show the console as it now is.
