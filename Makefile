@@ -11,7 +11,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 \
 	command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { command -v $$c; break; }; done)
 
-.PHONY: run test venv bench bench-ingest bench-live bench-venue bench-pages bench-binary binary deb clean
+.PHONY: messages run test venv bench bench-ingest bench-live bench-venue bench-pages bench-binary binary deb clean
 
 $(PY):
 	@if [ -z "$(PYTHON)" ]; then echo "Opus needs Python 3.12 or newer: install python3.12 (apt install python3.12, or pyenv install 3.12) and run make again." >&2; exit 1; fi
@@ -36,6 +36,22 @@ test: $(TEST_STAMP)
 	$(VENV)/bin/ruff format --check opus tests bench
 	$(VENV)/bin/mypy opus
 	$(VENV)/bin/python -m pytest -q
+
+# The pages' strings: extracted from the code into opus/locale/opus.pot, then merged into each
+# language's catalog (new strings arrive empty: translate them; tests/test_i18n.py fails until
+# every string has its translation). The server compiles the catalogs when it starts.
+LANGS := es fr de ar ja
+messages: $(TEST_STAMP)
+	$(VENV)/bin/pybabel extract -F babel.cfg -k _ -k N_ -k ngettext:1,2 -k Opus.t -k Opus.nt:1,2 \
+		--sort-by-file --project Opus --copyright-holder "The Opus authors" \
+		-o opus/locale/opus.pot opus
+	for lang in $(LANGS); do \
+		if [ -f opus/locale/$$lang/LC_MESSAGES/opus.po ]; then \
+			$(VENV)/bin/pybabel update -D opus -i opus/locale/opus.pot -d opus/locale -l $$lang --no-fuzzy-matching; \
+		else \
+			$(VENV)/bin/pybabel init -D opus -i opus/locale/opus.pot -d opus/locale -l $$lang; \
+		fi; \
+	done
 
 # Every benchmark, each against its own fresh server: rewrites docs/benchmarks.md and the
 # charts in docs/bench/ (about 10 minutes; `$(PY) bench/run.py --quick` is shorter).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import jinja2
 from aiohttp import web
 
 from opus.auth import Signer
@@ -22,6 +21,7 @@ from opus.queue import VoteQueue
 from opus.replication import Replication
 from opus.rooms import Rooms
 from opus.venue import Box, Venue
+from opus.views.templates import Templates
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -39,7 +39,7 @@ IDENTITIES = web.AppKey("identities", IdentityLimits)
 INGEST = web.AppKey("ingest", Ingest)
 BROADCASTER = web.AppKey("broadcaster", Broadcaster)
 NOTIFIER = web.AppKey("notifier", Notifier)
-TEMPLATES = web.AppKey("templates", jinja2.Environment)
+TEMPLATES = web.AppKey("templates", Templates)
 PAGE_SECRET = web.AppKey("page_secret", bytes)  # signs host sessions and CSRF tokens
 SOURCE = web.AppKey("source", str)  # the `source` of this box's events: its venue name, or NODE_ID
 VENUE = web.AppKey("venue", Venue)  # only in a venue of several boxes

@@ -4,6 +4,35 @@
 "use strict";
 window.Opus = window.Opus || {};
 
+/* The page's language: its strings for the scripts (from the server's catalogs), and plural
+   forms chosen by the same rules as gettext's for each shipped language. */
+(function () {
+  var el = document.getElementById("opus-i18n"), messages = {};
+  try { messages = el ? JSON.parse(el.textContent) : {}; } catch (e) { messages = {}; }
+  var lang = document.documentElement.lang || "en";
+  var rules = {
+    ar: function (n) { var m = n % 100; return n === 0 ? 0 : n === 1 ? 1 : n === 2 ? 2 : m >= 3 && m <= 10 ? 3 : m >= 11 ? 4 : 5; },
+    es: function (n) { return n === 1 ? 0 : n !== 0 && n % 1000000 === 0 ? 1 : 2; },
+    fr: function (n) { return n === 0 || n === 1 ? 0 : n % 1000000 === 0 ? 1 : 2; },
+    ja: function () { return 0; }
+  };
+  function fill(text, values) {
+    return values ? text.replace(/%\((\w+)\)[sd]/g, function (all, name) { return name in values ? values[name] : all; }) : text;
+  }
+  Opus.lang = lang;
+  /* Opus.t("Counted.") and Opus.t("%(n)s left", {n: 3}) */
+  Opus.t = function (text, values) {
+    var found = messages[text];
+    return fill(typeof found === "string" ? found : text, values);
+  };
+  /* Opus.nt("%(num)d vote", "%(num)d votes", n): the form for n, with num filled in */
+  Opus.nt = function (one, many, n, values) {
+    var forms = messages[one], all = Object.assign({ num: n }, values || {});
+    if (Array.isArray(forms)) return fill(forms[(rules[lang] || function (k) { return k === 1 ? 0 : 1; })(n)] || forms[forms.length - 1], all);
+    return fill(n === 1 ? one : many, all);
+  };
+})();
+
 Opus.boot = function () {
   var el = document.getElementById("opus-boot");
   return el ? JSON.parse(el.textContent) : {};

@@ -16,16 +16,14 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
 from typing import Any
 
-import jinja2
 import segno
 import segno.helpers
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from opus import __version__, auth, callers, look
+from opus import auth, callers, i18n
 from opus.callers import identify, origin_matches, sign
 from opus.keys import (
     PAGE_SECRET,
@@ -33,8 +31,9 @@ from opus.keys import (
     TEMPLATES,
 )
 from opus.network import attendee_urls  # the same guess the start banner prints
-from opus.resources import static_dir, templates_dir
+from opus.resources import static_dir
 from opus.views import assets
+from opus.views.templates import Templates
 
 CSRF_COOKIE = "opus_csrf"
 FLASH_COOKIE = "opus_flash"
@@ -133,8 +132,13 @@ def render(
     """A page from its template, with the CSRF token, the flash message and security headers."""
     flash = _flash(request)
     csrf = csrf_token(request)
+    picked = request.query.get("lang")
+    room = context.get("room")
+    room_language = room.get("language") if isinstance(room, dict) else None
+    lang = context.pop("lang", None) or page_language(request, room_language)
     html = (
         request.app[TEMPLATES]
+        .get(lang)
         .get_template(template)
         .render(csrf=csrf, flash=flash, host_session=is_host(request), **context)
     )
@@ -154,7 +158,28 @@ def render(
         )
     if flash is not None:
         response.del_cookie(FLASH_COOKIE, path="/")
+    if picked in i18n.LANGUAGES:  # the language links: this phone's choice, kept a year
+        response.set_cookie(
+            i18n.COOKIE, picked, max_age=365 * 86400, httponly=True, samesite="Lax", path="/"
+        )
     return response
+
+
+def page_language(
+    request: web.Request, room_language: str | None = None, *, phone: bool = True
+) -> str:
+    """The language this request's page speaks (i18n.choose): `?lang=` (a language link),
+    the phone's cookie, the room's language, the browser's."""
+    picked = request.query.get("lang")
+    cookie = picked if picked in i18n.LANGUAGES else request.cookies.get(i18n.COOKIE)
+    accept = request.headers.get("Accept-Language", "")
+    return i18n.choose(cookie, room_language, accept, phone=phone)
+
+
+def gettext(request: web.Request, message: str, **values: Any) -> str:
+    """A message of the server's (a flash message, an error page) in the page's language."""
+    text = i18n.translations(page_language(request)).gettext(message)
+    return text % values if values else text
 
 
 def refused(request: web.Request) -> web.Response:
@@ -214,55 +239,11 @@ def now_ms() -> int:
 # -- setup ----------------------------------------------------------------------------------
 
 
-def _fmt_time(iso: str | None) -> str:
-    if not iso:
-        return ""
-    stamp = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
-    today = datetime.now(UTC).astimezone().date()
-    return stamp.strftime("%H:%M" if stamp.date() == today else "%d %b %H:%M")
-
-
-# The words of a date, together: what a later translation of the pages replaces.
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_DATE = "{day} {month} {year}, {time}"
-_TODAY = "today, {time}"
-
-
-def fmt_date(iso: str | None, today: date | None = None) -> str:
-    """A date and time as a person writes it, "30 Nov 2026, 14:05" ("today, 14:05"), in the
-    box's time zone: the host's laptop, whose clock the host reads too."""
-    if not iso:
-        return ""
-    stamp = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
-    time_of_day = stamp.strftime("%H:%M")
-    if stamp.date() == (today or datetime.now(UTC).astimezone().date()):
-        return _TODAY.format(time=time_of_day)
-    month = _MONTHS[stamp.month - 1]
-    return _DATE.format(day=stamp.day, month=month, year=stamp.year, time=time_of_day)
-
-
-def environment(static_version: str) -> jinja2.Environment:
-    """The templates; `static` makes a static file's URL, with the version that lets browsers
-    keep it (assets.py)."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.globals["static"] = lambda path: f"/static/{path}?v={static_version}"
-    env.globals["version"] = __version__
-    env.filters["time"] = _fmt_time
-    env.filters["date"] = fmt_date
-    env.globals["look"] = look.for_page
-    return env
-
-
 def setup(app: web.Application) -> None:
     """The pages' key, templates, the host session's revocations and the static files."""
     secret = auth.load_secret(app[SETTINGS].data_dir)
     app[PAGE_SECRET] = hmac.digest(secret, b"opus pages", "sha256")
     files = assets.StaticFiles(static_dir())
-    app[TEMPLATES] = environment(files.version)
+    app[TEMPLATES] = Templates(files.version)
     callers.setup(app)
     assets.setup(app, files)

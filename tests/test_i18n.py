@@ -1,0 +1,156 @@
+"""Every string a person reads is in every shipped catalog, translated; no English is left
+outside the catalogs in the templates and scripts; the language is chosen as documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jinja2
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po
+
+from opus import i18n
+
+ROOT = Path(__file__).resolve().parent.parent
+OPUS = ROOT / "opus"
+KEYWORDS = {
+    "_": None,
+    "N_": None,
+    "gettext": None,
+    "ngettext": (1, 2),
+    "Opus.t": None,
+    "Opus.nt": (1, 2),
+}
+METHODS = [
+    ("**.py", "python"),
+    ("templates/**.html", "jinja2"),
+    ("static/**.js", "javascript"),
+]
+OPTIONS = {"templates/**.html": {"extensions": "jinja2.ext.i18n", "trimmed": "true"}}
+SHIPPED = [lang for lang in i18n.LANGUAGES if lang != i18n.DEFAULT]
+
+
+def _extracted() -> dict[str | tuple[str, ...], list[str]]:
+    found: dict[str | tuple[str, ...], list[str]] = {}
+    for filename, lineno, message, _, _ in extract_from_dir(
+        str(OPUS), METHODS, options_map=OPTIONS, keywords=KEYWORDS
+    ):
+        key = message if isinstance(message, str) else tuple(message)
+        found.setdefault(key, []).append(f"{filename}:{lineno}")
+    return found
+
+
+@pytest.mark.parametrize("lang", SHIPPED)
+def test_every_string_is_translated_in_every_shipped_language(lang: str) -> None:
+    """Run `make messages`, then translate what it added: a new string without its
+    translation fails here."""
+    path = i18n.catalog_path(lang)
+    with path.open("rb") as po:
+        catalog = read_po(po, locale=lang)
+    missing = []
+    for key, where in _extracted().items():
+        message = catalog.get(key if isinstance(key, str) else key[0])
+        strings = [] if message is None else message.string
+        strings = [strings] if isinstance(strings, str) else list(strings)
+        if message is None or message.fuzzy or not strings or not all(strings):
+            missing.append(f"{key!r} ({where[0]})")
+    assert not missing, f"{len(missing)} strings not translated in {path}:\n" + "\n".join(
+        missing[:40]
+    )
+
+
+# Words on the pages that stay as they are in every language.
+_KEEP = {"Opus", "QR", "CSV", "JSON", "Wi-Fi", "WPA", "WEP", "OK"}
+_WORDS = re.compile(r"[A-Za-z][A-Za-z'\u2019-]+")
+_TAG = re.compile(r"<[^>]*>", re.S)
+_SEEN_ATTRIBUTES = re.compile(
+    r'\b(?:placeholder|aria-label|title|alt|data-confirm|value|label)="([^"{}]*)"'
+)
+
+
+def _english(text: str) -> list[str]:
+    return [w for w in _WORDS.findall(text) if w not in _KEEP]
+
+
+def _template_leftovers(path: Path) -> list[str]:
+    """Text of a template outside `_()`, `ngettext()` and `{% trans %}`: English a person
+    would read in every language."""
+    env = jinja2.Environment(extensions=["jinja2.ext.i18n"])
+    source = path.read_text()
+    left = []
+    in_trans = False
+    previous: list[str] = []
+    for lineno, kind, value in env.lex(source):
+        if kind == "name" and previous[-1:] == ["block_begin"]:
+            if value == "trans" or value == "pluralize":
+                in_trans = True
+            elif value == "endtrans":
+                in_trans = False
+        previous.append(kind)
+        if kind != "data" or in_trans:
+            continue
+        shown = [*_SEEN_ATTRIBUTES.findall(value), _TAG.sub(" ", value)]
+        for text in shown:
+            text = re.sub(r"&\w+;", " ", text)
+            words = _english(text)
+            if words:
+                left.append(f"{path.relative_to(ROOT)}:{lineno}: {' '.join(words)[:60]}")
+    return left
+
+
+def test_no_english_is_left_outside_the_catalogs_in_templates() -> None:
+    left = []
+    for path in sorted((OPUS / "templates").rglob("*.html")):
+        left.extend(_template_leftovers(path))
+    assert not left, "wrap these in _() or {% trans %}:\n" + "\n".join(left)
+
+
+# A script's own words: a string literal with two words or more, or a capitalised word, that
+# is not a selector, an attribute name, a key's name or a URL, outside Opus.t() and Opus.nt().
+_KEYS = {"Escape", "Enter", "Tab", "ArrowRight", "ArrowLeft", "ArrowUp", "ArrowDown", "PageUp"}
+_KEYS |= {"PageDown", "Home", "End", "Space", "Backspace", "Retry-After", "Content-Type"}
+_JS_STRING = re.compile(r"""(Opus\.n?t\(\s*)?(["'])((?:\\.|(?!\2).)*)\2""")
+_JS_CODE = re.compile(r"^[\s\w.#:\[\]=\"'(),>*+~-]*$")
+
+
+def test_no_english_is_left_outside_the_catalogs_in_scripts() -> None:
+    left = []
+    for path in sorted((OPUS / "static").glob("*.js")):
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if line.lstrip().startswith(("//", "/*", "*")):
+                continue
+            for wrapped, _, text in _JS_STRING.findall(line):
+                if wrapped or not _english(text):
+                    continue
+                sentence = " " in text.strip() and not _JS_CODE.match(text)
+                sentence = sentence or bool(re.match(r"[A-Z][a-z]+", text) and text not in _KEYS)
+                if sentence:
+                    left.append(f"{path.relative_to(ROOT)}:{lineno}: {text[:60]}")
+    assert not left, "wrap these in Opus.t() or Opus.nt():\n" + "\n".join(left)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("", "en"),
+        ("fr-CH, fr;q=0.9, en;q=0.8", "fr"),
+        ("pt-BR, es;q=0.5, de;q=0.7", "de"),
+        ("ar-EG", "ar"),
+        ("ja-JP,ja;q=0.9", "ja"),
+        ("zh-CN, *;q=0.1", "en"),
+        ("de;q=0, es", "es"),
+    ],
+)
+def test_the_browsers_language_is_the_best_shipped_one(header: str, expected: str) -> None:
+    assert i18n.negotiate(header) == expected
+
+
+def test_a_phones_choice_wins_then_the_rooms_then_the_browsers() -> None:
+    assert i18n.choose("ja", "fr", "de") == "ja"
+    assert i18n.choose(None, "fr", "de") == "fr"
+    assert i18n.choose("xx", None, "de") == "de"
+    # The projector screen follows the room, whatever the cookie of the browser it runs in.
+    assert i18n.choose("ja", "fr", "de", phone=False) == "fr"
+    assert i18n.choose("ja", None, "de", phone=False) == "de"
