@@ -173,6 +173,13 @@ class RoomFields(TypedDict):
         str | None,
         Meta(description="The poll the host shows now (presenter mode); null: none yet."),
     ]
+    language: Annotated[
+        str | None,
+        Meta(
+            description="The language of the screen, and of phones that chose none; null: "
+            "each browser's own."
+        ),
+    ]
     theme: Annotated[
         Literal["auto", "light", "dark"],
         Meta(description="The projector's and the phones' colours (`auto`: each page's own)."),

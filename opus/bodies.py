@@ -103,6 +103,14 @@ Theme = Annotated[
         enum=list(THEMES),
     ),
 ]
+Language = Annotated[
+    str | None,
+    Shown(
+        "The language of the room's projector screen, and of the phones that chose none: one "
+        "of en, es, fr, de, ar, ja; null: each browser's own (the default). "
+        "`invalid_field` otherwise.",
+    ),
+]
 Accent = Annotated[
     str,
     Shown(
@@ -121,6 +129,7 @@ class CreateRoom(Body):
     show_passcode: ShowPasscode | UnsetType = UNSET
     pace: Pace | UnsetType = UNSET
     theme: Theme | UnsetType = UNSET
+    language: Language | UnsetType = UNSET
     accent: Accent | UnsetType = UNSET
 
 
@@ -132,6 +141,7 @@ class RenameRoom(Body):
     show_passcode: ShowPasscode | UnsetType = UNSET
     pace: Pace | UnsetType = UNSET
     theme: Theme | UnsetType = UNSET
+    language: Language | UnsetType = UNSET
     accent: Accent | UnsetType = UNSET
 
 

@@ -209,6 +209,9 @@ MIGRATIONS: dict[int, str] = {
     -- A room's look on the projector and the phones (look.py): 'auto' keeps each page's own.
     ALTER TABLE rooms ADD COLUMN theme TEXT NOT NULL DEFAULT 'auto';
     ALTER TABLE rooms ADD COLUMN accent TEXT NOT NULL DEFAULT '#4338ca';
+    -- The room's language for its screen and for phones that chose none (NULL: each
+    -- browser's own, i18n.py).
+    ALTER TABLE rooms ADD COLUMN language TEXT;
     """,
 }
 

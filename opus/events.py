@@ -156,6 +156,7 @@ class RoomData(msgspec.Struct, frozen=True, omit_defaults=True):
     passcode: str | None = None
     show_passcode: bool = False
     pace: str = "self"
+    language: str | None = None
     theme: str = DEFAULT_THEME  # absent from a box that predates them
     accent: str = DEFAULT_ACCENT
 
@@ -169,6 +170,7 @@ class RoomChange(msgspec.Struct, frozen=True, omit_defaults=True):
     show_passcode: bool | msgspec.UnsetType = msgspec.UNSET
     pace: str | msgspec.UnsetType = msgspec.UNSET
     shown_poll_id: str | msgspec.UnsetType | None = msgspec.UNSET  # the poll shown now
+    language: str | msgspec.UnsetType | None = msgspec.UNSET
     theme: str | msgspec.UnsetType = msgspec.UNSET
     accent: str | msgspec.UnsetType = msgspec.UNSET
     order: list[str] | msgspec.UnsetType = msgspec.UNSET  # its polls' new order

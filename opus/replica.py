@@ -338,7 +338,7 @@ def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
     room = event.data
     conn.execute(
         "INSERT OR IGNORE INTO rooms (id, code, title, created_at, passcode, show_passcode,"
-        " pace, theme, accent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " pace, theme, accent, language) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             room.id,
             room.code,
@@ -349,6 +349,7 @@ def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
             room.pace,
             room.theme,
             room.accent,
+            room.language,
         ),
     )
     if not fetchall(conn, "SELECT 1 FROM rooms WHERE id = ?", (room.id,)):
@@ -358,7 +359,16 @@ def _room_created(conn: sqlite3.Connection, event: events.RoomCreated) -> None:
 def _room_updated(conn: sqlite3.Connection, event: events.RoomUpdated) -> None:
     change = event.data
     fields: dict[str, object] = {}
-    fields_sent = ("title", "passcode", "show_passcode", "pace", "shown_poll_id", "theme", "accent")
+    fields_sent = (
+        "title",
+        "passcode",
+        "show_passcode",
+        "pace",
+        "shown_poll_id",
+        "theme",
+        "accent",
+        "language",
+    )
     for name in fields_sent:
         value = getattr(change, name)
         if value is not msgspec.UNSET:

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from opus import answers, bodies, events, kinds, look, outbox, replica, results
+from opus import answers, bodies, events, i18n, kinds, look, outbox, replica, results
 from opus.auth import Voter
 from opus.bodies import MAX_PASSCODE, MAX_QUESTION, MAX_TITLE, MIN_PASSCODE
 from opus.catalog import Catalog
@@ -37,6 +37,7 @@ _ROOM_DEFAULTS: dict[str, Any] = {
     "pace": "self",
     "theme": look.DEFAULT_THEME,
     "accent": look.DEFAULT_ACCENT,
+    "language": None,
 }
 
 
@@ -70,12 +71,19 @@ def _room_access(body: bodies.CreateRoom | bodies.RenameRoom) -> dict[str, Any]:
 
 
 def _room_look(body: bodies.CreateRoom | bodies.RenameRoom) -> dict[str, Any]:
-    """The look fields sent in a room's body: `theme` and `accent` (look.py)."""
+    """The look fields sent in a room's body: `theme` and `accent` (look.py), and its
+    `language` (i18n.py)."""
     changes: dict[str, Any] = {}
     if body.theme is not msgspec.UNSET:
         changes["theme"] = look.check_theme(body.theme)
     if body.accent is not msgspec.UNSET:
         changes["accent"] = look.check_accent(body.accent)
+    if body.language is not msgspec.UNSET:
+        if body.language is not None and body.language not in i18n.LANGUAGES:
+            raise Unprocessable(
+                f"'language' is null or one of: {', '.join(i18n.LANGUAGES)}.", code="invalid_field"
+            )
+        changes["language"] = body.language
     return changes
 
 
@@ -218,8 +226,8 @@ class Rooms:
         room["code"] = code
         conn.execute(
             "INSERT INTO rooms (id, code, title, created_at, passcode, show_passcode, pace,"
-            " theme, accent) VALUES (:id, :code, :title, :created_at, :passcode,"
-            " :show_passcode, :pace, :theme, :accent)",
+            " theme, accent, language) VALUES (:id, :code, :title, :created_at, :passcode,"
+            " :show_passcode, :pace, :theme, :accent, :language)",
             {**_ROOM_DEFAULTS, **room, **(access or {})},
         )
         shown = {
@@ -287,6 +295,7 @@ class Rooms:
             "pace": source["pace"],
             "theme": source["theme"],
             "accent": source["accent"],
+            "language": source["language"],
         }
         with self.db.write() as conn:
             room = self._insert_room(conn, title, actor, access)
@@ -781,6 +790,7 @@ class Rooms:
             "passcode_required": bool(row["passcode"]),
             "pace": row["pace"],
             "shown_poll_id": row["shown_poll_id"],
+            "language": row["language"],
             "theme": row["theme"],
             "accent": row["accent"],
             "polls": shown,

@@ -11,6 +11,7 @@ import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
+from conftest import Api
 from opus import i18n
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,3 +155,15 @@ def test_a_phones_choice_wins_then_the_rooms_then_the_browsers() -> None:
     # The projector screen follows the room, whatever the cookie of the browser it runs in.
     assert i18n.choose("ja", "fr", "de", phone=False) == "fr"
     assert i18n.choose("ja", None, "de", phone=False) == "de"
+
+
+async def test_a_rooms_language_is_set_checked_and_cleared(api: Api) -> None:
+    room = await api.room()
+    assert room["language"] is None  # each browser's own
+    path = f"/api/v1/rooms/{room['id']}"
+    status, body = await api.call("PATCH", path, json={"language": "ar"}, headers=api.admin)
+    assert status == 200 and body["language"] == "ar"
+    status, body = await api.call("PATCH", path, json={"language": "klingon"}, headers=api.admin)
+    assert (status, body["error"]["code"]) == (422, "invalid_field")
+    status, body = await api.call("PATCH", path, json={"language": None}, headers=api.admin)
+    assert status == 200 and body["language"] is None

@@ -532,28 +532,29 @@ async def test_conflicting_changes_at_two_boxes_end_the_same_everywhere(
 
 
 async def test_a_rooms_look_is_the_same_at_every_box(apis: dict[str, Api]) -> None:
-    """A room made with its look at a has it at every box; its theme changed at a while its
-    accent changes at b: both changes hold everywhere (each field its own latest change)."""
-    a, b = apis["a"], apis["b"]
-    status, room = await a.call(
-        "POST", "/api/v1/rooms", json={"title": "Hall", "theme": "dark"}, headers=a.admin
-    )
+    """A room made with its look and language at a has them at every box; its theme changed at
+    a while its accent changes at b and its language at c: every change holds everywhere (each
+    field its own latest change)."""
+    a, b, c = apis["a"], apis["b"], apis["c"]
+    body = {"title": "Hall", "theme": "dark", "language": "de"}
+    status, room = await a.call("POST", "/api/v1/rooms", json=body, headers=a.admin)
     assert status == 201, room
     await _room_everywhere(apis, room["id"])
     path = f"/api/v1/rooms/{room['id']}"
     await asyncio.gather(
         a.call("PATCH", path, json={"theme": "light"}, headers=a.admin),
         b.call("PATCH", path, json={"accent": "#0f766e"}, headers=b.admin),
+        c.call("PATCH", path, json={"language": "ja"}, headers=c.admin),
     )
 
     async def same_everywhere() -> bool:
         for api in apis.values():
             _, got = await api.call("GET", path, headers=api.admin)
-            if (got["theme"], got["accent"]) != ("light", "#0f766e"):
+            if (got["theme"], got["accent"], got["language"]) != ("light", "#0f766e", "ja"):
                 return False
         return True
 
-    await until(same_everywhere, what="the light theme and the teal accent at every box")
+    await until(same_everywhere, what="the light theme, teal accent and Japanese at every box")
 
 
 async def test_screens_say_which_box_is_out_of_reach(venue: dict[str, Box]) -> None:

@@ -176,6 +176,7 @@ async def room_of(request: web.Request) -> dict[str, Any] | None:
         "pace": row["pace"],
         "theme": row["theme"],
         "accent": row["accent"],
+        "language": row["language"],
     }
 
 
