@@ -62,6 +62,25 @@ def test_every_string_is_translated_in_every_shipped_language(lang: str) -> None
     )
 
 
+@pytest.mark.parametrize("lang", SHIPPED)
+def test_every_translation_keeps_its_placeholders(lang: str) -> None:
+    """A translation that drops or renames a %(name)s would fail as the page renders."""
+    with i18n.catalog_path(lang).open("rb") as po:
+        catalog = read_po(po, locale=lang)
+    wrong = [f"{message.id!r}: {errors}" for message, errors in catalog.check()]
+    for message in catalog:
+        if not message.id or not message.string:
+            continue
+        ids = [message.id] if isinstance(message.id, str) else list(message.id)
+        strings = [message.string] if isinstance(message.string, str) else list(message.string)
+        wanted = set(re.findall(r"%\((\w+)\)", " ".join(ids)))
+        for string in strings:
+            # A plural form may leave the number out ("one vote"), never add a name.
+            if not set(re.findall(r"%\((\w+)\)", string)) <= wanted:
+                wrong.append(f"{message.id!r}: {string!r}")
+    assert not wrong, "\n".join(wrong)
+
+
 # Words on the pages that stay as they are in every language.
 _KEEP = {"Opus", "QR", "CSV", "JSON", "Wi-Fi", "WPA", "WEP", "OK"}
 _WORDS = re.compile(r"[A-Za-z][A-Za-z'\u2019-]+")
