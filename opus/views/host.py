@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from opus import answers, bodies, export, ws
+from opus import answers, bodies, export, i18n, ws
 from opus.auth import same_token
 from opus.callers import HOST_COOKIE, SESSION_S, end_session, new_session
 from opus.errors import BadRequest, NotFound, OpusError, Unprocessable
@@ -228,6 +228,7 @@ async def _room_page(
         "host/room.html",
         status=status,
         title=room["title"],
+        here=f"/host/rooms/{room_id}",  # the language links, from a form shown again too
         room=room,
         polls=polls,
         kinds=labels(request, KIND_NAMES),
@@ -305,6 +306,22 @@ async def set_look(request: web.Request, form: Form) -> web.StreamResponse:
     look = {"theme": field(form, "theme", "auto"), "accent": field(form, "accent")}
     await request.app[ROOMS].update_room(room_id, bodies.of(bodies.RenameRoom, look))
     now = gettext(request, "The screen and the phones show the new colours.")
+    return redirect(f"/host/rooms/{room_id}", now)
+
+
+@routes.post("/host/rooms/{room_id}/language")
+@action
+async def set_language(request: web.Request, form: Form) -> web.StreamResponse:
+    room_id = request.match_info["room_id"]
+    language = field(form, "language")
+    await request.app[ROOMS].update_room(
+        room_id, bodies.of(bodies.RenameRoom, {"language": language or None})
+    )
+    if language in i18n.LANGUAGES:
+        name = i18n.LANGUAGES[language]
+        now = gettext(request, "The screen and the phones speak %(language)s now.", language=name)
+    else:
+        now = gettext(request, "Each phone speaks its own language now.")
     return redirect(f"/host/rooms/{room_id}", now)
 
 
