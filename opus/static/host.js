@@ -28,8 +28,10 @@
   // up, as the "within" before it promises; nothing when no vote was counted lately.
   function seconds(ms) {
     if (!(ms > 0)) return "–";
-    var s = Math.ceil(ms / 100) / 10;
-    return (s < 10 ? s.toFixed(1) : String(Math.ceil(s))) + " s";
+    var s = Math.ceil(ms / 100) / 10, digits = s < 10 ? 1 : 0;
+    if (!digits) s = Math.ceil(s);
+    var shown = s.toLocaleString(Opus.lang, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+    return Opus.t("%(seconds)s s", { seconds: shown });
   }
 
   function busy() {
@@ -78,7 +80,7 @@
   Opus.connect(boot.live, {
     status: function (s) {
       dot.setAttribute("data-state", s);
-      dot.textContent = s === "live" ? "Live" : s === "offline" ? "Reconnecting…" : "Connecting…";
+      dot.textContent = s === "live" ? Opus.t("Live") : s === "offline" ? Opus.t("Reconnecting…") : Opus.t("Connecting…");
     },
     message: function (msg) {
       if (msg.type === "snapshot" || msg.type === "venue") {
@@ -98,7 +100,9 @@
       } else if (msg.type === "activity") {
         document.querySelectorAll("[data-stat]").forEach(function (el) {
           var value = msg[el.getAttribute("data-stat")];
-          if (value !== undefined) el.textContent = el.hasAttribute("data-seconds") ? seconds(value) : value;
+          if (value === undefined) return;
+          el.textContent = el.hasAttribute("data-seconds") ? seconds(value)
+            : typeof value === "number" ? value.toLocaleString(Opus.lang) : value;
         });
       } else if (msg.type === "results") {
         var box = document.querySelector('[data-results="' + msg.poll_id + '"]');

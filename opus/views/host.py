@@ -12,19 +12,22 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from opus import answers, bodies, export, ws
+from opus import answers, bodies, export, i18n, ws
 from opus.auth import same_token
 from opus.callers import HOST_COOKIE, SESSION_S, end_session, new_session
 from opus.errors import BadRequest, NotFound, OpusError, Unprocessable
+from opus.i18n import N_
 from opus.keys import ADMIN_TOKEN, IDENTITIES, ROOMS
 from opus.rooms import MODERATION_PAGE
 from opus.views import api
 from opus.views.kit import (
     Form,
     field,
+    gettext,
     is_host,
     join_base,
     not_found,
+    page_language,
     read_form,
     redirect,
     refused,
@@ -34,13 +37,18 @@ from opus.views.kit import (
 
 routes = web.RouteTableDef()
 KIND_NAMES = {
-    "single": "Single choice",
-    "multiple": "Multiple choice",
-    "rating": "Rating",
-    "text": "Word cloud",
-    "qa": "Questions (Q&A)",
-    "quiz": "Quiz",
+    "single": N_("Single choice"),
+    "multiple": N_("Multiple choice"),
+    "rating": N_("Rating"),
+    "text": N_("Word cloud"),
+    "qa": N_("Questions (Q&A)"),
+    "quiz": N_("Quiz"),
 }
+# A poll's status as the host reads it (the code stays in data attributes and CSS classes).
+STATUS_NAMES = {"draft": N_("draft"), "open": N_("open"), "closed": N_("closed")}
+_SESSION_ENDED = N_("Your session ended: log in again.")
+_BAD_TIME_LIMIT = N_("The time limit is a whole number of seconds.")
+_NOTHING_TO_CHANGE = N_("Nothing to change.")
 _login_throttle = web.AppKey("login_throttle", api.JoinThrottle)
 
 Action = Callable[[web.Request, Form], Awaitable[web.StreamResponse]]
@@ -60,6 +68,23 @@ def _safe_back(raw: str, default: str) -> str:
     return default
 
 
+def said(request: web.Request, exc: OpusError) -> str:
+    """A refusal as the host reads it: this module's own messages are in the catalogs (marked
+    with N_); the domain's are the API's, in English."""
+    return gettext(request, exc.message)
+
+
+def console(request: web.Request, template: str, **context: Any) -> web.Response:
+    """A console page in the host's language (their `?lang=` choice or their browser's), not
+    the room's: the room's language is for its screen and its phones."""
+    return render(request, template, lang=page_language(request), **context)
+
+
+def labels(request: web.Request, names: dict[str, str]) -> dict[str, str]:
+    """A dict of marked labels (KIND_NAMES, STATUS_NAMES), translated for this page."""
+    return {key: gettext(request, name) for key, name in names.items()}
+
+
 def page(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -72,7 +97,7 @@ def page(
         try:
             return await handler(request)
         except (NotFound, BadRequest) as exc:
-            return not_found(request, exc.message)
+            return not_found(request, said(request, exc))
 
     return wrapped
 
@@ -84,7 +109,7 @@ def action(handler: Action) -> Callable[[web.Request], Awaitable[web.StreamRespo
     @wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         if not is_host(request):
-            return redirect("/host/login", "Your session ended: log in again.", error=True)
+            return redirect("/host/login", gettext(request, _SESSION_ENDED), error=True)
         form = await read_form(request)
         if form is None:
             return refused(request)
@@ -92,7 +117,7 @@ def action(handler: Action) -> Callable[[web.Request], Awaitable[web.StreamRespo
             return await handler(request, form)
         except OpusError as exc:
             back = _safe_back(field(form, "back"), "/host")
-            return redirect(back, exc.message, error=True)
+            return redirect(back, said(request, exc), error=True)
 
     return wrapped
 
@@ -105,7 +130,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     following = _safe_back(request.query.get("next", ""), "/host")
     if is_host(request):
         return redirect(following)
-    return render(request, "host/login.html", title="Host login", next=following)
+    return console(request, "host/login.html", title=gettext(request, "Host login"), next=following)
 
 
 @routes.post("/host/login")
@@ -119,13 +144,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     following = _safe_back(field(form, "next"), "/host")
     if not same_token(field(form, "token"), request.app[ADMIN_TOKEN]):
         throttle.miss(address)
-        return render(
+        return console(
             request,
             "host/login.html",
             status=401,
-            title="Host login",
+            title=gettext(request, "Host login"),
             next=following,
-            error="This is not the admin token.",
+            error=gettext(request, "This is not the admin token."),
         )
     response = redirect(following)
     response.set_cookie(
@@ -144,7 +169,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if await read_form(request) is None:
         return refused(request)
     await end_session(request)
-    response = redirect("/host/login", "Logged out.")
+    response = redirect("/host/login", gettext(request, "Logged out."))
     response.del_cookie(HOST_COOKIE, path="/")
     return response
 
@@ -156,7 +181,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 @page
 async def index(request: web.Request) -> web.StreamResponse:
     rooms = await request.app[ROOMS].list_rooms()
-    return render(request, "host/index.html", title="Rooms", rooms=rooms)
+    return console(request, "host/index.html", title=gettext(request, "Rooms"), rooms=rooms)
 
 
 @routes.post("/host/rooms")
@@ -166,7 +191,8 @@ async def create_room(request: web.Request, form: Form) -> web.StreamResponse:
     room = await request.app[ROOMS].create_room(
         bodies.of(bodies.CreateRoom, {"title": field(form, "title"), "pace": "presenter"})
     )
-    return redirect(f"/host/rooms/{room['id']}", f"Room “{room['title']}” created.")
+    created = gettext(request, "Room “%(title)s” created.", title=room["title"])
+    return redirect(f"/host/rooms/{room['id']}", created)
 
 
 async def _room_page(
@@ -197,14 +223,16 @@ async def _room_page(
         )
     base = join_base(request)
     identities = request.app[IDENTITIES]
-    return render(
+    return console(
         request,
         "host/room.html",
         status=status,
         title=room["title"],
+        here=f"/host/rooms/{room_id}",  # the language links, from a form shown again too
         room=room,
         polls=polls,
-        kinds=KIND_NAMES,
+        kinds=labels(request, KIND_NAMES),
+        statuses=labels(request, STATUS_NAMES),
         draft=draft or {"kind": "single"},
         error=error,
         joined_total=identities.total(room_id),
@@ -228,7 +256,7 @@ async def rename_room(request: web.Request, form: Form) -> web.StreamResponse:
     await request.app[ROOMS].update_room(
         room_id, bodies.of(bodies.RenameRoom, {"title": field(form, "title")})
     )
-    return redirect(f"/host/rooms/{room_id}", "Renamed.")
+    return redirect(f"/host/rooms/{room_id}", gettext(request, "Renamed."))
 
 
 @routes.post("/host/rooms/{room_id}/passcode")
@@ -242,8 +270,11 @@ async def set_passcode(request: web.Request, form: Form) -> web.StreamResponse:
             passcode=passcode or None, show_passcode=field(form, "show_passcode") == "on"
         ),
     )
-    said = "Joining needs the passcode now." if passcode else "Joining needs only the code now."
-    return redirect(f"/host/rooms/{room_id}", said)
+    if passcode:
+        now = gettext(request, "Joining needs the passcode now.")
+    else:
+        now = gettext(request, "Joining needs only the code now.")
+    return redirect(f"/host/rooms/{room_id}", now)
 
 
 @routes.post("/host/rooms/{room_id}/pace")
@@ -252,12 +283,11 @@ async def set_pace(request: web.Request, form: Form) -> web.StreamResponse:
     room_id = request.match_info["room_id"]
     pace = field(form, "pace")
     await request.app[ROOMS].update_room(room_id, bodies.of(bodies.RenameRoom, {"pace": pace}))
-    said = (
-        "Presenter pace: show one poll at a time."
-        if pace == "presenter"
-        else "Self-paced: every open poll is on every phone."
-    )
-    return redirect(f"/host/rooms/{room_id}", said)
+    if pace == "presenter":
+        now = gettext(request, "Presenter pace: show one poll at a time.")
+    else:
+        now = gettext(request, "Self-paced: every open poll is on every phone.")
+    return redirect(f"/host/rooms/{room_id}", now)
 
 
 @routes.post("/host/rooms/{room_id}/{step:next|previous}")
@@ -275,26 +305,46 @@ async def set_look(request: web.Request, form: Form) -> web.StreamResponse:
     room_id = request.match_info["room_id"]
     look = {"theme": field(form, "theme", "auto"), "accent": field(form, "accent")}
     await request.app[ROOMS].update_room(room_id, bodies.of(bodies.RenameRoom, look))
-    return redirect(f"/host/rooms/{room_id}", "The screen and the phones show the new colours.")
+    now = gettext(request, "The screen and the phones show the new colours.")
+    return redirect(f"/host/rooms/{room_id}", now)
+
+
+@routes.post("/host/rooms/{room_id}/language")
+@action
+async def set_language(request: web.Request, form: Form) -> web.StreamResponse:
+    room_id = request.match_info["room_id"]
+    language = field(form, "language")
+    await request.app[ROOMS].update_room(
+        room_id, bodies.of(bodies.RenameRoom, {"language": language or None})
+    )
+    if language in i18n.LANGUAGES:
+        name = i18n.LANGUAGES[language]
+        now = gettext(request, "The screen and the phones speak %(language)s now.", language=name)
+    else:
+        now = gettext(request, "Each phone speaks its own language now.")
+    return redirect(f"/host/rooms/{room_id}", now)
 
 
 @routes.post("/host/rooms/{room_id}/duplicate")
 @action
 async def duplicate_room(request: web.Request, form: Form) -> web.StreamResponse:
-    body = {"title": field(form, "title")} if field(form, "title") else {}
-    room = await request.app[ROOMS].duplicate_room(
-        request.match_info["room_id"], bodies.of(bodies.DuplicateRoom, body)
+    rooms, room_id = request.app[ROOMS], request.match_info["room_id"]
+    title = field(form, "title")
+    if not title:  # the copy's title the form's placeholder shows, in the host's language
+        source = await rooms.room(room_id, include_drafts=True)
+        title = gettext(request, "%(title)s (copy)", title=source["title"])[: bodies.MAX_TITLE]
+    room = await rooms.duplicate_room(room_id, bodies.of(bodies.DuplicateRoom, {"title": title}))
+    copied = gettext(
+        request, "Copied as “%(title)s”: every poll is a draft again.", title=room["title"]
     )
-    return redirect(
-        f"/host/rooms/{room['id']}", f"Copied as “{room['title']}”: every poll is a draft again."
-    )
+    return redirect(f"/host/rooms/{room['id']}", copied)
 
 
 @routes.post("/host/rooms/{room_id}/delete")
 @action
 async def delete_room(request: web.Request, form: Form) -> web.StreamResponse:
     await request.app[ROOMS].delete_room(request.match_info["room_id"])
-    return redirect("/host", "Room deleted.")
+    return redirect("/host", gettext(request, "Room deleted."))
 
 
 # -- polls --------------------------------------------------------------------------------
@@ -317,7 +367,7 @@ def poll_body(form: Form) -> dict[str, Any]:
             body["correct"] = [i for i, line in enumerate(lines) if line.startswith("*")]
             limit = field(form, "time_limit_s")
             if limit and not limit.isdigit():
-                raise Unprocessable("The time limit is a whole number of seconds.")
+                raise Unprocessable(_BAD_TIME_LIMIT)
             body["time_limit_s"] = int(limit) if limit else None
     elif kind == "rating":
         body["scale"] = 10 if field(form, "scale") == "10" else 5
@@ -355,7 +405,7 @@ def poll_values(poll: answers.Poll) -> dict[str, Any]:
 @routes.post("/host/rooms/{room_id}/polls")
 async def create_poll(request: web.Request) -> web.StreamResponse:
     if not is_host(request):
-        return redirect("/host/login", "Your session ended: log in again.", error=True)
+        return redirect("/host/login", gettext(request, _SESSION_ENDED), error=True)
     form = await read_form(request)
     if form is None:
         return refused(request)
@@ -365,25 +415,26 @@ async def create_poll(request: web.Request) -> web.StreamResponse:
             room_id, bodies.of(bodies.CreatePoll, poll_body(form))
         )
     except NotFound as exc:
-        return not_found(request, exc.message)
+        return not_found(request, said(request, exc))
     except OpusError as exc:
         # Shown again with what was typed: six options are not retyped for one typo.
         return await _room_page(
-            request, room_id, status=422, draft=draft_values(form), error=exc.message
+            request, room_id, status=422, draft=draft_values(form), error=said(request, exc)
         )
-    return redirect(f"/host/rooms/{room_id}#poll-{poll['id']}", "Poll added as a draft.")
+    added = gettext(request, "Poll added as a draft.")
+    return redirect(f"/host/rooms/{room_id}#poll-{poll['id']}", added)
 
 
 @routes.get("/host/polls/{poll_id}/edit")
 @page
 async def edit_page(request: web.Request) -> web.StreamResponse:
     poll = await request.app[ROOMS].poll(request.match_info["poll_id"])
-    return render(
+    return console(
         request,
         "host/edit.html",
-        title="Edit poll",
+        title=gettext(request, "Edit poll"),
         poll=poll,
-        kinds=KIND_NAMES,
+        kinds=labels(request, KIND_NAMES),
         draft=poll_values(poll),
     )
 
@@ -391,7 +442,7 @@ async def edit_page(request: web.Request) -> web.StreamResponse:
 @routes.post("/host/polls/{poll_id}/edit")
 async def edit(request: web.Request) -> web.StreamResponse:
     if not is_host(request):
-        return redirect("/host/login", "Your session ended: log in again.", error=True)
+        return redirect("/host/login", gettext(request, _SESSION_ENDED), error=True)
     form = await read_form(request)
     if form is None:
         return refused(request)
@@ -399,7 +450,7 @@ async def edit(request: web.Request) -> web.StreamResponse:
     try:
         poll = await rooms.poll(request.match_info["poll_id"])
     except NotFound as exc:
-        return not_found(request, exc.message)
+        return not_found(request, said(request, exc))
     try:
         body = poll_body(form)
         if poll["status"] != "draft":  # only what may change after opening
@@ -410,17 +461,18 @@ async def edit(request: web.Request) -> web.StreamResponse:
             }
         await rooms.update_poll(poll["id"], bodies.of(bodies.UpdatePoll, body))
     except OpusError as exc:
-        return render(
+        return console(
             request,
             "host/edit.html",
             status=422,
-            title="Edit poll",
+            title=gettext(request, "Edit poll"),
             poll=poll,
-            kinds=KIND_NAMES,
+            kinds=labels(request, KIND_NAMES),
             draft=draft_values(form),
-            error=exc.message,
+            error=said(request, exc),
         )
-    return redirect(f"/host/rooms/{poll['room_id']}#poll-{poll['id']}", "Poll saved.")
+    saved = gettext(request, "Poll saved.")
+    return redirect(f"/host/rooms/{poll['room_id']}#poll-{poll['id']}", saved)
 
 
 @routes.post("/host/polls/{poll_id}/{verb:open|close|delete|up|down|set|show|duplicate|reopen}")
@@ -434,19 +486,23 @@ async def poll_action(request: web.Request, form: Form) -> web.StreamResponse:
     message = None
     if verb in ("open", "close"):
         await rooms.set_status(poll_id, "open" if verb == "open" else "closed")
-        message = "Poll open: attendees can vote." if verb == "open" else "Poll closed."
+        if verb == "open":
+            message = gettext(request, "Poll open: attendees can vote.")
+        else:
+            message = gettext(request, "Poll closed.")
     elif verb == "reopen":
         await rooms.reopen(poll_id)
-        message = "Poll open again: attendees can vote."
+        message = gettext(request, "Poll open again: attendees can vote.")
     elif verb == "show":
         await rooms.show(poll_id)
         back = f"/host/rooms/{room_id}"
     elif verb == "duplicate":
         copy = await rooms.duplicate_poll(poll_id)
-        back, message = f"/host/rooms/{room_id}#poll-{copy['id']}", "Copied as a draft."
+        back = f"/host/rooms/{room_id}#poll-{copy['id']}"
+        message = gettext(request, "Copied as a draft.")
     elif verb == "delete":
         await rooms.delete_poll(poll_id)
-        back, message = f"/host/rooms/{room_id}", "Poll deleted."
+        back, message = f"/host/rooms/{room_id}", gettext(request, "Poll deleted.")
     elif verb in ("up", "down"):
         order = [p["id"] for p in (await rooms.room(room_id, include_drafts=True))["polls"]]
         at = order.index(poll_id)
@@ -457,7 +513,7 @@ async def poll_action(request: web.Request, form: Form) -> web.StreamResponse:
     else:  # set: one switch at a time, from a button
         name = field(form, "name")
         if name not in ("hide_results", "allow_change", "moderated"):
-            raise Unprocessable("Nothing to change.")
+            raise Unprocessable(_NOTHING_TO_CHANGE)
         await rooms.update_poll(
             poll_id, bodies.of(bodies.UpdatePoll, {name: field(form, "value") == "on"})
         )
@@ -488,7 +544,7 @@ async def questions_part(request: web.Request) -> web.StreamResponse:
     poll = await rooms.poll(request.match_info["poll_id"])
     raw = request.query.get("offset", "0")
     offset = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 0
-    return render(
+    return console(
         request,
         "host/_questions.html",
         poll=poll,
@@ -539,13 +595,14 @@ async def print_page(request: web.Request) -> web.StreamResponse:
     rooms = request.app[ROOMS]
     room = await rooms.room(request.match_info["room_id"], include_drafts=False)
     polls = [{"poll": p, "results": await rooms.results(p["id"])} for p in room["polls"]]
-    return render(
+    return console(
         request,
         "host/print.html",
-        title=f"Results: {room['title']}",
+        title=gettext(request, "Results: %(title)s", title=room["title"]),
         room=room,
         polls=polls,
-        kinds=KIND_NAMES,
+        kinds=labels(request, KIND_NAMES),
+        statuses=labels(request, STATUS_NAMES),
     )
 
 
