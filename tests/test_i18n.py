@@ -19,7 +19,7 @@ OPUS = ROOT / "opus"
 KEYWORDS = {
     "_": None,
     "N_": None,
-    "gettext": None,
+    "gettext": (2,),  # kit.gettext(request, "...")
     "ngettext": (1, 2),
     "Opus.t": None,
     "Opus.nt": (1, 2),
@@ -91,32 +91,48 @@ _SEEN_ATTRIBUTES = re.compile(
 
 
 def _english(text: str) -> list[str]:
-    return [w for w in _WORDS.findall(text) if w not in _KEEP]
+    """Words a person reads: not the kept ones, nor codes in capitals (ABCD-EFGH)."""
+    return [w for w in _WORDS.findall(text) if w not in _KEEP and not w.isupper()]
 
 
 def _template_leftovers(path: Path) -> list[str]:
     """Text of a template outside `_()`, `ngettext()` and `{% trans %}`: English a person
-    would read in every language."""
+    would read in every language. A tag cut by a `{{ }}` is seen whole (with `{}` in its
+    place), and a block's name or a CSS class in `{% block body_class %}` is not text."""
     env = jinja2.Environment(extensions=["jinja2.ext.i18n"])
-    source = path.read_text()
-    left = []
+    out: list[str] = []
     in_trans = False
-    previous: list[str] = []
-    for lineno, kind, value in env.lex(source):
-        if kind == "name" and previous[-1:] == ["block_begin"]:
-            if value == "trans" or value == "pluralize":
-                in_trans = True
-            elif value == "endtrans":
-                in_trans = False
-        previous.append(kind)
-        if kind != "data" or in_trans:
+    names: list[str] = []  # the words of the tag being read, `{%` first
+    class_block = False
+    for _, kind, value in env.lex(path.read_text()):
+        if kind == "whitespace":
             continue
-        shown = [*_SEEN_ATTRIBUTES.findall(value), _TAG.sub(" ", value)]
-        for text in shown:
-            text = re.sub(r"&\w+;", " ", text)
-            words = _english(text)
+        if kind == "block_begin":
+            names = ["{%"]
+        elif kind == "name" and names:
+            names.append(value)
+            if names[1:] in (["trans"], ["pluralize"]):
+                in_trans = True
+            elif names[1:] == ["endtrans"]:
+                in_trans = False
+            class_block = names[1:] == ["block", "body_class"]
+        if kind == "data" and not in_trans and not class_block:
+            out.append(value)
+        elif kind in ("variable_begin", "block_begin"):
+            out.append("\x00")
+        if kind == "block_end":
+            names = []
+        if kind == "data":
+            class_block = False
+    text = "".join(out).replace("\x00", "{}")
+    # A macro's attributes, outside a tag: `data-x="..."`, `data-look`.
+    attributes = re.sub(r'[\w-]+="[^"]*"|\bdata-[\w-]+', " ", text)
+    left = []
+    for shown in [*_SEEN_ATTRIBUTES.findall(text), _TAG.sub(" ", attributes)]:
+        for line in re.sub(r"&\w+;", " ", shown).splitlines():
+            words = _english(line)
             if words:
-                left.append(f"{path.relative_to(ROOT)}:{lineno}: {' '.join(words)[:60]}")
+                left.append(f"{path.relative_to(ROOT)}: {' '.join(words)[:70]}")
     return left
 
 
