@@ -13,7 +13,7 @@ from browser import PHONE, Host, launch
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from conftest import ADMIN, ServerProcess
-from opus.views.kit import fmt_date
+from opus.views.templates import fmt_date
 
 expect.set_options(timeout=10_000)
 
