@@ -25,6 +25,7 @@ KEYWORDS = {
     "Opus.nt": (1, 2),
 }
 METHODS = [
+    ("answers.py", "ignore"),
     ("**.py", "python"),
     ("templates/**.html", "jinja2"),
     ("static/**.js", "javascript"),

@@ -9,13 +9,38 @@
   var OUTBOX = "opus.outbox", UPVOTED = "opus.upvoted";
   Opus.me = boot.name || "";  // this phone's name on a leaderboard
   var inflight = {}, held = {}, watching = {}, refreshTimer = null, snapshots = 0, live = null;
+  // What a refused vote says (the API's own messages are English); the same words as the
+  // page says without JavaScript (views/attendee.py), in the page's language.
   var FRIENDLY = {
-    already_voted: "You have already voted in this poll.",
-    poll_not_open: "This poll is closed: your vote was not counted.",
-    time_up: "Time is up for this question: your answer was not counted.",
-    poll_not_found: "This poll is not open.",
-    wrong_room: "This poll belongs to another room: open its page to vote.",
-    bad_token: "Join the room again to vote."
+    already_voted: Opus.t("You have already voted in this poll."),
+    poll_not_open: Opus.t("This poll is closed: your vote was not counted."),
+    time_up: Opus.t("Time is up for this question: your answer was not counted."),
+    poll_not_found: Opus.t("This poll is not open."),
+    wrong_room: Opus.t("This poll belongs to another room: open its page to vote."),
+    bad_token: Opus.t("Join the room again to vote."),
+    passcode_required: Opus.t("This room needs its passcode: type the one the host shows or tells."),
+    empty_text: Opus.t("Write something first."),
+    no_option: Opus.t("Choose an answer first."),
+    invalid_option: Opus.t("That answer is not one of this poll's: reload the page and try again."),
+    question_not_found: Opus.t("That question is no longer in this poll.")
+  };
+  function friendly(code) {
+    if (code === "too_many_identities" && boot.identities_per_address) {
+      return Opus.nt(
+        "This network address has already joined this room %(num)d time, the most allowed for one device. Use the phone that joined before, or ask the host.",
+        "This network address has already joined this room %(num)d times, the most allowed for one device. Use the phone that joined before, or ask the host.",
+        boot.identities_per_address);
+    }
+    return FRIENDLY[code];
+  }
+  // Why the server did not count a vote (its receipt's reason).
+  var NOT_COUNTED = {
+    already_voted: Opus.t("Not counted: you had already voted in this poll."),
+    replaced: Opus.t("Not counted: a later answer of yours was counted instead."),
+    time_up: Opus.t("Not counted: time was up."),
+    invalid_option: Opus.t("Not counted: that answer is not one of this poll's."),
+    question_not_found: Opus.t("Not counted: that question is no longer shown."),
+    question_hidden: Opus.t("Not counted: that question is no longer shown.")
   };
 
   function read(key, fallback) {
@@ -61,11 +86,11 @@
     el.textContent = text;
   }
   var WORDS = {
-    local: "Saved on this phone: it is sent as soon as the network is back.",
-    busy: "Everyone is voting at once: your vote is saved on this phone and sent again in a moment.",
-    sending: "Sending…",
-    queued: "Received, being counted…",
-    counted: "Counted."
+    local: Opus.t("Saved on this phone: it is sent as soon as the network is back."),
+    busy: Opus.t("Everyone is voting at once: your vote is saved on this phone and sent again in a moment."),
+    sending: Opus.t("Sending…"),
+    queued: Opus.t("Received, being counted…"),
+    counted: Opus.t("Counted.")
   };
 
   // Opening the page makes no voter: the first vote joins the room (which sets the cookie).
@@ -135,7 +160,7 @@
       return;
     }
     drop(item.event_id);
-    receipt(item.poll_id, "rejected", FRIENDLY[code] || (json.error && json.error.message) || "Not counted.");
+    receipt(item.poll_id, "rejected", friendly(code) || (json.error && json.error.message) || Opus.t("Not counted."));
     enable(item.poll_id);
   }
 
@@ -143,9 +168,9 @@
     drop(item.event_id);
     if (item.body.upvote) {
       var mine = Opus.upvoted(); mine[item.body.upvote] = 1; write(UPVOTED, mine);
-      receipt(item.poll_id, "counted", "Upvoted.");
+      receipt(item.poll_id, "counted", Opus.t("Upvoted."));
     } else if (item.kind === "qa") {
-      receipt(item.poll_id, "counted", "Your question is in.");
+      receipt(item.poll_id, "counted", Opus.t("Your question is in."));
       asked(item);
     } else {
       receipt(item.poll_id, "queued", WORDS.queued, item.event_id);
@@ -231,7 +256,7 @@
             delete watching[id];
             if (now) {
               now.setAttribute("data-state", status);
-              now.textContent = status === "counted" ? WORDS.counted : "Not counted: " + (body.reason || "rejected") + ".";
+              now.textContent = status === "counted" ? WORDS.counted : NOT_COUNTED[body.reason] || Opus.t("Not counted.");
             }
             return;
           }
@@ -317,7 +342,7 @@
       setTimeout(function () {
         if (downSince && Date.now() - downSince >= 3000) {
           banner.hidden = false;
-          banner.textContent = "Reconnecting… your answers are kept on this phone meanwhile.";
+          banner.textContent = Opus.t("Reconnecting… your answers are kept on this phone meanwhile.");
         }
       }, 3100);
     },
@@ -334,7 +359,7 @@
         if (badge) {
           var n = (parseInt(badge.textContent, 10) || 0) + 1;
           badge.textContent = n; badge.hidden = false;
-          badge.parentNode.setAttribute("aria-label", "Messages, " + n + " unread");
+          badge.parentNode.setAttribute("aria-label", Opus.nt("Messages, %(num)d unread", "Messages, %(num)d unread", n));
         }
       }
     }

@@ -11,8 +11,23 @@ window.Opus = window.Opus || {};
     if (text !== undefined) node.textContent = text;
     return node;
   }
-  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
-  function unit(kind) { return kind === "qa" ? "question" : (kind === "text" || kind === "quiz") ? "answer" : "vote"; }
+  // A translated sentence whose %(name)s are elements (a count in bold), as the server
+  // writes it: `nodes` maps each name to its element.
+  function sentence(holder, text, nodes) {
+    holder.textContent = "";
+    text.split(/(%\(\w+\)[sd])/).forEach(function (part) {
+      var name = /^%\((\w+)\)[sd]$/.exec(part);
+      if (name && nodes[name[1]]) holder.append(nodes[name[1]]);
+      else if (part) holder.append(part);
+    });
+  }
+  // The total under the results: "12 votes", with the number in its own element.
+  function totalSentence(kind, n) {
+    var keep = { num: "%(num)s" };  // the sentence with its number's place, for `sentence`
+    if (kind === "qa") return Opus.nt("%(num)s question", "%(num)s questions", n, keep);
+    if (kind === "text" || kind === "quiz") return Opus.nt("%(num)s answer", "%(num)s answers", n, keep);
+    return Opus.nt("%(num)s vote", "%(num)s votes", n, keep);
+  }
 
   function bars(box, results) {
     var list = box.querySelector(".bars");
@@ -37,12 +52,20 @@ window.Opus = window.Opus || {};
       }
       if (list.children[i] !== item) list.insertBefore(item, list.children[i]);
       var label = item.querySelector(".bar-label");
-      var text = (o.correct ? "✓ " : "") + o.label;
-      if (label.textContent !== text) label.textContent = text;
+      if (label.textContent !== (o.correct ? "✓ " : "") + o.label) {
+        label.textContent = "";
+        if (o.correct) {
+          var tick = el("span", "tick", "✓");
+          tick.setAttribute("aria-label", Opus.t("right answer"));
+          label.append(tick, " ");
+        }
+        label.append(o.label);
+      }
       item.classList.toggle("correct", !!o.correct);
       // An open quiz's counts are the host's until it closes: null for everyone else.
-      item.querySelector("[data-votes]").textContent = o.votes == null ? "–" : o.votes;
-      item.querySelector("[data-percent]").textContent = o.percent == null ? "" : Math.round(o.percent) + "%";
+      item.querySelector("[data-votes]").textContent = o.votes == null ? "–" : Opus.number(o.votes);
+      item.querySelector("[data-percent]").textContent = o.percent == null ? ""
+        : Opus.number(Math.round(o.percent) / 100, { style: "percent" });
       item.querySelector(".bar-fill").style.width = (o.percent || 0) + "%";
     });
     Array.prototype.slice.call(list.children).forEach(function (item) {
@@ -51,12 +74,13 @@ window.Opus = window.Opus || {};
     if (results.kind === "rating") {
       var avg = box.querySelector(".average");
       if (!avg) {
-        avg = el("p", "average", "Average ");
+        avg = el("p", "average");
         var b = el("b"); b.setAttribute("data-average", "");
-        avg.append(b, " ", el("span", "", "out of " + results.options.length));
+        sentence(avg, Opus.t("Average %(average)s out of %(scale)s"),
+                 { average: b, scale: document.createTextNode(Opus.number(results.options.length)) });
         list.after(avg);
       }
-      avg.querySelector("[data-average]").textContent = results.average == null ? "–" : results.average;
+      avg.querySelector("[data-average]").textContent = results.average == null ? "–" : Opus.number(results.average);
     }
   }
 
@@ -78,12 +102,12 @@ window.Opus = window.Opus || {};
       }
       span.setAttribute("data-count", w.count);
       span.style.fontSize = (0.9 + 2.1 * w.count / top).toFixed(2) + "em";
-      span.title = plural(w.count, "answer");
+      span.title = Opus.nt("%(num)s answer", "%(num)s answers", w.count, { num: Opus.number(w.count) });
     });
     Array.prototype.slice.call(holder.children).forEach(function (span) {
       if (!seen[span.getAttribute("data-word")]) span.remove();
     });
-    empty(box, !words.length, "No answers yet.");
+    empty(box, !words.length, Opus.t("No answers yet."));
   }
 
   function questions(box, results) {
@@ -104,9 +128,9 @@ window.Opus = window.Opus || {};
       li.classList.toggle("answered", !!q.answered);
       var meta = li.querySelector(".q-meta");
       meta.textContent = "";
-      if (q.pinned) meta.append(el("span", "tag tag-pin", "Pinned"));
-      if (q.answered) meta.append(el("span", "tag tag-done", "Answered"));
-      var count = el("b", "", String(q.upvotes)); count.setAttribute("data-upvotes", "");
+      if (q.pinned) meta.append(el("span", "tag tag-pin", Opus.t("Pinned")));
+      if (q.answered) meta.append(el("span", "tag tag-done", Opus.t("Answered")));
+      var count = el("b", "", Opus.number(q.upvotes)); count.setAttribute("data-upvotes", "");
       if (action && results.status === "open") {
         var form = el("form", "upvote");
         form.method = "post"; form.action = action;
@@ -117,9 +141,10 @@ window.Opus = window.Opus || {};
         button.type = "submit"; button.name = "upvote"; button.value = q.id;
         if (mine[q.id]) { button.disabled = true; button.setAttribute("aria-pressed", "true"); }
         // The name starts with what shows (the count), then says which question (WCAG 2.5.3).
-        var arrow = el("span", "", "▲ "); arrow.setAttribute("aria-hidden", "true");
-        var said = el("span", "sr-only", " " + (q.upvotes === 1 ? "upvote" : "upvotes") + ". Upvote: " + q.text);
-        button.append(arrow, count, said);
+        var shown = el("span", "", "▲ "); shown.setAttribute("aria-hidden", "true"); shown.append(count);
+        var said = el("span", "sr-only", Opus.nt("%(num)d upvote. Upvote: %(question)s",
+          "%(num)d upvotes. Upvote: %(question)s", q.upvotes, { num: Opus.number(q.upvotes), question: q.text }));
+        button.append(shown, said);
         form.append(hidden, button);
         meta.append(form);
       } else {
@@ -129,7 +154,7 @@ window.Opus = window.Opus || {};
     });
     list.textContent = "";
     items.forEach(function (li) { list.append(li); });
-    empty(box, !items.length, "No questions yet.");
+    empty(box, !items.length, Opus.t("No questions yet."));
   }
 
   function empty(box, isEmpty, text) {
@@ -145,7 +170,7 @@ window.Opus = window.Opus || {};
       if (results.status !== "closed" && box.getAttribute("data-leaderboard") !== "on") return;
       holder = el("div", "leaderboard-box");
       // Its heading's level follows the page's: under the screen's h1, an h2.
-      holder.append(el(box.getAttribute("data-heading") || "h3", "", "Leaderboard"), el("ol", "leaderboard"));
+      holder.append(el(box.getAttribute("data-heading") || "h3", "", Opus.t("Leaderboard")), el("ol", "leaderboard"));
       box.append(holder);
     }
     var list = holder.querySelector(".leaderboard");
@@ -154,8 +179,8 @@ window.Opus = window.Opus || {};
     results.leaderboard.forEach(function (p, i) {
       if (p.points !== points) { rank = i + 1; points = p.points; }  // a tie shares its rank
       var li = el("li"), who = el("span", "who", p.name);
-      if (Opus.me && p.name === Opus.me) { li.className = "you"; who.append(" ", el("small", "", "(you)")); }
-      li.append(el("span", "rank", String(rank)), " ", who, " ", el("b", "", String(p.points)));
+      if (Opus.me && p.name === Opus.me) { li.className = "you"; who.append(" ", el("small", "", Opus.t("(you)"))); }
+      li.append(el("span", "rank", Opus.number(rank)), " ", who, " ", el("b", "", Opus.number(p.points)));
       list.append(li);
     });
     holder.hidden = !results.leaderboard.length;
@@ -174,9 +199,8 @@ window.Opus = window.Opus || {};
       var leader = box.querySelector(".leaderboard-box");
       if (leader) box.insertBefore(total, leader); else box.append(total);
     }
-    total.textContent = "";
-    var b = el("b", "", String(results.total_votes)); b.setAttribute("data-total", "");
-    total.append(b, " " + unit(kind) + (results.total_votes === 1 ? "" : "s"));
+    var b = el("b", "", Opus.number(results.total_votes)); b.setAttribute("data-total", "");
+    sentence(total, totalSentence(kind, results.total_votes), { num: b });
     if (kind === "quiz") leaderboard(box, results);
   };
 })();

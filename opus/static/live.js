@@ -33,6 +33,12 @@ window.Opus = window.Opus || {};
   };
 })();
 
+/* A number as the page's language writes it (1,234 / 1 234 / 1.234; percents with
+   {style: "percent"}), in the digits the server's pages use (Babel's: Latin ones). */
+Opus.number = function (n, options) {
+  try { return Number(n).toLocaleString(Opus.lang + "-u-nu-latn", options); } catch (e) { return String(n); }
+};
+
 Opus.boot = function () {
   var el = document.getElementById("opus-boot");
   return el ? JSON.parse(el.textContent) : {};
@@ -113,8 +119,9 @@ Opus.countdown = function (el, offset) {
   function tick() {
     var left = Math.max(0, Math.ceil((deadline - (Date.now() + offset)) / 1000));
     // Minutes from a minute up ("7:43"): a count of hundreds of seconds reads slowly.
-    var clock = left >= 60 ? Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0") : left + " s";
-    el.textContent = left > 0 ? clock : "Time is up";
+    var clock = left >= 60 ? Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0")
+      : Opus.t("%(seconds)s s", { seconds: Opus.number(left) });
+    el.textContent = left > 0 ? clock : Opus.t("Time is up");
     el.classList.toggle("urgent", left <= 5);
     if (left > 0 && el.isConnected) setTimeout(tick, 250);
   }
@@ -131,7 +138,10 @@ Opus.countIn = function (el, offset, form) {
     var waiting = left > 0 && el.isConnected;
     el.hidden = !waiting;
     if (form) form.hidden = waiting;
-    if (waiting) { el.textContent = "Get ready: the question starts in " + left + "…"; setTimeout(tick, 200); }
+    if (waiting) {
+      el.textContent = Opus.t("Get ready: the question starts in %(seconds)s…", { seconds: Opus.number(left) });
+      setTimeout(tick, 200);
+    }
   }
   tick();
 };
@@ -142,11 +152,13 @@ Opus.renderVenue = function (el, venue) {
   if (!el || !venue) return;
   var parts = [];
   (venue.unreachable || []).forEach(function (box) {
-    parts.push("Box " + box + " is out of reach: its votes will count when it is back.");
+    parts.push(Opus.t("Box %(box)s is out of reach: its votes will count when it is back.", { box: box }));
   });
   Object.keys(venue.behind || {}).forEach(function (box) {
     if ((venue.unreachable || []).indexOf(box) < 0) {
-      parts.push(venue.behind[box] + " votes and changes from box " + box + " on the way.");
+      var n = venue.behind[box];
+      parts.push(Opus.nt("%(num)s vote or change from box %(box)s on the way.",
+        "%(num)s votes and changes from box %(box)s on the way.", n, { num: Opus.number(n), box: box }));
     }
   });
   el.textContent = parts.join(" ");

@@ -36,17 +36,18 @@
     if (!poll || poll.status === "draft") {
       stage.setAttribute("data-mode", "welcome");
       $("[data-welcome]").hidden = false; $("[data-current]").hidden = true;
-      $("[data-position]").textContent = visible().length ? "" : "Waiting for the first poll";
+      $("[data-position]").textContent = visible().length ? "" : Opus.t("Waiting for the first poll");
       fit();
       return;
     }
     stage.setAttribute("data-mode", "poll");
     $("[data-welcome]").hidden = true; $("[data-current]").hidden = false;
     var list = visible(), index = list.indexOf(poll);
-    $("[data-position]").textContent = "Poll " + (index + 1) + " of " + list.length;
+    $("[data-position]").textContent = Opus.t("Poll %(n)s of %(total)s",
+      { n: Opus.number(index + 1), total: Opus.number(list.length) });
     $("[data-status-label]").textContent = poll.status === "open"
-      ? (poll.kind === "qa" ? "Ask your questions" : poll.kind === "text" ? "Answer now" : "Vote now")
-      : "Closed";
+      ? (poll.kind === "qa" ? Opus.t("Ask your questions") : poll.kind === "text" ? Opus.t("Answer now") : Opus.t("Vote now"))
+      : Opus.t("Closed");
     var question = $("[data-question]");
     if (question.textContent !== poll.question) question.textContent = poll.question;
 
@@ -92,9 +93,9 @@
     curtain.hidden = !hide;
     if (hide) {
       $("[data-curtain-why]").textContent = hiddenByServer(poll)
-        ? (boot.host ? "They appear when the poll closes, or press H to show them now."
-                     : "They appear when the poll closes.")
-        : "Press H to show them.";
+        ? (boot.host ? Opus.t("They appear when the poll closes, or press %(key)s to show them now.", { key: "H" })
+                     : Opus.t("They appear when the poll closes."))
+        : Opus.t("Press %(key)s to show them.", { key: "H" });
     }
     fit();
   }
@@ -170,7 +171,7 @@
     message: message,
     status: function (s) {
       dot.setAttribute("data-state", s);
-      dot.textContent = s === "live" ? "Live" : s === "offline" ? "Reconnecting…" : "Connecting…";
+      dot.textContent = s === "live" ? Opus.t("Live") : s === "offline" ? Opus.t("Reconnecting…") : Opus.t("Connecting…");
     }
   });
 

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from gettext import NullTranslations
 from typing import Any
 
 from aiohttp import web
 
-from opus import auth, bodies, kinds
+from opus import auth, bodies, i18n, kinds
 from opus.auth import Voter
 from opus.callers import VOTER_COOKIE, VOTER_COOKIE_S, identify
 from opus.codes import display_code, normalize_code
 from opus.errors import NotFound, OpusError, Unprocessable
+from opus.i18n import N_
 from opus.keys import (
     ADDRESSES,
     CATALOG,
@@ -23,19 +25,45 @@ from opus.keys import (
     LEDGER,
     NOTIFIER,
     ROOMS,
+    SETTINGS,
     SIGNER,
 )
+from opus.views import notes
 from opus.views.api import JoinThrottle
-from opus.views.kit import Form, field, now_ms, read_form, redirect, refused, render
+from opus.views.kit import (
+    Form,
+    field,
+    now_ms,
+    page_language,
+    read_form,
+    redirect,
+    refused,
+    render,
+)
 
+# What a refused vote or join says on the page (the API's own messages stay English).
 FRIENDLY = {
-    "already_voted": "You have already voted in this poll.",
-    "poll_not_open": "This poll is closed: your vote was not counted.",
-    "time_up": "Time is up for this question: your answer was not counted.",
-    "poll_not_found": "This poll is not open.",
-    "wrong_room": "This poll belongs to another room.",
-    "passcode_required": "This room needs its passcode: type the one the host shows or tells.",
-    "wrong_passcode": "That is not this room's passcode: check it and try again.",
+    "already_voted": N_("You have already voted in this poll."),
+    "poll_not_open": N_("This poll is closed: your vote was not counted."),
+    "time_up": N_("Time is up for this question: your answer was not counted."),
+    "poll_not_found": N_("This poll is not open."),
+    "wrong_room": N_("This poll belongs to another room."),
+    "passcode_required": N_("This room needs its passcode: type the one the host shows or tells."),
+    "wrong_passcode": N_("That is not this room's passcode: check it and try again."),
+    "empty_text": N_("Write something first."),
+    "no_option": N_("Choose an answer first."),
+    "invalid_option": N_("That answer is not one of this poll's: reload the page and try again."),
+    "question_not_found": N_("That question is no longer in this poll."),
+    "unavailable": N_("The server is shutting down: try again in a moment."),
+}
+# Why the workers did not count a vote (its receipt's reason), in words.
+NOT_COUNTED = {
+    "already_voted": N_("Not counted: you had already voted in this poll."),
+    "replaced": N_("Not counted: a later answer of yours was counted instead."),
+    "time_up": N_("Not counted: time was up."),
+    "invalid_option": N_("Not counted: that answer is not one of this poll's."),
+    "question_not_found": N_("Not counted: that question is no longer shown."),
+    "question_hidden": N_("Not counted: that question is no longer shown."),
 }
 _page_throttle = web.AppKey("page_join_throttle", JoinThrottle)
 # How long a form vote waits for its count before the redirect (see `vote`); a busy server
@@ -99,7 +127,8 @@ async def poll_cards(
             if event_id in ledger.pending or row is None:
                 card["receipt"] = {"status": "queued"}
             else:
-                card["receipt"] = {"status": row["status"], "reason": row["reason"]}
+                said = NOT_COUNTED.get(row["reason"] or "", N_("Not counted."))
+                card["receipt"] = {"status": row["status"], "reason": row["reason"], "said": said}
     cards.sort(
         key=lambda c: (
             c["poll"]["status"] != "open",
@@ -143,16 +172,49 @@ def vote_body(kind: str, form: Form) -> dict[str, Any]:
 routes = web.RouteTableDef()
 
 
+def words(request: web.Request, room: dict[str, Any] | None = None) -> NullTranslations:
+    """The catalog of the language this request's page speaks (in a room: the room's, unless
+    the phone chose another): for flash messages and titles."""
+    return i18n.translations(page_language(request, room.get("language") if room else None))
+
+
+def friendly(request: web.Request, room: dict[str, Any] | None, exc: OpusError) -> str:
+    """Why a vote or a join was refused, in the page's language."""
+    said = words(request, room)
+    if exc.code == "too_many_identities":
+        cap = request.app[SETTINGS].identities_per_address
+        return said.ngettext(
+            "This network address has already joined this room %(num)d time, the most allowed"
+            " for one device. Use the phone that joined before, or ask the host.",
+            "This network address has already joined this room %(num)d times, the most allowed"
+            " for one device. Use the phone that joined before, or ask the host.",
+            cap,
+        ) % {"num": cap}
+    if exc.code == "too_many_joins":
+        wait = exc.retry_after or 60
+        return said.ngettext(
+            "Too many people joined from this network address just now; try again in"
+            " %(num)d second.",
+            "Too many people joined from this network address just now; try again in"
+            " %(num)d seconds.",
+            wait,
+        ) % {"num": wait}
+    if exc.code in FRIENDLY:
+        return said.gettext(FRIENDLY[exc.code])
+    return exc.message  # a case the page cannot foresee: the API's (English) words
+
+
 @routes.get("/")
 async def home(request: web.Request) -> web.Response:
-    return render(request, "home.html", title="Join a poll")
+    return render(request, "home.html", title=words(request).gettext("Join a poll"))
 
 
 @routes.get("/join")
 async def join_by_code(request: web.Request) -> web.Response:
     code = normalize_code(request.query.get("code", ""))[:32]
     if not code:
-        return redirect("/", "Type the code shown on the screen.", error=True)
+        said = words(request).gettext("Type the code shown on the screen.")
+        return redirect("/", said, error=True)
     return redirect(f"/j/{code}")
 
 
@@ -176,13 +238,14 @@ async def room_of(request: web.Request) -> dict[str, Any] | None:
         "pace": row["pace"],
         "theme": row["theme"],
         "accent": row["accent"],
-        "language": row["language"],
+        "language": row["language"],  # None: each phone's own
     }
 
 
 def bad_code(request: web.Request) -> web.Response:
     code = request.match_info.get("code", "")[:32]
-    return render(request, "home.html", status=404, title="Join a poll", code=code, bad_code=True)
+    title = words(request).gettext("Join a poll")
+    return render(request, "home.html", status=404, title=title, code=code, bad_code=True)
 
 
 def _voter(request: web.Request, room: dict[str, Any]) -> Voter | None:
@@ -220,6 +283,8 @@ async def attendee(request: web.Request) -> web.Response:
             "server_now": now_ms(),
             "joined": voter is not None,
             "name": _pseudonym(voter) if voter else "",
+            # What a phone refused for too many identities says (attendee.js).
+            "identities_per_address": request.app[SETTINGS].identities_per_address,
         },
     )
 
@@ -237,7 +302,7 @@ async def _join(
     except OpusError as exc:
         if exc.code == "wrong_passcode":
             request.app[_page_throttle].miss(address)
-        return None, FRIENDLY.get(exc.code, exc.message)
+        return None, friendly(request, room, exc)
     return voter, None
 
 
@@ -282,7 +347,8 @@ async def join_room(request: web.Request) -> web.Response:
     voter, why = await _join(request, room, field(form, "passcode"))
     if voter is None:
         return redirect(page, why or "", error=True)
-    return _with_voter_cookie(request, redirect(page, "You have joined: vote below."), voter)
+    joined = words(request, room).gettext("You have joined: vote below.")
+    return _with_voter_cookie(request, redirect(page, joined), voter)
 
 
 def _pseudonym(voter: Voter) -> str:
@@ -302,8 +368,11 @@ async def attendee_polls(request: web.Request) -> web.Response:
             request,
             "error.html",
             status=401,
-            title="Join first",
-            message="Open the room's page and type its passcode to join it.",
+            title=words(request, room).gettext("Join first"),
+            message=words(request, room).gettext(
+                "Open the room's page and type its passcode to join it."
+            ),
+            room=room,
         )
     return render(
         request,
@@ -337,17 +406,17 @@ async def vote(request: web.Request) -> web.Response:
             body["event_id"] = event_id  # the page's own: sending the form twice counts once
         event_id = await request.app[INGEST].cast(voter, poll_id, bodies.of(bodies.CastVote, body))
     except OpusError as exc:
-        response = redirect(anchor, FRIENDLY.get(exc.code, exc.message), error=True)
+        response = redirect(anchor, friendly(request, room, exc), error=True)
         return _with_voter_cookie(request, response, voter) if minted else response
     # Without JavaScript the page it redirects to is all the voter sees, with no live
     # updates: let the workers count the vote first (they gather votes for a few ms).
     await request.app[LEDGER].wait_settled(event_id, _COUNTED_WAIT_S)
     thanks = (
-        "Your question is in."
+        N_("Your question is in.")
         if "text" in body and view and view.kind == "qa"
-        else ("Upvoted." if "upvote" in body else "Thank you: your vote is in.")
+        else (N_("Upvoted.") if "upvote" in body else N_("Thank you: your vote is in."))
     )
-    response = redirect(anchor, thanks)
+    response = redirect(anchor, words(request, room).gettext(thanks))
     return _with_voter_cookie(request, response, voter) if minted else response
 
 
@@ -360,12 +429,15 @@ async def inbox(request: web.Request) -> web.Response:
     if voter is None:
         return redirect(f"/j/{room['code']}")
     box = await request.app[NOTIFIER].inbox(voter.voter_id)
+    lang = page_language(request, room["language"])
+    polls = (await request.app[ROOMS].room(room["id"], include_drafts=False))["polls"]
+    questions = {poll["id"]: poll["question"] for poll in polls}
     return render(
         request,
         "inbox.html",
-        title="Messages",
+        title=i18n.translations(lang).gettext("Messages"),
         room=room,
-        notifications=box["notifications"],
+        notifications=[notes.in_words(note, questions, lang) for note in box["notifications"]],
         unread=box["unread"],
     )
 
@@ -379,7 +451,7 @@ async def inbox_read(request: web.Request) -> web.Response:
     voter = _voter(request, room)
     if voter is not None:
         await request.app[NOTIFIER].mark_read(voter.voter_id, None)
-    return redirect(f"/j/{room['code']}/inbox", "Marked as read.")
+    return redirect(f"/j/{room['code']}/inbox", words(request, room).gettext("Marked as read."))
 
 
 def setup(app: web.Application) -> None:

@@ -25,6 +25,7 @@ from multidict import MultiDictProxy
 
 from opus import auth, callers, i18n
 from opus.callers import identify, origin_matches, sign
+from opus.i18n import N_
 from opus.keys import (
     PAGE_SECRET,
     SETTINGS,
@@ -187,14 +188,21 @@ def refused(request: web.Request) -> web.Response:
         request,
         "error.html",
         status=403,
-        title="Form expired",
-        message="This form has expired or did not come from this site. Go back, "
-        "reload the page and try again.",
+        title=gettext(request, N_("Form expired")),
+        message=gettext(
+            request,
+            N_(
+                "This form has expired or did not come from this site. Go back, reload the page"
+                " and try again."
+            ),
+        ),
     )
 
 
 def not_found(request: web.Request, message: str) -> web.Response:
-    return render(request, "error.html", status=404, title="Not found", message=message)
+    """A 404 page; `message` is said in the page's language already (`gettext`)."""
+    title = gettext(request, N_("Not found"))
+    return render(request, "error.html", status=404, title=title, message=message)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from opus.i18n import N_
 from opus.identity import is_loopback
 from opus.keys import (
     ADDRESSES,
@@ -12,7 +13,17 @@ from opus.keys import (
     SETTINGS,
 )
 from opus.views.attendee import room_of
-from opus.views.kit import is_host, join_base, not_found, now_ms, qr_svg, render, wifi_svg
+from opus.views.kit import (
+    gettext,
+    is_host,
+    join_base,
+    not_found,
+    now_ms,
+    page_language,
+    qr_svg,
+    render,
+    wifi_svg,
+)
 
 routes = web.RouteTableDef()
 
@@ -30,9 +41,14 @@ async def newest_screen(request: web.Request) -> web.Response:
             request,
             "error.html",
             status=403,
-            title="Screen",
-            message="Open the screen from the host console, or type the room's"
-            " code: /screen/ROOM-CODE.",
+            title=gettext(request, N_("Screen")),
+            message=gettext(
+                request,
+                N_(
+                    "Open the screen from the host console, or type the room's code:"
+                    " /screen/ROOM-CODE."
+                ),
+            ),
         )
     rooms = await request.app[ROOMS].list_rooms()
     if rooms:
@@ -40,8 +56,10 @@ async def newest_screen(request: web.Request) -> web.Response:
     page = render(
         request,
         "error.html",
-        title="Waiting for a room",
-        message="This screen shows the newest room once the host creates one.",
+        title=gettext(request, N_("Waiting for a room")),
+        message=gettext(
+            request, N_("This screen shows the newest room once the host creates one.")
+        ),
     )
     page.headers["Refresh"] = "5"  # looks again by itself; no script needed
     return page
@@ -53,13 +71,16 @@ async def screen(request: web.Request) -> web.Response:
     it watches through the host's socket, so it can also reveal results hidden until close."""
     room = await room_of(request)
     if room is None:
-        return not_found(request, "No room has this code.")
+        return not_found(request, gettext(request, N_("No room has this code.")))
     join_url = f"{join_base(request)}/j/{room['code']}"
     host = is_host(request)
     live = f"/host/live?room={room['id']}" if host else f"/ws?room={room['code']}"
+    # The projector speaks the room's language, whatever the browser it runs in chose.
+    lang = page_language(request, room.get("language"), phone=False)
     return render(
         request,
         "screen.html",
+        lang=lang,
         title=room["title"],
         room=room,
         join_url=join_url,
