@@ -324,7 +324,9 @@
   }
 
   function decorate() {
-    outbox().forEach(function (item) { receipt(item.poll_id, "local", WORDS.local); });
+    outbox().forEach(function (item) {  // a vote held back by a busy server still says so
+      receipt(item.poll_id, "local", (held[item.event_id] || 0) > Date.now() ? WORDS.busy : WORDS.local);
+    });
     document.querySelectorAll("[data-deadline]").forEach(function (el) { Opus.countdown(el, offset); });
     document.querySelectorAll("[data-count-in]").forEach(function (el) {
       var form = el.parentNode.querySelector("form.vote");
