@@ -246,7 +246,7 @@ def test_a_vote_refused_by_a_busy_server_is_sent_again_after_retry_after(
         if len(sent) == 1:  # what a full queue answers (503 queue_full); the server never sees it
             route.fulfill(
                 status=503,
-                headers={"Retry-After": "2"},
+                headers={"Retry-After": "3"},
                 content_type="application/json",
                 body=json.dumps(
                     {"error": {"code": "queue_full", "message": "Too many votes at once."}}
@@ -258,7 +258,11 @@ def test_a_vote_refused_by_a_busy_server_is_sent_again_after_retry_after(
     page.route("**/api/v1/polls/*/votes", busy_once)
     page.goto(f"/j/{room['code']}")
     vote_on(page, "Yes")
-    receipt = page.locator("[data-receipt]")
+    receipt = page.locator(f"#poll-{poll['id']} [data-receipt]")
+    expect(receipt).to_contain_text("Everyone is voting at once")
+    # Another poll opens meanwhile: the list is refreshed, and the vote still says it waits.
+    api.poll(room["id"], question="And then?", options=["A", "B"])
+    expect(page.locator(".question", has_text="And then?")).to_be_visible()
     expect(receipt).to_contain_text("Everyone is voting at once")
     expect(receipt).to_have_text("Counted.", timeout=20_000)
     assert [event for _, event in sent] == [sent[0][1]] * 2  # the same vote, sent twice
