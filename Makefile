@@ -42,7 +42,8 @@ test: $(TEST_STAMP)
 # every string has its translation). The server compiles the catalogs when it starts.
 LANGS := es fr de ar ja
 messages: $(TEST_STAMP)
-	$(VENV)/bin/pybabel extract -F babel.cfg -k _ -k N_ -k ngettext:1,2 -k gettext:2 \
+	$(VENV)/bin/pybabel extract -F babel.cfg -k _ -k N_ -k ngettext:1,2 -k gettext:1,1t -k gettext:2,2t -k gettext:2,3t -k gettext:2,4t \
+		-k pgettext:1c,2 \
 		-k Opus.t -k Opus.nt:1,2 -c Translators: \
 		--sort-by-file --project Opus --copyright-holder "The Opus authors" \
 		-o opus/locale/opus.pot opus

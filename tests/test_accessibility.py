@@ -18,13 +18,13 @@ from browser import PHONE, Host, launch
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from conftest import ADMIN, ServerProcess
+from opus import i18n
 
 expect.set_options(timeout=10_000)
 
 SCHEMES = ["light", "dark"]
-# Each locale the pages speak. Arabic ("ar", right to left) joins this list with the
-# translations.
-LOCALES = ["en-GB"]
+# English, and Arabic: right to left, the layout mirrored.
+LOCALES = ["en-GB", "ar-EG"]
 LAPTOP = {"viewport": {"width": 1280, "height": 900}}
 PROJECTOR = {"viewport": {"width": 1600, "height": 900}}
 AXE = Axe()
@@ -285,7 +285,10 @@ def open_page(
     page = context.new_page()
     page.goto(path)
     if name in ("attendee", "attendee-voted", "screen", "host-room"):
-        expect(page.locator("[data-connection]").first).to_have_text(re.compile("Live|^$"))
+        live = _said(options.get("locale"), "Live")
+        expect(page.locator("[data-connection]").first).to_have_text(
+            re.compile(f"{re.escape(live)}|^$")
+        )
     if name == "attendee-voted":
         expect(page.locator("[data-receipt][data-state=counted]")).to_have_count(5)
     return page
@@ -299,13 +302,20 @@ def test_every_page_passes_axe_and_its_fields_stand_out(
 ) -> None:
     page = open_page(browser, site, stage, name, color_scheme=scheme, locale=locale)
     try:
-        problems = check_all(page, name, stage)
+        problems = check_all(page, name, stage, locale)
         assert not problems, "\n".join(problems)
     finally:
         page.context.close()
 
 
-def check_all(page: Page, name: str, stage: Stage) -> list[str]:
+def _said(locale: str | None, message: str, **values: Any) -> str:
+    """A message as a page in this browser locale says it."""
+    lang = i18n.negotiate(locale or "")
+    text = i18n.translations(lang).gettext(message)
+    return text % values if values else text
+
+
+def check_all(page: Page, name: str, stage: Stage, locale: str = "en-GB") -> list[str]:
     """What `check` finds on the page (on the screen, with each poll it shows)."""
     problems = check(page, name)
     if name == "screen":  # every poll the projector shows, from the last one back
@@ -313,7 +323,9 @@ def check_all(page: Page, name: str, stage: Stage) -> list[str]:
         for _ in range(stage.visible):
             page.keyboard.press("n")
         for n in range(stage.visible, 1, -1):
-            expect(position).to_have_text(f"Poll {n} of {stage.visible}")
+            expect(position).to_have_text(
+                _said(locale, "Poll %(n)s of %(total)s", n=n, total=stage.visible)
+            )
             page.keyboard.press("p")
             problems += check(page, f"screen, poll {n - 1}")
     return problems

@@ -19,8 +19,10 @@ OPUS = ROOT / "opus"
 KEYWORDS = {
     "_": None,
     "N_": None,
-    "gettext": (2,),  # kit.gettext(request, "...")
+    # gettext("...") and {% trans %}; kit.gettext(request, "...", name=value, ...)
+    "gettext": {1: (1,), 2: (2,), 3: (2,), 4: (2,)},
     "ngettext": (1, 2),
+    "pgettext": ((1, "c"), 2),
     "Opus.t": None,
     "Opus.nt": (1, 2),
 }
@@ -34,13 +36,14 @@ OPTIONS = {"templates/**.html": {"extensions": "jinja2.ext.i18n", "trimmed": "tr
 SHIPPED = [lang for lang in i18n.LANGUAGES if lang != i18n.DEFAULT]
 
 
-def _extracted() -> dict[str | tuple[str, ...], list[str]]:
-    found: dict[str | tuple[str, ...], list[str]] = {}
-    for filename, lineno, message, _, _ in extract_from_dir(
+def _extracted() -> dict[tuple[str | tuple[str, ...], str | None], list[str]]:
+    """Every message in the code: (msgid or (singular, plural), context) -> where."""
+    found: dict[tuple[str | tuple[str, ...], str | None], list[str]] = {}
+    for filename, lineno, message, _, context in extract_from_dir(
         str(OPUS), METHODS, options_map=OPTIONS, keywords=KEYWORDS
     ):
         key = message if isinstance(message, str) else tuple(message)
-        found.setdefault(key, []).append(f"{filename}:{lineno}")
+        found.setdefault((key, context), []).append(f"{filename}:{lineno}")
     return found
 
 
@@ -52,8 +55,8 @@ def test_every_string_is_translated_in_every_shipped_language(lang: str) -> None
     with path.open("rb") as po:
         catalog = read_po(po, locale=lang)
     missing = []
-    for key, where in _extracted().items():
-        message = catalog.get(key if isinstance(key, str) else key[0])
+    for (key, context), where in _extracted().items():
+        message = catalog.get(key if isinstance(key, str) else key[0], context=context)
         strings = [] if message is None else message.string
         strings = [strings] if isinstance(strings, str) else list(strings)
         if message is None or message.fuzzy or not strings or not all(strings):
