@@ -524,6 +524,40 @@ def test_the_host_opens_and_closes_a_poll_with_the_keyboard_alone(
         context.close()
 
 
+def test_the_host_shows_the_next_poll_and_closes_it_with_the_keyboard_alone(
+    browser: Browser, site: ServerProcess, api: Host
+) -> None:
+    """Presenter mode from the keyboard: Next shows the first poll (and opens it), Show puts
+    another on the screen, Close in the presenter bar ends it."""
+    room = api.ok("POST", "/api/v1/rooms", {"title": "Keyboard presenter", "pace": "presenter"})
+    first = api.poll(room["id"], question="Warm-up?", open=False)
+    second = api.poll(room["id"], question="Main point?", open=False)
+    context = browser.new_context(base_url=site.base, **LAPTOP)
+    page = context.new_page()
+    try:
+        page.goto("/host")
+        page.keyboard.type(ADMIN)
+        page.keyboard.press("Enter")
+        expect(page.locator("h1")).to_have_text("Rooms")
+        page.goto(f"/host/rooms/{room['id']}")
+        tab_to(page, page.locator("button[data-action=next]"))
+        page.keyboard.press("Enter")
+        expect(page.locator("[data-now-showing]")).to_contain_text("Warm-up?")
+        article = page.locator(f"#poll-{second['id']}")
+        tab_to(page, article.get_by_role("button", name=re.compile("^Show")))
+        page.keyboard.press("Enter")
+        expect(page.locator("[data-now-showing]")).to_contain_text("Main point?")
+        tab_to(page, page.locator("button[data-action=close-shown]"))
+        page.keyboard.press("Enter")
+        expect(article.locator(".badge")).to_have_text("closed")
+        shown = api.ok("GET", f"/api/v1/rooms/{room['id']}")
+        assert shown["shown_poll_id"] == second["id"]
+        assert api.ok("GET", f"/api/v1/polls/{first['id']}")["status"] == "open"
+        assert api.ok("GET", f"/api/v1/polls/{second['id']}")["status"] == "closed"
+    finally:
+        context.close()
+
+
 # -- the host console says which poll or question each button acts on -----------------------
 
 NAMES = """(root) => [...root.querySelectorAll("button, a")].map((el) =>
