@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from opus import answers, bodies, export, i18n, ws
+from opus import answers, bodies, export, i18n, kinds, ws
 from opus.auth import same_token
 from opus.callers import HOST_COOKIE, SESSION_S, end_session, new_session
 from opus.errors import BadRequest, NotFound, OpusError, Unprocessable
@@ -68,10 +68,41 @@ def _safe_back(raw: str, default: str) -> str:
     return default
 
 
+# The domain's refusals a host can meet in the console, by their code, in the catalogs (the
+# API answers them in English, its clients read the code).
+REFUSALS = {
+    "invalid_transition": N_(
+        "That cannot be done to this poll now: only a draft opens, only an open poll closes,"
+        " only a closed poll reopens."
+    ),
+    "poll_not_draft": N_("Only a draft poll can change its question, kind or options."),
+    "no_next_poll": N_("There is no poll after the one shown."),
+    "no_previous_poll": N_("There is no poll before the one shown."),
+    "option_count": N_("A poll has %(low)d to %(high)d options."),
+    "duplicate_option": N_("Two options have the same label."),
+    "invalid_time_limit": N_("The time limit is between %(low)d and %(high)d seconds."),
+    "invalid_scale": N_("A rating's scale is 5 or 10."),
+    "invalid_correct": N_("A quiz needs at least one correct option among its options."),
+    "too_long": N_("A text is longer than allowed: shorten it."),
+    "room_not_found": N_("This room no longer exists."),
+    "poll_not_found": N_("This poll no longer exists."),
+    "question_not_found": N_("This question no longer exists."),
+    "invalid_order": N_("List every poll of the room exactly once."),
+}
+
+
 def said(request: web.Request, exc: OpusError) -> str:
-    """A refusal as the host reads it: this module's own messages are in the catalogs (marked
-    with N_); the domain's are the API's, in English."""
-    return gettext(request, exc.message)
+    """A refusal as the host reads it, in the console's language: this module's own messages
+    and the domain's usual ones (REFUSALS) are in the catalogs; a rare one stays in the API's
+    English."""
+    known = REFUSALS.get(exc.code or "")
+    if known is None:
+        return gettext(request, exc.message)
+    low, high = {
+        "option_count": (kinds.MIN_OPTIONS, kinds.MAX_OPTIONS),
+        "invalid_time_limit": kinds.TIME_LIMIT_RANGE,
+    }.get(exc.code or "", (0, 0))
+    return gettext(request, known, low=low, high=high) if "%(" in known else gettext(request, known)
 
 
 def console(request: web.Request, template: str, **context: Any) -> web.Response:
