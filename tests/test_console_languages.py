@@ -154,3 +154,18 @@ def test_the_consoles_switches_flip_their_poll(contexts: Any, api: Host) -> None
     expect(questions.locator(".tag", has_text="moderated")).to_be_visible()
     questions.get_by_role("button", name="Stop moderating").click()
     expect(console.locator(f"#poll-{qa['id']} .tag", has_text="moderated")).to_have_count(0)
+
+
+def test_a_refusal_reads_in_the_consoles_language(contexts: Any, api: Host) -> None:
+    """The domain's usual refusals come in the host's language too: Next after the last poll."""
+    room = api.ok("POST", "/api/v1/rooms", {"title": "Salle", "pace": "presenter"})
+    api.poll(room["id"], question="Seule question ?", open=False)
+    page = contexts(locale="fr-FR", viewport={"width": 1280, "height": 900}).new_page()
+    _log_in(page)
+    page.goto(f"/host/rooms/{room['id']}")
+    page.click("button[data-action=next]")
+    expect(page.locator("[data-now-showing]")).to_contain_text("Seule question ?")
+    page.click("button[data-action=next]")
+    said = i18n.translations("fr").gettext("There is no poll after the one shown.")
+    assert said != "There is no poll after the one shown."
+    expect(page.locator(".flash-error")).to_have_text(said)
