@@ -262,3 +262,44 @@ def fill(folder: Path) -> Path:
     finally:
         os.close(fd)
     return ballast
+
+
+# -- the page tests: one server per test module, Debian's Chromium, and browser contexts -------
+
+
+@pytest.fixture(scope="module")
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A real `opus serve` for a module of page tests."""
+    server = ServerProcess(tmp_path_factory.mktemp(request.module.__name__) / "data")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, driven by Playwright (tests/browser.py)."""
+    from browser import launch
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def contexts(browser: Any, site: ServerProcess) -> Iterator[Any]:
+    """New browser contexts (each one a separate phone or laptop), closed after the test."""
+    made: list[Any] = []
+
+    def new(**options: Any) -> Any:
+        context = browser.new_context(base_url=site.base, **options)
+        made.append(context)
+        return context
+
+    yield new
+    for context in made:
+        context.close()

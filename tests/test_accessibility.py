@@ -8,14 +8,13 @@ and the host get through with the keyboard alone, and focus never falls back to 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from browser import PHONE, Host, launch
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from browser import PHONE, Host
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from conftest import ADMIN, ServerProcess
 from opus import i18n
@@ -56,22 +55,6 @@ def newcomer(api: Host, code: str) -> str:
 def cast(api: Host, token: str, poll_id: str, body: dict[str, Any]) -> None:
     status, answer = api.call("POST", f"/api/v1/polls/{poll_id}/votes", body, token=token)
     assert status == 202, answer
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("a11y") / "data")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +301,9 @@ def _said(locale: str | None, message: str, **values: Any) -> str:
 def check_all(page: Page, name: str, stage: Stage, locale: str = "en-GB") -> list[str]:
     """What `check` finds on the page (on the screen, with each poll it shows)."""
     problems = check(page, name)
-    if name == "screen":  # every poll the projector shows, from the last one back
+    # Every poll the projector shows, from the last one back (once per look: right to left
+    # changes the layout, not the colours each kind of chart is drawn in).
+    if name == "screen" and not locale.startswith("ar"):
         position = page.locator("[data-position]")
         for _ in range(stage.visible):
             page.keyboard.press("n")

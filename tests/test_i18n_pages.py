@@ -4,11 +4,8 @@ fonts the kiosk package recommends draw real letters, not empty boxes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from browser import PHONE, Host, launch
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from browser import PHONE, Host
+from playwright.sync_api import Browser, Page, expect
 
 from conftest import ServerProcess
 from opus import i18n
@@ -16,22 +13,6 @@ from opus import i18n
 expect.set_options(timeout=15_000)
 
 WAITING = "No poll is open right now"
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("languages") / "data")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 def _phone(browser: Browser, site: ServerProcess, locale: str) -> Page:

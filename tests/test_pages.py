@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import PHONE, Host, launch
-from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
+from browser import PHONE, Host
+from playwright.sync_api import Browser, Page, Route, expect
 
 from conftest import ADMIN, ServerProcess
 
@@ -20,40 +19,9 @@ SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 expect.set_options(timeout=10_000)
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("pages") / "data")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def api(site: ServerProcess) -> Host:
     return Host(site.base)
-
-
-@pytest.fixture
-def contexts(browser: Browser, site: ServerProcess) -> Iterator[Any]:
-    """New browser contexts (each one a separate phone or laptop), closed after the test."""
-    made: list[BrowserContext] = []
-
-    def new(**options: Any) -> BrowserContext:
-        context = browser.new_context(base_url=site.base, **options)
-        made.append(context)
-        return context
-
-    yield new
-    for context in made:
-        context.close()
 
 
 def log_in(page: Page) -> None:
