@@ -580,8 +580,11 @@ class Rooms:
         self._on_commit()
         return await self.room(room_id, include_drafts=True)
 
-    async def set_status(self, poll_id: str, status: str, actor: str = "host") -> answers.Poll:
-        """Open or close a poll. Opening an open poll (or closing a closed one) changes nothing."""
+    async def set_status(
+        self, poll_id: str, status: str, actor: str = "host", *, event_id: str | None = None
+    ) -> answers.Poll:
+        """Open or close a poll. Opening an open poll (or closing a closed one) changes nothing.
+        `event_id`: the event's id when every box must make the same one (quizclock.py)."""
         allowed_from = {"open": ("draft",), "closed": ("open",)}[status]
         stamp = {"open": "opened_at", "closed": "closed_at"}[status]
         kind = {"open": events.POLL_OPENED, "closed": events.POLL_CLOSED}[status]
@@ -621,7 +624,9 @@ class Rooms:
                     # they count nowhere, so not in the final results either.
                     replica.close_at(conn, poll_id, stamp, self.node_id)
                     data["results"] = results.poll_results(conn, poll_id)
-                event = events.make(kind, data, source=self.node_id, actor=actor, hlc=stamp)
+                event = events.make(
+                    kind, data, source=self.node_id, actor=actor, hlc=stamp, event_id=event_id
+                )
                 outbox.add(conn, [event])
         if current != status:
             opened = {"opened_at": events.epoch(now)} if status == "open" else {}

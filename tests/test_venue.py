@@ -991,3 +991,41 @@ async def test_votes_refused_for_a_close_count_once_the_poll_is_reopened(
 
     await until(counted_everywhere, 30, "the votes counted at every box after the reopening")
     assert await _converged(apis, poll["id"], total=3) == [3, 0, 0]
+
+
+async def test_a_timed_quiz_closes_once_at_every_box(
+    venue: dict[str, Box], apis: dict[str, Api]
+) -> None:
+    """Every box's clock closes a timed quiz when its time is up, here each while cut off from
+    the others (their NATS servers frozen): the closes are one event, so the attendee who
+    answered is told once, wherever the phone reads its inbox."""
+    room, quiz = await _open_poll(apis, kind="quiz", correct=[0], time_limit_s=5)
+    voter = await apis["b"].join(room["code"])
+    status, body = await apis["b"].vote(voter, quiz["id"], [quiz["options"][0]["id"]])
+    assert status == 202, body
+    await _converged(apis, quiz["id"], total=1)
+    servers = [pid for box in venue.values() for pid in _nats_servers_of(box)]
+    for pid in servers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+
+        async def closed_everywhere() -> bool:
+            statuses = [await _poll_status(api, quiz["id"]) for api in apis.values()]
+            return statuses == ["closed"] * 3
+
+        await until(closed_everywhere, 30, "each box's clock closes the quiz on its own")
+    finally:
+        for pid in servers:
+            os.kill(pid, signal.SIGCONT)
+
+    async def told_once_everywhere() -> list[Any] | None:
+        seen = []
+        for api in apis.values():
+            _, inbox = await api.call("GET", "/api/v1/notifications", headers=voter["headers"])
+            seen.append(
+                sorted(n["id"] for n in inbox["notifications"] if n["type"] == "poll_closed")
+            )
+        return seen if all(s == seen[0] for s in seen) and len(seen[0]) == 1 else None
+
+    await asyncio.sleep(3)  # every box's close reaches the others
+    await until(told_once_everywhere, 30, "one and the same closing notification at every box")
