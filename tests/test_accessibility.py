@@ -521,6 +521,7 @@ def test_the_host_shows_the_next_poll_and_closes_it_with_the_keyboard_alone(
     page = context.new_page()
     try:
         page.goto("/host")
+        expect(page.locator("#token")).to_be_focused()  # typing before it would go nowhere
         page.keyboard.type(ADMIN)
         page.keyboard.press("Enter")
         expect(page.locator("h1")).to_have_text("Rooms")
