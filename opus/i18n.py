@@ -23,6 +23,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
 
+from opus.accept import weighted
 from opus.resources import package_dir
 
 LANGUAGES = {
@@ -107,19 +108,11 @@ def direction(lang: str) -> str:
 
 def negotiate(accept_language: str) -> str:
     """The best shipped language for an Accept-Language header ("fr-CH, fr;q=0.9, en;q=0.8")."""
-    wanted: list[tuple[float, int, str]] = []
-    for index, part in enumerate(accept_language.split(",")[:20]):
-        tag, _, params = part.strip().partition(";")
-        quality = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if tag and quality > 0:
-            wanted.append((-quality, index, tag.strip().lower()))
+    wanted = [
+        (-quality, index, tag)
+        for index, (tag, quality) in enumerate(weighted(accept_language))
+        if quality > 0
+    ]
     for _, _, tag in sorted(wanted):
         base = tag.split("-")[0]
         if base in LANGUAGES:

@@ -101,17 +101,23 @@ def running_venue(folder: Path, **env: dict[str, str]) -> Iterator[dict[str, Box
     for name, box in boxes.items():
         box.env.update(env.get("all", {}))
         box.env.update(env.get(name, {}))
+    with running_boxes(boxes):
+        yield boxes
+
+
+@contextlib.contextmanager
+def running_boxes(boxes: dict[str, Box]) -> Iterator[None]:
+    """The boxes started and ready; killed, with their NATS servers, at the end."""
     try:
         for box in boxes.values():
             box.spawn()
         for box in boxes.values():
             box.wait_ready()
-        yield boxes
+        yield
     finally:
         for box in boxes.values():
             if box.proc is not None and box.proc.poll() is None:
-                os.killpg(box.proc.pid, signal.SIGKILL)
-                box.proc.wait(10)
+                box.kill_group()
 
 
 @pytest.fixture
@@ -904,15 +910,9 @@ def venue_with_own_nats(tmp_path: Path) -> Iterator[dict[str, Box]]:
     boxes = {n: Box(tmp_path / n, path, n, http) for n, (http, _) in ports.items()}
     boxes["c"].env["OPUS_NATS_URL"] = f"nats://127.0.0.1:{ports['c'][1]}"
     try:
-        for box in boxes.values():
-            box.spawn()
-        for box in boxes.values():
-            box.wait_ready()
-        yield boxes
+        with running_boxes(boxes):
+            yield boxes
     finally:
-        for box in boxes.values():
-            if box.proc is not None and box.proc.poll() is None:
-                box.kill_group()
         server.kill()
         server.wait(10)
 

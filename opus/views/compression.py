@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
+from opus.accept import weighted
+
 MIN_BYTES = 1024
 # Text only: images, msgpack and archives are compressed already or gain little.
 _TEXT = frozenset(
@@ -36,18 +38,7 @@ def accepts_gzip(request: web.BaseRequest) -> bool:
     header = request.headers.get(hdrs.ACCEPT_ENCODING)
     if not header:
         return False
-    weights: dict[str, float] = {}
-    for item in header.lower().split(","):
-        coding, _, params = item.partition(";")
-        weight = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-        weights[coding.strip()] = weight
+    weights = dict(weighted(header))
     return weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0))) > 0
 
 
