@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -372,6 +372,15 @@ class CastVote(Body):
         | UnsetType
     ) = UNSET
     upvote: Annotated[str, Shown("The question's id.", minLength=1)] | UnsetType = UNSET
+
+
+class SocketVote(CastVote, kw_only=True):
+    """A vote sent over the attendee's socket (docs/api.md, "Votes over the socket"): the
+    body of `POST /api/v1/polls/{poll_id}/votes` with its `type` and its poll."""
+
+    missing_status: ClassVar[int] = 400
+    type: Literal["vote"]
+    poll_id: Annotated[str, Meta(max_length=64)]
 
 
 REQUESTS: tuple[type[Body], ...] = (

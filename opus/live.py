@@ -44,13 +44,13 @@ LIVE_EVENTS = (
 _HIGH_WATER = 64 * 1024  # bytes buffered for one socket before it counts as slow
 
 
-def text_frame(text: str) -> bytes:
+def text_frame(text: str | bytes) -> bytes:
     """A server-to-client WebSocket text frame (RFC 6455: final, unmasked, uncompressed).
 
     Server frames are not masked, so one frame's bytes serve every socket: a broadcast is one
     serialization and one transport.write per watcher, with no per-socket coroutine.
     """
-    payload = text.encode()
+    payload = text.encode() if isinstance(text, str) else text
     n = len(payload)
     if n < 126:
         header = bytes((0x81, n))

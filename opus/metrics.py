@@ -28,6 +28,11 @@ class Metrics:
         self.votes_accepted = Counter(
             "opus_votes_accepted", "Votes answered 202 (durable in the queue).", registry=r
         )
+        self.socket_votes_accepted = Counter(
+            "opus_socket_votes_accepted",
+            "Of the votes accepted, those that came over an attendee's socket.",
+            registry=r,
+        )
         self.votes_rejected = Counter(
             "opus_votes_rejected", "Votes refused, by reason.", ["reason"], registry=r
         )

@@ -1,14 +1,18 @@
-/* The attendee page with JavaScript: votes go to the API with an event_id chosen here and
+/* The attendee page with JavaScript: votes go to the server with an event_id chosen here and
    kept in localStorage until the server answers, so a vote made during a Wi-Fi drop is sent
    when the network returns (on "online", on a timer, on the next page load) and, whatever
-   happens in between, counted once. The page shows each vote's receipt: saved on this phone,
-   received (queued), counted. Without JavaScript the same forms simply POST. */
+   happens in between, counted once. A vote goes on the page's live socket when it is open
+   (docs/api.md, "Votes over the socket"), else to the API with a POST; the answers are the
+   same. The page shows each vote's receipt: saved on this phone, received (queued), counted.
+   Without JavaScript the same forms simply POST. */
 "use strict";
 (function () {
   var boot = Opus.boot(), offset = Opus.clockOffset(boot);
   var OUTBOX = "opus.outbox", UPVOTED = "opus.upvoted";
   Opus.me = boot.name || "";  // this phone's name on a leaderboard
   var inflight = {}, held = {}, watching = {}, refreshTimer = null, snapshots = 0, live = null;
+  var SOCKET_ANSWER_MS = 15000;  // a vote sent on the socket and not answered by then goes again
+  var onSocket = {};  // event id -> the vote sent on the socket, waiting for its answer
   // What a refused vote says (the API's own messages are English); the same words as the
   // page says without JavaScript (views/attendee.py), in the page's language.
   var FRIENDLY = {
@@ -117,7 +121,8 @@
             if (live) live.reconnect();
             return null;
           }
-          return { response: response, json: json };  // refused: said like a vote's refusal
+          // Refused: said like a vote's refusal.
+          return { status: response.status, json: json, retry: response.headers.get("Retry-After") };
         });
       }, function (error) { joining = null; throw error; });
     }
@@ -130,29 +135,54 @@
     var payload = Object.assign({ event_id: item.event_id }, item.body);
     joined().then(function (refusal) {
       if (refusal) return refusal;
+      if (boot.joined && live && live.post(Object.assign({ type: "vote", poll_id: item.poll_id }, payload))) {
+        // Its answer comes on the socket (message, below); if the socket drops first, or
+        // no answer comes, the vote is sent again (same event_id: counted once).
+        onSocket[item.event_id] = { item: item, timer: setTimeout(function () { unsent(item.event_id); }, SOCKET_ANSWER_MS) };
+        return null;
+      }
       return fetch("/api/v1/polls/" + item.poll_id + "/votes", {
         method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload)
       }).then(function (response) {
         return response.json().catch(function () { return {}; }).then(function (json) {
-          return { response: response, json: json };
+          return { status: response.status, json: json, retry: response.headers.get("Retry-After") };
         });
       });
-    }).then(function (answer) { answered(item, answer.response, answer.json); }, function () {
+    }).then(function (answer) { if (answer) answered(item, answer.status, answer.json, answer.retry); }, function () {
       delete inflight[item.event_id];
       receipt(item.poll_id, "local", WORDS.local);
     });
   }
 
-  function answered(item, response, json) {
+  // A vote sent on the socket that will get no answer there: free to be sent again.
+  function unsent(eventId) {
+    var waiting = onSocket[eventId];
+    if (!waiting) return;
+    clearTimeout(waiting.timer);
+    delete onSocket[eventId];
+    delete inflight[eventId];
+    if (queued(eventId)) receipt(waiting.item.poll_id, "local", WORDS.local);
+  }
+  // The socket's answer to a vote: the same as the API's (202, or the error's status and body).
+  function socketAnswer(msg) {
+    var waiting = onSocket[msg.event_id];
+    if (!waiting) return;
+    clearTimeout(waiting.timer);
+    delete onSocket[msg.event_id];
+    if (msg.type === "vote_accepted") answered(waiting.item, 202, {}, null);
+    else answered(waiting.item, msg.status, { error: msg.error }, msg.retry_after);
+  }
+
+  function answered(item, status, json, retryAfter) {
     delete inflight[item.event_id];
-    if (response.status === 202) return accepted(item);
+    if (status === 202) return accepted(item);
     var code = json.error && json.error.code;
-    if (response.status >= 500 || (response.status === 429 && code !== "too_many_identities")) {
+    if (status >= 500 || (status === 429 && code !== "too_many_identities")) {
       // The server is busy (a whole hall voting at once): keep the vote and send it again
       // after Retry-After, spread over as long again so the phones do not all come back
       // in the same instant.
-      var wait = Math.min(parseFloat(response.headers.get("Retry-After")) || 2, 60) * 1000;
+      var wait = Math.min(parseFloat(retryAfter) || 2, 60) * 1000;
       held[item.event_id] = Date.now() + wait + Math.random() * wait;
       setTimeout(function () { if (queued(item.event_id)) send(item); },
                  held[item.event_id] - Date.now() + 10);
@@ -340,6 +370,7 @@
   live = Opus.connect("/ws?room=" + encodeURIComponent(boot.room), {
     status: function (state) {
       if (state === "live") { downSince = 0; banner.hidden = true; return; }
+      Object.keys(onSocket).forEach(unsent);  // the socket dropped: their answers will not come
       if (!downSince) downSince = Date.now();
       setTimeout(function () {
         if (downSince && Date.now() - downSince >= 3000) {
@@ -349,6 +380,7 @@
       }, 3100);
     },
     message: function (msg) {
+      if (msg.type === "vote_accepted" || msg.type === "vote_refused") { socketAnswer(msg); return; }
       if (msg.type === "snapshot") { if (snapshots++) refresh(); flush(); return; }
       if (msg.type === "poll" || msg.type === "room") { refresh(); return; }
       if (msg.type === "results") {

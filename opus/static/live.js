@@ -99,6 +99,11 @@ Opus.connect = function (path, handlers) {
   return {
     resume: function () { if (socket && socket.readyState === 1) socket.send('{"type":"resume"}'); },
     send: function (type) { if (socket && socket.readyState === 1) socket.send(JSON.stringify({ type: type })); },
+    // A message with a body (a vote): whether it went out on an open socket.
+    post: function (msg) {
+      if (!socket || socket.readyState !== 1) return false;
+      try { socket.send(JSON.stringify(msg)); return true; } catch (e) { return false; }
+    },
     // Open a new socket now (the page's voter changed: a first vote joined the room).
     reconnect: function () {
       if (socket) { socket.onclose = null; socket.close(); socket = null; }
