@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -35,6 +35,7 @@ from opus.keys import (
     NODE_ID,
     NOTIFIER,
     ON_COMMIT,
+    ON_VOTES,
     QUEUE,
     REPLICATION,
     ROOMS,
@@ -125,7 +126,27 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
 
     app[ROOMS] = Rooms(db, catalog, app[SOURCE], committed, identities)
     work_available = asyncio.Event()
-    workers = Workers(settings, db, queue, ledger, metrics, app[SOURCE], work_available, committed)
+    # The screens learn of counted votes straight from the workers (the broadcaster, made
+    # below, after the backlog is applied: nobody watches yet).
+    told: list[Callable[[dict[tuple[str, str], int]], None]] = []
+
+    def votes_applied(touched: dict[tuple[str, str], int]) -> None:
+        for tell in told:
+            tell(touched)
+
+    app[ON_VOTES] = votes_applied
+    workers = Workers(
+        settings,
+        db,
+        queue,
+        ledger,
+        metrics,
+        app[SOURCE],
+        work_available,
+        committed,
+        votes_applied,
+        log=VENUE in app,
+    )
     # No worker is alive yet, so every claim is a dead worker's: give them back, then apply
     # the backlog before the first request, so the ledger rebuilt from SQLite is complete.
     returned = queue.return_expired(0)
@@ -139,6 +160,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     app[BROADCASTER] = broadcaster = Broadcaster(
         settings, app[ROOMS], catalog, lambda: len(ledger.pending), metrics.recent_latency
     )
+    told.append(broadcaster.votes_applied)
     app[NOTIFIER] = notifier = Notifier(
         db, broadcaster.push_notification, broadcaster.online_voters, app[SOURCE], committed
     )
@@ -198,7 +220,9 @@ async def _venue(app: web.Application) -> AsyncIterator[None]:
         later.add(task)
         task.add_done_callback(later.discard)
 
-    replica = Replica(app[DB], app[CATALOG], app[LEDGER], box.name, app[COMMITTED], learned)
+    replica = Replica(
+        app[DB], app[CATALOG], app[LEDGER], box.name, app[COMMITTED], app[ON_VOTES], learned
+    )
     own = settings.nats_url or (server.url if server is not None else box.nats_url())
     app[REPLICATION] = replication = Replication(venue, box, app[DB], replica, own, app[METRICS])
     app[ON_COMMIT].append(replication.wake)

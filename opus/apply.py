@@ -65,7 +65,9 @@ class Plan:
     upvotes: list[tuple[str, str, str]] = field(default_factory=list)
     upvote_counts: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
-    events: list[events.Event] = field(default_factory=list)
+    events: list[events.Event] = field(default_factory=list)  # for the venue's log only
+    # (room id, poll id) -> votes applied in it: what the screens are told (live.py)
+    touched: dict[tuple[str, str], int] = field(default_factory=dict)
     counted: list[Vote] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
 
@@ -101,7 +103,10 @@ def _keys_join(pairs: list[tuple[str, str]]) -> str:
     return f"WITH k(a, b) AS (VALUES {','.join('(?, ?)' for _ in pairs)})"
 
 
-def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
+def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str, *, log: bool = True) -> Plan:
+    """Plan a batch. `log`: make each vote's event, for the outbox of a box in a venue (its
+    log, which the other boxes read); a box alone writes no event per vote: after the commit
+    its worker tells the screens which polls moved (`Plan.touched`)."""
     result = Plan()
     event_ids = [v.claim.event_id for v in votes]
     done = {
@@ -179,6 +184,10 @@ def plan(conn: sqlite3.Connection, votes: list[Vote], node_id: str) -> Plan:
             result.reject(vote, "poll_not_found", now)
             continue
         question_id = _plan_one(vote, poll, read, result, now)
+        where = (poll["room_id"], vote.poll_id)
+        result.touched[where] = result.touched.get(where, 0) + 1
+        if not log:
+            continue
         # Every vote this box takes goes to the venue's other boxes, counted or not: each box
         # decides the same way from the same votes.
         result.events.append(
@@ -372,7 +381,8 @@ def write(conn: sqlite3.Connection, batch: Plan) -> None:
             [(delta, poll_id) for poll_id, delta in batch.totals.items()],
         )
     if batch.events:
-        outbox.add(conn, batch.events)
+        # Already told to this box's screens (`touched`): the relay need not read them back.
+        outbox.add(conn, batch.events, sent=True)
     if batch.processed:
         # A replaced vote was counted once; its receipt now says it was replaced.
         conn.executemany(

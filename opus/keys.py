@@ -48,3 +48,5 @@ REPLICATION = web.AppKey("replication", Replication)
 # Called after every commit that wrote events: wakes the relay (and the venue's publisher).
 COMMITTED = web.AppKey[Callable[[], None]]("committed")
 ON_COMMIT = web.AppKey[list[Callable[[], None]]]("on_commit")
+# Votes committed: {(room id, poll id): how many}, for the screens (live.Broadcaster).
+ON_VOTES = web.AppKey[Callable[[dict[tuple[str, str], int]], None]]("on_votes")

@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, web
@@ -290,18 +291,25 @@ class Broadcaster:
 
     # -- events from the hub -------------------------------------------------------------
 
-    async def on_event(self, event: events.Event) -> None:
-        kind = event.type
-        if isinstance(event, events.VoteCast):
-            data = event.data
-            self.seq += 1  # the room changed, watched or not: a later snapshot says so
-            now = time.monotonic()
-            recent = self._votes.setdefault(data.room_id, deque())
-            recent.append(now)
+    def votes_applied(self, touched: dict[tuple[str, str], int]) -> None:
+        """A batch of votes is committed: {(room id, poll id): votes applied}. Their polls'
+        results go out at the next tick, coalesced; the rooms' activity counts them."""
+        if not touched:
+            return
+        self.seq += 1  # the rooms changed, watched or not: a later snapshot says so
+        now = time.monotonic()
+        for (room_id, poll_id), n in touched.items():
+            recent = self._votes.setdefault(room_id, deque())
+            recent.extend(repeat(now, n))
             while recent[0] < now - 60:  # watched or not, a room keeps only its last minute
                 recent.popleft()
-            self._dirty.add(data.poll_id)
-            self._wake.set()
+            self._dirty.add(poll_id)
+        self._wake.set()
+
+    async def on_event(self, event: events.Event) -> None:
+        kind = event.type
+        if isinstance(event, events.VoteCast):  # an outbox row written before votes were told
+            self.votes_applied({(event.data.room_id, event.data.poll_id): 1})
         elif isinstance(
             event, events.PollCreated | events.PollOpened | events.PollClosed | events.PollUpdated
         ):

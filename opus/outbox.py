@@ -22,13 +22,14 @@ _ROUTINE = frozenset({POLL_VOTE_CAST, VOTER_JOINED, NOTIFICATIONS_READ})
 _KEEP_SENT_S = 3600
 
 
-def add(conn: sqlite3.Connection, events: Iterable[Event]) -> None:
-    """Write events in the caller's transaction (so they commit with the state change)."""
+def add(conn: sqlite3.Connection, events: Iterable[Event], *, sent: bool = False) -> None:
+    """Write events in the caller's transaction (so they commit with the state change).
+    `sent`: the caller tells this box's views itself (votes): the rows are only the log."""
     now = now_iso()  # one transaction, one time: a worker's batch writes hundreds
     conn.executemany(
-        "INSERT OR IGNORE INTO outbox (event_id, event_type, envelope, created_at)"
-        " VALUES (?, ?, ?, ?)",
-        [(e.event_id, e.type, ev.encode(e), now) for e in events],
+        "INSERT OR IGNORE INTO outbox (event_id, event_type, envelope, created_at, sent_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(e.event_id, e.type, ev.encode(e), now, now if sent else None) for e in events],
     )
 
 

@@ -38,6 +38,7 @@ class Applied:
     polls: set[str] = field(default_factory=set)  # polls whose view must be read again
     votes: list[apply.Vote] = field(default_factory=list)
     counted: int = 0
+    touched: dict[tuple[str, str], int] = field(default_factory=dict)  # for the screens
     joined: dict[str, list[str]] = field(default_factory=dict)  # room id -> voters new here
     addresses: list[tuple[str, str]] = field(default_factory=list)  # (room, client) of those
 
@@ -50,6 +51,7 @@ class Replica:
         ledger: Ledger,
         box: str,
         on_commit: Callable[[], None],
+        on_votes: Callable[[dict[tuple[str, str], int]], None],
         on_learned: Callable[[Applied], None] | None = None,
     ) -> None:
         self._db = db
@@ -57,6 +59,7 @@ class Replica:
         self._ledger = ledger
         self.box = box
         self._on_commit = on_commit
+        self._on_votes = on_votes  # the polls the votes learned moved, for the screens
         self._on_learned = on_learned  # the notifications of voters and votes learned late
 
     def cursor(self, peer: str) -> int:
@@ -135,6 +138,7 @@ class Replica:
                 events.observe(event.hlc)
         self._refresh(done)
         self._on_commit()
+        self._on_votes(done.touched)
         if self._on_learned is not None and (done.joined or done.votes):
             self._on_learned(done)
         return done
@@ -146,6 +150,8 @@ class Replica:
         apply.write(conn, plan)
         done.votes.extend(votes)
         done.counted += len(plan.counted)
+        for where, n in plan.touched.items():
+            done.touched[where] = done.touched.get(where, 0) + n
 
     def _after_close(
         self, conn: sqlite3.Connection, poll_id: str, closed: str, done: Applied

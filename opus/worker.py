@@ -36,6 +36,9 @@ class Workers:
         node_id: str,
         work_available: asyncio.Event,
         on_commit: Callable[[], None],
+        on_votes: Callable[[dict[tuple[str, str], int]], None],
+        *,
+        log: bool = False,
     ) -> None:
         self._settings = settings
         self._db = db
@@ -44,7 +47,9 @@ class Workers:
         self._metrics = metrics
         self._node_id = node_id
         self._work_available = work_available
-        self._on_commit = on_commit
+        self._on_commit = on_commit  # new events in the outbox (a venue's log)
+        self._on_votes = on_votes  # the polls a batch moved, for the screens (live.py)
+        self._log = log  # a box of a venue: each vote's event goes to the outbox, its log
         self._stopping = False
         self._claiming = asyncio.Lock()
         # The last claim took a whole batch: more votes wait, the next claim need not linger.
@@ -158,11 +163,13 @@ class Workers:
         started = time.perf_counter()
         votes = [apply.parse(c) for c in claims]
         with self._db.write() as conn:
-            plan = apply.plan(conn, votes, self._node_id)
+            plan = apply.plan(conn, votes, self._node_id, log=self._log)
             apply.write(conn, plan)
         self._queue.done(claims)
         self._ledger.settled([c.event_id for c in claims])
-        self._on_commit()
+        self._on_votes(plan.touched)
+        if plan.events:
+            self._on_commit()
         now_ns = time.time_ns()
         for vote in plan.counted:
             latency = max(0.0, (now_ns - vote.claim.in_time_ns) / 1e9)

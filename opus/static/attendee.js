@@ -2,8 +2,8 @@
    kept in localStorage until the server answers, so a vote made during a Wi-Fi drop is sent
    when the network returns (on "online", on a timer, on the next page load) and, whatever
    happens in between, counted once. A vote goes on the page's live socket when it is open
-   (docs/api.md, "Votes over the socket"), else to the API with a POST; the answers are the
-   same. The page shows each vote's receipt: saved on this phone, received (queued), counted.
+   (see docs/api.md on votes over the socket), else to the API with a POST; the answers are
+   the same. The page shows each vote's receipt: saved on this phone, received (queued), counted.
    Without JavaScript the same forms simply POST. */
 "use strict";
 (function () {
