@@ -38,6 +38,11 @@ class Settings:
     )
     workers: int = _setting(5, "Number of workers applying queued votes to the database.")
     worker_batch: int = _setting(200, "Most votes one worker claims and applies at once.")
+    worker_budget_ms: float = _setting(
+        8.0,
+        "Longest one worker's batch should hold the event loop (milliseconds): batches are"
+        " sized to fit, from the time the last ones took per vote.",
+    )
     worker_linger_ms: float = _setting(
         20.0, "How long workers let queued votes gather into one batch (milliseconds)."
     )
@@ -129,6 +134,8 @@ class Settings:
             problems.append("port is between 1 and 65535")
         if self.workers < 1 or self.worker_batch < 1 or self.max_attempts < 1:
             problems.append("workers, worker_batch and max_attempts are at least 1")
+        if self.worker_budget_ms <= 0:
+            problems.append("worker_budget_ms is more than 0")
         if self.worker_linger_ms < 0 or self.commit_interval_ms < 0:
             problems.append("worker_linger_ms and commit_interval_ms are 0 or more")
         if self.prune_interval_s <= 0:

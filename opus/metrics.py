@@ -91,6 +91,12 @@ class Metrics:
             buckets=_FAST,
             registry=r,
         )
+        self.loop_lag_max = Gauge(
+            "opus_event_loop_lag_max_seconds",
+            "The latest the 50 ms timer has fired since the server started: the longest the event"
+            " loop was held by one piece of work (at least that long).",
+            registry=r,
+        )
         self.recent_latency = LatencyWindow()
         self.outbox_published = Counter(
             "opus_outbox_published", "Events relayed from the outbox to the hub.", registry=r

@@ -54,6 +54,12 @@ class Workers:
         self._claiming = asyncio.Lock()
         # The last claim took a whole batch: more votes wait, the next claim need not linger.
         self._more_waiting = False
+        # CPU seconds a batch took per vote, lately (claim to acknowledgement, on the event
+        # loop's thread): batches are sized to hold the loop for `worker_budget_ms` at most.
+        # CPU time, not wall time: a commit's fsync waits on the disk whatever the batch's size,
+        # and counting that wait per vote would shrink batches (more commits, more waits) until
+        # the workers fell behind. The first guess is 100 µs, about a vote on a quiet machine.
+        self._per_vote_s = 100e-6
         self._full_logged = -_FULL_LOG_EVERY_S
 
     # -- the loop ------------------------------------------------------------------------
@@ -74,18 +80,33 @@ class Workers:
                 while not self._stopping:
                     await self._gather(linger)
                     self._work_available.clear()
+                    size = self._batch_size()
+                    started = time.thread_time()
                     try:
-                        claims = self._queue.claim(self._settings.worker_batch)
+                        claims = self._queue.claim(size)
                     except Exception as exc:
                         if not is_disk_full(exc):
                             log.exception("worker %d could not claim votes", index)
                         elif self._note_full():  # one line now and then, not a traceback a tick
                             log.error("the disk is full: votes wait in the queue for space")
-                    self._more_waiting = len(claims) >= self._settings.worker_batch
+                    self._more_waiting = len(claims) >= size
                     if claims:
                         break
             if claims:
                 await self.process(claims)
+                self._took(time.thread_time() - started, len(claims))
+
+    def _batch_size(self) -> int:
+        """Votes to claim: as many as fit in the loop budget, at most `worker_batch`."""
+        fit = int(self._settings.worker_budget_ms / 1000 / self._per_vote_s)
+        return max(1, min(self._settings.worker_batch, fit))
+
+    def _took(self, seconds: float, votes: int) -> None:
+        """Learn the time per vote from a batch: a moving average, each batch counting for at
+        most four times the estimate (one slow batch, an fsync that waited on the disk or a
+        full disk's pause, does not make the next ones tiny)."""
+        sample = min(seconds / votes, 4 * self._per_vote_s)
+        self._per_vote_s = 0.8 * self._per_vote_s + 0.2 * sample
 
     async def _gather(self, linger: float) -> None:
         """Wait for ready votes, then let more join them for `linger` seconds; neither when the

@@ -258,3 +258,34 @@ async def test_votes_and_events_written_before_the_upgrade_are_still_read(
         )
 
     await _wait(told)
+
+
+async def test_batches_are_sized_to_the_loop_budget_and_every_vote_still_counts(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A budget so small that one vote fills it (`worker_budget_ms`): the workers claim one
+    vote at a time, and a burst of votes is still counted, each once."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        admin_token="test-admin-token",
+        worker_budget_ms=0.001,
+        worker_linger_ms=0,
+    )
+    api = Api(await aiohttp_client(create_app(settings)))
+    room = await api.room()
+    poll = await api.poll(room["id"])
+    options = [o["id"] for o in poll["options"]]
+    voters = [await api.join(room["code"]) for _ in range(40)]
+    answers = await asyncio.gather(
+        *(api.vote(v, poll["id"], [options[i % 3]]) for i, v in enumerate(voters))
+    )
+    assert [status for status, _ in answers] == [202] * 40
+    results = await api.total_when(poll["id"], 40)
+    assert [o["votes"] for o in results["options"]] == [14, 13, 13]
+    _, metrics = await api.call("GET", "/metrics", headers=api.admin)
+    sizes = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line.startswith("opus_worker_batch_size_")
+    }
+    assert sizes["opus_worker_batch_size_sum"] == sizes["opus_worker_batch_size_count"] == 40
