@@ -35,7 +35,8 @@ test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check opus tests bench
 	$(VENV)/bin/ruff format --check opus tests bench
 	$(VENV)/bin/mypy opus
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --ignore tests/test_schema.py
+	$(VENV)/bin/python -m pytest -q tests/test_schema.py  # schemathesis: not under xdist
 
 # The pages' strings: extracted from the code into opus/locale/opus.pot, then merged into each
 # language's catalog (new strings arrive empty: translate them; tests/test_i18n.py fails until

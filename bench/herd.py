@@ -17,13 +17,21 @@ that got a 202 (the results call, the export's votes, the database's rows): per 
 with every voter counted once.
 
     .venv/bin/python bench/herd.py [--voters 10000] [--screens 20] [--burst 1.0]
-                                   [--procs 4] [--keep-alive] [--env OPUS_X=VALUE]
+                                   [--procs 4] [--keep-alive | --socket]
+                                   [--env OPUS_X=VALUE]
                                    [--write docs/benchmarks.md]
 
 `--keep-alive` opens every voter's connection before the poll opens (phones whose page's
 connection is still open) and sends the first try on it: the herd without the cost of
-10,000 new connections. `--env OPUS_MAX_BACKLOG=10` makes the server refuse (503) most of the
-burst, to exercise the retries.
+10,000 new connections. `--socket` is the attendee page as it is: each voter's live socket is
+open (`/ws?room=CODE&token=TOKEN`, receiving every results update, as a phone does) and the vote
+goes on it (`{"type": "vote", ...}`, answered `vote_accepted` or `vote_refused`: a refusal
+with `retry_after` is sent again after it, on the socket); a vote whose socket closed is sent
+with a POST on a new connection, as the page does. The voters' sockets use bench/wsclient.py,
+which reads results frames without decoding them.
+
+`--env OPUS_MAX_BACKLOG=10` makes the server refuse (503) most of the burst, to exercise the
+retries.
 
 Progress goes to stderr, the Markdown section to stdout; --write replaces the
 `## Thundering herd` section of FILE. Exit status 1 on a correctness failure (a timeout, a
@@ -68,6 +76,7 @@ from ingest import (
     progress,
     replace_section,
 )
+from wsclient import Closed, RawSocket
 
 SECTION = "Thundering herd"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -157,6 +166,24 @@ async def _attempt(port: int, request: bytes, held: Stream | None) -> tuple[int,
         writer.close()
 
 
+async def _on_socket(
+    ws: RawSocket, poll_id: str, ballot: Ballot, limit_s: float
+) -> tuple[int, int | None]:
+    """One try on the voter's live socket: (status as the API would say it, retry_after)."""
+    answer = await ws.vote(
+        {
+            "type": "vote",
+            "poll_id": poll_id,
+            "event_id": ballot.event_id,
+            "option_ids": [ballot.option_id],
+        },
+        limit_s,
+    )
+    if answer["type"] == "vote_accepted":
+        return 202, None
+    return int(answer["status"]), answer.get("retry_after")
+
+
 async def _vote(
     port: int,
     poll_id: str,
@@ -165,6 +192,7 @@ async def _vote(
     limit_s: float,
     report: VoterReport,
     held: Stream | None,
+    ws: RawSocket | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, at - loop.time()))
@@ -176,7 +204,9 @@ async def _vote(
         report.max_tries = max(report.max_tries, tries)
         wait = 1.0
         try:
-            if held is not None:  # the first try goes on the connection opened earlier
+            if ws is not None and not ws.closed:  # the page's live socket
+                attempt = _on_socket(ws, poll_id, ballot, limit_s)
+            elif held is not None:  # the first try goes on the connection opened earlier
                 attempt = _attempt(port, vote_request(port, poll_id, ballot, close=False), held)
                 held = None
             else:
@@ -184,7 +214,7 @@ async def _vote(
             status, retry_after = await asyncio.wait_for(attempt, limit_s)
         except TimeoutError:
             report.answers["timeout"] += 1
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, Closed) as exc:
             report.answers["connection error"] += 1
             report.errors[type(exc).__name__] += 1
         else:
@@ -214,20 +244,30 @@ async def _voters(
     total: int,
     burst: float,
     limit_s: float,
-    keep_alive: bool,
+    mode: str,
+    code: str,
     pipe: Connection,
 ) -> None:
     loop = asyncio.get_running_loop()
     report = VoterReport()
     held: dict[int, Stream] = {}
-    if keep_alive:  # phones whose page's connection is still open when the poll opens
-        gate = asyncio.Semaphore(100)
+    sockets: dict[int, RawSocket] = {}
+    gate = asyncio.Semaphore(100)
+    if mode == "keep-alive":  # phones whose page's connection is still open when the poll opens
 
         async def hold(ballot: Ballot) -> None:
             async with gate:
                 held[ballot.index] = await asyncio.open_connection(HOST, port)
 
         await asyncio.gather(*(hold(b) for b in ballots))
+    elif mode == "socket":  # phones with the page open: its live socket
+
+        async def connect(ballot: Ballot) -> None:
+            async with gate:
+                path = f"/ws?room={code}&token={ballot.token}"
+                sockets[ballot.index] = await RawSocket.connect(HOST, port, path)
+
+        await asyncio.gather(*(connect(b) for b in ballots))
     pipe.send("ready")
     opened: float = await loop.run_in_executor(None, pipe.recv)
     # time.monotonic() is the same clock in every process: the parent's opening is our origin.
@@ -242,10 +282,13 @@ async def _voters(
                 limit_s,
                 report,
                 held.get(b.index),
+                sockets.get(b.index),
             )
             for b in ballots
         )
     )
+    for ws in sockets.values():
+        await ws.close()
     # Times back on the shared clock, relative to nothing: the parent subtracts the opening.
     shift = time.monotonic() - loop.time()
     report.accepted = {v: t + shift for v, t in report.accepted.items()}
@@ -260,11 +303,12 @@ def _voter_process(
     total: int,
     burst: float,
     limit_s: float,
-    keep_alive: bool,
+    mode: str,
+    code: str,
     pipe: Connection,
 ) -> None:
     raise_nofile()
-    run_loop(_voters(port, poll_id, ballots, total, burst, limit_s, keep_alive, pipe))
+    run_loop(_voters(port, poll_id, ballots, total, burst, limit_s, mode, code, pipe))
 
 
 # -- screens (in the parent) ------------------------------------------------------------------
@@ -454,7 +498,8 @@ async def herd(args: argparse.Namespace, work: Path) -> Results:
                     len(ballots),
                     args.burst,
                     args.timeout,
-                    args.keep_alive,
+                    args.mode,
+                    room["code"],
                     theirs,
                 ),
             )
@@ -683,11 +728,23 @@ def main() -> int:
         default=30.0,
         help="seconds one try may take before it counts as a timeout",
     )
-    parser.add_argument(
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument(
         "--keep-alive",
-        action="store_true",
+        dest="mode",
+        action="store_const",
+        const="keep-alive",
+        default="new",
         help="open each voter's connection before the poll opens (a phone whose"
         " page's connection is still open) instead of at its vote",
+    )
+    how.add_argument(
+        "--socket",
+        dest="mode",
+        action="store_const",
+        const="socket",
+        help="each voter's live socket is open before the poll opens, and the vote goes on it"
+        " (the attendee page with JavaScript)",
     )
     parser.add_argument(
         "--env",
@@ -712,7 +769,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="opus-bench-herd-") as tmp:
         res = run_loop(herd(args, Path(tmp)))
     command = " ".join(["bench/herd.py", *sys.argv[1:]])
-    connection = "a connection opened before the opening" if args.keep_alive else "a new connection"
+    connection = {
+        "new": "a new connection",
+        "keep-alive": "a connection opened before the opening",
+        "socket": "the voter's live socket, open before the opening",
+    }[args.mode]
     body = (
         f"{time.strftime('%Y-%m-%d')}: `{command}` ({args.voters:,} voters, first tries"
         f" spread over {args.burst:g} s from {args.procs} client processes, each on"

@@ -62,6 +62,11 @@ class Settings:
     coalesce_ms: float = _setting(
         50.0, "Live results: at most one update per poll in this many milliseconds."
     )
+    voter_results_ms: float = _setting(
+        1000.0,
+        "Live results on attendees' phones (a voter's socket): at most one update per poll in"
+        " this many milliseconds; screens and the console get every coalesce_ms.",
+    )
     max_sockets: int = _setting(
         20_000, "Most WebSocket connections at once; more are refused with a close reason."
     )
@@ -134,6 +139,8 @@ class Settings:
             problems.append("port is between 1 and 65535")
         if self.workers < 1 or self.worker_batch < 1 or self.max_attempts < 1:
             problems.append("workers, worker_batch and max_attempts are at least 1")
+        if self.voter_results_ms < self.coalesce_ms:
+            problems.append("voter_results_ms is at least coalesce_ms")
         if self.worker_budget_ms <= 0:
             problems.append("worker_budget_ms is more than 0")
         if self.worker_linger_ms < 0 or self.commit_interval_ms < 0:

@@ -43,6 +43,9 @@ def canonical(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+_encode_json = msgspec.json.Encoder().encode
+
+
 class Options(msgspec.Struct, frozen=True, tag="o", array_like=True):
     ids: tuple[str, ...]  # sorted
 
@@ -66,7 +69,9 @@ def to_json(choice: Choice) -> str:
     """The canonical JSON the database keeps (and the queue kept before MessagePack)."""
     match choice:
         case Options(ids):
-            return canonical(list(ids))
+            # Option ids are the server's uuids (ASCII): msgspec writes the same text as
+            # `canonical`, in a fraction of the time (a vote's hot path).
+            return _encode_json(ids).decode()
         case Answer(text):
             return canonical({"t": text})
         case Question(text):

@@ -43,6 +43,7 @@ LIVE_EVENTS = (
     events.QUESTION_UPDATED,
 )
 _HIGH_WATER = 64 * 1024  # bytes buffered for one socket before it counts as slow
+_FAN_OUT_CHUNK = 2000  # sockets written to between two turns of the event loop (a few ms)
 
 
 def text_frame(text: str | bytes) -> bytes:
@@ -385,41 +386,84 @@ class Broadcaster:
             )
 
     async def run_results(self) -> None:
-        """Every coalesce interval, one results frame per dirty poll for all its watchers."""
+        """Every coalesce interval, one results frame per dirty poll for the screens and the
+        consoles watching it. Attendees' phones (voters' sockets) get the latest frame at most
+        once per `voter_results_ms`, at once when they have had none for that long: in a
+        hall, phones are nearly every socket, and a frame to each of them twenty times a
+        second was most of the server's work while the hall voted."""
         interval = self._settings.coalesce_ms / 1000
+        phones_every = self._settings.voter_results_ms / 1000
+        latest: dict[str, dict[bool, bytes]] = {}  # poll id -> its newest frames
+        owed: dict[str, float] = {}  # poll id -> when its phones get its newest frame
+        phones_next: dict[str, float] = {}  # poll id -> when its phones may get another
         while True:
-            await self._wake.wait()
+            if owed:
+                wait = min(owed.values()) - time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
+            else:
+                await self._wake.wait()
             self._wake.clear()
+            now = time.monotonic()
             dirty, self._dirty = self._dirty, set()
             for poll_id in dirty:
-                view = self._catalog.polls.get(poll_id)
-                watchers = self.clients.get(view.room_id, ()) if view else ()
-                if view is None or not watchers:
+                frames = await self._results_frames(poll_id)
+                if frames is None:
                     continue
-                # Hosts see a Q&A's pending questions and a quiz's right answers early.
-                private = view.kind in ("qa", "quiz") and any(c.is_host for c in watchers)
-                seq = self.next_seq()
-                try:
-                    frames = {
-                        is_host: text_frame(
-                            json.dumps(
-                                {
-                                    "type": "results",
-                                    **await self._rooms.results(poll_id, for_host=is_host),
-                                    "seq": seq,
-                                }
-                            )
-                        )
-                        for is_host in ((False, True) if private else (False,))
-                    }
-                except Exception:
-                    log.exception("could not read results of %s", poll_id)
+                latest[poll_id] = frames
+                owed[poll_id] = max(now, phones_next.get(poll_id, 0.0))
+                await self._fan_out(poll_id, frames, phones=False)
+            for poll_id, due in list(owed.items()):
+                if due > now:
                     continue
-                hidden = view.results_hidden
-                for client in list(watchers):
-                    if client.is_host or not hidden:
-                        client.send(frames.get(client.is_host, frames[False]), poll_id)
+                del owed[poll_id]
+                phones_next[poll_id] = now + phones_every
+                await self._fan_out(poll_id, latest.pop(poll_id), phones=True)
+            for poll_id in [p for p, t in phones_next.items() if t < now and p not in owed]:
+                del phones_next[poll_id]  # quiet for a while: its next frame goes at once
             await asyncio.sleep(interval)
+
+    async def _results_frames(self, poll_id: str) -> dict[bool, bytes] | None:
+        """A poll's results frames (for attendees, and for hosts when they see more), or None
+        when nobody watches it."""
+        view = self._catalog.polls.get(poll_id)
+        watchers = self.clients.get(view.room_id, ()) if view else ()
+        if view is None or not watchers:
+            return None
+        # Hosts see a Q&A's pending questions and a quiz's right answers early.
+        private = view.kind in ("qa", "quiz") and any(c.is_host for c in watchers)
+        seq = self.next_seq()
+        try:
+            return {
+                is_host: text_frame(
+                    json.dumps(
+                        {
+                            "type": "results",
+                            **await self._rooms.results(poll_id, for_host=is_host),
+                            "seq": seq,
+                        }
+                    )
+                )
+                for is_host in ((False, True) if private else (False,))
+            }
+        except Exception:
+            log.exception("could not read results of %s", poll_id)
+            return None
+
+    async def _fan_out(self, poll_id: str, frames: dict[bool, bytes], *, phones: bool) -> None:
+        """A poll's frames to its room's phones, or to its other sockets; a few thousand
+        sockets at a time, letting the event loop run in between."""
+        view = self._catalog.polls.get(poll_id)
+        if view is None:
+            return
+        hidden = view.results_hidden
+        for i, client in enumerate(list(self.clients.get(view.room_id, ()))):
+            if (client.voter_id is not None) != phones:
+                continue
+            if client.is_host or not hidden:
+                client.send(frames.get(client.is_host, frames[False]), poll_id)
+            if i % _FAN_OUT_CHUNK == _FAN_OUT_CHUNK - 1:
+                await asyncio.sleep(0)
 
     def _tell_venue(self) -> None:
         """In a venue: every socket (screens, phones, hosts) learns when a box becomes
