@@ -79,6 +79,7 @@ from ingest import (
 from wsclient import Closed, RawSocket
 
 SECTION = "Thundering herd"
+SOCKET_SECTION = "Thundering herd over the sockets"  # --socket
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 _GIVE_UP_S = 120.0  # a voter still without a 202 after this long is a failure
 
@@ -782,8 +783,9 @@ def main() -> int:
     )
     print(body)
     if args.write:
-        replace_section(args.write, SECTION, body)
-        progress(f"wrote the {SECTION} section of {args.write}")
+        section = SOCKET_SECTION if args.mode == "socket" else SECTION
+        replace_section(args.write, section, body)
+        progress(f"wrote the {section} section of {args.write}")
     if not res.ok:
         progress("FAILED: see the table")
     return 0 if res.ok else 1

@@ -734,6 +734,7 @@ async def phase_framework(run: Run) -> None:
         bare_post_rate=post.rate,
         bare_ratio=ratio,
         bare_cpu_ratio=get_us / post_us,
+        bare_post_cpu_us=post_us,
     )
 
 
