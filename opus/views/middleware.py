@@ -122,6 +122,4 @@ async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        request.app[METRICS].http_latency.labels(request.method, route, str(status)).observe(
-            time.perf_counter() - started
-        )
+        request.app[METRICS].observe_request(request.method, route, status, started)
