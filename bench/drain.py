@@ -144,11 +144,8 @@ async def setup(base: str, polls: int, voters: int) -> tuple[list[Poll], list[st
         return made, list(await asyncio.gather(*(one() for _ in range(voters))))
 
 
-def write_backlog(
-    queue_path: Path, polls: list[Poll], voters: list[str], count: int, commit: int = COMMIT
-) -> float:
-    """`count` votes into the server's queue, `commit` at a time; returns the seconds it
-    took."""
+def write_backlog(queue_path: Path, polls: list[Poll], voters: list[str], count: int) -> float:
+    """`count` votes into the stopped server's queue; returns the seconds it took."""
     started = time.perf_counter()
     queue = VoteQueue(queue_path)
     try:
@@ -158,7 +155,7 @@ def write_backlog(
             voter = voters[i // len(polls)]
             choice = kinds.Options((poll.option_ids[(i // len(polls)) % len(poll.option_ids)],))
             batch.append((events.uuid7(), Entry(poll.id, voter, choice).payload()))
-            if len(batch) == commit or i == count - 1:
+            if len(batch) == COMMIT or i == count - 1:
                 problems = queue.put_many(batch)
                 if any(problems):
                     raise RuntimeError(f"the queue refused votes: {problems}")
@@ -166,62 +163,6 @@ def write_backlog(
     finally:
         queue.close()
     return time.perf_counter() - started
-
-
-def live_drain(
-    server: Server, queue_path: Path, polls: list[Poll], voters: list[str], count: int
-) -> dict[str, Any]:
-    """`count` votes written into a serving server's queue, as fast as this process can (the
-    workers find them there as they find votes the server took): the drain while the server
-    serves. Measured: how long the event loop was held at most (the server's 50 ms timer),
-    and how fast a GET /healthz is answered meanwhile."""
-
-    async def run() -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session:
-            before = await metrics(session, server.base)
-            # In commits of 20: while one is written the server's queue calls wait for it (on
-            # its event loop), about 0.2 ms, not the 1-2 ms of a commit of 200.
-            writer = asyncio.create_task(
-                asyncio.to_thread(write_backlog, queue_path, polls, voters, count, 20)
-            )
-            started = time.perf_counter()
-            target = before.get("opus_votes_counted_total", 0.0) + count
-            answered: list[float] = []
-            scrape = before
-            while time.perf_counter() - started < 600:
-                asked = time.perf_counter()
-                async with session.get(server.base + "/healthz") as r:
-                    await r.read()
-                answered.append((time.perf_counter() - asked) * 1000)
-                scrape = await metrics(session, server.base)
-                if scrape.get("opus_votes_counted_total", 0.0) >= target:
-                    break
-                await asyncio.sleep(0.05)
-            took = time.perf_counter() - started
-            await writer
-
-        def delta(name: str) -> float:
-            return scrape.get(name, 0.0) - before.get(name, 0.0)
-
-        ticks = delta("opus_event_loop_lag_seconds_count")
-        answered.sort()
-        return {
-            "counted": int(delta("opus_votes_counted_total")),
-            "rate": count / took,
-            "stall_ms": 1000 * scrape.get("opus_event_loop_lag_max_seconds", 0.0),
-            "over_10ms": int(ticks - delta('opus_event_loop_lag_seconds_bucket{le="0.01"}')),
-            "ticks": int(ticks),
-            "batch": delta("opus_worker_batch_size_sum")
-            / max(1.0, delta("opus_worker_batch_size_count")),
-            "healthz_ms": [
-                answered[len(answered) // 2],
-                answered[min(len(answered) - 1, int(len(answered) * 0.99))],
-                answered[-1],
-            ],
-        }
-
-    progress(f"live drain: {count:,} votes written to the serving server's queue")
-    return asyncio.run(run())
 
 
 async def totals(base: str, polls: list[Poll]) -> tuple[int, dict[str, float]]:
@@ -240,13 +181,12 @@ def bench(args: argparse.Namespace, work: Path) -> tuple[Results, dict[str, Any]
     codes: list[int | None] = []
     voters_needed = -(-args.votes // args.polls)
 
-    progress(f"setup: {args.polls} polls, {2 * voters_needed:,} voters")
+    progress(f"setup: {args.polls} polls, {voters_needed:,} voters")
     server = Server(data_dir, work / "setup.log")
     try:
-        polls, everyone = asyncio.run(setup(server.base, args.polls, 2 * voters_needed))
+        polls, voters = asyncio.run(setup(server.base, args.polls, voters_needed))
     finally:
         codes.append(server.stop())
-    voters, live_voters = everyone[:voters_needed], everyone[voters_needed:]
 
     progress(f"backlog: writing {args.votes:,} votes to the stopped server's queue")
     write_s = write_backlog(data_dir / "queue.db", polls, voters, args.votes)
@@ -275,7 +215,6 @@ def bench(args: argparse.Namespace, work: Path) -> tuple[Results, dict[str, Any]
                 healthz = asyncio.run(
                     run_wrk(server.base + "/healthz", script, args.seconds, 2, 64)
                 ).rate
-                live = live_drain(server, data_dir / "queue.db", polls, live_voters, args.votes)
         finally:
             codes.append(server.stop())
 
@@ -307,24 +246,6 @@ def bench(args: argparse.Namespace, work: Path) -> tuple[Results, dict[str, Any]
             ">= 1: workers keep up",
             rate >= args.ingest_rate,
         )
-    res.add(
-        "live drain: votes written to a serving server's queue / counted / rate",
-        f"{args.votes:,} / {live['counted']:,} / {live['rate']:,.0f} votes/s",
-        f"all {args.votes:,}",
-        live["counted"] == args.votes,
-    )
-    res.add(
-        "live drain: longest event-loop stall (the 50 ms timer's latest firing)",
-        f"{live['stall_ms']:.1f} ms; late > 10 ms {live['over_10ms']:,} times of"
-        f" {live['ticks']:,}; batches of {live['batch']:.0f} votes on average",
-        "<= 10 ms",
-        live["stall_ms"] <= 10,
-    )
-    res.add(
-        "live drain: GET /healthz answered p50 / p99 / max (one client, 20 per second)",
-        " / ".join(f"{x:.1f}" for x in live["healthz_ms"]) + " ms",
-        "",
-    )
     exact = applied == args.votes and total == args.votes and int(counted) == args.votes
     res.add(
         "applied (log) / opus_votes_counted_total / polls' total_votes",
@@ -334,7 +255,7 @@ def bench(args: argparse.Namespace, work: Path) -> tuple[Results, dict[str, Any]
     )
     stopped = all(code == 0 for code in codes)
     res.add("exit status after each SIGTERM", " ".join(str(c) for c in codes), "0", stopped)
-    res.ok = exact and stopped and live["counted"] == args.votes
+    res.ok = exact and stopped
     data = {
         "votes": args.votes,
         "drain_s": drain_s,
@@ -343,7 +264,6 @@ def bench(args: argparse.Namespace, work: Path) -> tuple[Results, dict[str, Any]
         "ready_backlog_s": with_backlog_s,
         "ready_empty_s": empty,
         "applying_s": applying_s,
-        "live": live,
     }
     return res, data
 

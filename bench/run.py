@@ -6,8 +6,8 @@ docs/benchmarks.md and its charts in docs/bench/.
 
 The steps are the scripts in bench/, each started as `python bench/NAME.py --write FILE`:
 ingest (max vote rate against /healthz, latency at 25/50/75% of it), drain (workers applying a
-backlog, at start and while serving), sockets (a vote over the attendee's socket against
-/healthz), live (vote -> screen with 1,000 and 5,000 watchers, memory per idle socket), herd
+backlog at start), sockets (a vote over the attendee's socket against /healthz, and the
+event loop's stalls while a backlog of them drains), live (vote -> screen with 1,000 and 5,000 watchers, memory per idle socket), herd
 and herd-socket (bench/herd.py, on new connections and on the phones' sockets), binary (start
 of dist/opus, built first when stale), backup, venue and pages (bytes per page with and
 without gzip, first paint on a slow link).
@@ -305,14 +305,13 @@ def speed_goals(steps: dict[str, Step], herd_socket_section: str) -> list[tuple[
                     f"<= 100 / 200 ms {_met(by[1000] <= 100 and by[5000] <= 200)}",
                 )
             )
-    drain = steps["drain"].load()
-    if drain and "live" in drain:
-        stall = drain["live"]["stall_ms"]
+    if sockets and "stall" in sockets:
         rows.append(
             (
-                f"longest event-loop stall during a {drain['votes']:,}-vote drain (serving)",
-                f"{stall:.1f} ms",
-                f"<= 10 ms {_met(stall <= 10)}",
+                f"longest event-loop stall while {sockets['votes']:,} socket votes are taken and"
+                f" applied (a backlog of up to {sockets['backlog']:,.0f} drained meanwhile)",
+                f"{sockets['stall']} ({sockets['stalls_over_10ms']} ticks late > 10 ms)",
+                f"<= 10 ms {_met(sockets['stalls_over_10ms'] == 0)}",
             )
         )
     return rows

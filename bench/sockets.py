@@ -3,7 +3,7 @@ same run (issue 17: a socket vote should cost no more than the cheapest request)
 
 Usage (from the repository root):
 
-    .venv/bin/python bench/sockets.py [--voters 2000] [--polls 10] [--seconds 8]
+    .venv/bin/python bench/sockets.py [--voters 5000] [--polls 20] [--seconds 8]
                                       [--write docs/benchmarks.md]
 
 Needs `wrk`. One server, started here on a free port with a fresh data dir:
@@ -16,7 +16,10 @@ Needs `wrk`. One server, started here on a free port with a fresh data dir:
    votes in every poll, one vote after the other's answer, all voters at once, from --procs
    client processes (bench/wsclient.py: a lean client, so that the load generators leave the
    server its core). The phase ends when the last vote is counted; server CPU per vote over
-   the whole phase (accepting, committing, applying, answering);
+   the whole phase (accepting, committing, applying, answering). The votes come faster than
+   the workers apply them, so a backlog builds and drains while the server serves: the event
+   loop's stalls over the phase are read from the server's own timer (a 50 ms sleep, and how
+   late it wakes: `opus_event_loop_lag_seconds`), as the bucket the longest one falls in;
 4. check: every vote answered `vote_accepted`, and the polls' `total_votes` add up to the
    votes answered, each counted once.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import shutil
@@ -97,6 +101,37 @@ def _client(port: int, code: str, tokens: list[str], polls: list[dict[str, Any]]
         return answers
 
     out.send(uvloop.run(main()))
+
+
+async def _sample_depth(
+    session: aiohttp.ClientSession, base: str, into: list[float], stop: asyncio.Event
+) -> None:
+    """The queue's depth (votes taken, not yet applied) every 0.2 s until `stop`."""
+    while not stop.is_set():
+        into.append((await metrics(session, base)).get("opus_queue_depth", 0.0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.2)
+
+
+_BUCKETS = ("0.001", "0.0025", "0.005", "0.01", "0.02", "0.05", "0.1", "0.25", "0.5", "1.0")
+
+
+def _longest_stall(before: dict[str, float], after: dict[str, float]) -> tuple[str, int, int]:
+    """From the loop-lag histogram's change over the phase: the range the longest stall falls
+    in, how many ticks were late more than 10 ms, and how many ticks there were."""
+    name = "opus_event_loop_lag_seconds"
+
+    def delta(key: str) -> int:
+        return int(after.get(key, 0.0) - before.get(key, 0.0))
+
+    ticks = delta(f"{name}_count")
+    over = ticks - delta(f'{name}_bucket{{le="0.01"}}')
+    lower = "0"
+    for bound in _BUCKETS:
+        if delta(f'{name}_bucket{{le="{bound}"}}') >= ticks:
+            return f"{float(lower) * 1000:g} to {float(bound) * 1000:g} ms", over, ticks
+        lower = bound
+    return f"over {float(lower) * 1000:g} ms", over, ticks
 
 
 async def _counted(session: aiohttp.ClientSession, base: str, polls: list[dict[str, Any]]) -> int:
@@ -176,6 +211,9 @@ async def run(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
             before = await metrics(session, base)
             cpu, ticks, started = server.cpu_seconds(), machine_ticks(), time.monotonic()
             progress("sockets open: the votes go")
+            depths: list[float] = []
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(_sample_depth(session, base, depths, stop))
             for pipe in pipes:
                 pipe.send("go")
             answers: dict[str, int] = {}
@@ -191,6 +229,8 @@ async def run(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
                 await asyncio.sleep(0.05)
             took = time.monotonic() - started
             vote_us = (server.cpu_seconds() - cpu) / max(1, accepted) * 1e6
+            stop.set()
+            await sampler
             steal_votes = stolen_pct(ticks, machine_ticks())
             after = await metrics(session, base)
             for proc in procs:
@@ -206,6 +246,8 @@ async def run(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
             server.stop()
 
     sent = args.voters * args.polls
+    stall = _longest_stall(before, after)
+    backlog = max(depths, default=0.0)
     res.add(
         "GET /healthz (wrk), server CPU per request",
         f"{health.rate:,.0f} req/s, {health_us:.0f} µs",
@@ -229,6 +271,13 @@ async def run(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
         vote_us / health_us <= 1.0,
     )
     res.add(
+        "the event loop's longest stall while the votes were taken and applied (a backlog of"
+        f" up to {backlog:,.0f} votes drained meanwhile)",
+        f"{stall[0]}; late more than 10 ms {stall[1]:,} times of {stall[2]:,}",
+        "<= 10 ms",
+        stall[1] == 0,
+    )
+    res.add(
         "CPU the host gave other guests: baseline / votes",
         f"{steal_health:.0f}% / {steal_votes:.0f}%",
         "< 5% for comparable figures",
@@ -248,6 +297,9 @@ async def run(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
         votes=accepted,
         seconds=took,
         steal=max(steal_health, steal_votes),
+        stall=stall[0],
+        stalls_over_10ms=stall[1],
+        backlog=backlog,
     )
     shutil.rmtree(work, ignore_errors=True)
     return res, data
@@ -255,8 +307,8 @@ async def run(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--voters", type=int, default=2000)
-    parser.add_argument("--polls", type=int, default=10)
+    parser.add_argument("--voters", type=int, default=5000)
+    parser.add_argument("--polls", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=8.0, help="the /healthz baseline")
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--env", action="append", default=[], metavar="OPUS_X=VALUE")
