@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -153,10 +154,26 @@ async def until(check: Any, timeout: float = 20.0, what: str = "") -> Any:
     raise AssertionError(f"timed out: {what} (last: {last!r})")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Servers under test listen below the kernel's ephemeral range (32768-60999 here), where no
+# client connection takes its local port: with two test processes (pytest-xdist) making
+# thousands of connections, a port the OS had just called free, or the NATS monitor's port
+# after it, was sometimes a client's by the time a server bound it.
+_PORTS = (12000, 32000)
+
+
+def free_port(pair: bool = False) -> int:
+    """A free loopback port for a server (`pair`: and the one after it, for NATS)."""
+    for _ in range(1000):
+        port = random.randrange(*_PORTS)
+        try:
+            with socket.socket() as s1, socket.socket() as s2:
+                s1.bind(("127.0.0.1", port))
+                if pair:
+                    s2.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
 
 
 class ServerProcess:

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from test_systemd import NotifySocket
 
-from conftest import ADMIN, Api, ServerProcess
+from conftest import ADMIN, Api, ServerProcess, free_port
 from opus import __version__
 from opus.config import read_config_file
 
@@ -295,8 +295,8 @@ def test_the_binary_runs_a_box_of_a_venue_with_the_nats_server_it_carries(
 ) -> None:
     """The single binary alone (no Python, no venv on PATH) serves a box of a venue: the NATS
     server it starts is the one inside it."""
-    http, nats = _free_port(), _free_port(pair=True)
-    other_http, other_nats = _free_port(), _free_port(pair=True)
+    http, nats = free_port(), free_port(pair=True)
+    other_http, other_nats = free_port(), free_port(pair=True)
     made = subprocess.run(
         [str(binary), "venue", "init", "--out", str(tmp_path),
          f"--box=a=127.0.0.1:{http}:{nats}", f"--box=b=127.0.0.1:{other_http}:{other_nats}"],
@@ -326,18 +326,6 @@ def test_the_binary_runs_a_box_of_a_venue_with_the_nats_server_it_carries(
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0
-
-
-def _free_port(pair: bool = False) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if not pair:
-            return port
-        with contextlib.suppress(OSError), socket.socket() as s:
-            s.bind(("127.0.0.1", port + 1))
-            return port
 
 
 def test_shipped_settings_file_is_one_opus_reads(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,27 +20,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import ADMIN, Api, ServerProcess, until
+from conftest import ADMIN, Api, ServerProcess, free_port, until
 
 NAMES = ("a", "b", "c")
-
-
-def _free_pair() -> int:
-    """A port whose next port is free too (NATS takes NATS_PORT and NATS_PORT + 1)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port >= 65534:
-            continue
-        try:
-            with socket.socket() as s1, socket.socket() as s2:
-                s1.bind(("127.0.0.1", port))
-                s2.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no two consecutive free ports")
 
 
 class Box(ServerProcess):
@@ -72,7 +53,7 @@ def init_venue(folder: Path) -> tuple[Path, dict[str, tuple[int, int]]]:
     taken: set[int] = set()
     for name in NAMES:  # every box's web port, NATS port and the one after: all different
         while True:
-            http, nats = _free_pair(), _free_pair()
+            http, nats = free_port(pair=True), free_port(pair=True)  # NATS: its port and the next
             wanted = {http, http + 1, nats, nats + 1}
             if len(wanted) == 4 and not wanted & taken:
                 break
