@@ -106,9 +106,11 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     """Recover, then run: the relay, the workers and the group committer, stopped in the
     reverse order so that every vote handed in is committed and every claim finished."""
     settings, db, queue, metrics = app[SETTINGS], app[DB], app[QUEUE], app[METRICS]
-    catalog, ledger, hub = Catalog(), Ledger(), Hub()
+    ledger, hub = Ledger(db), Hub()
+    catalog = Catalog(on_status=ledger.poll_changed)
     await catalog.load(db)
-    # New queue ids sort after every counted vote's, even those of pruned messages.
+    # New queue ids sort after every counted vote's, even those of pruned messages (read
+    # from the index on queued_id: no scan of the votes).
     newest = await db.fetchone("SELECT MAX(queued_id) FROM votes")
     if newest is not None and newest[0]:
         never_before(newest[0])
@@ -154,7 +156,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     drained = await workers.drain()
     if returned or drained:
         log.info("recovered %d claimed votes, applied %d queued votes", returned, drained)
-    await ledger.load(db)
+    ledger.load()
     metrics.watch_depth(lambda: len(ledger.pending))
 
     app[INGEST] = ingest = Ingest(settings, queue, catalog, ledger, metrics, work_available)

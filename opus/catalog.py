@@ -3,7 +3,7 @@ path): loaded from SQLite at start, updated by rooms.py after each commit."""
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,10 +39,13 @@ class PollView:
 
 
 class Catalog:
-    """The in-memory view of every poll."""
+    """The in-memory view of every poll. `on_status` hears each change of a poll's status
+    (None: the poll is gone) before the vote path sees it: the ledger keeps only the votes of
+    polls that are not closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_status: Callable[[str, str | None], None] | None = None) -> None:
         self.polls: dict[str, PollView] = {}
+        self._on_status = on_status
 
     async def load(self, db: Database) -> None:
         options: dict[str, list[str]] = {}
@@ -55,6 +58,7 @@ class Catalog:
             self.put(row, options.get(row["id"], []))
 
     def put(self, row: Row | dict[str, Any], options: list[str]) -> None:
+        self._status(row["id"], row["status"])
         self.polls[row["id"]] = PollView(
             id=row["id"],
             room_id=row["room_id"],
@@ -68,22 +72,40 @@ class Catalog:
             opened_at=events.epoch(row["opened_at"]),
         )
 
-    def refresh(self, conn: sqlite3.Connection, poll_ids: list[str]) -> None:
+    def refresh(self, db: Database, poll_ids: list[str]) -> None:
         """Read these polls again (changed by another box of the venue); gone ones go."""
-        for poll_id in poll_ids:
-            rows = fetchall(
-                conn,
-                "SELECT id, room_id, kind, status, allow_change, hide_results, time_limit_s,"
-                " opened_at FROM polls WHERE id = ?",
-                (poll_id,),
-            )
-            if not rows:
-                self.polls.pop(poll_id, None)
-                continue
-            options = fetchall(
-                conn, "SELECT id FROM options WHERE poll_id = ? ORDER BY position", (poll_id,)
-            )
-            self.put(rows[0], [o[0] for o in options])
+        read: dict[str, tuple[Row, list[str]] | None] = {}
+        with db.read() as conn:
+            for poll_id in poll_ids:
+                rows = fetchall(
+                    conn,
+                    "SELECT id, room_id, kind, status, allow_change, hide_results, time_limit_s,"
+                    " opened_at FROM polls WHERE id = ?",
+                    (poll_id,),
+                )
+                options = fetchall(
+                    conn, "SELECT id FROM options WHERE poll_id = ? ORDER BY position", (poll_id,)
+                )
+                read[poll_id] = (rows[0], [o[0] for o in options]) if rows else None
+        # After the read: a status change may read the database again (the ledger's).
+        for poll_id, found in read.items():
+            if found is None:
+                self.remove(poll_id)
+            else:
+                self.put(*found)
 
     def update(self, poll_id: str, **changes: Any) -> None:
+        if "status" in changes:
+            self._status(poll_id, changes["status"])
         self.polls[poll_id] = replace(self.polls[poll_id], **changes)
+
+    def remove(self, poll_id: str) -> None:
+        """A deleted poll (or one of a deleted room)."""
+        if poll_id in self.polls:
+            self._status(poll_id, None)
+            del self.polls[poll_id]
+
+    def _status(self, poll_id: str, status: str | None) -> None:
+        known = self.polls.get(poll_id)
+        if self._on_status is not None and status != (known.status if known else None):
+            self._on_status(poll_id, status)

@@ -47,7 +47,10 @@ class _Subscription:
 
 
 class Hub:
-    def __init__(self, remember: int = 50_000) -> None:
+    # Only the relay publishes, and it never publishes an outbox row twice in one process (a
+    # restart starts with an empty memory anyway): a few of its batches are enough. 50,000
+    # ids, with every vote an event, held about 9 MB once a box had taken that many votes.
+    def __init__(self, remember: int = 5_000) -> None:
         self._subscriptions: list[_Subscription] = []
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._remember = remember

@@ -54,6 +54,12 @@ def _choice(poll: PollView, body: CastVote) -> kinds.Choice:
     return kinds.qa_choice(sent(body.text), sent(body.upvote))
 
 
+def _event_id_conflict() -> Conflict:
+    return Conflict(
+        "This event_id was already used for a different vote.", code="event_id_conflict"
+    )
+
+
 class Ingest:
     def __init__(
         self,
@@ -123,18 +129,18 @@ class Ingest:
             raise Forbidden("This poll belongs to another room.", code="wrong_room")
         event_id = events.uuid7() if body.event_id is None else str(body.event_id)
         entry = Entry(poll_id, voter.voter_id, _choice(poll, body))
-        # A retry is answered as the first try was, even if the poll has closed since.
+        # A retry is answered as the first try was, even if the poll has closed since (the
+        # ledger has let a closed poll's votes go: SQLite has them).
         known = self._ledger.by_event.get(event_id)
+        if known is None and poll.status != "open":
+            known = self._ledger.recorded([event_id]).get(event_id)
         if known is None and poll.status != "open":
             if poll.kind == "quiz" and poll.past_deadline(time.time()):  # closed by its clock
                 raise Conflict("Time is up for this question.", code="time_up")
             raise Conflict("This poll is not open for votes.", code="poll_not_open")
         if known is not None:
             if known != entry:
-                raise Conflict(
-                    "This event_id was already used for a different vote.",
-                    code="event_id_conflict",
-                )
+                raise _event_id_conflict()
             # A retry of a vote we already have: answer as the first time, once it is durable.
             inflight = self._inflight.get(event_id)
             if inflight is not None:
@@ -200,6 +206,7 @@ class Ingest:
                 continue
             started = time.perf_counter()
             try:
+                batch = self._unused(batch)
                 outcome = self._queue.put_many([(e, d) for e, d, _ in batch])
             except Exception as exc:  # disk full, I/O error: nothing was acknowledged
                 log.error("vote commit failed for %d votes: %s", len(batch), exc)
@@ -219,17 +226,29 @@ class Ingest:
             self._metrics.group_commit_size.observe(len(batch))
             for (_, _, future), problem in zip(batch, outcome, strict=True):
                 if isinstance(problem, DuplicateKey):
-                    future.set_exception(
-                        Conflict(
-                            "This event_id was already used for a different vote.",
-                            code="event_id_conflict",
-                        )
-                    )
+                    future.set_exception(_event_id_conflict())
                 else:
                     future.set_result(None)
             self._work_available.set()
             if self._batch:
                 await asyncio.sleep(0)  # more wait: let the loop run between two commits
+
+    def _unused(
+        self, batch: list[tuple[str, bytes, asyncio.Future[None]]]
+    ) -> list[tuple[str, bytes, asyncio.Future[None]]]:
+        """Refuse the votes whose event id a different, applied vote has: one of a closed
+        poll, which the ledger no longer holds (the queue catches the ids it still has). One
+        read by primary key per commit, not one per vote."""
+        used = self._ledger.recorded([event_id for event_id, _, _ in batch])
+        if not used:
+            return batch
+        unused = []
+        for event_id, data, future in batch:
+            if event_id in used and used[event_id].payload() != data:
+                future.set_exception(_event_id_conflict())
+            else:
+                unused.append((event_id, data, future))
+        return unused
 
     async def close(self) -> None:
         """Refuse new votes, commit the ones already handed in, stop the committer."""

@@ -161,8 +161,7 @@ class Replica:
     def _refresh(self, done: Applied) -> None:
         """The vote path's views: the polls that changed, and who voted."""
         if done.polls:
-            with self._db.read() as conn:
-                self._catalog.refresh(conn, sorted(done.polls))
+            self._catalog.refresh(self._db, sorted(done.polls))
         for vote in done.votes:
             entry = Entry(vote.poll_id, vote.voter_id, vote.value)
             self._ledger.learned(vote.claim.event_id, entry)

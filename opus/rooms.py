@@ -341,7 +341,7 @@ class Rooms:
                 raise NotFound("No room has this id.", code="room_not_found")
             outbox.add(conn, [self._event(events.ROOM_DELETED, {"room_id": room_id}, actor)])
         for poll_id in polls:
-            self.catalog.polls.pop(poll_id, None)
+            self.catalog.remove(poll_id)
         if self.identities is not None:
             self.identities.forget_room(room_id)
         self._on_commit()
@@ -555,7 +555,7 @@ class Rooms:
                     )
                 ],
             )
-        self.catalog.polls.pop(poll_id, None)
+        self.catalog.remove(poll_id)
         self._on_commit()
 
     async def reorder_polls(

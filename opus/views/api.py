@@ -401,12 +401,15 @@ async def vote_receipt(request: web.Request) -> web.Response:
         raise NotFound("No vote of yours has this event_id.", code="vote_not_found") from None
     ledger = request.app[LEDGER]
     entry = ledger.by_event.get(event_id)
-    if entry is None or entry.voter_id != voter.voter_id:
+    if entry is not None and entry.voter_id != voter.voter_id:
         raise NotFound("No vote of yours has this event_id.", code="vote_not_found")
     # Pending is checked first: a worker commits the receipt before it leaves `pending`.
     if event_id in ledger.pending:
         return web.json_response({"event_id": event_id, "status": "queued"})
     rows = await request.app[ROOMS].receipts([event_id])
+    if entry is None and (not rows or rows[0]["voter_id"] != voter.voter_id):
+        # Not in the ledger, nor in SQLite as this voter's (a closed poll's votes are there).
+        raise NotFound("No vote of yours has this event_id.", code="vote_not_found")
     if not rows:
         return web.json_response({"event_id": event_id, "status": "queued"})
     body = {"event_id": event_id, "status": rows[0]["status"]}

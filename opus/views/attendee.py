@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from opus import auth, bodies, i18n, kinds
+from opus import answers, auth, bodies, i18n, kinds
 from opus.auth import Voter
 from opus.callers import VOTER_COOKIE, VOTER_COOKIE_S, identify
 from opus.codes import display_code, normalize_code
@@ -28,6 +28,7 @@ from opus.keys import (
     SETTINGS,
     SIGNER,
 )
+from opus.ledger import Entry
 from opus.views import notes
 from opus.views.api import JoinThrottle
 from opus.views.kit import (
@@ -71,9 +72,8 @@ _page_throttle = web.AppKey("page_join_throttle", JoinThrottle)
 _COUNTED_WAIT_S = 2.0
 
 
-def _voter_choice(request: web.Request, event_id: str | None) -> dict[str, Any]:
+def _voter_choice(entry: Entry | None) -> dict[str, Any]:
     """What the card shows of the voter's vote: the options chosen, or the answer given."""
-    entry = request.app[LEDGER].by_event.get(event_id) if event_id else None
     match entry.choice if entry is not None else None:
         case kinds.Options(ids):
             return {"chosen": list(ids), "answer": ""}
@@ -89,29 +89,38 @@ async def poll_cards(
     first; whether this voter voted, with the receipt; the results when they are public."""
     rooms, catalog, ledger = request.app[ROOMS], request.app[CATALOG], request.app[LEDGER]
     room = await rooms.room(room_id, include_drafts=False)
-    cards: list[dict[str, Any]] = []
-    mine: dict[str, str] = {}
+    polls: list[tuple[answers.Poll, bool, answers.Results | None]] = []
     for poll in room["polls"]:
         view = catalog.polls.get(poll["id"])
         hidden = view.results_hidden if view is not None else False
-        results = None if hidden else await rooms.results(poll["id"])
-        event_id = ledger.by_key.get((poll["id"], voter.voter_id)) if voter else None
-        upvoted = set()
-        if voter is not None and results is not None and poll["kind"] == "qa":
-            upvoted = {
-                q["id"]
-                for q in results.get("questions", ())
-                if (poll["id"], f"{voter.voter_id}/{q['id']}") in ledger.by_key
-            }
-        if event_id:
-            mine[poll["id"]] = event_id
+        polls.append((poll, hidden, None if hidden else await rooms.results(poll["id"])))
+    # The voter's votes and upvotes: the ledger has those of open polls, SQLite every one.
+    keys: list[tuple[str, str]] = []
+    if voter is not None:
+        for poll, _, results in polls:
+            keys.append((poll["id"], voter.voter_id))
+            if results is not None and poll["kind"] == "qa":
+                questions = results.get("questions", ())
+                keys += [(poll["id"], f"{voter.voter_id}/{q['id']}") for q in questions]
+    held = ledger.held(keys)
+    mine = {poll_id: event_id for (poll_id, who), event_id in held.items() if "/" not in who}
+    entries = {e: ledger.by_event[e] for e in mine.values() if e in ledger.by_event}
+    entries.update(ledger.recorded([e for e in mine.values() if e not in entries]))
+    cards: list[dict[str, Any]] = []
+    for poll, hidden, results in polls:
+        event_id = mine.get(poll["id"])
+        upvoted = {
+            q["id"]
+            for q in (results.get("questions", ()) if results is not None else ())
+            if voter is not None and (poll["id"], f"{voter.voter_id}/{q['id']}") in held
+        }
         cards.append(
             {
                 "poll": poll,
                 "results": results,
                 "hidden": hidden,
                 "event_id": event_id,
-                **_voter_choice(request, event_id),
+                **_voter_choice(entries.get(event_id) if event_id else None),
                 "receipt": None,
                 "upvoted": upvoted,
                 "form_event_id": str(uuid.uuid4()),
