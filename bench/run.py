@@ -7,10 +7,10 @@ docs/benchmarks.md and its charts in docs/bench/.
 The steps are the scripts in bench/, each started as `python bench/NAME.py --write FILE`:
 ingest (max vote rate against /healthz, latency at 25/50/75% of it), drain (workers applying a
 backlog at start), sockets (a vote over the attendee's socket against /healthz, and the
-event loop's stalls while a backlog of them drains), live (vote -> screen with 1,000 and 5,000 watchers, memory per idle socket), herd
-and herd-socket (bench/herd.py, on new connections and on the phones' sockets), binary (start
-of dist/opus, built first when stale), backup, venue and pages (bytes per page with and
-without gzip, first paint on a slow link).
+event loop's stalls while a backlog of them drains), live (vote -> screen with 1,000 and 5,000
+watchers, memory per idle socket), herd and herd-socket (bench/herd.py, on new connections
+and on the phones' sockets), binary (start of dist/opus, built first when stale), backup,
+venue and pages (bytes per page with and without gzip, first paint on a slow link).
 They write into a copy of the document; only when every step has run does the copy, with the
 charts and the summary, replace docs/benchmarks.md, so an interrupted run changes nothing.
 Sections the runner does not own (hand-written ones such as "Where the time goes") are kept.
