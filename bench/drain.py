@@ -83,13 +83,25 @@ def healthy(port: int) -> bool:
 
 
 class Server:
-    """`opus serve` on `data_dir`, timed from the start of the process to /healthz 200."""
+    """`opus serve` on `data_dir` (with `env`: settings), timed from the start of the process
+    to /healthz 200."""
 
-    def __init__(self, data_dir: Path, log_path: Path, timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        timeout: float = 600.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
         self.log_path = log_path
-        env = {**os.environ, "OPUS_ADMIN_TOKEN": ADMIN_TOKEN, "OPUS_CONFIG": os.devnull}
+        env = {
+            **os.environ,
+            **(env or {}),
+            "OPUS_ADMIN_TOKEN": ADMIN_TOKEN,
+            "OPUS_CONFIG": os.devnull,
+        }
         self._log = log_path.open("wb")
         started = time.perf_counter()
         self.proc = subprocess.Popen(

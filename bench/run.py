@@ -10,7 +10,8 @@ backlog at start), sockets (a vote over the attendee's socket against /healthz, 
 event loop's stalls while a backlog of them drains), live (vote -> screen with 1,000 and 5,000
 watchers, memory per idle socket), herd and herd-socket (bench/herd.py, on new connections
 and on the phones' sockets), binary (start of dist/opus, built first when stale), backup,
-venue and pages (bytes per page with and without gzip, first paint on a slow link).
+venue, semester (memory across many closed polls, start-up on a million counted votes) and
+pages (bytes per page with and without gzip, first paint on a slow link).
 They write into a copy of the document; only when every step has run does the copy, with the
 charts and the summary, replace docs/benchmarks.md, so an interrupted run changes nothing.
 Sections the runner does not own (hand-written ones such as "Where the time goes") are kept.
@@ -62,6 +63,7 @@ ORDER = [
     "Single binary",
     "Backup",
     "Venue",
+    "Semester",
     "Pages",
 ]
 OWNED = {
@@ -76,6 +78,7 @@ OWNED = {
     "Single binary",
     "Backup",
     "Venue",
+    "Semester",
     "Pages",
 }
 HERD = BENCH / "herd.py"
@@ -225,13 +228,13 @@ goal is a finding, not a failure. Correctness is checked in the same run (every 
 counted exactly once, servers stopped with exit code 0); `make bench` exits non-zero only when
 one of those checks fails.
 
-How to rerun: `make bench` (about 10 minutes; needs `wrk`, and builds `dist/opus` when it is
+How to rerun: `make bench` (about 20 minutes; needs `wrk`, and builds `dist/opus` when it is
 older than the sources) rewrites this file and the charts in `docs/bench/`; `.venv/bin/python
 bench/run.py --quick` is a shorter run. Each section names the script that wrote it; each
 script also runs alone (`make bench-ingest`, `make bench-live`, `make bench-binary`,
-`make bench-pages`, `.venv/bin/python bench/drain.py`, `bench/backup.py`, `bench/herd.py`) and
-its docstring says what each figure means. Sections without a script (such as "Where the time
-goes") are written by hand and kept by the runner.
+`make bench-pages`, `make bench-semester`, `.venv/bin/python bench/drain.py`,
+`bench/backup.py`, `bench/herd.py`) and its docstring says what each figure means. Sections
+without a script (such as "Where the time goes") are written by hand and kept by the runner.
 
 {machine(started)} This file: {mode}, {took / 60:.0f} min.
 """
@@ -305,6 +308,17 @@ def speed_goals(steps: dict[str, Step], herd_socket_section: str) -> list[tuple[
                     f"<= 100 / 200 ms {_met(by[1000] <= 100 and by[5000] <= 200)}",
                 )
             )
+    semester = steps["semester"].load()
+    if semester:
+        ratio = semester["rss_ratio"]
+        rows.append(
+            (
+                f"RSS after {semester['live_votes']:,} votes in {semester['live_polls']:,} "
+                "closed polls : RSS at start",
+                f"{semester['rss_end_mb']:.0f} : {semester['rss_start_mb']:.0f} MB = {ratio:.2f}",
+                f"<= 1.2 {_met(ratio <= 1.2)}",
+            )
+        )
     if sockets and "stall" in sockets:
         rows.append(
             (
@@ -423,6 +437,17 @@ def summary(
                 "binary < 1.5 s " + ("(met)" if b < 1.5 else "(missed)"),
             )
         )
+    semester = steps["semester"].load()
+    if semester:
+        rows.append(
+            (
+                f"start to ready with {semester['votes']:,} counted votes in "
+                f"{semester['polls']:,} closed polls : with none",
+                f"{semester['start_full_s']:.2f} : {semester['start_empty_s']:.2f} s = "
+                f"{semester['start_full_s'] / semester['start_empty_s']:.2f}",
+                "",
+            )
+        )
     if steps.get("herd") and steps["herd"].ran:
         # bench/herd.py writes no --data; its headline row is read from its own table.
         found = re.search(
@@ -523,8 +548,8 @@ def main() -> int:
         nargs="+",
         metavar="STEP",
         help="run only these steps (ingest drain sockets live herd herd-socket binary backup"
-        " venue pages); "
-        "the other sections stay as they were: for trying, not for committing",
+        " venue semester pages); the other sections stay as they were: for trying, not for"
+        " committing",
     )
     args = parser.parse_args()
     started = time.time()
@@ -633,6 +658,22 @@ def main() -> int:
             *common,
             *(["--seconds", "4", "--pending", "3000"] if quick else []),
         ],
+    )
+    steps["semester"] = Step(
+        "semester",
+        "Semester",
+        lambda: [
+            "bench/semester.py",
+            *common,
+            "--data",
+            str(data("semester")),
+            *(
+                ["--votes", "100000", "--polls", "100", "--live", "30000", "--starts", "2"]
+                if quick
+                else []
+            ),
+        ],
+        data("semester"),
     )
     steps["pages"] = Step(
         "pages",
