@@ -11,7 +11,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 \
 	command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { command -v $$c; break; }; done)
 
-.PHONY: messages run test venv bench bench-ingest bench-live bench-venue bench-semester bench-pages bench-binary binary deb clean
+.PHONY: messages run test venv bench bench-ingest bench-live bench-sockets bench-venue bench-semester bench-pages bench-binary binary deb clean
 
 $(PY):
 	@if [ -z "$(PYTHON)" ]; then echo "Opus needs Python 3.12 or newer: install python3.12 (apt install python3.12, or pyenv install 3.12) and run make again." >&2; exit 1; fi
@@ -87,6 +87,9 @@ bench-venue: $(TEST_STAMP)
 # A box that runs all semester: RSS across poll after poll of votes, each closed after its
 # votes, and start-up on a million counted votes (10 to 15 minutes here; --votes, --polls and
 # --live make it shorter).
+bench-sockets: $(TEST_STAMP)
+	$(PY) bench/sockets.py
+
 bench-semester: $(TEST_STAMP)
 	$(PY) bench/semester.py
 
