@@ -84,12 +84,14 @@ bench-live: $(TEST_STAMP)
 bench-venue: $(TEST_STAMP)
 	$(PY) bench/venue.py
 
-# A box that runs all semester: RSS across poll after poll of votes, each closed after its
-# votes, and start-up on a million counted votes (10 to 15 minutes here; --votes, --polls and
-# --live make it shorter).
+# A socket vote's server CPU against GET /healthz, and the loop's stalls while 100,000 of them
+# are taken and applied (about two minutes).
 bench-sockets: $(TEST_STAMP)
 	$(PY) bench/sockets.py
 
+# A box that runs all semester: RSS across poll after poll of votes, each closed after its
+# votes, and start-up on a million counted votes (10 to 15 minutes here; --votes, --polls and
+# --live make it shorter).
 bench-semester: $(TEST_STAMP)
 	$(PY) bench/semester.py
 
