@@ -62,6 +62,10 @@ async def _vote(
         answer = {"type": "vote_accepted", "event_id": event_id, "poll_id": poll_id}
     except OpusError as exc:
         answer = _refusal(exc, event_id, poll_id)
+    except Exception:  # what the middleware answers a request with 500 (views/middleware.py)
+        log.exception("unexpected error on a socket vote")
+        failed = OpusError("Something went wrong on the server; nothing was lost, try again.")
+        answer = _refusal(failed, event_id, poll_id)
     client.send(text_frame(_answer(answer)))
 
 
