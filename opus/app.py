@@ -62,7 +62,7 @@ from opus.worker import Workers
 
 log = logging.getLogger(__name__)
 
-_CHECKPOINT_S = 30.0
+_CHECKPOINT_S = 1.0  # the only checkpoints: the loop's connections make none (db.py)
 _MAX_CHUNKS = 100  # per prune; what is left waits for the next one
 _LAG_TICK_S = 0.05
 _RENOTIFY_S = 900.0  # at start, poll events of the last 15 minutes notify again (see _pipeline)

@@ -275,6 +275,10 @@ class Database:
         try:
             self._writer.row_factory = sqlite3.Row
             self._writer.executescript(_PRAGMAS)
+            # The writer runs on the event loop: its commits must not also copy the WAL into
+            # the database (an automatic checkpoint, every 4 MB of WAL, held the loop 50-100
+            # ms while a backlog drained). The housekeeping checkpoints in a thread instead.
+            self._writer.execute("PRAGMA wal_autocheckpoint = 0")
             self._migrate(self._writer)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             self._reader.row_factory = sqlite3.Row

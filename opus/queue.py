@@ -45,6 +45,8 @@ class VoteQueue:
         files.private_dir(path.parent)
         files.private_file(path)
         self._q = LiteQueue(path, timeout=_BUSY_TIMEOUT_S)
+        # Its calls run on the event loop: no automatic checkpoints there (see db.py).
+        self._q.conn.execute("PRAGMA wal_autocheckpoint = 0")
         # Message ids give the order in which votes were taken (claims follow it, and a
         # voter's changed vote replaces an earlier one by it): they must keep growing across
         # a restart even when the wall clock went back meanwhile. The database's counted
