@@ -213,3 +213,38 @@ async def test_a_kill_9_right_after_the_answer_loses_no_socket_vote(
         assert receipt["status"] == "counted"
     await asyncio.sleep(0.3)
     assert (await api.results(poll["id"]))["total_votes"] == len(sent)
+
+
+async def test_phones_get_a_polls_results_at_most_once_a_second(
+    api: Api, client: TestClient
+) -> None:
+    """Votes land every 100 ms for 2 s: a phone's socket (a voter's) gets the newest results at
+    most once a second, and the last of them shows every vote; a screen gets them as they move."""
+    room = await api.room()
+    poll = await api.poll(room["id"])
+    red = poll["options"][0]["id"]
+    phone_voter = await api.join(room["code"])
+    phone, screen = await _socket(client, room, phone_voter), await _socket(client, room, None)
+    voters = [await api.join(room["code"]) for _ in range(20)]
+    started = asyncio.get_running_loop().time()
+    for voter in voters:
+        status, _ = await api.vote(voter, poll["id"], [red])
+        assert status == 202
+        await asyncio.sleep(0.1)
+    await api.total_when(poll["id"], 20)
+
+    async def totals(ws: Any, until_total: int) -> list[tuple[float, int]]:
+        seen: list[tuple[float, int]] = []
+        while not seen or seen[-1][1] < until_total:
+            message = await ws.receive_json(timeout=10)
+            if message["type"] == "results" and message["poll_id"] == poll["id"]:
+                seen.append((asyncio.get_running_loop().time(), message["total_votes"]))
+        return seen
+
+    on_phone, on_screen = await totals(phone, 20), await totals(screen, 20)
+    took = on_phone[-1][0] - started
+    # At most one frame per started second, and one at once after a quiet second.
+    assert len(on_phone) <= int(took) + 2, (len(on_phone), took)
+    assert len(on_screen) > len(on_phone)
+    await phone.close()
+    await screen.close()
