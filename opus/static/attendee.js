@@ -97,6 +97,11 @@
     counted: Opus.t("Counted.")
   };
 
+  // An HTTP answer as `answered` takes it (the socket's answers come in the same shape).
+  function answer(response, json) {
+    return { status: response.status, json: json, retry: response.headers.get("Retry-After") };
+  }
+
   // Opening the page makes no voter: the first vote joins the room (which sets the cookie).
   var joining = null;
   function joined() {
@@ -121,8 +126,7 @@
             if (live) live.reconnect();
             return null;
           }
-          // Refused: said like a vote's refusal.
-          return { status: response.status, json: json, retry: response.headers.get("Retry-After") };
+          return answer(response, json);  // refused: said like a vote's refusal
         });
       }, function (error) { joining = null; throw error; });
     }
@@ -146,7 +150,7 @@
         headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload)
       }).then(function (response) {
         return response.json().catch(function () { return {}; }).then(function (json) {
-          return { status: response.status, json: json, retry: response.headers.get("Retry-After") };
+          return answer(response, json);
         });
       });
     }).then(function (answer) { if (answer) answered(item, answer.status, answer.json, answer.retry); }, function () {
