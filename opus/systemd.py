@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
@@ -17,7 +18,12 @@ log = logging.getLogger(__name__)
 
 
 def notify(*fields: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Send `fields` ("READY=1", "STATUS=...") as one message; False when not under systemd."""
+    """Send `fields` ("READY=1", "STATUS=...") as one message; False when not under systemd.
+
+    It never blocks the caller, the event loop: a datagram socket whose reader is behind
+    (systemd busy, or stopped) makes a blocking send wait until the reader catches up. A
+    watchdog ping that finds the queue full is dropped (the next comes soon); any other
+    message is handed to a thread that waits for room."""
     environ = os.environ if environ is None else environ
     address = environ.get("NOTIFY_SOCKET", "")
     if not address or not fields:
@@ -29,13 +35,52 @@ def notify(*fields: str, environ: Mapping[str, str] | None = None) -> bool:
         return False
     message = "\n".join(fields).encode()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(message, address)
+        _send(message, address, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        _behind(environ["NOTIFY_SOCKET"])
+        if fields != ("WATCHDOG=1",):
+            threading.Thread(
+                target=_send_later, args=(message, address), name="opus-notify", daemon=True
+            ).start()
+        return False
     except OSError as exc:
         # systemd may be restarting or gone: serving matters more than telling it so.
         log.warning("could not notify systemd at %s: %s", environ["NOTIFY_SOCKET"], exc)
         return False
+    _caught_up()
     return True
+
+
+_SEND_LATER_TIMEOUT_S = 30.0
+_lagging = False
+
+
+def _send(message: bytes, address: str, flags: int = 0) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(_SEND_LATER_TIMEOUT_S if not flags else None)
+        sock.sendto(message, flags, address)
+
+
+def _send_later(message: bytes, address: str) -> None:
+    try:
+        _send(message, address)
+    except OSError as exc:
+        log.warning("could not notify systemd: %s", exc)
+
+
+def _behind(name: str) -> None:
+    """Said once per stretch: a full queue drops a ping every few seconds."""
+    global _lagging
+    if not _lagging:
+        _lagging = True
+        log.warning("systemd is not reading %s: watchdog pings are dropped meanwhile", name)
+
+
+def _caught_up() -> None:
+    global _lagging
+    if _lagging:
+        _lagging = False
+        log.info("systemd reads its notify socket again")
 
 
 def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:

@@ -4,10 +4,12 @@ socket, and the unit files checked by systemd's own `systemd-analyze`."""
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -25,27 +27,35 @@ UNITS = ROOT / "systemd"
 
 
 class NotifySocket:
-    """What systemd listens on: a unix datagram socket, by path or in the abstract namespace.
-    Each message comes with the sender's pid (SO_PASSCRED), as systemd sees it."""
+    """What systemd listens on: a unix datagram socket, by path or in the abstract namespace,
+    read at once as systemd reads it (a thread queues what arrives). Each message comes with
+    the sender's pid (SO_PASSCRED), as systemd sees it."""
 
     def __init__(self, address: str) -> None:
         self.env_value = address
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.sock = bound_socket(address)
+        self.messages: queue.Queue[tuple[list[str], int]] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except OSError:
+                return  # closed
+            pid = 0
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = int.from_bytes(payload[:4], sys.byteorder)
+            self.messages.put((data.decode().split("\n"), pid))
 
     def receive(self, timeout: float) -> tuple[list[str], int] | None:
         """One message's fields and its sender's pid, or None after `timeout` seconds."""
-        self.sock.settimeout(timeout)
         try:
-            data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
-        except TimeoutError:
+            return self.messages.get(timeout=max(0.0, timeout))
+        except queue.Empty:
             return None
-        pid = 0
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                pid = int.from_bytes(payload[:4], sys.byteorder)
-        return data.decode().split("\n"), pid
 
     def wait_for(self, field: str, timeout: float = 30.0) -> list[list[str]]:
         """Every message up to and including the first that carries `field`."""
@@ -61,7 +71,16 @@ class NotifySocket:
         raise AssertionError(f"no {field} within {timeout} s; got {seen}")
 
     def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader
         self.sock.close()
+        self.reader.join(5)
+
+
+def bound_socket(address: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    sock.bind("\0" + address[1:] if address.startswith("@") else address)
+    return sock
 
 
 @pytest.fixture(params=["path", "abstract"])
@@ -128,6 +147,35 @@ def test_ready_comes_only_once_the_server_answers(
         assert server.terminate() == 0
     finally:
         server.stop()
+
+
+def test_a_systemd_that_stops_reading_does_not_stop_opus(tmp_path: Path) -> None:
+    """A datagram socket's queue is short (net.unix.max_dgram_qlen, 10 here): once it is full,
+    a blocking send waits for the reader. Opus's pings must not wait, or the event loop waits
+    with them and nothing answers, SIGTERM included (it hung a CI run)."""
+    address = str(tmp_path / "notify")
+    unread = bound_socket(address)
+    try:
+        server = ServerProcess(
+            tmp_path / "data", NOTIFY_SOCKET=address, WATCHDOG_USEC="20000"
+        )  # a ping every 10 ms: the queue is full within a tenth of a second
+        server.start()
+        try:
+            for _ in range(10):  # a second, a hundred pings that find the queue full
+                assert healthz(server.port) == 200
+                time.sleep(0.1)
+            # systemd reads again: what was queued, then fresh pings from the same process.
+            unread.settimeout(5.0)
+            for _ in range(40):
+                data, _ = unread.recvfrom(4096)
+            assert b"WATCHDOG=1" in data
+            assert server.terminate(timeout=15.0) == 0
+        finally:
+            server.stop()
+        log = server.log.read_text()
+        assert "systemd is not reading" in log and "stopped cleanly" in log, log[-2000:]
+    finally:
+        unread.close()
 
 
 def test_without_notify_socket_nothing_is_sent() -> None:
