@@ -69,6 +69,30 @@ def test_the_console_speaks_the_hosts_language_and_offers_the_others(contexts: A
     expect(page.locator("h1")).to_have_text("Salle des fêtes")
 
 
+def test_a_language_picked_on_the_login_page_still_leads_to_the_page_asked_for(
+    contexts: Any, api: Host
+) -> None:
+    """A host who follows a room's link logged out lands on the login page with `?next=`:
+    picking a language there, even after a wrong token, must not forget where they were going."""
+    room = api.room("Aula")
+    page = contexts(locale="en-GB", viewport={"width": 1280, "height": 900}).new_page()
+    page.goto(f"/host/rooms/{room['id']}")
+    expect(page.locator("#token")).to_be_visible()
+    picker = page.locator("nav.host-languages")
+    picker.get_by_role("link", name="Deutsch").click()
+    expect(page.locator("html")).to_have_attribute("lang", "de")
+    page.fill("#token", "not-the-token")
+    page.locator("form[action='/host/login'] button[type=submit]").click()
+    expect(page.locator(".flash-error")).to_be_visible()
+    picker.get_by_role("link", name="Español").click()
+    expect(page.locator("html")).to_have_attribute("lang", "es")
+    page.fill("#token", ADMIN)
+    page.locator("form[action='/host/login'] button[type=submit]").click()
+    expect(page).to_have_url(f"{page.url.split('/host')[0]}/host/rooms/{room['id']}")
+    expect(page.locator("h1")).to_have_text("Aula")
+    expect(page.locator("html")).to_have_attribute("lang", "es")
+
+
 @pytest.mark.skipif(
     "language" not in bodies.RenameRoom.__struct_fields__,
     reason="rooms have no language yet (the lead's branch adds it)",

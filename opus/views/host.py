@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from yarl import URL
 
 from opus import answers, bodies, export, i18n, kinds, ws
 from opus.auth import same_token
@@ -181,6 +182,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             status=401,
             title=gettext(request, "Host login"),
             next=following,
+            here=str(URL("/host/login").with_query(next=following)),
             error=gettext(request, "This is not the admin token."),
         )
     response = redirect(following)

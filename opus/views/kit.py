@@ -22,6 +22,7 @@ import segno
 import segno.helpers
 from aiohttp import web
 from multidict import MultiDictProxy
+from yarl import URL
 
 from opus import auth, callers, i18n
 from opus.callers import identify, origin_matches, sign
@@ -141,7 +142,13 @@ def render(
         request.app[TEMPLATES]
         .get(lang)
         .get_template(template)
-        .render(csrf=csrf, flash=flash, host_session=is_host(request), **context)
+        .render(
+            csrf=csrf,
+            flash=flash,
+            host_session=is_host(request),
+            language_url=_language_url(request, context.get("here")),
+            **context,
+        )
     )
     # A page is gzipped on the event loop (about 0.1 ms for the attendee page, a tenth of its
     # rendering), not in a thread as aiohttp does past 4 KB: the hand-off costs more CPU than
@@ -164,6 +171,17 @@ def render(
             i18n.COOKIE, picked, max_age=365 * 86400, httponly=True, samesite="Lax", path="/"
         )
     return response
+
+
+def _language_url(request: web.Request, here: str | None) -> Callable[[str], str]:
+    """A language link's address: this page (or `here`, the page a form shown again belongs
+    to) with its query kept, `?next=` on the login page included, and `lang` set."""
+    base = URL(here) if here else request.rel_url
+
+    def url(code: str) -> str:
+        return str(base.update_query(lang=code))
+
+    return url
 
 
 def page_language(
