@@ -33,8 +33,7 @@ fresh data dir:
    answers (its own workers and apply code), and the polls are closed through the API.
    Checked: every live vote answered `vote_accepted`, every poll's `total_votes` is the number
    of voters.
-4. start-up: the outbox's times are moved back an hour (as on the next day: a restart within
-   15 minutes of a poll's events notifies its voters again, app.py), then start-to-ready
+4. start-up, right after the last poll closed: start-to-ready
    (`GET /healthz` 200) and RSS on that data dir, median of --starts restarts, against the
    same on an empty data dir (started once before, so that both are restarts). On the last
    restart, the first live vote sent again with its event id is answered 202 (the ledger no
@@ -52,13 +51,11 @@ import argparse
 import asyncio
 import json
 import re
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -347,11 +344,6 @@ def bench(args: argparse.Namespace, work: Path) -> tuple[Results, dict[str, Any]
         counted,
     )
 
-    # As on the next day: a restart within 15 minutes of a poll's events notifies again.
-    with closing(sqlite3.connect(data_dir / "opus.db")) as db, db:
-        db.execute(
-            "UPDATE outbox SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', created_at, '-1 hour')"
-        )
     size_mb = sum(f.stat().st_size for f in data_dir.glob("*.db*")) / 1024**2
     progress(f"start-up: {args.starts} restarts on {size_mb:,.0f} MB of data, then on an empty dir")
     full, full_rss, full_codes = restarts(data_dir, work, "full", args.starts - 1)

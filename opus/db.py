@@ -221,6 +221,14 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX processed_events_poll ON processed_events(poll_id);
     CREATE INDEX votes_queued ON votes(queued_id);
     """,
+    9: """
+    -- The poll events whose notifications are all written (notifications.Notifier.fan_out):
+    -- a restart soon after them does not write every voter's again. Kept a day.
+    CREATE TABLE notified (
+        event_id TEXT PRIMARY KEY,
+        at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 }
 
 

@@ -20,6 +20,7 @@ from opus.events import now_iso
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
+_NOTIFIED_KEPT_S = 86400  # how long a poll event is remembered as notified (a day)
 # The events that notify voters (app.py subscribes `fan_out` to them).
 NOTIFIED_EVENTS = (events.POLL_CREATED, events.POLL_OPENED, events.POLL_CLOSED)
 _LIST_LIMIT = answers.INBOX_SIZE
@@ -105,6 +106,10 @@ class Notifier:
         ids); returns how many were new."""
         if not isinstance(event, events.PollCreated | events.PollOpened | events.PollClosed):
             return 0
+        if only is None and await self._db.fetchone(
+            "SELECT 1 FROM notified WHERE event_id = ?", (event.event_id,)
+        ):
+            return 0  # told before a restart, or delivered twice
         poll_id, room_id = event.data.poll_id, event.data.room_id
         row = await self._db.fetchone("SELECT question FROM polls WHERE id = ?", (poll_id,))
         question = row["question"] if row else "A poll"
@@ -162,6 +167,16 @@ class Notifier:
                     ],
                 )
                 created += max(cursor.rowcount, 0)
+        if only is None:
+            with self._db.write() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO notified (event_id, at) VALUES (?, ?)",
+                    (event.event_id, now_iso()),
+                )
+                conn.execute(
+                    "DELETE FROM notified WHERE at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
+                    (f"-{_NOTIFIED_KEPT_S} seconds",),
+                )
         if created:
             await self._push_online(event.event_id, room_id)
         return created

@@ -204,6 +204,18 @@ async def test_notifications_lost_in_a_crash_after_the_relay_are_written_at_star
         assert db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone() == (0,)
         db.execute("DELETE FROM notifications")
     db.close()
+    # A fan-out that finished is recorded as such: a restart does not write it again.
+    server.start()
+    async with aiohttp.ClientSession() as http:
+        status, inbox = await Api(http, server.base).call(
+            "GET", "/api/v1/notifications", headers=early["headers"]
+        )
+        assert status == 200 and inbox["notifications"] == []
+    assert server.terminate() == 0
+    db = sqlite3.connect(server.data_dir / "opus.db")
+    with db:
+        db.execute("DELETE FROM notified")  # the crash came before the fan-out's end
+    db.close()
     server.start()
     async with aiohttp.ClientSession() as http:
         api = Api(http, server.base)
