@@ -23,7 +23,7 @@ import pytest
 from test_systemd import NotifySocket
 
 from conftest import ADMIN, Api, ServerProcess, free_port
-from opus import __version__
+from opus import __version__, i18n
 from opus.config import read_config_file
 
 pytestmark = pytest.mark.slow
@@ -150,6 +150,23 @@ async def test_binary_round_trip_under_systemds_protocol_then_sigterm(
             assert status == 202, body
         results = await api.total_when(poll["id"], 3)
         assert {o["label"]: o["votes"] for o in results["options"]} == {"Tea": 1, "Coffee": 2}
+
+        # A voter's messages in every language: the binary holds Babel's data for each (dates,
+        # lists and numbers in the final result's sentence), and only theirs.
+        await api.call("POST", f"/api/v1/polls/{poll['id']}/close", headers=api.admin)
+        deadline = time.monotonic() + 15
+        while True:
+            _, inbox = await api.call("GET", "/api/v1/notifications", headers=voter["headers"])
+            if any(n["type"] == "poll_closed" for n in inbox["notifications"]):
+                break
+            assert time.monotonic() < deadline, inbox
+            await asyncio.sleep(0.1)
+        for lang in i18n.LANGUAGES:
+            status, page = await api.call(
+                "GET", f"/j/{room['code']}/inbox?lang={lang}", headers=voter["headers"]
+            )
+            assert status == 200 and f'lang="{lang}"' in page, (lang, status, page[:300])
+            assert "Tea" in page and "Coffee" in page, lang
 
         # An operator's command, from the binary too, while it serves.
         archive = tmp_path / "backup.tar.gz"
