@@ -3,8 +3,10 @@ one reader connection, WAL, and migrations tracked by PRAGMA user_version."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -324,10 +326,15 @@ class Database:
         self._reader = self._writer = None
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction. Never await inside it (see the class docstring)."""
+    def write(self, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. Never await inside it (see the class docstring).
+
+        `synced=False`: the commit is not fsync'd on the loop (synchronous=NORMAL for it);
+        nothing may rely on it surviving a power cut before `await sync()` returns."""
         assert self._writer is not None, "database is not open"
         conn = self._writer
+        if not synced:  # the level applies to the connection's next commits
+            conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -338,6 +345,13 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        finally:
+            if not synced:
+                conn.execute("PRAGMA synchronous = FULL")
+
+    async def sync(self) -> None:
+        """Make every commit so far durable, in a thread: the loop goes on meanwhile."""
+        await asyncio.to_thread(sync_wal, self.path)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -371,6 +385,20 @@ PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;
 PRAGMA temp_store = MEMORY;
 """
+
+
+def sync_wal(path: Path) -> None:
+    """What synchronous=FULL does inside a WAL commit, done afterwards from any thread: the
+    -wal file's frames, up to the last commit, on disk (fdatasync). A WAL is never without its
+    file while a connection is open; should it be, its pages are in the database file."""
+    try:
+        fd = os.open(f"{path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def checkpoint(path: Path) -> None:

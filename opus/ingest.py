@@ -208,6 +208,7 @@ class Ingest:
             try:
                 batch = self._unused(batch)
                 outcome = self._queue.put_many([(e, d) for e, d, _ in batch])
+                await self._queue.sync()  # the fsync, in a thread: the loop answers meanwhile
             except Exception as exc:  # disk full, I/O error: nothing was acknowledged
                 log.error("vote commit failed for %d votes: %s", len(batch), exc)
                 error = (

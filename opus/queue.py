@@ -1,20 +1,26 @@
 """The durable vote queue: the only module that imports litequeue.
 
-One LiteQueue handle, one connection. The group commit is synced (synchronous=FULL): a 202
-means the vote survived a power cut. Claims and acknowledgements are not (NORMAL): losing one
-to a power cut only re-delivers a vote, and re-delivery changes nothing (processed ids). That
-holds only because a worker's commit to opus.db is synced before it marks the messages done
-(db.py): a "done" made durable by a later synced commit here, before the vote it stands for
-was durable there, lost acknowledged votes in power cuts.
+One LiteQueue handle, one connection. The group commit is synced: a 202 means the vote
+survived a power cut. Its commit is made on the loop without an fsync (synchronous=NORMAL,
+as every commit here), then `sync()` fdatasyncs the WAL in a thread before any vote of it is
+answered: the loop does not wait on the disk for it. (NORMAL still syncs the WAL's header
+on the loop, in the first commit after a checkpoint restarted the WAL: once a second at
+most.) Claims and acknowledgements are never synced: losing one to a power cut only
+re-delivers a vote, and re-delivery changes nothing (processed ids). That holds only because
+a worker's commit to opus.db is synced before it marks the messages done (worker.py): a
+"done" made durable by a later synced commit here, before the vote it stands for was durable
+there, lost acknowledged votes in power cuts.
 
-These calls are short and run on the event loop's thread, on purpose: measured here, handing
-them to a thread cost more than doing them, because every return from SQLite to Python in
-that thread waits for the GIL behind the busy event loop (a commit of 30 votes took 14-25 ms
-in a thread, 2 ms on the loop, fsync included).
+The SQLite calls are short and run on the event loop's thread, on purpose: measured here,
+handing them to a thread cost more than doing them, because every return from SQLite to
+Python in that thread waits for the GIL behind the busy event loop (a commit of 30 votes took
+14-25 ms in a thread, 2 ms on the loop, fsync included). An fsync is one return, whatever the
+batch: that one goes to a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -23,6 +29,7 @@ from pathlib import Path
 from litequeue import LiteQueue, Message, MessageStatus
 
 from opus import events, files
+from opus.db import sync_wal
 
 _BUSY_TIMEOUT_S = 30.0
 
@@ -44,9 +51,11 @@ class VoteQueue:
     def __init__(self, path: Path) -> None:
         files.private_dir(path.parent)
         files.private_file(path)
+        self._path = path
         self._q = LiteQueue(path, timeout=_BUSY_TIMEOUT_S)
         # Its calls run on the event loop: no automatic checkpoints there (see db.py).
         self._q.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._q.conn.execute("PRAGMA synchronous = NORMAL")  # `sync()` is the group commit's
         # Message ids give the order in which votes were taken (claims follow it, and a
         # voter's changed vote replaces an earlier one by it): they must keep growing across
         # a restart even when the wall clock went back meanwhile. The database's counted
@@ -59,7 +68,8 @@ class VoteQueue:
         self._q.close()
 
     def put_many(self, items: list[tuple[str, bytes]]) -> list[Exception | None]:
-        """Write (event_id, data) pairs in one synced transaction: the group commit.
+        """Write (event_id, data) pairs in one transaction: the group commit (durable once
+        `sync()` returns).
 
         Returns, per item, None when it is durable (new, or an identical replay) or
         DuplicateKey when the event id is already queued with other data (nothing is written
@@ -67,13 +77,11 @@ class VoteQueue:
         with one look-up and one prepared insert for the whole batch.
         """
         rows = [(data, events.uuid7(), key) for key, data in items]
-        now = time.time_ns()
-        # The level applies to the connection's next commits; it cannot change mid-transaction.
-        self._q.conn.execute("PRAGMA synchronous = FULL")
-        try:
-            return self._put_rows(items, rows, now)
-        finally:
-            self._q.conn.execute("PRAGMA synchronous = NORMAL")
+        return self._put_rows(items, rows, time.time_ns())
+
+    async def sync(self) -> None:
+        """Make every commit so far durable (the group commit's), in a thread."""
+        await asyncio.to_thread(sync_wal, self._path)
 
     def _put_rows(
         self, items: list[tuple[str, bytes]], rows: list[tuple[bytes, str, str]], now: int
