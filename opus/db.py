@@ -270,7 +270,9 @@ class Database:
     aiosqlite every statement was a thread hop whose result waits for the GIL and then for
     its turn behind every HTTP callback, so under load a worker's batch took 20-30 ms and the
     workers fell behind. A write transaction never spans an await, so two of them can never
-    interleave and no lock is needed.
+    interleave and no lock is needed. A worker's batch is the exception to the fsync at
+    commit: it commits without one and waits for `sync()`, the fsync in a thread, so the loop
+    does not wait on the disk for every batch.
     """
 
     def __init__(self, path: Path) -> None:
@@ -374,10 +376,11 @@ class Database:
         return rows[0] if rows else None
 
 
-# synchronous=FULL: a commit is on disk (the WAL fsync'd) before it returns, so what a worker
-# applied is durable before its queue messages are marked done, and a room, poll or token is
-# durable before its 201. NORMAL lost such commits in power cuts (README, "What survives a
-# power cut"; tests/faults/test_powercut.py).
+# synchronous=FULL: a commit is on disk (the WAL fsync'd) before it returns, so a room, poll or
+# token is durable before its 201. A worker's batch commits with NORMAL and is made durable by
+# `Database.sync()` (the fsync in a thread) before its queue messages are marked done. NORMAL
+# alone lost such commits in power cuts (README, "What survives a power cut";
+# tests/faults/test_powercut.py).
 _PRAGMAS = """
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
