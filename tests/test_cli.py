@@ -126,8 +126,9 @@ async def test_serve_takes_its_token_and_prune_schedule_from_the_settings_file(
         def queue_stats() -> str:
             return opus("queue", "stats", "--data-dir", str(server.data_dir)).output
 
+        # (A batch is in the results once committed, and marked done after its fsync.)
         deadline = time.monotonic() + 20
-        while "done     0" not in queue_stats():
+        while not all(f"{s:8} 0" in queue_stats() for s in ("ready", "claimed", "done")):
             assert time.monotonic() < deadline, queue_stats()
             await asyncio.sleep(0.2)
         assert (await api.results(poll["id"]))["total_votes"] == 3
