@@ -35,7 +35,7 @@ def notify(*fields: str, environ: Mapping[str, str] | None = None) -> bool:
         return False
     message = "\n".join(fields).encode()
     try:
-        _send(message, address, socket.MSG_DONTWAIT)
+        _send(message, address, wait=False)
     except BlockingIOError:
         _behind(environ["NOTIFY_SOCKET"])
         if fields != ("WATCHDOG=1",):
@@ -55,15 +55,17 @@ _SEND_LATER_TIMEOUT_S = 30.0
 _lagging = False
 
 
-def _send(message: bytes, address: str, flags: int = 0) -> None:
+def _send(message: bytes, address: str, *, wait: bool) -> None:
+    """One datagram; `wait`: for room in a full queue (up to 30 s), else BlockingIOError."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.settimeout(_SEND_LATER_TIMEOUT_S if not flags else None)
-        sock.sendto(message, flags, address)
+        if wait:
+            sock.settimeout(_SEND_LATER_TIMEOUT_S)
+        sock.sendto(message, 0 if wait else socket.MSG_DONTWAIT, address)
 
 
 def _send_later(message: bytes, address: str) -> None:
     try:
-        _send(message, address)
+        _send(message, address, wait=True)
     except OSError as exc:
         log.warning("could not notify systemd: %s", exc)
 

@@ -93,8 +93,8 @@ class Workers:
                     self._more_waiting = len(claims) >= size
                     if claims:
                         break
-            if claims:
-                self._took(claiming + await self.process(claims), len(claims))
+            if claims and (cpu := await self.process(claims)) is not None:
+                self._took(claiming + cpu, len(claims))
 
     def _batch_size(self) -> int:
         """Votes to claim: as many as fit in the loop budget, at most `worker_batch`."""
@@ -129,26 +129,27 @@ class Workers:
             total += len(claims)
         return total
 
-    async def process(self, claims: list[Claim]) -> float:
+    async def process(self, claims: list[Claim]) -> float | None:
         """Apply a batch; when it fails, apply its votes one by one so one bad vote cannot
         hold back the rest, and count attempts for those that still fail. Returns the CPU
-        seconds the batch took on the loop (0 when it failed)."""
+        seconds the batch took on the loop; None when it failed (it tells nothing of what a
+        vote costs)."""
         try:
             return await self._apply(claims)
         except Exception as exc:
             if is_disk_full(exc):
                 await self._wait_for_space(claims)
-                return 0.0
+                return None
             if len(claims) == 1:
                 await self._failed(claims[0], exc)
-                return 0.0
+                return None
             log.warning("batch of %d failed (%s); applying one by one", len(claims), exc)
         for claim in claims:
             try:
                 await self._apply([claim])
             except Exception as exc:
                 await self._failed(claim, exc)
-        return 0.0
+        return None
 
     @contextlib.asynccontextmanager
     async def running(self) -> Any:
